@@ -1,0 +1,282 @@
+//! Configuration: defaults, then `$XDG_CONFIG_HOME/piauthd/config.toml`, then
+//! environment variables, then command-line flags, each overriding the last.
+//!
+//! Resolution is a pure function of its inputs ([`resolve`]) so every
+//! precedence rule is unit-tested; only [`load_file`] touches the disk.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The issuer used unless configured otherwise.
+pub const DEFAULT_ISSUER: &str = "https://auth.openai.com";
+/// The Codex backend used unless configured otherwise.
+pub const DEFAULT_CODEX_BASE_URL: &str = "https://chatgpt.com/backend-api";
+/// Where the login callback listener binds unless configured otherwise.
+pub const DEFAULT_CALLBACK_ADDR: &str = "127.0.0.1:1455";
+
+/// Values given on the command line or in the environment. `None` means
+/// "not given here"; clap merges flags over environment variables.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub socket: Option<PathBuf>,
+    pub agent_dir: Option<String>,
+    pub issuer: Option<String>,
+    pub codex_base_url: Option<String>,
+    pub callback_addr: Option<SocketAddr>,
+}
+
+/// The config file's contents. Unknown keys are an error, so a typo is not
+/// silently ignored.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub socket: Option<PathBuf>,
+    pub agent_dir: Option<String>,
+    pub issuer: Option<String>,
+    pub codex_base_url: Option<String>,
+    pub callback_addr: Option<SocketAddr>,
+}
+
+/// The facts of the environment that defaults depend on.
+#[derive(Debug, Clone)]
+pub struct Environment {
+    pub home: Option<PathBuf>,
+    pub xdg_runtime_dir: Option<PathBuf>,
+    pub uid: u32,
+}
+
+impl Environment {
+    pub fn current() -> Environment {
+        Environment {
+            home: std::env::var_os("HOME")
+                .filter(|h| !h.is_empty())
+                .map(PathBuf::from),
+            xdg_runtime_dir: std::env::var_os("XDG_RUNTIME_DIR")
+                .filter(|h| !h.is_empty())
+                .map(PathBuf::from),
+            // SAFETY: getuid has no preconditions and cannot fail.
+            uid: unsafe { libc::getuid() },
+        }
+    }
+}
+
+/// The daemon's resolved configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The Unix socket the daemon serves on.
+    pub socket: PathBuf,
+    /// pi's `auth.json`.
+    pub auth_file: PathBuf,
+    pub issuer: String,
+    pub codex_base_url: String,
+    pub callback_addr: SocketAddr,
+}
+
+/// Why the configuration is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the config file {path} is invalid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("HOME is not set, so {what} has no default; set {hint}")]
+    NoHome {
+        what: &'static str,
+        hint: &'static str,
+    },
+    #[error("{what} must be an http(s) URL, got {value:?}")]
+    BadUrl { what: &'static str, value: String },
+}
+
+/// Where the config file lives: `$XDG_CONFIG_HOME/piauthd/config.toml`, or
+/// `~/.config/piauthd/config.toml`.
+pub fn default_config_path(env: &Environment) -> Option<PathBuf> {
+    std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| env.home.as_ref().map(|h| h.join(".config")))
+        .map(|d| d.join("piauthd").join("config.toml"))
+}
+
+/// Reads a config file. A missing file is an empty config unless `required`.
+pub fn load_file(path: &Path, required: bool) -> Result<FileConfig, ConfigError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {
+            return Ok(FileConfig::default());
+        }
+        Err(source) => {
+            return Err(ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            });
+        }
+    };
+    toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.to_owned(),
+        message: e.message().to_owned(),
+    })
+}
+
+/// Combines defaults, the file and the overrides.
+pub fn resolve(
+    over: Overrides,
+    file: FileConfig,
+    env: &Environment,
+) -> Result<Config, ConfigError> {
+    let socket = match over.socket.or(file.socket) {
+        Some(p) => p,
+        None => piauth_proto::socket::default_path_for(env.xdg_runtime_dir.as_deref(), env.uid),
+    };
+    let agent_dir = match over.agent_dir.or(file.agent_dir) {
+        Some(d) => expand_tilde(&d, env.home.as_deref()).ok_or(ConfigError::NoHome {
+            what: "a `~` agent directory",
+            hint: "an absolute PI_CODING_AGENT_DIR",
+        })?,
+        None => env
+            .home
+            .as_ref()
+            .map(|h| h.join(".pi").join("agent"))
+            .ok_or(ConfigError::NoHome {
+                what: "pi's agent directory",
+                hint: "PI_CODING_AGENT_DIR",
+            })?,
+    };
+    let issuer = over
+        .issuer
+        .or(file.issuer)
+        .unwrap_or_else(|| DEFAULT_ISSUER.into());
+    let codex_base_url = over
+        .codex_base_url
+        .or(file.codex_base_url)
+        .unwrap_or_else(|| DEFAULT_CODEX_BASE_URL.into());
+    for (what, value) in [
+        ("the issuer", &issuer),
+        ("the Codex base URL", &codex_base_url),
+    ] {
+        if !(value.starts_with("https://") || value.starts_with("http://")) {
+            return Err(ConfigError::BadUrl {
+                what,
+                value: value.clone(),
+            });
+        }
+    }
+    let callback_addr = over
+        .callback_addr
+        .or(file.callback_addr)
+        .unwrap_or_else(|| DEFAULT_CALLBACK_ADDR.parse().expect("valid constant"));
+    Ok(Config {
+        socket,
+        auth_file: agent_dir.join("auth.json"),
+        issuer: issuer.trim_end_matches('/').to_owned(),
+        codex_base_url: codex_base_url.trim_end_matches('/').to_owned(),
+        callback_addr,
+    })
+}
+
+/// Expands a leading `~` or `~/` as pi does; `None` if HOME is needed but unset.
+pub fn expand_tilde(path: &str, home: Option<&Path>) -> Option<PathBuf> {
+    if path == "~" {
+        return home.map(Path::to_owned);
+    }
+    match path.strip_prefix("~/") {
+        Some(rest) => home.map(|h| h.join(rest)),
+        None => Some(PathBuf::from(path)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env() -> Environment {
+        Environment {
+            home: Some("/home/u".into()),
+            xdg_runtime_dir: Some("/run/user/1000".into()),
+            uid: 1000,
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let c = resolve(Overrides::default(), FileConfig::default(), &env()).unwrap();
+        assert_eq!(
+            c.socket,
+            PathBuf::from("/run/user/1000/piauthd/piauthd.sock")
+        );
+        assert_eq!(c.auth_file, PathBuf::from("/home/u/.pi/agent/auth.json"));
+        assert_eq!(c.issuer, DEFAULT_ISSUER);
+        assert_eq!(c.codex_base_url, DEFAULT_CODEX_BASE_URL);
+        assert_eq!(c.callback_addr.to_string(), "127.0.0.1:1455");
+    }
+
+    #[test]
+    fn overrides_beat_the_file_which_beats_defaults() {
+        let file = FileConfig {
+            issuer: Some("http://file/".into()),
+            agent_dir: Some("~/pi".into()),
+            socket: Some("/f.sock".into()),
+            ..Default::default()
+        };
+        let over = Overrides {
+            socket: Some("/o.sock".into()),
+            ..Default::default()
+        };
+        let c = resolve(over, file, &env()).unwrap();
+        assert_eq!(c.socket, PathBuf::from("/o.sock"));
+        assert_eq!(c.issuer, "http://file");
+        assert_eq!(c.auth_file, PathBuf::from("/home/u/pi/auth.json"));
+    }
+
+    #[test]
+    fn rejects_a_non_http_issuer_and_missing_home() {
+        let over = Overrides {
+            issuer: Some("auth.openai.com".into()),
+            ..Default::default()
+        };
+        assert!(matches!(
+            resolve(over, FileConfig::default(), &env()),
+            Err(ConfigError::BadUrl { .. })
+        ));
+        let no_home = Environment {
+            home: None,
+            ..env()
+        };
+        assert!(matches!(
+            resolve(Overrides::default(), FileConfig::default(), &no_home),
+            Err(ConfigError::NoHome { .. })
+        ));
+    }
+
+    #[test]
+    fn tilde_expansion_matches_pi() {
+        let home = Some(Path::new("/h"));
+        assert_eq!(expand_tilde("~", home), Some("/h".into()));
+        assert_eq!(expand_tilde("~/x", home), Some("/h/x".into()));
+        assert_eq!(expand_tilde("/abs/~", home), Some("/abs/~".into()));
+        assert_eq!(expand_tilde("~other", home), Some("~other".into()));
+        assert_eq!(expand_tilde("~/x", None), None);
+    }
+
+    #[test]
+    fn the_file_rejects_unknown_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("config.toml");
+        std::fs::write(&p, "sokcet = \"/x\"\n").unwrap();
+        assert!(matches!(
+            load_file(&p, false),
+            Err(ConfigError::Parse { .. })
+        ));
+        std::fs::write(&p, "socket = \"/x\"\ncallback_addr = \"127.0.0.1:1457\"\n").unwrap();
+        let f = load_file(&p, false).unwrap();
+        assert_eq!(f.socket, Some("/x".into()));
+        assert!(load_file(&dir.path().join("none.toml"), false).is_ok());
+        assert!(load_file(&dir.path().join("none.toml"), true).is_err());
+    }
+}

@@ -1,0 +1,31 @@
+//! piauthd: one per-user process that owns pi's OpenAI Codex login.
+//!
+//! Many pi sessions share one ChatGPT login whose refresh tokens are
+//! single-use. piauthd keeps that login in one place, serves fresh access
+//! tokens over a private gRPC Unix socket, and speaks pi's own file and lock
+//! protocol so it can run beside pi processes that still touch `auth.json`.
+//!
+//! # Layout
+//!
+//! * [`config`]: defaults, config file, environment and flags (pure).
+//! * [`secret`]: `Secret<T>`, which never formats its contents.
+//! * [`oauth`]: pure OAuth logic (JWT claims).
+//! * [`store`]: pi's `auth.json`, its lock directory, durable writes, and
+//!   the file watcher.
+//! * [`broker`]: the in-memory credentials and every decision about them;
+//!   the only writer of the store.
+//! * [`socket`]: the private socket directory and one-instance lock.
+//! * [`rpc`]: the tonic services; the only module that sees proto types.
+//! * [`server`]: wires them together and runs until shutdown.
+
+pub mod broker;
+pub mod config;
+pub mod oauth;
+pub mod rpc;
+pub mod secret;
+pub mod server;
+pub mod socket;
+pub mod store;
+
+pub use config::Config;
+pub use server::{RunError, run};

@@ -1,0 +1,123 @@
+//! `piauthd`: parse flags, set up logging and signals, run the daemon.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use piauthd::config::{self, Environment, Overrides};
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+/// Owns pi's OpenAI Codex (ChatGPT) login for this user, refreshes it in one
+/// place, and serves access tokens over a private gRPC Unix socket.
+///
+/// Settings come from, lowest to highest: built-in defaults,
+/// $XDG_CONFIG_HOME/piauthd/config.toml, environment variables, flags.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about)]
+struct Args {
+    /// Unix socket to serve on [default: $XDG_RUNTIME_DIR/piauthd/piauthd.sock,
+    /// or /tmp/piauthd-<uid>/piauthd.sock when XDG_RUNTIME_DIR is unset]
+    #[arg(long, env = "PIAUTHD_SOCKET", value_name = "PATH")]
+    socket: Option<PathBuf>,
+
+    /// pi's agent directory, holding auth.json [default: ~/.pi/agent]
+    #[arg(long, env = "PI_CODING_AGENT_DIR", value_name = "DIR")]
+    agent_dir: Option<String>,
+
+    /// OAuth issuer [default: https://auth.openai.com]
+    #[arg(long, env = "PIAUTHD_ISSUER", value_name = "URL")]
+    issuer: Option<String>,
+
+    /// Codex backend base URL [default: https://chatgpt.com/backend-api]
+    #[arg(long, env = "PIAUTHD_CODEX_BASE_URL", value_name = "URL")]
+    codex_base_url: Option<String>,
+
+    /// Address of the login callback listener [default: 127.0.0.1:1455]
+    #[arg(long, env = "PIAUTHD_CALLBACK_ADDR", value_name = "ADDR")]
+    callback_addr: Option<SocketAddr>,
+
+    /// Config file [default: $XDG_CONFIG_HOME/piauthd/config.toml]
+    #[arg(long, env = "PIAUTHD_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// More logging: -v for debug, -vv for trace. RUST_LOG, when set, wins.
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    verbose: u8,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    init_logging(args.verbose);
+    match start(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("piauthd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn start(args: Args) -> anyhow::Result<()> {
+    let env = Environment::current();
+    let file = match &args.config {
+        Some(path) => config::load_file(path, true)?,
+        None => match config::default_config_path(&env) {
+            Some(path) => config::load_file(&path, false)?,
+            None => Default::default(),
+        },
+    };
+    let overrides = Overrides {
+        socket: args.socket,
+        agent_dir: args.agent_dir,
+        issuer: args.issuer,
+        codex_base_url: args.codex_base_url,
+        callback_addr: args.callback_addr,
+    };
+    let config = config::resolve(overrides, file, &env)?;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("piauthd")
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        tokio::spawn(stop_on_signal(shutdown.clone()));
+        piauthd::run(config, shutdown).await
+    })?;
+    Ok(())
+}
+
+/// Cancels `shutdown` on SIGTERM or SIGINT.
+async fn stop_on_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop piauthd with SIGKILL");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received; shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT received; shutting down"),
+    }
+    shutdown.cancel();
+}

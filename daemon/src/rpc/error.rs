@@ -1,0 +1,95 @@
+//! Domain errors to gRPC statuses.
+//!
+//! The code says what the client should do (UNAUTHENTICATED: log in again;
+//! UNAVAILABLE: retry; FAILED_PRECONDITION: fix the state first), the
+//! message says it to a person, and an ErrorInfo detail carries a stable
+//! machine-readable reason. No message ever contains a token.
+
+use piauth_proto::v1::ErrorReason;
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+use crate::broker::TokenError;
+
+pub use piauth_proto::v1::ErrorReason as Reason;
+
+/// A status with an ErrorInfo detail in domain `piauth.v1`.
+pub fn status(code: Code, reason: Reason, message: impl Into<String>) -> Status {
+    Status::with_error_details(
+        code,
+        message,
+        ErrorDetails::with_error_info(
+            reason.as_str_name(),
+            piauth_proto::ERROR_DOMAIN,
+            std::collections::HashMap::new(),
+        ),
+    )
+}
+
+/// UNIMPLEMENTED, naming what is missing.
+pub fn not_yet(what: &str) -> Status {
+    status(
+        Code::Unimplemented,
+        ErrorReason::NotImplemented,
+        format!("{what} is not implemented in this version of piauthd yet"),
+    )
+}
+
+impl From<TokenError> for Status {
+    fn from(e: TokenError) -> Status {
+        let (code, reason) = match &e {
+            TokenError::NotLoggedIn { .. } => (Code::Unauthenticated, Reason::NotLoggedIn),
+            TokenError::StoreCorrupt { .. } => (Code::FailedPrecondition, Reason::StoreCorrupt),
+            TokenError::StoreUnavailable { .. } => (Code::Unavailable, Reason::StoreUnavailable),
+            TokenError::Expiring { .. } => (Code::FailedPrecondition, Reason::TokenExpiring),
+            TokenError::Unusable { .. } => (Code::FailedPrecondition, Reason::NotOauth),
+        };
+        status(code, reason, e.to_string())
+    }
+}
+
+/// Validates a provider id from a request; empty means the default.
+pub fn provider_arg(provider: &str) -> Result<&str, Status> {
+    if provider.is_empty() {
+        return Ok(piauth_proto::DEFAULT_PROVIDER);
+    }
+    let ok = provider.len() <= 64
+        && provider
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if ok {
+        Ok(provider)
+    } else {
+        Err(status(
+            Code::InvalidArgument,
+            Reason::InvalidArgument,
+            "provider must be 1-64 characters of letters, digits, '-', '_' or '.'",
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_carry_code_and_reason() {
+        let st: Status = TokenError::NotLoggedIn {
+            provider: "openai-codex".into(),
+        }
+        .into();
+        assert_eq!(st.code(), Code::Unauthenticated);
+        assert!(st.message().contains("pi-authctl login"));
+        let info = st.get_details_error_info().unwrap();
+        assert_eq!(info.reason, "ERROR_REASON_NOT_LOGGED_IN");
+        assert_eq!(info.domain, "piauth.v1");
+    }
+
+    #[test]
+    fn provider_argument_is_validated() {
+        assert_eq!(provider_arg("").unwrap(), "openai-codex");
+        assert_eq!(provider_arg("anthropic").unwrap(), "anthropic");
+        assert!(provider_arg("../../etc").is_err());
+        assert!(provider_arg(&"x".repeat(65)).is_err());
+    }
+}

@@ -1,0 +1,114 @@
+//! Start-up, serving and shutdown.
+//!
+//! Shutdown is a [`CancellationToken`] handed in by the caller (signals in
+//! `main`, a test harness elsewhere). On cancel the server stops accepting,
+//! in-flight calls get [`DRAIN_LIMIT`] to finish, and the socket file is
+//! removed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::broker::Broker;
+use crate::config::Config;
+use crate::socket::{self, SocketError};
+use crate::store::{self, FileStore};
+
+/// How long in-flight calls may run after shutdown begins.
+pub const DRAIN_LIMIT: Duration = Duration::from_secs(10);
+
+/// How long the file watcher waits for a burst of changes to settle.
+const RELOAD_SETTLE: Duration = Duration::from_millis(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Socket(#[from] SocketError),
+    #[error("cannot create pi's agent directory {path}: {source}")]
+    AgentDir {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot watch {path} for changes: {source}")]
+    Watch {
+        path: std::path::PathBuf,
+        #[source]
+        source: notify::Error,
+    },
+    #[error("the gRPC server failed: {0}")]
+    Serve(#[from] tonic::transport::Error),
+}
+
+/// Runs the daemon until `shutdown` is cancelled.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunError> {
+    // SAFETY: getuid cannot fail.
+    let uid = unsafe { libc::getuid() };
+    if let Some(dir) = config.auth_file.parent() {
+        store::ensure_dir(dir).map_err(|source| RunError::AgentDir {
+            path: dir.to_owned(),
+            source,
+        })?;
+    }
+    // Bind first: a second instance must fail before touching anything.
+    let (listener, bound) = socket::bind(&config.socket, uid)?;
+
+    match store::recover_orphan(&config.auth_file) {
+        Ok(true) => tracing::info!("removed an auth.json lock orphaned by a previous piauthd"),
+        Ok(false) => {}
+        Err(e) => tracing::warn!(error = %e, "could not check for an orphaned auth.json lock"),
+    }
+    let broker = Arc::new(Broker::new(FileStore::new(&config.auth_file)));
+    broker.reload().await;
+
+    let (_watcher, mut changes) =
+        store::watch_file(&config.auth_file).map_err(|source| RunError::Watch {
+            path: config.auth_file.clone(),
+            source,
+        })?;
+    let reloader = {
+        let broker = broker.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    change = changes.recv() => if change.is_none() { break },
+                }
+                tokio::time::sleep(RELOAD_SETTLE).await;
+                while changes.try_recv().is_ok() {}
+                tracing::debug!("auth.json changed on disk; reloading");
+                broker.reload().await;
+            }
+        })
+    };
+
+    tracing::info!(
+        socket = %bound.path().display(),
+        store = %config.auth_file.display(),
+        "piauthd is serving"
+    );
+    let serve = crate::rpc::serve(
+        listener,
+        broker,
+        bound.path().display().to_string(),
+        uid,
+        shutdown.clone(),
+    );
+    tokio::pin!(serve);
+    let result = tokio::select! {
+        r = &mut serve => r,
+        () = async {
+            shutdown.cancelled().await;
+            tokio::time::sleep(DRAIN_LIMIT).await;
+        } => {
+            tracing::warn!("in-flight calls did not finish within {DRAIN_LIMIT:?}; stopping anyway");
+            Ok(())
+        }
+    };
+    reloader.abort();
+    bound.remove();
+    tracing::info!("piauthd stopped");
+    result.map_err(RunError::from)
+}

@@ -1,0 +1,251 @@
+//! The daemon's Unix socket: a private directory, one instance per socket,
+//! and recovery from a socket left behind by a crash.
+//!
+//! * The directory is created 0700 and must belong to us; one owned by
+//!   someone else (a squatter in `/tmp`) is refused, not used.
+//! * The socket is created 0600 (umask narrowed around `bind`, then chmod).
+//! * An advisory `flock` on `<socket>.lock` makes one daemon per socket. The
+//!   kernel drops it when the process dies, so whoever takes it knows that
+//!   any socket file present is stale and may replace it.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, Write};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use tokio::net::UnixListener;
+
+/// Longest socket path the platform accepts, excluding the final NUL.
+#[cfg(target_os = "macos")]
+pub const MAX_PATH_BYTES: usize = 103;
+#[cfg(not(target_os = "macos"))]
+pub const MAX_PATH_BYTES: usize = 107;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SocketError {
+    #[error("another piauthd{pid} is already serving on {path}")]
+    AlreadyRunning { path: PathBuf, pid: String },
+    #[error(
+        "the socket path {path} is {len} bytes; the limit here is {MAX_PATH_BYTES}. Choose a shorter --socket"
+    )]
+    PathTooLong { path: PathBuf, len: usize },
+    #[error(
+        "{path} belongs to uid {owner}, not to us (uid {uid}); refusing to put the socket there"
+    )]
+    ForeignDirectory { path: PathBuf, owner: u32, uid: u32 },
+    #[error("{path} exists and is not a directory")]
+    NotADirectory { path: PathBuf },
+    #[error("{path} exists and is not a socket; refusing to replace it")]
+    NotASocket { path: PathBuf },
+    #[error("cannot {action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Owns the socket file and the instance lock. Dropping it keeps the socket
+/// file; call [`SocketGuard::remove`] on shutdown.
+#[derive(Debug)]
+pub struct SocketGuard {
+    path: PathBuf,
+    identity: (u64, u64),
+    /// Held for the life of the daemon: it is what makes us the one instance.
+    _instance: File,
+}
+
+impl SocketGuard {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Removes the socket file, unless another daemon has replaced it.
+    pub fn remove(&self) {
+        if let Ok(m) = fs::symlink_metadata(&self.path) {
+            if (m.dev(), m.ino()) == self.identity {
+                if let Err(e) = fs::remove_file(&self.path) {
+                    tracing::warn!(socket = %self.path.display(), error = %e, "could not remove the socket");
+                }
+            }
+        }
+    }
+}
+
+/// Creates the directory, takes the instance lock, and binds the socket.
+pub fn bind(path: &Path, uid: u32) -> Result<(UnixListener, SocketGuard), SocketError> {
+    let len = path.as_os_str().len();
+    if len > MAX_PATH_BYTES {
+        return Err(SocketError::PathTooLong {
+            path: path.to_owned(),
+            len,
+        });
+    }
+    let io = |action: &'static str, p: &Path| {
+        let p = p.to_owned();
+        move |source| SocketError::Io {
+            action,
+            path: p,
+            source,
+        }
+    };
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    private_dir(dir, uid)?;
+
+    let mut lock_name = path.as_os_str().to_owned();
+    lock_name.push(".lock");
+    let lock_path = PathBuf::from(lock_name);
+    let mut instance = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&lock_path)
+        .map_err(io("open", &lock_path))?;
+    match instance.try_lock() {
+        Ok(()) => {}
+        Err(fs::TryLockError::WouldBlock) => {
+            let mut pid = String::new();
+            let _ = instance.read_to_string(&mut pid);
+            let pid = pid.trim();
+            return Err(SocketError::AlreadyRunning {
+                path: path.to_owned(),
+                pid: if pid.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (pid {pid})")
+                },
+            });
+        }
+        Err(fs::TryLockError::Error(e)) => return Err(io("lock", &lock_path)(e)),
+    }
+    instance
+        .set_len(0)
+        .and_then(|()| instance.rewind())
+        .and_then(|()| write!(instance, "{}", std::process::id()))
+        .map_err(io("write", &lock_path))?;
+
+    // We hold the lock, so any socket file here was left by a daemon that died.
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_socket() => {
+            tracing::info!(socket = %path.display(), "replacing a stale socket left by a previous daemon");
+            fs::remove_file(path).map_err(io("remove the stale socket", path))?;
+        }
+        Ok(_) => {
+            return Err(SocketError::NotASocket {
+                path: path.to_owned(),
+            });
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io("inspect", path)(e)),
+    }
+
+    // SAFETY: umask only swaps the process's file-mode mask.
+    let old = unsafe { libc::umask(0o177) };
+    let bound = UnixListener::bind(path);
+    // SAFETY: as above; restores the previous mask.
+    unsafe { libc::umask(old) };
+    let listener = bound.map_err(io("bind", path))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600)).map_err(io("chmod", path))?;
+    let meta = fs::symlink_metadata(path).map_err(io("inspect", path))?;
+    let guard = SocketGuard {
+        path: path.to_owned(),
+        identity: (meta.dev(), meta.ino()),
+        _instance: instance,
+    };
+    Ok((listener, guard))
+}
+
+/// Makes `dir` a 0700 directory owned by `uid`, creating it if needed.
+fn private_dir(dir: &Path, uid: u32) -> Result<(), SocketError> {
+    let io = |action: &'static str| {
+        let p = dir.to_owned();
+        move |source| SocketError::Io {
+            action,
+            path: p,
+            source,
+        }
+    };
+    if let Some(parent) = dir.parent() {
+        if !parent.as_os_str().is_empty() && !parent.exists() {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(parent)
+                .map_err(io("create"))?;
+        }
+    }
+    match fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(io("create")(e)),
+    }
+    // lstat: a symlink planted in place of the directory is refused.
+    let meta = fs::symlink_metadata(dir).map_err(io("inspect"))?;
+    if !meta.is_dir() {
+        return Err(SocketError::NotADirectory {
+            path: dir.to_owned(),
+        });
+    }
+    if meta.uid() != uid {
+        return Err(SocketError::ForeignDirectory {
+            path: dir.to_owned(),
+            owner: meta.uid(),
+            uid,
+        });
+    }
+    if meta.mode() & 0o777 != 0o700 {
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io("chmod"))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn uid() -> u32 {
+        // SAFETY: getuid cannot fail.
+        unsafe { libc::getuid() }
+    }
+
+    #[tokio::test]
+    async fn creates_private_dir_and_socket() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("run/piauthd.sock");
+        let (_listener, s) = bind(&path, uid()).unwrap();
+        let dir_mode = fs::metadata(path.parent().unwrap()).unwrap().mode() & 0o777;
+        let sock_mode = fs::symlink_metadata(&path).unwrap().mode() & 0o777;
+        assert_eq!((dir_mode, sock_mode), (0o700, 0o600));
+        assert!(matches!(
+            bind(&path, uid()),
+            Err(SocketError::AlreadyRunning { .. })
+        ));
+        s.remove();
+        assert!(!path.exists());
+    }
+
+    #[tokio::test]
+    async fn refuses_long_paths_foreign_dirs_and_non_sockets() {
+        let tmp = tempfile::tempdir().unwrap();
+        let long = tmp.path().join("x".repeat(120));
+        assert!(matches!(
+            bind(&long, uid()),
+            Err(SocketError::PathTooLong { .. })
+        ));
+        let dir = tmp.path().join("d");
+        fs::create_dir(&dir).unwrap();
+        let other = uid().wrapping_add(1);
+        assert!(matches!(
+            bind(&dir.join("s.sock"), other),
+            Err(SocketError::ForeignDirectory { .. })
+        ));
+        fs::write(dir.join("s.sock"), b"not a socket").unwrap();
+        assert!(matches!(
+            bind(&dir.join("s.sock"), uid()),
+            Err(SocketError::NotASocket { .. })
+        ));
+    }
+}

@@ -1,0 +1,143 @@
+//! Crash-safe reads and writes of the credential file.
+//!
+//! A rotated refresh token exists nowhere else once the issuer has spent the
+//! old one, so a write must either land whole or not at all. The file is
+//! written to a temporary sibling, fsync'd, renamed over the target, and the
+//! directory fsync'd so the rename itself survives a power cut. When
+//! `auth.json` is a symlink (dotfile managers do this) the rename would
+//! replace the link, so the target is written in place instead, as pi does.
+
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+
+/// File mode of `auth.json`.
+pub const FILE_MODE: u32 = 0o600;
+/// Mode of the directory that holds it.
+pub const DIR_MODE: u32 = 0o700;
+
+/// Reads the file; `Ok(None)` when it does not exist.
+pub fn read(path: &Path) -> io::Result<Option<Vec<u8>>> {
+    match fs::read(path) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Creates `dir` (and its parents) with mode 0700 if it is missing.
+pub fn ensure_dir(dir: &Path) -> io::Result<()> {
+    match DirBuilder::new().recursive(true).mode(DIR_MODE).create(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Replaces the contents of `path` with `bytes`, durably, with mode 0600.
+pub fn write(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let is_symlink = fs::symlink_metadata(path)
+        .map(|m| m.file_type().is_symlink())
+        .unwrap_or(false);
+    if is_symlink {
+        write_in_place(path, bytes)
+    } else {
+        write_by_rename(path, bytes)
+    }
+}
+
+fn write_in_place(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .mode(FILE_MODE)
+        .open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
+fn write_by_rename(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
+    let mut tmp_name = name.to_os_string();
+    tmp_name.push(format!(".piauthd-{}.tmp", std::process::id()));
+    let tmp = dir.join(tmp_name);
+
+    let result = (|| {
+        // A leftover from a crashed write of ours is safe to discard: the
+        // real file was never replaced by it.
+        let _ = fs::remove_file(&tmp);
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(FILE_MODE)
+            .open(&tmp)?;
+        // The umask may have narrowed the mode further; never widened it.
+        file.set_permissions(fs::Permissions::from_mode(FILE_MODE))?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        fs::rename(&tmp, path)?;
+        File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn write_replaces_whole_file_with_mode_0600() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("auth.json");
+        fs::write(&path, b"old contents that are longer").unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        write(&path, b"{}").unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"{}");
+        assert_eq!(fs::metadata(&path).unwrap().mode() & 0o777, 0o600);
+        let leftovers: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(leftovers.len(), 1, "no temporary file is left behind");
+    }
+
+    #[test]
+    fn a_symlink_is_written_through_not_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("real.json");
+        let link = dir.path().join("auth.json");
+        fs::write(&target, b"{\"a\":1}").unwrap();
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        write(&link, b"{}").unwrap();
+        assert!(
+            fs::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        assert_eq!(fs::read(&target).unwrap(), b"{}");
+    }
+
+    #[test]
+    fn read_reports_a_missing_file_as_none() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(read(&dir.path().join("nope")).unwrap(), None);
+    }
+
+    #[test]
+    fn ensure_dir_creates_0700() {
+        let dir = tempfile::tempdir().unwrap();
+        let agent = dir.path().join("a/b");
+        ensure_dir(&agent).unwrap();
+        ensure_dir(&agent).unwrap();
+        assert_eq!(fs::metadata(&agent).unwrap().mode() & 0o777, 0o700);
+    }
+}

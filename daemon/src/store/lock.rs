@@ -1,0 +1,351 @@
+//! pi's lock on `auth.json`, spoken exactly as pi speaks it.
+//!
+//! pi (through proper-lockfile) locks the file by creating the *directory*
+//! `realpath(auth.json) + ".lock"` with `mkdir`; `EEXIST` means held. A
+//! holder touches the directory's mtime to show it is alive, and a lock older
+//! than the stale limit may be removed and re-taken. piauthd must interoperate
+//! with running pi processes, so it uses the same directory and rules:
+//!
+//! * it never removes a lock younger than [`STALE_AFTER`] (pi's refreshers
+//!   use 30 s, its readers 10 s);
+//! * while holding the lock it touches the mtime every [`HEARTBEAT`], far
+//!   inside pi's 10 s reader limit, so a slow refresh is never "stale" to pi
+//!   (PROTOCOL.md §2 describes the token-family revocation that otherwise
+//!   follows);
+//! * it releases with `rmdir`, and never puts a file inside the directory.
+//!
+//! A lock left by a killed piauthd would block everyone for 30 s. To recover
+//! at once, piauthd records its holding in a sidecar file *beside* the lock
+//! directory and keeps an advisory `flock` on that sidecar while it holds the
+//! lock. A lock directory named by the sidecar while nobody holds the flock
+//! was orphaned by a dead piauthd and is removed immediately. The sidecar
+//! flock also queues piauthd processes among themselves.
+
+use std::fs::{self, File, FileTimes, OpenOptions};
+use std::io::{self, Read, Seek, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant, SystemTime};
+
+/// A lock directory older than this may be taken over.
+pub const STALE_AFTER: Duration = Duration::from_secs(30);
+/// How often a held lock's mtime is refreshed.
+pub const HEARTBEAT: Duration = Duration::from_secs(1);
+/// How long [`PiLock::acquire`] waits by default before giving up.
+pub const DEFAULT_WAIT: Duration = Duration::from_secs(40);
+
+/// Why the lock could not be taken.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error("timed out after {waited:?} waiting for the lock {path} (held by another process)")]
+    Timeout { path: PathBuf, waited: Duration },
+    #[error("{path} exists but is not a directory; pi's lock must be a directory, remove it")]
+    NotADirectory { path: PathBuf },
+    #[error("cannot use the lock {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// The lock directory that guards `target`.
+///
+/// pi resolves symlinks first, so both agree on one lock for one file. When
+/// the file does not exist yet, its directory is resolved instead.
+pub fn lock_path(target: &Path) -> io::Result<PathBuf> {
+    let real = match fs::canonicalize(target) {
+        Ok(p) => p,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let name = target.file_name().ok_or(e)?;
+            let parent = target.parent().unwrap_or(Path::new("."));
+            fs::canonicalize(parent)?.join(name)
+        }
+        Err(e) => return Err(e),
+    };
+    let mut s = real.into_os_string();
+    s.push(".lock");
+    Ok(PathBuf::from(s))
+}
+
+fn sidecar_path(lock_dir: &Path) -> PathBuf {
+    let mut s = lock_dir.as_os_str().to_owned();
+    s.push(".piauthd-owner");
+    PathBuf::from(s)
+}
+
+/// A held pi lock. Dropping it releases the lock.
+#[derive(Debug)]
+pub struct PiLock {
+    dir: PathBuf,
+    /// Device and inode of the directory we created, so that release never
+    /// removes a lock that someone else has taken over meanwhile.
+    identity: (u64, u64),
+    /// Holds the advisory flock for as long as the lock is held.
+    sidecar: File,
+    stop_heartbeat: Option<mpsc::Sender<()>>,
+    heartbeat: Option<thread::JoinHandle<()>>,
+}
+
+impl PiLock {
+    /// Takes the lock for `target`, waiting up to `wait` while another
+    /// process holds it.
+    pub async fn acquire(target: &Path, wait: Duration) -> Result<PiLock, LockError> {
+        let dir = lock_path(target).map_err(|source| LockError::Io {
+            path: target.to_owned(),
+            source,
+        })?;
+        let io_err = |path: &Path| {
+            let path = path.to_owned();
+            move |source| LockError::Io { path, source }
+        };
+        let deadline = Instant::now() + wait;
+        let timeout = || LockError::Timeout {
+            path: dir.clone(),
+            waited: wait,
+        };
+        let side_path = sidecar_path(&dir);
+        let mut sidecar = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&side_path)
+            .map_err(io_err(&side_path))?;
+
+        // Queue behind other piauthd processes first.
+        let mut pause = Duration::from_millis(5);
+        loop {
+            match sidecar.try_lock() {
+                Ok(()) => break,
+                Err(fs::TryLockError::WouldBlock) => {}
+                Err(fs::TryLockError::Error(e)) => return Err(io_err(&side_path)(e)),
+            }
+            if Instant::now() >= deadline {
+                return Err(timeout());
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(100));
+        }
+
+        let mut pause = Duration::from_millis(5);
+        loop {
+            match fs::DirBuilder::new().mode(0o700).create(&dir) {
+                Ok(()) => break,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    if remove_if_abandoned(&dir, &mut sidecar).map_err(io_err(&dir))? {
+                        continue;
+                    }
+                }
+                Err(e) => return Err(io_err(&dir)(e)),
+            }
+            if Instant::now() >= deadline {
+                return Err(timeout());
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(100));
+        }
+
+        let meta = fs::metadata(&dir).map_err(io_err(&dir))?;
+        let identity = (meta.dev(), meta.ino());
+        write_record(&mut sidecar, Some(identity)).map_err(io_err(&side_path))?;
+        let (stop, heartbeat) = start_heartbeat(&dir).map_err(io_err(&dir))?;
+        tracing::trace!(lock = %dir.display(), "took pi's auth.json lock");
+        Ok(PiLock {
+            dir,
+            identity,
+            sidecar,
+            stop_heartbeat: Some(stop),
+            heartbeat: Some(heartbeat),
+        })
+    }
+
+    /// The lock directory's path.
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Releases the lock, reporting a failure to remove the directory.
+    pub fn release(mut self) -> io::Result<()> {
+        self.release_inner()
+    }
+
+    fn release_inner(&mut self) -> io::Result<()> {
+        let Some(stop) = self.stop_heartbeat.take() else {
+            return Ok(());
+        };
+        drop(stop);
+        if let Some(h) = self.heartbeat.take() {
+            let _ = h.join();
+        }
+        // Forget the holding before the directory goes, so a crash between
+        // the two never makes a later pi lock look like ours.
+        let _ = write_record(&mut self.sidecar, None);
+        let result = match fs::metadata(&self.dir) {
+            Ok(m) if (m.dev(), m.ino()) == self.identity => fs::remove_dir(&self.dir),
+            Ok(_) => {
+                tracing::warn!(lock = %self.dir.display(),
+                    "our auth.json lock was taken over by another process; leaving theirs in place");
+                Ok(())
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                tracing::warn!(lock = %self.dir.display(), "our auth.json lock vanished while held");
+                Ok(())
+            }
+            Err(e) => Err(e),
+        };
+        let _ = self.sidecar.unlock();
+        tracing::trace!(lock = %self.dir.display(), "released pi's auth.json lock");
+        result
+    }
+}
+
+impl Drop for PiLock {
+    fn drop(&mut self) {
+        if let Err(e) = self.release_inner() {
+            tracing::warn!(lock = %self.dir.display(), error = %e, "could not remove the auth.json lock");
+        }
+    }
+}
+
+/// Removes the existing lock directory if it is stale or orphaned by a dead
+/// piauthd. The caller holds the sidecar flock. Returns whether it removed it.
+fn remove_if_abandoned(dir: &Path, sidecar: &mut File) -> io::Result<bool> {
+    let meta = match fs::symlink_metadata(dir) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(true), // released meanwhile
+        Err(e) => return Err(e),
+    };
+    if !meta.is_dir() {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            "the lock path exists but is not a directory; pi's lock must be a directory, remove it",
+        ));
+    }
+    let orphaned = read_record(sidecar)? == Some((meta.dev(), meta.ino()));
+    let age = meta
+        .modified()
+        .ok()
+        .and_then(|m| SystemTime::now().duration_since(m).ok())
+        .unwrap_or_default();
+    if !orphaned && age < STALE_AFTER {
+        return Ok(false);
+    }
+    if orphaned {
+        tracing::warn!(lock = %dir.display(), "removing an auth.json lock left by a piauthd that died");
+    } else {
+        tracing::warn!(lock = %dir.display(), age_secs = age.as_secs(), "removing a stale auth.json lock");
+    }
+    match fs::remove_dir(dir) {
+        Ok(()) => {
+            write_record(sidecar, None)?;
+            Ok(true)
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(true),
+        Err(e) => Err(e),
+    }
+}
+
+/// Removes a lock directory orphaned by a dead piauthd, if there is one.
+/// Called at start-up so pi processes do not wait 30 s for a stale lock.
+pub fn recover_orphan(target: &Path) -> io::Result<bool> {
+    let dir = lock_path(target)?;
+    let side = sidecar_path(&dir);
+    let mut sidecar = match OpenOptions::new().read(true).write(true).open(&side) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    if sidecar.try_lock().is_err() {
+        return Ok(false); // a live piauthd holds it
+    }
+    let Ok(meta) = fs::symlink_metadata(&dir) else {
+        return Ok(false);
+    };
+    if meta.is_dir() && read_record(&mut sidecar)? == Some((meta.dev(), meta.ino())) {
+        tracing::warn!(lock = %dir.display(), "removing an auth.json lock left by a piauthd that died");
+        fs::remove_dir(&dir)?;
+        write_record(&mut sidecar, None)?;
+        return Ok(true);
+    }
+    Ok(false)
+}
+
+fn write_record(sidecar: &mut File, identity: Option<(u64, u64)>) -> io::Result<()> {
+    sidecar.set_len(0)?;
+    sidecar.rewind()?;
+    if let Some((dev, ino)) = identity {
+        write!(
+            sidecar,
+            "pid {}\ndev {dev}\nino {ino}\n",
+            std::process::id()
+        )?;
+    }
+    sidecar.sync_data()
+}
+
+fn read_record(sidecar: &mut File) -> io::Result<Option<(u64, u64)>> {
+    let mut text = String::new();
+    sidecar.rewind()?;
+    sidecar.read_to_string(&mut text)?;
+    Ok(parse_record(&text))
+}
+
+/// Parses the sidecar's `dev N` / `ino N` lines.
+fn parse_record(text: &str) -> Option<(u64, u64)> {
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+    };
+    Some((field("dev")?, field("ino")?))
+}
+
+fn start_heartbeat(dir: &Path) -> io::Result<(mpsc::Sender<()>, thread::JoinHandle<()>)> {
+    let handle = File::open(dir)?;
+    let (stop, stopped) = mpsc::channel::<()>();
+    let dir = dir.to_owned();
+    let thread = thread::Builder::new()
+        .name("piauthd-lock-heartbeat".into())
+        .spawn(move || {
+            // Disconnection (the guard dropped its sender) ends the loop.
+            while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(HEARTBEAT) {
+                let now = SystemTime::now();
+                if let Err(e) = handle.set_times(FileTimes::new().set_modified(now).set_accessed(now)) {
+                    tracing::warn!(lock = %dir.display(), error = %e, "could not refresh the auth.json lock");
+                }
+            }
+        })?;
+    Ok((stop, thread))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_round_trips_and_rejects_garbage() {
+        assert_eq!(parse_record("pid 4\ndev 10\nino 99\n"), Some((10, 99)));
+        assert_eq!(parse_record(""), None);
+        assert_eq!(parse_record("dev x\nino 1"), None);
+    }
+
+    #[test]
+    fn lock_path_resolves_symlinks_and_missing_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let real_dir = fs::canonicalize(tmp.path()).unwrap();
+        let missing = tmp.path().join("auth.json");
+        assert_eq!(
+            lock_path(&missing).unwrap(),
+            real_dir.join("auth.json.lock")
+        );
+        fs::write(real_dir.join("target.json"), b"{}").unwrap();
+        std::os::unix::fs::symlink(real_dir.join("target.json"), &missing).unwrap();
+        assert_eq!(
+            lock_path(&missing).unwrap(),
+            real_dir.join("target.json.lock")
+        );
+    }
+}
