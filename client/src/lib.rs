@@ -1,1 +1,196 @@
+//! Rust client for piauthd.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), piauth_client::Error> {
+//! let mut client = piauth_client::Client::connect_default().await?;
+//! let token = client.get_token("openai-codex", 60).await?;
+//! // token.access_token is the bearer token; its Debug output is redacted.
+//! # Ok(()) }
+//! ```
+//!
+//! Errors are typed ([`Error`]) from the daemon's status code and its
+//! `google.rpc.ErrorInfo` reason, so callers can tell "log in again" from
+//! "try later" without parsing messages.
 
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use hyper_util::rt::TokioIo;
+use piauth_proto::v1 as pb;
+use tokio::net::UnixStream;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+use tonic_types::StatusExt;
+
+pub use piauth_proto as proto;
+pub use piauth_proto::socket::default_path as default_socket_path;
+
+/// What went wrong, in terms a caller can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(
+        "piauthd is not running (nothing is listening on {}): start it with `piauthd`",
+        socket.display()
+    )]
+    NotRunning {
+        socket: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot connect to piauthd at {}: {source}", socket.display())]
+    Connect {
+        socket: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// No credential is stored, or the issuer rejected it: log in again.
+    #[error("{message}")]
+    Unauthenticated { reason: Reason, message: String },
+    /// The daemon refused this caller (another user).
+    #[error("{message}")]
+    PermissionDenied { message: String },
+    /// A transient failure; retrying later may work.
+    #[error("{message}")]
+    Unavailable { reason: Reason, message: String },
+    /// The state forbids the call (corrupt store, token expiring).
+    #[error("{message}")]
+    FailedPrecondition { reason: Reason, message: String },
+    #[error("{message}")]
+    InvalidArgument { message: String },
+    #[error("{message}")]
+    Unimplemented { message: String },
+    /// Any other status.
+    #[error("piauthd answered {code:?}: {message}")]
+    Other { code: Code, message: String },
+}
+
+/// The daemon's machine-readable error reason (`ErrorInfo.reason`).
+pub type Reason = pb::ErrorReason;
+
+impl Error {
+    /// The daemon's machine-readable reason, when it gave one.
+    pub fn reason(&self) -> Option<Reason> {
+        match self {
+            Error::Unauthenticated { reason, .. }
+            | Error::Unavailable { reason, .. }
+            | Error::FailedPrecondition { reason, .. } => Some(*reason),
+            _ => None,
+        }
+    }
+}
+
+impl From<Status> for Error {
+    fn from(st: Status) -> Error {
+        let reason = st
+            .get_details_error_info()
+            .filter(|i| i.domain == piauth_proto::ERROR_DOMAIN)
+            .and_then(|i| Reason::from_str_name(&i.reason))
+            .unwrap_or(Reason::Unspecified);
+        let message = st.message().to_owned();
+        match st.code() {
+            Code::Unauthenticated => Error::Unauthenticated { reason, message },
+            Code::PermissionDenied => Error::PermissionDenied { message },
+            Code::Unavailable => Error::Unavailable { reason, message },
+            Code::FailedPrecondition => Error::FailedPrecondition { reason, message },
+            Code::InvalidArgument => Error::InvalidArgument { message },
+            Code::Unimplemented => Error::Unimplemented { message },
+            code => Error::Other { code, message },
+        }
+    }
+}
+
+/// A connection to piauthd.
+#[derive(Debug, Clone)]
+pub struct Client {
+    auth: pb::auth_client::AuthClient<Channel>,
+    socket: PathBuf,
+}
+
+impl Client {
+    /// Connects to the default socket (see [`default_socket_path`]), or to
+    /// `$PIAUTHD_SOCKET` when set.
+    pub async fn connect_default() -> Result<Client, Error> {
+        let path = std::env::var_os("PIAUTHD_SOCKET")
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from)
+            .unwrap_or_else(default_socket_path);
+        Client::connect(path).await
+    }
+
+    /// Connects to the daemon at `socket`.
+    pub async fn connect(socket: impl AsRef<Path>) -> Result<Client, Error> {
+        let socket = socket.as_ref().to_owned();
+        let first = UnixStream::connect(&socket).await.map_err(|source| {
+            let absent = matches!(
+                source.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
+            );
+            if absent {
+                Error::NotRunning {
+                    socket: socket.clone(),
+                    source,
+                }
+            } else {
+                Error::Connect {
+                    socket: socket.clone(),
+                    source,
+                }
+            }
+        })?;
+        // The first connection is already made; later reconnects dial again.
+        let first = Arc::new(Mutex::new(Some(first)));
+        let dial = socket.clone();
+        // The authority is a fixed host name: HTTP/2 rejects a socket path there.
+        let channel = Endpoint::from_static("http://localhost")
+            .connect_with_connector(tower::service_fn(move |_| {
+                let first = first.lock().ok().and_then(|mut f| f.take());
+                let dial = dial.clone();
+                async move {
+                    let stream = match first {
+                        Some(s) => s,
+                        None => UnixStream::connect(dial).await?,
+                    };
+                    Ok::<_, io::Error>(TokioIo::new(stream))
+                }
+            }))
+            .await
+            .map_err(|e| Error::Connect {
+                socket: socket.clone(),
+                source: io::Error::other(e),
+            })?;
+        Ok(Client {
+            auth: pb::auth_client::AuthClient::new(channel),
+            socket,
+        })
+    }
+
+    /// The socket this client talks to.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// Daemon, store and provider state.
+    pub async fn status(&mut self) -> Result<pb::StatusResponse, Error> {
+        Ok(self.auth.status(pb::StatusRequest {}).await?.into_inner())
+    }
+
+    /// An access token for `provider` (empty: `openai-codex`) that stays
+    /// valid for at least `min_valid_secs`.
+    pub async fn get_token(
+        &mut self,
+        provider: &str,
+        min_valid_secs: u32,
+    ) -> Result<pb::Token, Error> {
+        let req = pb::GetTokenRequest {
+            provider: provider.to_owned(),
+            min_valid_secs,
+        };
+        Ok(self.auth.get_token(req).await?.into_inner())
+    }
+
+    /// The generated Auth client, for calls this wrapper does not cover yet.
+    pub fn auth(&mut self) -> &mut pb::auth_client::AuthClient<Channel> {
+        &mut self.auth
+    }
+}

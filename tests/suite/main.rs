@@ -1,1 +1,10 @@
+//! End-to-end suite: real binaries, a real Unix socket, real gRPC.
 
+/// An independent client: Python grpcio.
+mod python;
+/// The socket: modes, one instance, stale sockets, signals, foreign uids.
+mod socket;
+/// The credential store: pi's format, pi's lock, corrupt files.
+mod store;
+/// GetToken and Status over gRPC, file changes, and log redaction.
+mod tokens;

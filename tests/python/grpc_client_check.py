@@ -1,0 +1,71 @@
+"""Calls piauthd from Python grpcio: GetToken and Status over the Unix socket.
+
+usage: grpc_client_check.py SOCKET PROTO_DIR OUT_DIR
+
+Generates the stubs from proto/ with grpc_tools, then connects with the one
+channel option a non-Rust client needs (see README, "Other languages").
+Prints "OK <call>" per successful check and exits non-zero on any failure.
+"""
+
+import os
+import sys
+
+from grpc_tools import protoc
+import grpc
+
+
+def main() -> int:
+    socket, proto_dir, out_dir = sys.argv[1:4]
+    os.makedirs(out_dir, exist_ok=True)
+    rc = protoc.main([
+        "protoc", f"-I{proto_dir}", f"--python_out={out_dir}",
+        f"--grpc_python_out={out_dir}", "piauth/v1/piauth.proto",
+    ])
+    if rc != 0:
+        print("protoc failed", file=sys.stderr)
+        return 1
+    sys.path.insert(0, out_dir)
+    from piauth.v1 import piauth_pb2, piauth_pb2_grpc  # noqa: E402
+
+    target = f"unix:{socket}"
+
+    # What grpcio does with no options: report it, for the README.
+    with grpc.insecure_channel(target) as ch:
+        try:
+            piauth_pb2_grpc.AuthStub(ch).Status(piauth_pb2.StatusRequest(), timeout=5)
+            print("default authority: accepted")
+        except grpc.RpcError as e:
+            print(f"default authority: refused ({e.code().name}: {e.details()})")
+
+    # The documented option: a host-name authority instead of the socket path.
+    options = [("grpc.default_authority", "localhost")]
+    with grpc.insecure_channel(target, options=options) as ch:
+        auth = piauth_pb2_grpc.AuthStub(ch)
+        token = auth.GetToken(piauth_pb2.GetTokenRequest(min_valid_secs=60), timeout=5)
+        if token.access_token != os.environ["EXPECT_ACCESS"] or token.account_id != "acc-py":
+            print("GetToken returned the wrong token", file=sys.stderr)
+            return 1
+        print("OK get_token")
+        status = auth.Status(piauth_pb2.StatusRequest(), timeout=5)
+        codex = [p for p in status.providers if p.provider == "openai-codex"]
+        if not codex or codex[0].state != piauth_pb2.PROVIDER_STATE_VALID:
+            print(f"unexpected status: {status}", file=sys.stderr)
+            return 1
+        if codex[0].email != "py@example.com":
+            print(f"unexpected email: {codex[0].email}", file=sys.stderr)
+            return 1
+        print("OK status")
+        try:
+            auth.GetToken(piauth_pb2.GetTokenRequest(provider="nobody"), timeout=5)
+            print("GetToken for an unknown provider succeeded", file=sys.stderr)
+            return 1
+        except grpc.RpcError as e:
+            if e.code() != grpc.StatusCode.UNAUTHENTICATED:
+                print(f"unexpected error code {e.code()}", file=sys.stderr)
+                return 1
+        print("OK errors")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,189 @@
+//! Starting and stopping the real daemon in a sandbox directory.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Path of a workspace binary (`piauthd`, `pi-authctl`), built next to the
+/// test executable. `cargo test --workspace` builds them before any test runs.
+pub fn bin_path(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test executable lives in target/<profile>/deps");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is not built; run the suite with `cargo test --workspace`",
+        path.display()
+    );
+    path
+}
+
+/// A private directory holding pi's agent dir, the socket and the logs.
+pub struct Sandbox {
+    pub dir: tempfile::TempDir,
+}
+
+impl Default for Sandbox {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Sandbox {
+    pub fn new() -> Sandbox {
+        // Short paths: Unix socket paths are limited to ~104 bytes.
+        let dir = tempfile::Builder::new()
+            .prefix("piauth")
+            .tempdir_in("/tmp")
+            .expect("temp dir");
+        fs::create_dir_all(dir.path().join("agent")).expect("agent dir");
+        Sandbox { dir }
+    }
+
+    pub fn agent_dir(&self) -> PathBuf {
+        self.dir.path().join("agent")
+    }
+
+    pub fn auth_file(&self) -> PathBuf {
+        self.agent_dir().join("auth.json")
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("run").join("piauthd.sock")
+    }
+
+    /// Writes `auth.json` as pi would.
+    pub fn write_auth(&self, json: &str) {
+        fs::write(self.auth_file(), json).expect("write auth.json");
+    }
+
+    /// Environment every child gets: no user config, the sandbox's paths.
+    pub fn command(&self, bin: &str) -> Command {
+        let mut cmd = Command::new(bin_path(bin));
+        cmd.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", self.dir.path())
+            .env("XDG_CONFIG_HOME", self.dir.path().join("config"))
+            .env("PI_CODING_AGENT_DIR", self.agent_dir())
+            .env("PIAUTHD_SOCKET", self.socket())
+            .env("PIAUTHD_ISSUER", "http://127.0.0.1:9")
+            .env("PIAUTHD_CODEX_BASE_URL", "http://127.0.0.1:9/backend-api");
+        cmd
+    }
+
+    /// Runs `pi-authctl` with `args` and returns its output.
+    pub fn authctl(&self, args: &[&str]) -> std::process::Output {
+        self.command("pi-authctl")
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run pi-authctl")
+    }
+}
+
+/// A running `piauthd`. Killed on drop.
+pub struct Daemon {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    /// Starts the daemon at trace level and waits until it serves.
+    pub fn start(sandbox: &Sandbox) -> Daemon {
+        Daemon::start_with(sandbox, |_| {})
+    }
+
+    /// Like [`Daemon::start`], with a hook to adjust the command.
+    pub fn start_with(sandbox: &Sandbox, adjust: impl FnOnce(&mut Command)) -> Daemon {
+        let log = sandbox.dir.path().join(format!("piauthd-{}.log", unique()));
+        let mut cmd = sandbox.command("piauthd");
+        cmd.env("RUST_LOG", "trace")
+            .stdin(Stdio::null())
+            .stdout(fs::File::create(&log).expect("log file"))
+            .stderr(fs::File::create(log.with_extension("err")).expect("log file"));
+        adjust(&mut cmd);
+        let child = cmd.spawn().expect("spawn piauthd");
+        let mut d = Daemon { child, log };
+        d.wait_ready(&sandbox.socket());
+        d
+    }
+
+    /// Waits until the socket accepts connections, or fails with the log.
+    fn wait_ready(&mut self, socket: &Path) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("piauthd exited early ({status}):\n{}", self.logs());
+            }
+            if std::os::unix::net::UnixStream::connect(socket).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!(
+            "piauthd did not start serving within 15 s:\n{}",
+            self.logs()
+        );
+    }
+
+    /// Everything the daemon printed so far (stdout and stderr).
+    pub fn logs(&self) -> String {
+        let mut s = fs::read_to_string(&self.log).unwrap_or_default();
+        s += &fs::read_to_string(self.log.with_extension("err")).unwrap_or_default();
+        s
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Sends `signal` to the daemon.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill has no memory-safety preconditions.
+        unsafe { libc::kill(self.pid(), signal) };
+    }
+
+    /// Waits for the daemon to exit, up to `limit`.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn unique() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Polls `check` every 10 ms until it returns true or `limit` passes.
+pub fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if check() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}

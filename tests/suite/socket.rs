@@ -1,0 +1,124 @@
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use piauth_tests::daemon::eventually;
+use piauth_tests::{Daemon, Sandbox};
+
+#[test]
+fn socket_is_0600_in_a_0700_directory() {
+    let sb = Sandbox::new();
+    let _d = Daemon::start(&sb);
+    let sock = std::fs::symlink_metadata(sb.socket()).unwrap();
+    let dir = std::fs::metadata(sb.socket().parent().unwrap()).unwrap();
+    assert_eq!(sock.mode() & 0o777, 0o600);
+    assert_eq!(dir.mode() & 0o777, 0o700);
+}
+
+#[test]
+fn a_second_instance_is_refused_with_a_clear_message() {
+    let sb = Sandbox::new();
+    let first = Daemon::start(&sb);
+    let out = sb.command("piauthd").stdin(Stdio::null()).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "another piauthd (pid {}) is already serving",
+            first.pid()
+        )),
+        "{err}"
+    );
+    // The first one still serves.
+    assert!(sb.authctl(&["status"]).status.success());
+}
+
+#[test]
+fn a_stale_socket_from_a_crash_is_replaced() {
+    let sb = Sandbox::new();
+    let mut first = Daemon::start(&sb);
+    first.signal(libc::SIGKILL);
+    first.wait_exit(Duration::from_secs(5)).expect("killed");
+    assert!(sb.socket().exists(), "SIGKILL leaves the socket behind");
+    let _second = Daemon::start(&sb);
+    assert!(sb.authctl(&["status"]).status.success());
+}
+
+#[test]
+fn a_leftover_socket_file_without_a_daemon_is_replaced() {
+    let sb = Sandbox::new();
+    std::fs::create_dir_all(sb.socket().parent().unwrap()).unwrap();
+    std::fs::set_permissions(
+        sb.socket().parent().unwrap(),
+        PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    drop(std::os::unix::net::UnixListener::bind(sb.socket()).unwrap());
+    let _d = Daemon::start(&sb);
+    assert!(sb.authctl(&["status"]).status.success());
+}
+
+#[test]
+fn sigterm_stops_cleanly_and_removes_the_socket() {
+    let sb = Sandbox::new();
+    let mut d = Daemon::start(&sb);
+    d.signal(libc::SIGTERM);
+    let status = d
+        .wait_exit(Duration::from_secs(10))
+        .expect("exits on SIGTERM");
+    assert!(status.success(), "{status}\n{}", d.logs());
+    assert!(!sb.socket().exists());
+    let out = sb.authctl(&["status"]);
+    assert_eq!(out.status.code(), Some(3), "not running is exit code 3");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("piauthd is not running"));
+}
+
+/// Opens the socket to everyone (as a misconfiguration would) and calls it
+/// as another uid: the peer check must still refuse.
+#[test]
+fn a_foreign_uid_is_refused() {
+    // SAFETY: getuid cannot fail.
+    if unsafe { libc::getuid() } != 0 {
+        eprintln!("skipped: switching uid needs root");
+        return;
+    }
+    let sb = Sandbox::new();
+    let _d = Daemon::start(&sb);
+    for dir in [sb.dir.path(), sb.socket().parent().unwrap()] {
+        std::fs::set_permissions(dir, PermissionsExt::from_mode(0o755)).unwrap();
+    }
+    std::fs::set_permissions(sb.socket(), PermissionsExt::from_mode(0o666)).unwrap();
+    let authctl = piauth_tests::bin_path("pi-authctl");
+    let exe_dir = authctl.parent().unwrap().to_owned();
+    // The binary must be reachable by uid 65534 too.
+    let mut p = exe_dir.as_path();
+    let mut opened = Vec::new();
+    while let Some(parent) = p.parent() {
+        let mode = std::fs::metadata(p).unwrap().mode();
+        if mode & 0o001 == 0 {
+            std::fs::set_permissions(p, PermissionsExt::from_mode(mode | 0o001)).unwrap();
+            opened.push((p.to_owned(), mode));
+        }
+        p = parent;
+    }
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(&authctl)
+        .args(["--socket"])
+        .arg(sb.socket())
+        .args(["token"])
+        .output()
+        .expect("setpriv is in util-linux");
+    for (path, mode) in opened {
+        let _ = std::fs::set_permissions(path, PermissionsExt::from_mode(mode));
+    }
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("piauthd serves only uid 0"), "{err}");
+    assert!(err.contains("uid 65534"), "{err}");
+    // The owner is still served.
+    assert!(eventually(Duration::from_secs(2), || sb
+        .authctl(&["status"])
+        .status
+        .success()));
+}

@@ -1,0 +1,287 @@
+use std::time::Duration;
+
+use piauth_client::proto::v1 as pb;
+use piauth_client::{Client, Error, Reason};
+use piauth_tests::daemon::eventually;
+use piauth_tests::fixtures::{access_token, auth_json, now_ms};
+use piauth_tests::{Daemon, Sandbox};
+
+const DAY_MS: i64 = 86_400_000;
+
+fn logged_in(sb: &Sandbox, nonce: &str) -> (String, String) {
+    let exp = now_ms() + DAY_MS;
+    let access = access_token("acc-42", "me@example.com", "pro", exp / 1000, nonce);
+    let refresh = format!("rt_{nonce}_refresh");
+    sb.write_auth(&auth_json(&access, &refresh, exp, "acc-42"));
+    (access, refresh)
+}
+
+#[tokio::test]
+async fn get_token_and_status_over_grpc() {
+    let sb = Sandbox::new();
+    let (access, refresh) = logged_in(&sb, "n1");
+    let _d = Daemon::start(&sb);
+    let mut c = Client::connect(sb.socket()).await.unwrap();
+
+    let t = c.get_token("", 60).await.unwrap();
+    assert_eq!(t.access_token, access);
+    assert_eq!(t.provider, "openai-codex");
+    assert_eq!(t.account_id, "acc-42");
+    assert!(t.expires_at_ms > now_ms() + DAY_MS - 60_000);
+    assert!(
+        !format!("{t:?}").contains(&access),
+        "Token's Debug is redacted"
+    );
+
+    let s = c.status().await.unwrap();
+    let store = s.store.clone().unwrap();
+    assert_eq!(store.health, pb::StoreHealth::Ok as i32);
+    assert_eq!(store.path, sb.auth_file().display().to_string());
+    let p = &s.providers[0];
+    assert_eq!(
+        (
+            p.provider.as_str(),
+            p.state,
+            p.account_id.as_str(),
+            p.email.as_str(),
+            p.plan.as_str()
+        ),
+        (
+            "openai-codex",
+            pb::ProviderState::Valid as i32,
+            "acc-42",
+            "me@example.com",
+            "pro"
+        )
+    );
+    let dump = format!("{s:?}");
+    assert!(!dump.contains(&access) && !dump.contains(&refresh));
+}
+
+#[tokio::test]
+async fn not_logged_in_and_expiring_tokens_give_typed_errors() {
+    let sb = Sandbox::new();
+    let _d = Daemon::start(&sb);
+    let mut c = Client::connect(sb.socket()).await.unwrap();
+    let e = c.get_token("openai-codex", 0).await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::Unauthenticated {
+                reason: Reason::NotLoggedIn,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("pi-authctl login"));
+    assert_eq!(sb.authctl(&["token"]).status.code(), Some(4));
+
+    let exp = now_ms() + 30_000;
+    let access = access_token("acc", "e@x.y", "plus", exp / 1000, "soon");
+    sb.write_auth(&auth_json(&access, "rt", exp, "acc"));
+    assert!(eventually(Duration::from_secs(5), || {
+        let out = sb.authctl(&["token", "--min-valid", "0"]);
+        String::from_utf8_lossy(&out.stdout).trim() == access
+    }));
+    let e = c.get_token("", 120).await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::FailedPrecondition {
+                reason: Reason::TokenExpiring,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    let e = c.get_token("../etc", 0).await.unwrap_err();
+    assert!(matches!(e, Error::InvalidArgument { .. }), "{e:?}");
+}
+
+#[tokio::test]
+async fn unimplemented_calls_say_what_is_missing() {
+    let sb = Sandbox::new();
+    let _d = Daemon::start(&sb);
+    let mut c = Client::connect(sb.socket()).await.unwrap();
+    let st = c
+        .auth()
+        .login(pb::LoginRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(st.code(), tonic::Code::Unimplemented);
+    assert!(st.message().contains("Login"), "{}", st.message());
+}
+
+#[test]
+fn cli_token_and_status() {
+    let sb = Sandbox::new();
+    let (access, _) = logged_in(&sb, "cli");
+    let _d = Daemon::start(&sb);
+    let out = sb.authctl(&["token"]);
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        format!("{access}\n")
+    );
+
+    let out = sb.authctl(&["token", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["access_token"], access.as_str());
+    assert_eq!(v["account_id"], "acc-42");
+
+    let out = sb.authctl(&["status"]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("openai-codex  valid  acc-42"), "{text}");
+    assert!(!text.contains(&access));
+    let out = sb.authctl(&["status", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["providers"][0]["state"], "valid");
+    assert_eq!(v["store"]["health"], "ok");
+}
+
+#[tokio::test]
+async fn a_write_by_another_process_is_served_without_restart() {
+    let sb = Sandbox::new();
+    logged_in(&sb, "before");
+    let _d = Daemon::start(&sb);
+    let mut c = Client::connect(sb.socket()).await.unwrap();
+
+    // pi writes in place (truncate, then write).
+    let (after, _) = logged_in(&sb, "in-place");
+    let mut served = String::new();
+    for _ in 0..300 {
+        served = c.get_token("", 0).await.unwrap().access_token;
+        if served == after {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(served, after, "an in-place write is picked up");
+
+    // Another piauthd writes by rename.
+    let exp = now_ms() + DAY_MS;
+    let renamed = access_token("acc-42", "me@example.com", "pro", exp / 1000, "renamed");
+    let tmp = sb.agent_dir().join("auth.json.tmp");
+    std::fs::write(&tmp, auth_json(&renamed, "rt2", exp, "acc-42")).unwrap();
+    std::fs::rename(&tmp, sb.auth_file()).unwrap();
+    for _ in 0..300 {
+        served = c.get_token("", 0).await.unwrap().access_token;
+        if served == renamed {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(served, renamed, "a rename is picked up");
+}
+
+#[tokio::test]
+async fn a_corrupt_file_is_reported_and_never_touched() {
+    let sb = Sandbox::new();
+    let corrupt = "{\n  \"openai-codex\": {\n    \"type\": \"oauth\",\n    \"acc";
+    sb.write_auth(corrupt);
+    let _d = Daemon::start(&sb);
+    let mut c = Client::connect(sb.socket()).await.unwrap();
+
+    let s = c.status().await.unwrap();
+    let store = s.store.unwrap();
+    assert_eq!(store.health, pb::StoreHealth::Corrupt as i32);
+    assert!(
+        store.detail.contains("will not overwrite"),
+        "{}",
+        store.detail
+    );
+    let e = c.get_token("", 0).await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::FailedPrecondition {
+                reason: Reason::StoreCorrupt,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    let out = sb.authctl(&["status"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("CORRUPT"));
+    assert_eq!(std::fs::read_to_string(sb.auth_file()).unwrap(), corrupt);
+
+    // Fixing the file is noticed.
+    let (access, _) = logged_in(&sb, "fixed");
+    let mut ok = false;
+    for _ in 0..300 {
+        if let Ok(t) = c.get_token("", 0).await {
+            ok = t.access_token == access;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(ok, "the repaired file is served");
+}
+
+#[tokio::test]
+async fn corruption_while_running_keeps_the_last_good_token() {
+    let sb = Sandbox::new();
+    let (access, _) = logged_in(&sb, "good");
+    let _d = Daemon::start(&sb);
+    let mut c = Client::connect(sb.socket()).await.unwrap();
+    sb.write_auth("{ not json");
+    let mut health = 0;
+    for _ in 0..300 {
+        health = c.status().await.unwrap().store.unwrap().health;
+        if health == pb::StoreHealth::Corrupt as i32 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(health, pb::StoreHealth::Corrupt as i32);
+    assert_eq!(c.get_token("", 0).await.unwrap().access_token, access);
+    assert_eq!(
+        std::fs::read_to_string(sb.auth_file()).unwrap(),
+        "{ not json"
+    );
+}
+
+/// Runs a full GetToken at trace level, by library and by CLI, and checks
+/// that no part of any token reaches the daemon's or the CLI's output.
+#[tokio::test]
+async fn trace_logs_contain_no_token() {
+    let sb = Sandbox::new();
+    let (access, refresh) = logged_in(&sb, "tracecheck");
+    let d = Daemon::start(&sb);
+    let mut c = Client::connect(sb.socket()).await.unwrap();
+    assert_eq!(c.get_token("", 0).await.unwrap().access_token, access);
+    let _ = c.status().await.unwrap();
+    let cli = sb.authctl(&["status"]);
+    // A file change and reload at trace level, too.
+    let (access2, refresh2) = logged_in(&sb, "tracecheck2");
+    for _ in 0..300 {
+        if c.get_token("", 0).await.unwrap().access_token == access2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let logs = d.logs();
+    assert!(logs.contains("TRACE"), "the daemon logged at trace level");
+    assert!(
+        logs.contains("served a token"),
+        "the GetToken path was logged"
+    );
+    let mut texts = vec![logs, String::from_utf8_lossy(&cli.stderr).into_owned()];
+    texts.push(String::from_utf8_lossy(&cli.stdout).into_owned());
+    for text in &texts {
+        for secret in [&access, &refresh, &access2, &refresh2] {
+            assert!(
+                !text.contains(secret.as_str()),
+                "a token leaked into the output"
+            );
+            // Parts of the JWT (payload, signature) must not leak either.
+            for part in secret.split('.').skip(1) {
+                assert!(
+                    !text.contains(part),
+                    "part of a token leaked into the output"
+                );
+            }
+        }
+    }
+}
