@@ -63,12 +63,11 @@ impl SocketGuard {
 
     /// Removes the socket file, unless another daemon has replaced it.
     pub fn remove(&self) {
-        if let Ok(m) = fs::symlink_metadata(&self.path) {
-            if (m.dev(), m.ino()) == self.identity {
-                if let Err(e) = fs::remove_file(&self.path) {
-                    tracing::warn!(socket = %self.path.display(), error = %e, "could not remove the socket");
-                }
-            }
+        if let Ok(m) = fs::symlink_metadata(&self.path)
+            && (m.dev(), m.ino()) == self.identity
+            && let Err(e) = fs::remove_file(&self.path)
+        {
+            tracing::warn!(socket = %self.path.display(), error = %e, "could not remove the socket");
         }
     }
 }
@@ -168,14 +167,15 @@ fn private_dir(dir: &Path, uid: u32) -> Result<(), SocketError> {
             source,
         }
     };
-    if let Some(parent) = dir.parent() {
-        if !parent.as_os_str().is_empty() && !parent.exists() {
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(parent)
-                .map_err(io("create"))?;
-        }
+    if let Some(parent) = dir.parent()
+        && !parent.as_os_str().is_empty()
+        && !parent.exists()
+    {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(parent)
+            .map_err(io("create"))?;
     }
     match fs::DirBuilder::new().mode(0o700).create(dir) {
         Ok(()) => {}

@@ -136,7 +136,14 @@ impl PiLock {
             match fs::DirBuilder::new().mode(0o700).create(&dir) {
                 Ok(()) => break,
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                    if remove_if_abandoned(&dir, &mut sidecar).map_err(io_err(&dir))? {
+                    let removed = remove_if_abandoned(&dir, &mut sidecar).map_err(|e| {
+                        if e.kind() == io::ErrorKind::AlreadyExists {
+                            LockError::NotADirectory { path: dir.clone() }
+                        } else {
+                            io_err(&dir)(e)
+                        }
+                    })?;
+                    if removed {
                         continue;
                     }
                 }

@@ -26,10 +26,10 @@ impl std::fmt::Debug for FileWatcher {
 /// unit each time the file may have changed; bursts collapse into one.
 pub fn watch_file(path: &Path) -> notify::Result<(FileWatcher, mpsc::Receiver<()>)> {
     let mut names: Vec<PathBuf> = vec![path.to_owned()];
-    if let Ok(real) = std::fs::canonicalize(path) {
-        if real != path {
-            names.push(real);
-        }
+    if let Ok(real) = std::fs::canonicalize(path)
+        && real != path
+    {
+        names.push(real);
     }
     let watched_names = names.clone();
     let (tx, rx) = mpsc::channel(1);
