@@ -36,3 +36,31 @@ pub fn auth_json(access: &str, refresh: &str, expires_ms: i64, account: &str) ->
         "{{\n  \"openai-codex\": {{\n    \"type\": \"oauth\",\n    \"access\": \"{access}\",\n    \"refresh\": \"{refresh}\",\n    \"expires\": {expires_ms},\n    \"accountId\": \"{account}\"\n  }}\n}}"
     )
 }
+
+/// Writes `set` as the `openai-codex` entry of the pi `auth.json` at `path`,
+/// keeping other providers, as pi's login would.
+pub fn write_codex_login(
+    path: &std::path::Path,
+    set: &crate::mock::TokenSet,
+) -> std::io::Result<()> {
+    let mut doc: serde_json::Map<String, serde_json::Value> = match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(std::io::Error::other)?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Default::default(),
+        Err(e) => return Err(e),
+    };
+    doc.insert(
+        "openai-codex".into(),
+        serde_json::json!({
+            "type": "oauth",
+            "access": set.access_token,
+            "refresh": set.refresh_token,
+            "expires": now_ms() + set.expires_in as i64 * 1000,
+            "accountId": set.account_id,
+        }),
+    );
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let text = serde_json::to_string_pretty(&doc).map_err(std::io::Error::other)?;
+    std::fs::write(path, text)
+}

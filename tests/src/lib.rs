@@ -7,5 +7,6 @@
 
 pub mod daemon;
 pub mod fixtures;
+pub mod mock;
 
 pub use daemon::{Daemon, Sandbox, bin_path};

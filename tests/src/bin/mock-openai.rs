@@ -1,0 +1,66 @@
+//! `mock-openai`: run the OpenAI issuer and Codex mock on loopback, to try
+//! piauthd's whole flow without an account.
+//!
+//! ```text
+//! mock-openai --port 8787 --expires-in 60
+//! PIAUTHD_ISSUER=http://127.0.0.1:8787 piauthd
+//! ```
+//!
+//! Control endpoints: `GET /_mock/stats` (counters), `POST /_mock/faults`
+//! (JSON list of faults for the next token requests, e.g.
+//! `[{"kind":"status","code":503},{"kind":"reset_after"}]`), and
+//! `POST /_mock/seed` (creates a login and returns its tokens; with
+//! `--seed-auth FILE` the mock writes one into a pi `auth.json` at start).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Parser;
+use piauth_tests::mock::{MockConfig, MockOpenAi};
+
+/// A faithful mock of OpenAI's OAuth issuer (and, later, the Codex
+/// backend) for piauthd. Loopback only.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Port on 127.0.0.1 (0 picks a free one).
+    #[arg(long, default_value_t = 8787)]
+    port: u16,
+    /// Lifetime of issued access tokens, in seconds.
+    #[arg(long, default_value_t = 3600)]
+    expires_in: u64,
+    /// Delay added to every token request, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    token_delay_ms: u64,
+    /// Encode JWT payloads in standard base64, which pi 0.73.1's `atob` needs.
+    #[arg(long)]
+    atob_safe_jwt: bool,
+    /// Create a login and write it into this pi auth.json (other providers kept).
+    #[arg(long, value_name = "FILE")]
+    seed_auth: Option<std::path::PathBuf>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let addr = SocketAddr::from(([127, 0, 0, 1], args.port));
+    let mock = MockOpenAi::start_on(
+        addr,
+        MockConfig {
+            expires_in: args.expires_in,
+            token_delay: Duration::from_millis(args.token_delay_ms),
+            atob_safe_jwt: args.atob_safe_jwt,
+        },
+    )
+    .await?;
+    println!("mock-openai listening on {}", mock.issuer());
+    println!("  PIAUTHD_ISSUER={}", mock.issuer());
+    println!("  PIAUTHD_CODEX_BASE_URL={}", mock.codex_base());
+    if let Some(path) = &args.seed_auth {
+        let set = mock.state.seed_login("acc-mock", "user@example.com", "plus");
+        piauth_tests::fixtures::write_codex_login(path, &set)?;
+        println!("  wrote a login for acc-mock into {}", path.display());
+    }
+    tokio::signal::ctrl_c().await?;
+    Ok(())
+}

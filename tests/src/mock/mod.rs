@@ -1,0 +1,275 @@
+//! A faithful stand-in for OpenAI's issuer (`auth.openai.com`) and Codex
+//! backend, on loopback, for tests and for trying piauthd without an account.
+//!
+//! What it models (PROTOCOL.md §1):
+//! * `POST /oauth/token` with `grant_type=refresh_token`, form-encoded (as pi
+//!   sends it) or JSON (as Codex CLI sends it). Refresh tokens are
+//!   **single-use and rotate**: each refresh spends the old one and issues a
+//!   new one. Presenting a spent token answers 401 `refresh_token_reused`
+//!   and revokes the whole token family, as the real issuer does.
+//! * Access tokens are real HS256 JWTs signed with a test key, carrying the
+//!   ChatGPT account, plan and e-mail claims; `expires_in` is configurable so
+//!   tests run many expiry cycles in seconds.
+//! * Faults, queued per request: an HTTP status, a delay, a connection reset
+//!   (before or after the issuer acted), or a terminal error code.
+//! * Counters (refreshes, reuse attempts, revocations, requests) for tests,
+//!   also served as JSON at `GET /_mock/stats`.
+
+mod issuer;
+mod jwt;
+mod server;
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub use jwt::TEST_SIGNING_KEY;
+
+/// The client id piauthd and pi use (PROTOCOL.md §1).
+pub const CLIENT_ID: &str = "app_EMoamEEZ73f0CkXaXp7hrann";
+
+/// One injected fault, consumed by the next token request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Fault {
+    /// Answer with this HTTP status and a JSON error body; the token is not
+    /// spent.
+    Status { code: u16 },
+    /// Wait this long, then answer normally.
+    Delay { ms: u64 },
+    /// Drop the connection (TCP reset) before acting: the token is not spent.
+    ResetBefore,
+    /// Rotate the token, then drop the connection: the client never learns
+    /// the new refresh token, which is what makes resending dangerous.
+    ResetAfter,
+    /// Answer 400 `invalid_grant`.
+    InvalidGrant,
+    /// Answer 401 with this error code (e.g. `refresh_token_expired`).
+    Terminal { code: String },
+}
+
+/// What the mock is configured to do.
+#[derive(Debug, Clone)]
+pub struct MockConfig {
+    /// `expires_in` of every issued access token, in seconds.
+    pub expires_in: u64,
+    /// Added to every token request (after faults).
+    pub token_delay: Duration,
+    /// Encode JWT payloads in standard base64 so pi 0.73.1's `atob` can read
+    /// them (see `jwt::sign`).
+    pub atob_safe_jwt: bool,
+}
+
+impl Default for MockConfig {
+    fn default() -> Self {
+        MockConfig {
+            expires_in: 3600,
+            token_delay: Duration::ZERO,
+            atob_safe_jwt: false,
+        }
+    }
+}
+
+/// Counters tests read.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stats {
+    /// Successful refreshes (a token rotated).
+    pub refreshes: u64,
+    /// Presentations of an already-spent refresh token.
+    pub reuse_attempts: u64,
+    /// Token families revoked (by reuse).
+    pub revocations: u64,
+    /// Every request to `/oauth/token`.
+    pub token_requests: u64,
+    /// Refreshes refused for a revoked family or unknown token.
+    pub rejected: u64,
+    /// Connections currently open.
+    pub open_connections: u64,
+}
+
+/// A login the mock has issued: what a test writes into `auth.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenSet {
+    pub access_token: String,
+    pub refresh_token: String,
+    pub id_token: String,
+    pub expires_in: u64,
+    pub account_id: String,
+}
+
+#[derive(Debug)]
+struct Family {
+    account_id: String,
+    email: String,
+    plan: String,
+    revoked: bool,
+}
+
+#[derive(Debug, Default)]
+struct Ledger {
+    families: Vec<Family>,
+    /// Refresh token -> (family index, spent).
+    refresh_tokens: HashMap<String, (usize, bool)>,
+    /// Every access token ever issued, with its family.
+    access_tokens: HashMap<String, usize>,
+    faults: VecDeque<Fault>,
+}
+
+/// Shared state of a running mock.
+#[derive(Debug)]
+pub struct MockState {
+    config: Mutex<MockConfig>,
+    ledger: Mutex<Ledger>,
+    refreshes: AtomicU64,
+    reuse_attempts: AtomicU64,
+    revocations: AtomicU64,
+    token_requests: AtomicU64,
+    rejected: AtomicU64,
+    open_connections: AtomicU64,
+    serial: AtomicU64,
+}
+
+impl MockState {
+    fn new(config: MockConfig) -> MockState {
+        MockState {
+            config: Mutex::new(config),
+            ledger: Mutex::default(),
+            refreshes: AtomicU64::new(0),
+            reuse_attempts: AtomicU64::new(0),
+            revocations: AtomicU64::new(0),
+            token_requests: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
+            open_connections: AtomicU64::new(0),
+            serial: AtomicU64::new(0),
+        }
+    }
+
+    fn ledger(&self) -> std::sync::MutexGuard<'_, Ledger> {
+        self.ledger.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn config(&self) -> MockConfig {
+        self.config.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn stats(&self) -> Stats {
+        Stats {
+            refreshes: self.refreshes.load(Ordering::SeqCst),
+            reuse_attempts: self.reuse_attempts.load(Ordering::SeqCst),
+            revocations: self.revocations.load(Ordering::SeqCst),
+            token_requests: self.token_requests.load(Ordering::SeqCst),
+            rejected: self.rejected.load(Ordering::SeqCst),
+            open_connections: self.open_connections.load(Ordering::SeqCst),
+        }
+    }
+
+    /// Queues faults for the next token requests, in order.
+    pub fn push_faults(&self, faults: impl IntoIterator<Item = Fault>) {
+        self.ledger().faults.extend(faults);
+    }
+
+    pub fn set_expires_in(&self, secs: u64) {
+        self.config.lock().unwrap_or_else(|p| p.into_inner()).expires_in = secs;
+    }
+
+    pub fn set_token_delay(&self, delay: Duration) {
+        self.config.lock().unwrap_or_else(|p| p.into_inner()).token_delay = delay;
+    }
+
+    /// Creates a logged-in family, as a completed login would.
+    pub fn seed_login(&self, account_id: &str, email: &str, plan: &str) -> TokenSet {
+        let mut ledger = self.ledger();
+        ledger.families.push(Family {
+            account_id: account_id.into(),
+            email: email.into(),
+            plan: plan.into(),
+            revoked: false,
+        });
+        let family = ledger.families.len() - 1;
+        self.issue(&mut ledger, family)
+    }
+
+    /// Every access token issued so far (for log-leak checks).
+    pub fn issued_access_tokens(&self) -> Vec<String> {
+        self.ledger().access_tokens.keys().cloned().collect()
+    }
+
+    /// Every refresh token issued so far (for log-leak checks).
+    pub fn issued_refresh_tokens(&self) -> Vec<String> {
+        self.ledger().refresh_tokens.keys().cloned().collect()
+    }
+
+    /// Whether `access` was issued by this mock and its family is not revoked.
+    pub fn access_token_live(&self, access: &str) -> bool {
+        let ledger = self.ledger();
+        ledger
+            .access_tokens
+            .get(access)
+            .is_some_and(|f| !ledger.families[*f].revoked)
+    }
+
+    fn issue(&self, ledger: &mut Ledger, family: usize) -> TokenSet {
+        let cfg = self.config();
+        let n = self.serial.fetch_add(1, Ordering::SeqCst);
+        let f = &ledger.families[family];
+        let safe = cfg.atob_safe_jwt;
+        let access = jwt::access_token(&f.account_id, &f.email, &f.plan, cfg.expires_in, n, safe);
+        let id_token = jwt::id_token(&f.account_id, &f.email, &f.plan, n, safe);
+        let refresh = format!("rt_mock_{n}_{}", jwt::nonce());
+        let set = TokenSet {
+            access_token: access.clone(),
+            refresh_token: refresh.clone(),
+            id_token,
+            expires_in: cfg.expires_in,
+            account_id: f.account_id.clone(),
+        };
+        ledger.refresh_tokens.insert(refresh, (family, false));
+        ledger.access_tokens.insert(access, family);
+        set
+    }
+}
+
+/// A running mock. Dropping it stops the server.
+pub struct MockOpenAi {
+    pub addr: SocketAddr,
+    pub state: Arc<MockState>,
+    _shutdown: tokio::sync::oneshot::Sender<()>,
+}
+
+impl MockOpenAi {
+    /// Starts the mock on `127.0.0.1:0` in the current tokio runtime.
+    pub async fn start(config: MockConfig) -> std::io::Result<MockOpenAi> {
+        MockOpenAi::start_on("127.0.0.1:0".parse().expect("addr"), config).await
+    }
+
+    pub async fn start_on(addr: SocketAddr, config: MockConfig) -> std::io::Result<MockOpenAi> {
+        let state = Arc::new(MockState::new(config));
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(server::serve(listener, state.clone(), rx));
+        Ok(MockOpenAi {
+            addr,
+            state,
+            _shutdown: tx,
+        })
+    }
+
+    /// The issuer base URL, for `PIAUTHD_ISSUER`.
+    pub fn issuer(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The Codex base URL, for `PIAUTHD_CODEX_BASE_URL`.
+    pub fn codex_base(&self) -> String {
+        format!("http://{}/backend-api", self.addr)
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.state.stats()
+    }
+}

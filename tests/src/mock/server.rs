@@ -1,0 +1,82 @@
+//! The mock's accept loop. It is hand-written (rather than `axum::serve`) so
+//! a handler can reset its own TCP connection, the fault that makes a
+//! refresh's outcome unknown to the client, and so open connections can be
+//! counted.
+
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::Router;
+use axum::response::Response;
+use axum::routing::{get, post};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::{Mutex, oneshot};
+use tower::ServiceExt;
+
+use super::{MockState, issuer};
+
+/// Lets a handler reset the connection it arrived on.
+#[derive(Clone)]
+pub struct ResetHandle(Arc<Mutex<Option<oneshot::Sender<()>>>>);
+
+impl ResetHandle {
+    /// Resets the connection. The response is never sent.
+    pub async fn reset(&self) -> Response {
+        if let Some(tx) = self.0.lock().await.take() {
+            let _ = tx.send(());
+        }
+        std::future::pending().await
+    }
+}
+
+fn router(state: Arc<MockState>) -> Router {
+    Router::new()
+        .route("/oauth/token", post(issuer::token))
+        .route("/_mock/stats", get(issuer::stats))
+        .route("/_mock/faults", post(issuer::push_faults))
+        .route("/_mock/seed", post(issuer::seed))
+        .with_state(state)
+}
+
+pub async fn serve(listener: TcpListener, state: Arc<MockState>, mut stop: oneshot::Receiver<()>) {
+    let app = router(state.clone());
+    loop {
+        let (stream, _) = tokio::select! {
+            _ = &mut stop => return,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(_) => continue,
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let state = state.clone();
+        let app = app.clone();
+        tokio::spawn(async move {
+            state.open_connections.fetch_add(1, Ordering::SeqCst);
+            let fd = stream.as_raw_fd();
+            let (tx, rx) = oneshot::channel();
+            let handle = ResetHandle(Arc::new(Mutex::new(Some(tx))));
+            let service = app.map_request(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(handle.clone());
+                req
+            });
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            let conn = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                Ok(()) = rx => {
+                    // SAFETY: the connection (and so the socket) is alive
+                    // until `conn` is dropped at the end of this block.
+                    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+                    let _ = socket2::SockRef::from(&borrowed).set_linger(Some(std::time::Duration::ZERO));
+                }
+            }
+            drop(conn);
+            state.open_connections.fetch_sub(1, Ordering::SeqCst);
+        });
+    }
+}
