@@ -12,6 +12,8 @@
 //! * [`oauth`]: pure OAuth logic (JWT claims).
 //! * [`store`]: pi's `auth.json`, its lock directory, durable writes, and
 //!   the file watcher.
+//! * [`upstream`]: HTTP to the issuer, with errors sorted by whether the
+//!   request may have been sent.
 //! * [`broker`]: the in-memory credentials and every decision about them;
 //!   the only writer of the store.
 //! * [`socket`]: the private socket directory and one-instance lock.
@@ -26,6 +28,7 @@ pub mod secret;
 pub mod server;
 pub mod socket;
 pub mod store;
+pub mod upstream;
 
 pub use config::Config;
 pub use server::{RunError, run};

@@ -5,18 +5,22 @@
 //! in-flight calls get [`DRAIN_LIMIT`] to finish, and the socket file is
 //! removed.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::broker::Broker;
+use crate::broker::{self, Broker};
 use crate::config::Config;
 use crate::socket::{self, SocketError};
 use crate::store::{self, FileStore};
+use crate::upstream::Issuer;
 
 /// How long in-flight calls may run after shutdown begins.
 pub const DRAIN_LIMIT: Duration = Duration::from_secs(10);
+
+/// How long shutdown waits for a refresh in flight to finish and be saved.
+/// Longer than the refresh bound: abandoning one may lose the rotated token.
+pub const QUIESCE_LIMIT: Duration = Duration::from_secs(75);
 
 /// How long the file watcher waits for a burst of changes to settle.
 const RELOAD_SETTLE: Duration = Duration::from_millis(30);
@@ -37,6 +41,8 @@ pub enum RunError {
         #[source]
         source: notify::Error,
     },
+    #[error("cannot set up the HTTP client: {0}")]
+    Http(#[source] reqwest::Error),
     #[error("the gRPC server failed: {0}")]
     Serve(#[from] tonic::transport::Error),
 }
@@ -59,8 +65,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         Ok(false) => {}
         Err(e) => tracing::warn!(error = %e, "could not check for an orphaned auth.json lock"),
     }
-    let broker = Arc::new(Broker::new(FileStore::new(&config.auth_file)));
+    let issuer = Issuer::new(&config.issuer).map_err(RunError::Http)?;
+    let broker = Broker::new(FileStore::new(&config.auth_file), issuer);
     broker.reload().await;
+    let schedule = tokio::spawn(broker::run_schedule(broker.clone(), shutdown.clone()));
 
     let (_watcher, mut changes) =
         store::watch_file(&config.auth_file).map_err(|source| RunError::Watch {
@@ -91,7 +99,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     );
     let serve = crate::rpc::serve(
         listener,
-        broker,
+        broker.clone(),
         bound.path().display().to_string(),
         uid,
         shutdown.clone(),
@@ -108,6 +116,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         }
     };
     reloader.abort();
+    schedule.abort();
+    // A refresh in flight finishes and is saved before we exit.
+    match tokio::time::timeout(QUIESCE_LIMIT, broker.quiesce()).await {
+        Ok(()) => {}
+        Err(_) => tracing::error!("a refresh did not finish within {QUIESCE_LIMIT:?} of shutdown"),
+    }
     bound.remove();
     tracing::info!("piauthd stopped");
     result.map_err(RunError::from)

@@ -1,28 +1,47 @@
-//! The broker owns the credentials in memory and answers for them.
+//! The broker owns the credentials in memory and every decision about them.
 //!
-//! GetToken is the hot path: it reads an immutable snapshot ([`View`]) from a
-//! `watch` channel, with no file I/O and no JSON parsing per call. The
-//! snapshot is rebuilt only when the store changes: at start-up, when the
-//! file watcher reports a change by another process, and (later) after a
-//! refresh or login. The broker is the only writer of the store.
+//! * **Hot path.** GetToken reads an immutable snapshot ([`View`]) from a
+//!   `watch` channel: no file I/O, no JSON parsing, no lock held across an
+//!   await. In steady state the token is always fresh, because refreshes
+//!   are scheduled ahead of expiry ([`policy`]).
+//! * **Single flight.** Every refresh, whoever asks for it (the schedule, a
+//!   caller whose token is too short, an explicit Refresh), goes through one
+//!   gate ([`refresh`]). Waiters re-check after the gate and reuse the
+//!   result of the refresh that ran while they waited, so N concurrent
+//!   callers cause one upstream request.
+//! * **Across processes.** A refresh holds pi's lock directory, re-reads
+//!   `auth.json`, and adopts a token another process already rotated
+//!   instead of calling the issuer.
+//! * **Durability first.** The rotated token is fsync'd before anyone is
+//!   served from it; if that fails the broker keeps it in memory, reports
+//!   `degraded`, and retries the write.
+//!
+//! The broker is the only writer of the store.
+
+mod policy;
+mod refresh;
+mod report;
+mod schedule;
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use tokio::sync::watch;
+use tokio::sync::{Mutex, watch};
 
 use crate::oauth::{self, Claims};
 use crate::secret::Secret;
-use crate::store::{Credential, Document, FileStore, StoreError};
+use crate::store::{Credential, Document, FileStore, OAuthCredential, StoreError};
+use crate::upstream::Issuer;
 
-/// The provider piauthd manages by default.
+pub use policy::{MAX_MIN_VALID_MS, effective_min_valid_ms, margin_ms, refresh_at};
+pub use report::{CredentialKind, ProviderReport, ProviderState, report};
+pub use schedule::run_schedule;
+
+/// The provider piauthd refreshes.
 pub const DEFAULT_PROVIDER: &str = piauth_proto::DEFAULT_PROVIDER;
 
-/// The longest validity a caller may demand. Access tokens live for days, so
-/// an hour is plenty, and a larger demand must not force needless refreshes.
-pub const MAX_MIN_VALID_SECS: u32 = 3600;
-
-/// How the store looked at the last read.
+/// How the store looked at the last read or write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StoreHealth {
     Ok,
@@ -32,6 +51,9 @@ pub enum StoreHealth {
     Corrupt,
     /// `auth.json` cannot be read.
     Unreadable,
+    /// A rotated token could not be written; it is kept in memory and the
+    /// write is retried.
+    Degraded,
 }
 
 /// One provider's credential as last read, with its JWT claims.
@@ -40,6 +62,45 @@ pub struct Entry {
     pub credential: Credential,
     /// Claims of an OAuth access token, when it is a readable JWT.
     pub claims: Option<Claims>,
+}
+
+/// Where the refresh of the default provider stands.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Phase {
+    #[default]
+    Idle,
+    Refreshing,
+    /// The issuer rejected `refresh_used` for good. Nothing is sent again
+    /// until a login or another process puts a different token in place.
+    NeedsLogin {
+        refresh_used: Secret<String>,
+        reason: String,
+    },
+    /// `refresh_used` was sent but no answer came back; the issuer may have
+    /// spent it, so it is never re-sent automatically. The current access
+    /// token is served until it expires.
+    OutcomeUnknown {
+        refresh_used: Secret<String>,
+        reason: String,
+    },
+}
+
+/// Refresh bookkeeping for the default provider, shown in Status.
+#[derive(Debug, Clone, Default)]
+pub struct RefreshState {
+    pub phase: Phase,
+    /// Lifetime of the current access token.
+    pub lifetime_ms: i64,
+    /// When this daemon last obtained a token from the issuer.
+    pub last_refresh_ms: i64,
+    pub refresh_count: u32,
+    /// Consecutive transient failures.
+    pub failures: u32,
+    /// No automatic attempt before this time (backoff); 0 for none.
+    pub retry_at_ms: i64,
+    pub last_error: String,
+    /// The current credential is newer than what is on disk.
+    pub unpersisted: bool,
 }
 
 /// An immutable snapshot of everything the broker knows.
@@ -51,13 +112,42 @@ pub struct View {
     /// Providers in file order. Kept from the last good read while the
     /// file is corrupt or unreadable, so a bad edit does not log anyone out.
     pub entries: Vec<(String, Entry)>,
+    pub refresh: RefreshState,
+    /// Increases whenever the default provider's access token changes.
+    pub generation: u64,
 }
 
 impl View {
-    fn entry(&self, provider: &str) -> Option<&Entry> {
+    pub fn entry(&self, provider: &str) -> Option<&Entry> {
         self.entries
             .iter()
             .find_map(|(p, e)| (p == provider).then_some(e))
+    }
+
+    /// The default provider's OAuth credential, if any.
+    pub fn codex(&self) -> Option<&OAuthCredential> {
+        match self.entry(DEFAULT_PROVIDER).map(|e| &e.credential) {
+            Some(Credential::OAuth(c)) => Some(c),
+            _ => None,
+        }
+    }
+
+    /// When the default provider's token should next be refreshed
+    /// automatically; `None` when nothing should happen on its own.
+    pub fn next_refresh_ms(&self) -> Option<i64> {
+        let cred = self.codex()?;
+        if matches!(
+            self.refresh.phase,
+            Phase::NeedsLogin { .. } | Phase::OutcomeUnknown { .. }
+        ) {
+            return None;
+        }
+        let at = refresh_at(
+            cred.expires_ms,
+            self.refresh.lifetime_ms,
+            self.refresh.last_refresh_ms,
+        );
+        Some(at.max(self.refresh.retry_at_ms))
     }
 }
 
@@ -77,13 +167,21 @@ pub struct Grant {
 pub enum TokenError {
     #[error("not logged in to {provider}: run `pi-authctl login`")]
     NotLoggedIn { provider: String },
+    #[error("the {provider} login must be renewed ({reason}): run `pi-authctl login`")]
+    NeedsLogin { provider: String, reason: String },
     #[error("{detail}")]
     StoreCorrupt { detail: String },
     #[error("{detail}")]
     StoreUnavailable { detail: String },
+    #[error("the {provider} access token {when}, and it cannot be refreshed right now: {reason}")]
+    Unavailable {
+        provider: String,
+        when: String,
+        reason: String,
+    },
     #[error(
-        "the {provider} access token {when}, and the daemon cannot refresh it yet; \
-         run pi so it refreshes, or `pi-authctl login`"
+        "the {provider} access token {when}; piauthd does not refresh {provider} \
+         (pi refreshes it), or run `pi-authctl login`"
     )]
     Expiring { provider: String, when: String },
     #[error("the {provider} entry in auth.json is unusable: {reason}")]
@@ -94,21 +192,35 @@ pub enum TokenError {
 #[derive(Debug)]
 pub struct Broker {
     store: FileStore,
+    issuer: Issuer,
     view: watch::Sender<Arc<View>>,
+    /// The single flight: held for the whole of a refresh, and by reloads,
+    /// so snapshots never go backwards.
+    gate: Mutex<()>,
+    /// Completed refresh attempts, so waiters can tell one ran meanwhile.
+    attempts: AtomicU64,
+    /// The outcome of the last attempt, for waiters that arrived during it.
+    last_outcome: std::sync::Mutex<Result<(), TokenError>>,
 }
 
 impl Broker {
     /// Creates a broker with an empty view; call [`Broker::reload`] to fill it.
-    pub fn new(store: FileStore) -> Broker {
+    pub fn new(store: FileStore, issuer: Issuer) -> Arc<Broker> {
         let empty = View {
             health: StoreHealth::Missing,
             detail: String::new(),
             entries: Vec::new(),
+            refresh: RefreshState::default(),
+            generation: 0,
         };
-        Broker {
+        Arc::new(Broker {
             store,
+            issuer,
             view: watch::Sender::new(Arc::new(empty)),
-        }
+            gate: Mutex::new(()),
+            attempts: AtomicU64::new(0),
+            last_outcome: std::sync::Mutex::new(Ok(())),
+        })
     }
 
     pub fn store(&self) -> &FileStore {
@@ -120,71 +232,167 @@ impl Broker {
         self.view.borrow().clone()
     }
 
-    /// Re-reads the store and publishes a new snapshot.
+    /// A receiver that wakes on every new snapshot.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<View>> {
+        self.view.subscribe()
+    }
+
+    fn modify(&self, f: impl FnOnce(&mut View)) {
+        self.view.send_modify(|v| f(Arc::make_mut(v)));
+    }
+
+    /// Re-reads the store and publishes a new snapshot. Waits for a refresh
+    /// in flight, so an older file never replaces a newer token.
     pub async fn reload(&self) {
+        let _gate = self.gate.lock().await;
         let loaded = self.store.load().await;
-        let previous = self.view();
-        let next = match loaded {
-            Ok(Some(doc)) => view_of(&doc, StoreHealth::Ok, String::new()),
-            Ok(None) => View {
-                health: StoreHealth::Missing,
-                detail: format!(
-                    "{} does not exist yet: run `pi-authctl login`",
-                    self.store.path().display()
-                ),
-                entries: Vec::new(),
-            },
+        let path = self.store.path().display().to_string();
+        self.modify(|view| match loaded {
+            Ok(Some(doc)) => adopt_document(view, &doc, now_ms()),
+            Ok(None) => {
+                adopt_document(view, &Document::default(), now_ms());
+                view.health = StoreHealth::Missing;
+                view.detail = format!("{path} does not exist yet: run `pi-authctl login`");
+            }
             Err(e) => {
-                let health = match e {
+                tracing::warn!(error = %e, "cannot use the credential store; keeping the last good credentials");
+                view.health = match e {
                     StoreError::Corrupt { .. } => StoreHealth::Corrupt,
                     _ => StoreHealth::Unreadable,
                 };
-                tracing::warn!(error = %e, "cannot use the credential store; keeping the last good credentials");
-                View {
-                    health,
-                    detail: e.to_string(),
-                    entries: previous.entries.clone(),
+                view.detail = e.to_string();
+            }
+        });
+        let view = self.view();
+        tracing::debug!(health = ?view.health, providers = view.entries.len(), "credential store loaded");
+    }
+
+    /// A token for `provider` valid for at least `min_valid_secs` (capped,
+    /// see [`policy`]). Refreshes first only when the current token is too
+    /// short and no refresh is known to be futile right now.
+    pub async fn get_token(
+        self: &Arc<Self>,
+        provider: &str,
+        min_valid_secs: u32,
+    ) -> Result<Grant, TokenError> {
+        if provider != DEFAULT_PROVIDER {
+            return grant_static(&self.view(), provider, min_valid_secs, now_ms());
+        }
+        match decide(&self.view(), min_valid_secs, now_ms()) {
+            Decision::Serve(grant) => Ok(grant),
+            Decision::Fail(e) => Err(e),
+            Decision::Refresh { wanted_ms } => {
+                let outcome = self
+                    .refresh_flight(refresh::Need::ValidFor(wanted_ms))
+                    .await;
+                let view = self.view();
+                let now = now_ms();
+                // Serve whatever is valid now; a failed refresh only matters
+                // if nothing valid is left.
+                match (grant_codex(&view, now), outcome) {
+                    (Some(g), _) if g.expires_at_ms > now => Ok(g),
+                    (_, Err(e)) => Err(e),
+                    (_, Ok(())) => Err(unavailable(
+                        &view,
+                        now,
+                        "the refreshed token is already expired",
+                    )),
                 }
             }
-        };
-        tracing::debug!(
-            health = ?next.health,
-            providers = next.entries.len(),
-            "credential store loaded"
+        }
+    }
+}
+
+/// What GetToken should do for the default provider, as a pure function.
+#[derive(Debug)]
+pub enum Decision {
+    Serve(Grant),
+    Refresh { wanted_ms: i64 },
+    Fail(TokenError),
+}
+
+pub fn decide(view: &View, min_valid_secs: u32, now: i64) -> Decision {
+    let Some(cred) = view.codex() else {
+        return Decision::Fail(
+            grant_static(view, DEFAULT_PROVIDER, min_valid_secs, now)
+                .err()
+                .unwrap_or(TokenError::NotLoggedIn {
+                    provider: DEFAULT_PROVIDER.into(),
+                }),
         );
-        self.view.send_replace(Arc::new(next));
+    };
+    if let Phase::NeedsLogin { reason, .. } = &view.refresh.phase {
+        return Decision::Fail(TokenError::NeedsLogin {
+            provider: DEFAULT_PROVIDER.into(),
+            reason: reason.clone(),
+        });
     }
-
-    /// A token for `provider` valid for at least `min_valid_secs` (capped at
-    /// [`MAX_MIN_VALID_SECS`]). Reads memory only.
-    pub fn get_token(&self, provider: &str, min_valid_secs: u32) -> Result<Grant, TokenError> {
-        let view = self.view.borrow();
-        grant_from(&view, provider, min_valid_secs, now_ms())
+    let remaining = cred.expires_ms - now;
+    let wanted = effective_min_valid_ms(min_valid_secs, view.refresh.lifetime_ms);
+    let grant = grant_codex(view, now);
+    if remaining > 0 && remaining >= wanted {
+        return grant.map_or_else(|| Decision::Refresh { wanted_ms: wanted }, Decision::Serve);
+    }
+    // Too short. A refresh is futile while its outcome is unknown or while
+    // backing off; serve what is still valid, else say why not.
+    let blocked = match &view.refresh.phase {
+        Phase::OutcomeUnknown { reason, .. } => Some(reason.clone()),
+        _ if view.refresh.retry_at_ms > now => Some(view.refresh.last_error.clone()),
+        _ => None,
+    };
+    match (blocked, grant) {
+        (None, _) => Decision::Refresh { wanted_ms: wanted },
+        (Some(_), Some(g)) if remaining > 0 => Decision::Serve(g),
+        (Some(reason), _) => match view.refresh.phase {
+            Phase::OutcomeUnknown { .. } => Decision::Fail(TokenError::NeedsLogin {
+                provider: DEFAULT_PROVIDER.into(),
+                reason,
+            }),
+            _ => Decision::Fail(unavailable(view, now, &reason)),
+        },
     }
 }
 
-/// Builds a snapshot of a parsed document.
-pub fn view_of(doc: &Document, health: StoreHealth, detail: String) -> View {
-    let entries = doc
-        .providers()
-        .filter_map(|p| {
-            let credential = doc.credential(p)?;
-            let claims = match &credential {
-                Credential::OAuth(c) => oauth::read_claims(c.access.expose()).ok(),
-                _ => None,
-            };
-            Some((p.to_owned(), Entry { credential, claims }))
-        })
-        .collect();
-    View {
-        health,
-        detail,
-        entries,
+fn unavailable(view: &View, now: i64, reason: &str) -> TokenError {
+    let remaining = view.codex().map_or(0, |c| c.expires_ms - now);
+    TokenError::Unavailable {
+        provider: DEFAULT_PROVIDER.into(),
+        when: describe_remaining(remaining),
+        reason: reason.to_owned(),
     }
 }
 
-/// The GetToken decision, as a pure function of a snapshot and the time.
-pub fn grant_from(
+fn describe_remaining(remaining_ms: i64) -> String {
+    if remaining_ms <= 0 {
+        format!("expired {}s ago", (-remaining_ms) / 1000)
+    } else {
+        format!("expires in {}s", remaining_ms / 1000)
+    }
+}
+
+fn grant_codex(view: &View, _now: i64) -> Option<Grant> {
+    let entry = view.entry(DEFAULT_PROVIDER)?;
+    let Credential::OAuth(c) = &entry.credential else {
+        return None;
+    };
+    Some(Grant {
+        provider: DEFAULT_PROVIDER.into(),
+        access: c.access.clone(),
+        expires_at_ms: c.expires_ms,
+        account_id: account_id(c, entry.claims.as_ref()),
+    })
+}
+
+fn account_id(c: &OAuthCredential, claims: Option<&Claims>) -> String {
+    c.account_id
+        .clone()
+        .or_else(|| claims.and_then(|cl| cl.account_id.clone()))
+        .unwrap_or_default()
+}
+
+/// GetToken for providers piauthd serves but does not refresh: the stored
+/// token while it is valid long enough.
+pub fn grant_static(
     view: &View,
     provider: &str,
     min_valid_secs: u32,
@@ -198,40 +406,30 @@ pub fn grant_from(
             StoreHealth::Unreadable => TokenError::StoreUnavailable {
                 detail: view.detail.clone(),
             },
-            StoreHealth::Ok | StoreHealth::Missing => TokenError::NotLoggedIn {
+            _ => TokenError::NotLoggedIn {
                 provider: provider.to_owned(),
             },
         });
     };
     match &entry.credential {
         Credential::OAuth(c) => {
-            let wanted_ms = i64::from(min_valid_secs.min(MAX_MIN_VALID_SECS)) * 1000;
+            let wanted_ms = i64::from(min_valid_secs) * 1000;
             let remaining_ms = c.expires_ms - now_ms;
-            if remaining_ms <= wanted_ms {
-                let when = if remaining_ms <= 0 {
-                    format!("expired {}s ago", (-remaining_ms) / 1000)
-                } else {
-                    format!(
-                        "expires in {}s, sooner than the {}s asked",
-                        remaining_ms / 1000,
-                        wanted_ms / 1000
-                    )
-                };
+            if remaining_ms <= wanted_ms.min(MAX_MIN_VALID_MS) {
                 return Err(TokenError::Expiring {
                     provider: provider.to_owned(),
-                    when,
+                    when: if remaining_ms > 0 {
+                        format!("expires in {}s, sooner than asked", remaining_ms / 1000)
+                    } else {
+                        describe_remaining(remaining_ms)
+                    },
                 });
             }
-            let account_id = c
-                .account_id
-                .clone()
-                .or_else(|| entry.claims.as_ref().and_then(|cl| cl.account_id.clone()))
-                .unwrap_or_default();
             Ok(Grant {
                 provider: provider.to_owned(),
                 access: c.access.clone(),
                 expires_at_ms: c.expires_ms,
-                account_id,
+                account_id: account_id(c, entry.claims.as_ref()),
             })
         }
         Credential::ApiKey(key) => Ok(Grant {
@@ -247,6 +445,73 @@ pub fn grant_from(
     }
 }
 
+/// Builds the entries of a parsed document.
+pub fn entries_of(doc: &Document) -> Vec<(String, Entry)> {
+    doc.providers()
+        .filter_map(|p| {
+            let credential = doc.credential(p)?;
+            let claims = match &credential {
+                Credential::OAuth(c) => oauth::read_claims(c.access.expose()).ok(),
+                _ => None,
+            };
+            Some((p.to_owned(), Entry { credential, claims }))
+        })
+        .collect()
+}
+
+/// Takes a document read from disk into the view. While the in-memory
+/// default credential is newer than the disk (unpersisted), it is kept.
+pub fn adopt_document(view: &mut View, doc: &Document, now: i64) {
+    let mut entries = entries_of(doc);
+    if view.refresh.unpersisted
+        && let Some(mine) = view.entry(DEFAULT_PROVIDER).cloned()
+    {
+        match entries.iter_mut().find(|(p, _)| p == DEFAULT_PROVIDER) {
+            Some((_, e)) => *e = mine,
+            None => entries.insert(0, (DEFAULT_PROVIDER.into(), mine)),
+        }
+    }
+    let before = view.codex().cloned();
+    view.entries = entries;
+    if !view.refresh.unpersisted {
+        view.health = StoreHealth::Ok;
+        view.detail.clear();
+    }
+    let after = view.codex().cloned();
+    if before.as_ref().map(|c| &c.access) != after.as_ref().map(|c| &c.access) {
+        view.generation += 1;
+        if let Some(c) = &after {
+            let claims = view.entry(DEFAULT_PROVIDER).and_then(|e| e.claims.clone());
+            view.refresh.lifetime_ms = policy::lifetime_ms(
+                claims.as_ref().and_then(|c| c.exp_secs),
+                claims.as_ref().and_then(|c| c.iat_secs),
+                c.expires_ms,
+                now,
+            );
+        }
+    }
+    // A different refresh token on disk (a login, or another process's
+    // refresh) ends a stuck phase and any backoff.
+    let stuck_on = match &view.refresh.phase {
+        Phase::NeedsLogin { refresh_used, .. } | Phase::OutcomeUnknown { refresh_used, .. } => {
+            Some(refresh_used.clone())
+        }
+        _ => None,
+    };
+    if let Some(used) = stuck_on
+        && after.as_ref().map(|c| &c.refresh) != Some(&used)
+    {
+        view.refresh.phase = Phase::Idle;
+        view.refresh.last_error.clear();
+        view.refresh.failures = 0;
+        view.refresh.retry_at_ms = 0;
+    }
+    if before.as_ref().map(|c| &c.refresh) != after.as_ref().map(|c| &c.refresh) {
+        view.refresh.failures = 0;
+        view.refresh.retry_at_ms = 0;
+    }
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     SystemTime::now()
@@ -255,9 +520,20 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-mod report;
-
-pub use report::{CredentialKind, ProviderReport, ProviderState, report};
-
 #[cfg(test)]
 mod tests;
+
+/// The token a watcher should see now, without refreshing: `Ok(None)` when
+/// there is none yet (not logged in, or expired and being refreshed).
+pub fn current_grant(view: &View, provider: &str, now: i64) -> Result<Option<Grant>, TokenError> {
+    if provider != DEFAULT_PROVIDER {
+        return Ok(grant_static(view, provider, 0, now).ok());
+    }
+    if let Phase::NeedsLogin { reason, .. } = &view.refresh.phase {
+        return Err(TokenError::NeedsLogin {
+            provider: DEFAULT_PROVIDER.into(),
+            reason: reason.clone(),
+        });
+    }
+    Ok(grant_codex(view, now).filter(|g| g.expires_at_ms > now))
+}

@@ -1,6 +1,6 @@
 //! What Status says about each provider: a pure summary of a snapshot.
 
-use super::{DEFAULT_PROVIDER, View};
+use super::{DEFAULT_PROVIDER, Phase, View};
 use crate::store::Credential;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,6 +19,12 @@ pub enum ProviderState {
     Static,
     /// The entry exists but cannot be used.
     Unusable,
+    Refreshing,
+    /// The issuer rejected the refresh token, or a refresh's outcome is
+    /// unknown: log in again.
+    NeedsLogin,
+    /// Serving a token that could not be written to the store yet.
+    Degraded,
 }
 
 /// Status of one provider, for people and programs. Holds no secret.
@@ -33,6 +39,11 @@ pub struct ProviderReport {
     pub expires_at_ms: i64,
     /// What to do next; empty when nothing is needed.
     pub hint: String,
+    pub last_refresh_ms: i64,
+    pub refresh_count: u32,
+    /// 0 when no refresh is scheduled.
+    pub next_refresh_ms: i64,
+    pub last_error: String,
 }
 
 /// Reports every provider in the snapshot, plus the default provider when
@@ -52,6 +63,10 @@ pub fn report(view: &View, now_ms: i64) -> Vec<ProviderReport> {
                 plan: claims.plan.unwrap_or_default(),
                 expires_at_ms: 0,
                 hint: String::new(),
+                last_refresh_ms: 0,
+                refresh_count: 0,
+                next_refresh_ms: 0,
+                last_error: String::new(),
             };
             match &entry.credential {
                 Credential::OAuth(c) => {
@@ -68,6 +83,9 @@ pub fn report(view: &View, now_ms: i64) -> Vec<ProviderReport> {
                         r.state = ProviderState::Expired;
                         r.hint =
                             "the access token has expired; run pi or `pi-authctl login`".into();
+                    }
+                    if provider == DEFAULT_PROVIDER {
+                        refresh_fields(&mut r, view);
                     }
                 }
                 Credential::ApiKey(_) => {
@@ -93,17 +111,52 @@ pub fn report(view: &View, now_ms: i64) -> Vec<ProviderReport> {
                 plan: String::new(),
                 expires_at_ms: 0,
                 hint: "run `pi-authctl login`".into(),
+                last_refresh_ms: 0,
+                refresh_count: 0,
+                next_refresh_ms: 0,
+                last_error: String::new(),
             },
         );
     }
     out
 }
 
+/// Adds the refresh bookkeeping of the default provider.
+fn refresh_fields(r: &mut ProviderReport, view: &View) {
+    let rs = &view.refresh;
+    r.last_refresh_ms = rs.last_refresh_ms;
+    r.refresh_count = rs.refresh_count;
+    r.next_refresh_ms = view.next_refresh_ms().unwrap_or(0);
+    r.last_error = rs.last_error.clone();
+    match &rs.phase {
+        Phase::Idle => {
+            if rs.unpersisted {
+                r.state = ProviderState::Degraded;
+                r.hint = "the current token is not saved to disk yet; the write is retried".into();
+            } else if r.state == ProviderState::Expired && rs.retry_at_ms > 0 {
+                r.hint = "refreshing is failing; retrying with backoff".into();
+            } else if r.state == ProviderState::Expired {
+                r.hint.clear();
+            }
+        }
+        Phase::Refreshing => r.state = ProviderState::Refreshing,
+        Phase::NeedsLogin { .. } => {
+            r.state = ProviderState::NeedsLogin;
+            r.hint = "the issuer rejected the refresh token: run `pi-authctl login`".into();
+        }
+        Phase::OutcomeUnknown { .. } => {
+            r.state = ProviderState::NeedsLogin;
+            r.hint = "a refresh got no answer, so the token may be spent; the current access token \
+                      is served until it expires. Run `pi-authctl refresh` to retry, or `pi-authctl login`"
+                .into();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::broker::{StoreHealth, view_of};
-    use crate::store::Document;
+    use crate::broker::tests::view_from;
     use base64::Engine;
 
     fn jwt(payload: &str) -> String {
@@ -119,11 +172,7 @@ mod tests {
         let json = format!(
             r#"{{"anthropic":{{"type":"oauth","access":"{access}","refresh":"r","expires":10}},"openai":{{"type":"api_key","key":"k"}}}}"#
         );
-        let view = view_of(
-            &Document::parse(json.as_bytes()).unwrap(),
-            StoreHealth::Ok,
-            String::new(),
-        );
+        let view = view_from(&json);
         let r = report(&view, 20);
         assert_eq!(r.len(), 3);
         assert_eq!(r[0].provider, "openai-codex");

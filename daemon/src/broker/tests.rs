@@ -1,76 +1,188 @@
 use super::*;
 
-fn doc(json: &str) -> Document {
-    Document::parse(json.as_bytes()).unwrap()
+pub(crate) fn view_from(json: &str) -> View {
+    let mut view = View {
+        health: StoreHealth::Ok,
+        detail: String::new(),
+        entries: Vec::new(),
+        refresh: RefreshState::default(),
+        generation: 0,
+    };
+    adopt_document(&mut view, &Document::parse(json.as_bytes()).unwrap(), NOW);
+    view
 }
 
 const NOW: i64 = 1_000_000_000;
 
 fn codex(expires: i64) -> View {
-    view_of(
-        &doc(&format!(
-            r#"{{"openai-codex":{{"type":"oauth","access":"a.b.c","refresh":"r","expires":{expires},"accountId":"acc"}},"openai":{{"type":"api_key","key":"sk"}}}}"#
-        )),
-        StoreHealth::Ok,
-        String::new(),
-    )
+    let mut v = view_from(&format!(
+        r#"{{"openai-codex":{{"type":"oauth","access":"a.b.c","refresh":"r","expires":{expires},"accountId":"acc"}},"openai":{{"type":"api_key","key":"sk"}},"anthropic":{{"type":"oauth","access":"x","refresh":"y","expires":{expires}}}}}"#
+    ));
+    v.refresh.lifetime_ms = 3_600_000;
+    v
+}
+
+fn serve(d: Decision) -> Grant {
+    match d {
+        Decision::Serve(g) => g,
+        other => panic!("expected Serve, got {other:?}"),
+    }
 }
 
 #[test]
 fn serves_a_token_valid_long_enough() {
-    let g = grant_from(&codex(NOW + 120_000), "openai-codex", 60, NOW).unwrap();
+    let g = serve(decide(&codex(NOW + 120_000), 60, NOW));
     assert_eq!(g.access.expose(), "a.b.c");
     assert_eq!(g.account_id, "acc");
     assert_eq!(g.expires_at_ms, NOW + 120_000);
 }
 
 #[test]
-fn refuses_a_token_expiring_sooner_than_asked() {
-    let e = grant_from(&codex(NOW + 30_000), "openai-codex", 60, NOW).unwrap_err();
-    assert!(matches!(e, TokenError::Expiring { .. }), "{e}");
-    let e = grant_from(&codex(NOW - 5_000), "openai-codex", 0, NOW).unwrap_err();
-    assert!(e.to_string().contains("expired 5s ago"), "{e}");
+fn a_token_shorter_than_asked_is_refreshed() {
+    let d = decide(&codex(NOW + 30_000), 60, NOW);
+    assert!(
+        matches!(d, Decision::Refresh { wanted_ms: 60_000 }),
+        "{d:?}"
+    );
+    let d = decide(&codex(NOW - 5_000), 0, NOW);
+    assert!(matches!(d, Decision::Refresh { .. }), "{d:?}");
 }
 
 #[test]
-fn caps_what_a_caller_may_demand() {
-    let hour_and_a_bit = NOW + 3_700_000;
-    assert!(grant_from(&codex(hour_and_a_bit), "openai-codex", u32::MAX, NOW).is_ok());
+fn demands_are_capped_by_the_lifetime() {
+    let mut v = codex(NOW + 3_000);
+    v.refresh.lifetime_ms = 4_000;
+    // Asking for an hour of a 4 s token: half the lifetime (2 s) is enough.
+    assert!(matches!(decide(&v, 3600, NOW), Decision::Serve(_)));
 }
 
 #[test]
-fn api_keys_are_served_without_expiry() {
-    let g = grant_from(&codex(NOW + 120_000), "openai", 600, NOW).unwrap();
-    assert_eq!(g.access.expose(), "sk");
-    assert_eq!(g.expires_at_ms, 0);
+fn backoff_serves_what_is_still_valid_and_explains_otherwise() {
+    let mut v = codex(NOW + 30_000);
+    v.refresh.retry_at_ms = NOW + 5_000;
+    v.refresh.last_error = "HTTP 503".into();
+    assert!(matches!(decide(&v, 60, NOW), Decision::Serve(_)));
+    let mut v = codex(NOW - 1);
+    v.refresh.retry_at_ms = NOW + 5_000;
+    v.refresh.last_error = "HTTP 503".into();
+    let Decision::Fail(e) = decide(&v, 0, NOW) else {
+        panic!()
+    };
+    assert!(matches!(e, TokenError::Unavailable { .. }), "{e}");
+    assert!(e.to_string().contains("HTTP 503"));
 }
 
 #[test]
-fn missing_provider_or_store_says_log_in() {
-    let e = grant_from(&codex(NOW), "anthropic", 0, NOW).unwrap_err();
-    assert!(matches!(e, TokenError::NotLoggedIn { .. }));
+fn needs_login_fails_even_with_a_valid_token() {
+    let mut v = codex(NOW + 120_000);
+    v.refresh.phase = Phase::NeedsLogin {
+        refresh_used: Secret::from("r"),
+        reason: "refresh_token_reused".into(),
+    };
+    let Decision::Fail(e) = decide(&v, 0, NOW) else {
+        panic!()
+    };
+    assert!(matches!(e, TokenError::NeedsLogin { .. }));
     assert!(e.to_string().contains("pi-authctl login"));
 }
 
 #[test]
-fn a_corrupt_store_is_reported_when_nothing_is_known() {
-    let view = View {
-        health: StoreHealth::Corrupt,
-        detail: "auth.json is corrupt".into(),
-        entries: Vec::new(),
+fn an_unknown_outcome_serves_until_expiry_then_asks_for_login() {
+    let mut v = codex(NOW + 30_000);
+    v.refresh.phase = Phase::OutcomeUnknown {
+        refresh_used: Secret::from("r"),
+        reason: "reset".into(),
     };
-    let e = grant_from(&view, "openai-codex", 0, NOW).unwrap_err();
-    assert_eq!(
-        e,
-        TokenError::StoreCorrupt {
-            detail: "auth.json is corrupt".into()
-        }
-    );
+    assert!(matches!(decide(&v, 60, NOW), Decision::Serve(_)));
+    let mut v = codex(NOW - 1);
+    v.refresh.phase = Phase::OutcomeUnknown {
+        refresh_used: Secret::from("r"),
+        reason: "reset".into(),
+    };
+    assert!(matches!(
+        decide(&v, 0, NOW),
+        Decision::Fail(TokenError::NeedsLogin { .. })
+    ));
 }
 
 #[test]
-fn a_corrupt_store_keeps_serving_the_last_good_token() {
-    let mut view = codex(NOW + 120_000);
-    view.health = StoreHealth::Corrupt;
-    assert!(grant_from(&view, "openai-codex", 0, NOW).is_ok());
+fn a_new_refresh_token_on_disk_clears_needs_login() {
+    let mut v = codex(NOW + 120_000);
+    v.refresh.phase = Phase::NeedsLogin {
+        refresh_used: Secret::from("r"),
+        reason: "x".into(),
+    };
+    let same = Document::parse(
+        br#"{"openai-codex":{"type":"oauth","access":"a.b.c","refresh":"r","expires":5}}"#,
+    )
+    .unwrap();
+    adopt_document(&mut v, &same, NOW);
+    assert!(matches!(v.refresh.phase, Phase::NeedsLogin { .. }));
+    let relogged = Document::parse(
+        br#"{"openai-codex":{"type":"oauth","access":"n.e.w","refresh":"r2","expires":5}}"#,
+    )
+    .unwrap();
+    let generation = v.generation;
+    adopt_document(&mut v, &relogged, NOW);
+    assert_eq!(v.refresh.phase, Phase::Idle);
+    assert_eq!(v.generation, generation + 1);
+}
+
+#[test]
+fn an_unpersisted_token_survives_a_reload_of_the_older_file() {
+    let mut v = codex(NOW + 120_000);
+    v.refresh.unpersisted = true;
+    let old = Document::parse(br#"{"openai-codex":{"type":"oauth","access":"o.l.d","refresh":"r0","expires":5},"openai":{"type":"api_key","key":"k2"}}"#).unwrap();
+    adopt_document(&mut v, &old, NOW);
+    assert_eq!(v.codex().unwrap().access.expose(), "a.b.c");
+    assert!(matches!(
+        grant_static(&v, "openai", 0, NOW)
+            .unwrap()
+            .access
+            .expose()
+            .as_str(),
+        "k2"
+    ));
+}
+
+#[test]
+fn other_providers_are_served_but_not_refreshed() {
+    let v = codex(NOW + 120_000);
+    let g = grant_static(&v, "openai", 600, NOW).unwrap();
+    assert_eq!((g.access.expose().as_str(), g.expires_at_ms), ("sk", 0));
+    assert!(grant_static(&v, "anthropic", 60, NOW).is_ok());
+    let e = grant_static(&v, "anthropic", 600, NOW).unwrap_err();
+    assert!(matches!(e, TokenError::Expiring { .. }), "{e}");
+    let e = grant_static(&v, "nobody", 0, NOW).unwrap_err();
+    assert!(matches!(e, TokenError::NotLoggedIn { .. }));
+}
+
+#[test]
+fn not_logged_in_or_corrupt_store() {
+    let empty = view_from("{}");
+    assert!(matches!(
+        decide(&empty, 0, NOW),
+        Decision::Fail(TokenError::NotLoggedIn { .. })
+    ));
+    let mut corrupt = empty.clone();
+    corrupt.health = StoreHealth::Corrupt;
+    corrupt.detail = "auth.json is corrupt".into();
+    assert!(matches!(
+        decide(&corrupt, 0, NOW),
+        Decision::Fail(TokenError::StoreCorrupt { .. })
+    ));
+}
+
+#[test]
+fn next_refresh_follows_policy_and_stops_when_stuck() {
+    let mut v = codex(NOW + 3_600_000);
+    v.refresh.lifetime_ms = 3_600_000;
+    assert_eq!(v.next_refresh_ms(), Some(NOW + 3_600_000 - 15 * 60_000));
+    v.refresh.retry_at_ms = NOW + 3_500_000;
+    assert_eq!(v.next_refresh_ms(), Some(NOW + 3_500_000));
+    v.refresh.phase = Phase::OutcomeUnknown {
+        refresh_used: Secret::from("r"),
+        reason: String::new(),
+    };
+    assert_eq!(v.next_refresh_ms(), None);
 }

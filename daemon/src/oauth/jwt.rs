@@ -21,6 +21,8 @@ pub struct Claims {
     pub email: Option<String>,
     /// `exp`, in seconds since the epoch.
     pub exp_secs: Option<i64>,
+    /// `iat`, in seconds since the epoch.
+    pub iat_secs: Option<i64>,
 }
 
 /// Why a token's claims could not be read. Never includes the token.
@@ -62,15 +64,18 @@ pub fn read_claims(token: &str) -> Result<Claims, ClaimsError> {
         .filter(|s| !s.is_empty())
         .map(str::to_owned)
         .or_else(|| text(obj.get(PROFILE_CLAIM), "email"));
-    let exp_secs = obj.get("exp").and_then(|v| {
-        v.as_i64()
-            .or_else(|| v.as_f64().filter(|f| f.is_finite()).map(|f| f as i64))
-    });
+    let secs = |key: &str| {
+        obj.get(key).and_then(|v| {
+            v.as_i64()
+                .or_else(|| v.as_f64().filter(|f| f.is_finite()).map(|f| f as i64))
+        })
+    };
     Ok(Claims {
         account_id: text(auth, "chatgpt_account_id"),
         plan: text(auth, "chatgpt_plan_type"),
         email,
-        exp_secs,
+        exp_secs: secs("exp"),
+        iat_secs: secs("iat"),
     })
 }
 

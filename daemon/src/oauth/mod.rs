@@ -1,8 +1,14 @@
-//! Pure OAuth logic for the `openai-codex` provider: reading JWT claims now;
-//! PKCE, authorize URLs and paste parsing join it with login.
+//! Pure OAuth logic for the `openai-codex` provider: JWT claims, token
+//! responses and error classification; PKCE, authorize URLs and paste
+//! parsing join it with login.
 //!
 //! Nothing here performs I/O, so every rule is unit-tested beside its code.
 
 mod jwt;
+mod token;
 
 pub use jwt::{Claims, ClaimsError, read_claims};
+pub use token::{
+    Failure, ResponseError, TokenResponse, classify, error_fields, parse_token_response,
+    retry_after_ms,
+};

@@ -39,6 +39,8 @@ impl From<TokenError> for Status {
     fn from(e: TokenError) -> Status {
         let (code, reason) = match &e {
             TokenError::NotLoggedIn { .. } => (Code::Unauthenticated, Reason::NotLoggedIn),
+            TokenError::NeedsLogin { .. } => (Code::Unauthenticated, Reason::NeedsLogin),
+            TokenError::Unavailable { .. } => (Code::Unavailable, Reason::UpstreamUnavailable),
             TokenError::StoreCorrupt { .. } => (Code::FailedPrecondition, Reason::StoreCorrupt),
             TokenError::StoreUnavailable { .. } => (Code::Unavailable, Reason::StoreUnavailable),
             TokenError::Expiring { .. } => (Code::FailedPrecondition, Reason::TokenExpiring),

@@ -48,7 +48,7 @@ pub async fn serve(
         .build_v1()
         .expect("the embedded descriptor set is valid");
 
-    let auth = AuthServer::new(AuthService::new(broker, socket_path))
+    let auth = AuthServer::new(AuthService::new(broker, socket_path, shutdown.clone()))
         .max_decoding_message_size(MAX_REQUEST_BYTES)
         .max_encoding_message_size(MAX_RESPONSE_BYTES);
     let completions = CompletionsServer::new(CompletionsService)

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use document::{Credential, Document, OAuthCredential, ParseError};
-pub use durable::{DIR_MODE, FILE_MODE, ensure_dir};
+pub use durable::{DIR_MODE, FILE_MODE, ensure_dir, write as write_durable};
 pub use lock::{
     DEFAULT_WAIT, HEARTBEAT, LockError, PiLock, STALE_AFTER, lock_path, recover_orphan,
 };
@@ -120,6 +120,12 @@ impl FileStore {
             tracing::warn!(error = %e, "could not remove pi's lock directory after a write");
         }
         Ok(result)
+    }
+
+    /// Reads and parses the file once, with no retry. For callers that hold
+    /// pi's lock, so no pi process can be mid-write.
+    pub fn read_now(&self) -> Result<Option<Document>, StoreError> {
+        self.read_parsed()
     }
 
     fn read_parsed(&self) -> Result<Option<Document>, StoreError> {

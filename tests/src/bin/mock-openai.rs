@@ -57,7 +57,9 @@ async fn main() -> anyhow::Result<()> {
     println!("  PIAUTHD_ISSUER={}", mock.issuer());
     println!("  PIAUTHD_CODEX_BASE_URL={}", mock.codex_base());
     if let Some(path) = &args.seed_auth {
-        let set = mock.state.seed_login("acc-mock", "user@example.com", "plus");
+        let set = mock
+            .state
+            .seed_login("acc-mock", "user@example.com", "plus");
         piauth_tests::fixtures::write_codex_login(path, &set)?;
         println!("  wrote a login for acc-mock into {}", path.display());
     }

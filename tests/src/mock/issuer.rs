@@ -78,7 +78,11 @@ pub async fn token(
         }
         Some(Fault::ResetAfter) => reset_after = true,
         Some(Fault::InvalidGrant) => {
-            return error(StatusCode::BAD_REQUEST, "invalid_grant", "injected invalid_grant");
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_grant",
+                "injected invalid_grant",
+            );
         }
         Some(Fault::Terminal { code }) => {
             return (
@@ -101,7 +105,11 @@ pub async fn token(
         );
     };
     if f.get("client_id").map(String::as_str) != Some(CLIENT_ID) {
-        return error(StatusCode::UNAUTHORIZED, "invalid_client", "unknown client_id");
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "unknown client_id",
+        );
     }
     let response = match f.get("grant_type").map(String::as_str) {
         Some("refresh_token") => refresh(&state, f.get("refresh_token").map(String::as_str)),
@@ -110,7 +118,11 @@ pub async fn token(
             "unsupported_grant_type",
             &format!("grant_type {other} is not supported"),
         ),
-        None => error(StatusCode::BAD_REQUEST, "invalid_request", "grant_type is required"),
+        None => error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "grant_type is required",
+        ),
     };
     if reset_after {
         if let Some(axum::Extension(r)) = reset {
@@ -122,12 +134,20 @@ pub async fn token(
 
 fn refresh(state: &MockState, presented: Option<&str>) -> Response {
     let Some(presented) = presented.filter(|t| !t.is_empty()) else {
-        return error(StatusCode::BAD_REQUEST, "invalid_request", "refresh_token is required");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "refresh_token is required",
+        );
     };
     let mut ledger = state.ledger();
     let Some(&(family, spent)) = ledger.refresh_tokens.get(presented) else {
         state.rejected.fetch_add(1, Ordering::SeqCst);
-        return error(StatusCode::BAD_REQUEST, "invalid_grant", "unknown refresh token");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            "unknown refresh token",
+        );
     };
     if spent {
         state.reuse_attempts.fetch_add(1, Ordering::SeqCst);
@@ -150,7 +170,9 @@ fn refresh(state: &MockState, presented: Option<&str>) -> Response {
         )
             .into_response();
     }
-    ledger.refresh_tokens.insert(presented.to_owned(), (family, true));
+    ledger
+        .refresh_tokens
+        .insert(presented.to_owned(), (family, true));
     let set = state.issue(&mut ledger, family);
     state.refreshes.fetch_add(1, Ordering::SeqCst);
     Json(json!({
@@ -183,10 +205,7 @@ pub struct SeedRequest {
     plan: Option<String>,
 }
 
-pub async fn seed(
-    State(state): State<Arc<MockState>>,
-    Json(req): Json<SeedRequest>,
-) -> Response {
+pub async fn seed(State(state): State<Arc<MockState>>, Json(req): Json<SeedRequest>) -> Response {
     let set = state.seed_login(
         req.account_id.as_deref().unwrap_or("acc-mock"),
         req.email.as_deref().unwrap_or("user@example.com"),

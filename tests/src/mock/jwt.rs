@@ -54,35 +54,41 @@ pub fn access_token(
     atob_safe: bool,
 ) -> String {
     let iat = now_secs();
-    sign(&json!({
-        "iss": "https://auth.openai.com",
-        "aud": ["https://api.openai.com/v1"],
-        "sub": format!("user-{account}"),
-        "iat": iat,
-        "exp": iat + expires_in,
-        "jti": format!("at-{serial}-{}", nonce()),
-        "https://api.openai.com/auth": {
-            "chatgpt_account_id": account,
-            "chatgpt_plan_type": plan,
-        },
-        "https://api.openai.com/profile": { "email": email },
-    }), atob_safe)
+    sign(
+        &json!({
+            "iss": "https://auth.openai.com",
+            "aud": ["https://api.openai.com/v1"],
+            "sub": format!("user-{account}"),
+            "iat": iat,
+            "exp": iat + expires_in,
+            "jti": format!("at-{serial}-{}", nonce()),
+            "https://api.openai.com/auth": {
+                "chatgpt_account_id": account,
+                "chatgpt_plan_type": plan,
+            },
+            "https://api.openai.com/profile": { "email": email },
+        }),
+        atob_safe,
+    )
 }
 
 /// An id token (e-mail at top level, as the real one has).
 pub fn id_token(account: &str, email: &str, plan: &str, serial: u64, atob_safe: bool) -> String {
     let iat = now_secs();
-    sign(&json!({
-        "iss": "https://auth.openai.com",
-        "aud": [super::CLIENT_ID],
-        "sub": format!("user-{account}"),
-        "iat": iat,
-        "exp": iat + 3600,
-        "email": email,
-        "jti": format!("id-{serial}-{}", nonce()),
-        "https://api.openai.com/auth": {
-            "chatgpt_account_id": account,
-            "chatgpt_plan_type": plan,
-        },
-    }), atob_safe)
+    sign(
+        &json!({
+            "iss": "https://auth.openai.com",
+            "aud": [super::CLIENT_ID],
+            "sub": format!("user-{account}"),
+            "iat": iat,
+            "exp": iat + 3600,
+            "email": email,
+            "jti": format!("id-{serial}-{}", nonce()),
+            "https://api.openai.com/auth": {
+                "chatgpt_account_id": account,
+                "chatgpt_plan_type": plan,
+            },
+        }),
+        atob_safe,
+    )
 }

@@ -153,7 +153,10 @@ impl MockState {
     }
 
     fn config(&self) -> MockConfig {
-        self.config.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.config
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub fn stats(&self) -> Stats {
@@ -173,11 +176,17 @@ impl MockState {
     }
 
     pub fn set_expires_in(&self, secs: u64) {
-        self.config.lock().unwrap_or_else(|p| p.into_inner()).expires_in = secs;
+        self.config
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .expires_in = secs;
     }
 
     pub fn set_token_delay(&self, delay: Duration) {
-        self.config.lock().unwrap_or_else(|p| p.into_inner()).token_delay = delay;
+        self.config
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .token_delay = delay;
     }
 
     /// Creates a logged-in family, as a completed login would.

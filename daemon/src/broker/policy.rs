@@ -1,0 +1,125 @@
+//! When to refresh, how long to back off, what a caller may demand: pure
+//! functions of times and lifetimes, so every rule is unit-tested.
+//!
+//! The policy: refresh when a token has `min(15 min, lifetime / 2)` left.
+//! * Real tokens live for days, so the daemon refreshes 15 minutes before
+//!   expiry: long before pi's own thresholds (at expiry for pi 0.73.1, five
+//!   minutes before for pi 1.x), so pi never refreshes while the daemon
+//!   runs, and no caller ever waits on a refresh in steady state.
+//! * Test tokens live for seconds; half the lifetime keeps the schedule
+//!   sane (a 4 s token refreshes every 2 s) instead of refreshing at once
+//!   forever.
+//! * Refreshes are never closer than [`MIN_GAP_MS`], whatever the issuer
+//!   says, so a token issued already expired cannot cause a refresh loop.
+//! * What a caller may demand (`min_valid_secs`) is capped at an hour and
+//!   at half the lifetime. A demand above what is left triggers one early
+//!   refresh; the fresh token then satisfies every such demand, so a
+//!   large demand can never cause a refresh storm.
+
+/// The most a refresh is scheduled ahead of expiry.
+pub const MAX_MARGIN_MS: i64 = 15 * 60 * 1000;
+/// Refreshes are at least this far apart.
+pub const MIN_GAP_MS: i64 = 1000;
+/// The most a caller may ask a token to stay valid.
+pub const MAX_MIN_VALID_MS: i64 = 3600 * 1000;
+/// First retry delay after a transient failure; doubles per failure.
+pub const BACKOFF_BASE_MS: i64 = 1000;
+/// The longest delay between retries.
+pub const BACKOFF_CAP_MS: i64 = 60 * 1000;
+/// The longest `retry-after` honoured.
+pub const RETRY_AFTER_CAP_MS: i64 = 5 * 60 * 1000;
+
+/// How far ahead of expiry to refresh a token with this lifetime.
+pub fn margin_ms(lifetime_ms: i64) -> i64 {
+    (lifetime_ms.max(0) / 2).min(MAX_MARGIN_MS)
+}
+
+/// When to refresh a token expiring at `expires_ms`.
+pub fn refresh_at(expires_ms: i64, lifetime_ms: i64, last_refresh_ms: i64) -> i64 {
+    (expires_ms - margin_ms(lifetime_ms)).max(last_refresh_ms + MIN_GAP_MS)
+}
+
+/// How long a caller's token must stay valid: what it asked, capped.
+pub fn effective_min_valid_ms(asked_secs: u32, lifetime_ms: i64) -> i64 {
+    (i64::from(asked_secs) * 1000)
+        .min(MAX_MIN_VALID_MS)
+        .min(lifetime_ms.max(0) / 2)
+}
+
+/// The lifetime of a token: `exp - iat` from its claims when both are
+/// known, else what is left of it now (a fair guess for a token loaded from
+/// disk).
+pub fn lifetime_ms(
+    exp_secs: Option<i64>,
+    iat_secs: Option<i64>,
+    expires_ms: i64,
+    now_ms: i64,
+) -> i64 {
+    match (exp_secs, iat_secs) {
+        (Some(exp), Some(iat)) if exp > iat => (exp - iat) * 1000,
+        _ => (expires_ms - now_ms).max(0),
+    }
+}
+
+/// Delay before retry number `failures` (1 for the first retry), with
+/// `jitter` in `[0, 1)` taking off up to half, and a server's `retry-after`
+/// honoured (capped).
+pub fn backoff_ms(failures: u32, jitter: f64, retry_after_ms: Option<u64>) -> i64 {
+    let exp = BACKOFF_BASE_MS.saturating_mul(1i64 << failures.saturating_sub(1).min(20));
+    let capped = exp.min(BACKOFF_CAP_MS);
+    let jittered = capped - (capped as f64 * 0.5 * jitter.clamp(0.0, 1.0)) as i64;
+    let server = retry_after_ms.map_or(0, |ms| (ms as i64).min(RETRY_AFTER_CAP_MS));
+    jittered.max(server).max(100)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DAY: i64 = 86_400_000;
+
+    #[test]
+    fn long_tokens_refresh_fifteen_minutes_ahead() {
+        assert_eq!(refresh_at(10 * DAY, 10 * DAY, 0), 10 * DAY - MAX_MARGIN_MS);
+        // pi 1.x refreshes 5 minutes ahead; we are well before that.
+        assert!(margin_ms(10 * DAY) > 5 * 60 * 1000);
+    }
+
+    #[test]
+    fn short_tokens_refresh_at_half_life() {
+        assert_eq!(refresh_at(10_000, 4_000, 0), 8_000);
+        assert_eq!(margin_ms(4_000), 2_000);
+    }
+
+    #[test]
+    fn refreshes_are_never_closer_than_the_gap() {
+        // A token issued already expired: no loop.
+        assert_eq!(refresh_at(5_000, 0, 5_000), 6_000);
+    }
+
+    #[test]
+    fn demands_are_capped() {
+        assert_eq!(effective_min_valid_ms(60, 10 * DAY), 60_000);
+        assert_eq!(effective_min_valid_ms(u32::MAX, 10 * DAY), MAX_MIN_VALID_MS);
+        assert_eq!(effective_min_valid_ms(7200, 10 * DAY), MAX_MIN_VALID_MS);
+        assert_eq!(effective_min_valid_ms(60, 4_000), 2_000);
+        assert_eq!(effective_min_valid_ms(0, 4_000), 0);
+    }
+
+    #[test]
+    fn lifetime_from_claims_or_remaining() {
+        assert_eq!(lifetime_ms(Some(100), Some(40), 0, 0), 60_000);
+        assert_eq!(lifetime_ms(None, None, 50_000, 20_000), 30_000);
+        assert_eq!(lifetime_ms(Some(1), Some(5), 10, 20), 0);
+    }
+
+    #[test]
+    fn backoff_doubles_with_jitter_and_honours_retry_after() {
+        assert_eq!(backoff_ms(1, 0.0, None), 1000);
+        assert_eq!(backoff_ms(2, 0.0, None), 2000);
+        assert_eq!(backoff_ms(3, 0.5, None), 3000);
+        assert_eq!(backoff_ms(30, 0.0, None), BACKOFF_CAP_MS);
+        assert_eq!(backoff_ms(1, 0.0, Some(30_000)), 30_000);
+        assert_eq!(backoff_ms(1, 0.0, Some(u64::MAX)), RETRY_AFTER_CAP_MS);
+    }
+}

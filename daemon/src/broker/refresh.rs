@@ -1,0 +1,377 @@
+//! The single flight: one refresh at a time, under pi's lock, persisted
+//! before it is served.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use super::{Broker, DEFAULT_PROVIDER, Phase, StoreHealth, TokenError, View, now_ms, policy};
+use crate::oauth::{self, Failure};
+use crate::store::{self, Credential, Document, OAuthCredential, PiLock, StoreError};
+use crate::upstream::RefreshError;
+
+/// How long a refresh waits for pi's lock before giving up for now.
+const LOCK_WAIT: Duration = Duration::from_secs(40);
+/// Retries of a request that never left the machine (connection refused).
+const NOT_SENT_RETRIES: u32 = 2;
+
+/// What a caller of the flight wants to be true afterwards.
+#[derive(Debug, Clone, Copy)]
+pub enum Need {
+    /// The token stays valid at least this long.
+    ValidFor(i64),
+    /// The scheduled time has come: satisfied if someone refreshed since.
+    Scheduled,
+    /// A token newer than this generation (explicit Refresh, or a 401).
+    Newer(u64),
+}
+
+impl Need {
+    fn satisfied(self, view: &View, now: i64) -> bool {
+        let Some(cred) = view.codex() else {
+            return false;
+        };
+        match self {
+            Need::ValidFor(ms) => cred.expires_ms - now > ms.max(0),
+            Need::Scheduled => view.next_refresh_ms().is_none_or(|at| at > now),
+            Need::Newer(generation) => view.generation > generation,
+        }
+    }
+}
+
+impl Broker {
+    /// Runs (or joins) a refresh so that `need` holds. The work happens in a
+    /// task of its own: a caller that goes away (a cancelled RPC) never
+    /// abandons a refresh the issuer may already have completed.
+    pub async fn refresh_flight(self: &Arc<Self>, need: Need) -> Result<(), TokenError> {
+        let me = self.clone();
+        let task = tokio::spawn(async move {
+            let seen = me.attempts.load(Ordering::SeqCst);
+            let _gate = me.gate.lock().await;
+            let view = me.view();
+            if need.satisfied(&view, now_ms()) {
+                return Ok(());
+            }
+            if me.attempts.load(Ordering::SeqCst) != seen {
+                // A refresh ran while we waited and did not give us what we
+                // need: share its outcome rather than call the issuer again.
+                let last = me.last_outcome.lock().map(|o| o.clone()).unwrap_or(Ok(()));
+                if last.is_err() || matches!(need, Need::Scheduled) {
+                    return last;
+                }
+            }
+            let outcome = me.refresh_locked(need).await;
+            if let Ok(mut last) = me.last_outcome.lock() {
+                *last = outcome.clone();
+            }
+            me.attempts.fetch_add(1, Ordering::SeqCst);
+            outcome
+        });
+        task.await.unwrap_or_else(|e| {
+            Err(TokenError::StoreUnavailable {
+                detail: format!("the refresh task failed: {e}"),
+            })
+        })
+    }
+
+    /// Forces a refresh now (the Refresh RPC). An unknown outcome is the
+    /// user's to retry; a terminal rejection is not.
+    pub async fn force_refresh(self: &Arc<Self>) -> Result<(), TokenError> {
+        let view = self.view();
+        if view.codex().is_none() {
+            return Err(TokenError::NotLoggedIn {
+                provider: DEFAULT_PROVIDER.into(),
+            });
+        }
+        if let Phase::NeedsLogin { reason, .. } = &view.refresh.phase {
+            return Err(TokenError::NeedsLogin {
+                provider: DEFAULT_PROVIDER.into(),
+                reason: reason.clone(),
+            });
+        }
+        let generation = view.generation;
+        self.modify(|v| {
+            if matches!(v.refresh.phase, Phase::OutcomeUnknown { .. }) {
+                v.refresh.phase = Phase::Idle;
+            }
+            v.refresh.retry_at_ms = 0;
+        });
+        self.refresh_flight(Need::Newer(generation)).await
+    }
+
+    /// The refresh itself. Called with the gate held.
+    async fn refresh_locked(self: &Arc<Self>, need: Need) -> Result<(), TokenError> {
+        let before = self.view();
+        if let Phase::NeedsLogin { reason, .. } | Phase::OutcomeUnknown { reason, .. } =
+            &before.refresh.phase
+        {
+            return Err(TokenError::NeedsLogin {
+                provider: DEFAULT_PROVIDER.into(),
+                reason: reason.clone(),
+            });
+        }
+        self.modify(|v| v.refresh.phase = Phase::Refreshing);
+        let result = self.refresh_under_lock(need).await;
+        self.modify(|v| {
+            if v.refresh.phase == Phase::Refreshing {
+                v.refresh.phase = Phase::Idle;
+            }
+        });
+        result
+    }
+
+    async fn refresh_under_lock(self: &Arc<Self>, need: Need) -> Result<(), TokenError> {
+        let path = self.store.path().to_owned();
+        let lock = match PiLock::acquire(&path, LOCK_WAIT).await {
+            Ok(lock) => lock,
+            Err(e) => return Err(self.transient(&e.to_string(), None)),
+        };
+        let mut doc = match self.store.read_now() {
+            Ok(doc) => doc.unwrap_or_default(),
+            Err(e) => {
+                let corrupt = matches!(e, StoreError::Corrupt { .. });
+                self.modify(|v| {
+                    v.health = if corrupt {
+                        StoreHealth::Corrupt
+                    } else {
+                        StoreHealth::Unreadable
+                    };
+                    v.detail = e.to_string();
+                });
+                return Err(self.transient(&format!("{e}; not refreshing until it is fixed"), None));
+            }
+        };
+
+        // Another process may have refreshed (or logged out) meanwhile.
+        let unpersisted = self.view().refresh.unpersisted;
+        if unpersisted {
+            self.persist(&lock, &mut doc).await;
+        } else {
+            let now = now_ms();
+            self.modify(|v| super::adopt_document(v, &doc, now));
+            let view = self.view();
+            if need.satisfied(&view, now) {
+                tracing::info!("another process already refreshed the token; adopted it");
+                return Ok(());
+            }
+        }
+        let view = self.view();
+        let Some(current) = view.codex().cloned() else {
+            return Err(TokenError::NotLoggedIn {
+                provider: DEFAULT_PROVIDER.into(),
+            });
+        };
+
+        tracing::info!("refreshing the {DEFAULT_PROVIDER} token");
+        let mut result = self.issuer.refresh(&current.refresh).await;
+        for attempt in 1..=NOT_SENT_RETRIES {
+            let Err(RefreshError::NotSent { .. }) = &result else {
+                break;
+            };
+            tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
+            result = self.issuer.refresh(&current.refresh).await;
+        }
+        let now = now_ms();
+        match result {
+            Ok(response) => {
+                let expires_ms = match response.expires_in {
+                    Some(secs) => now + secs.saturating_mul(1000),
+                    None => oauth::read_claims(response.access_token.expose())
+                        .ok()
+                        .and_then(|c| c.exp_secs)
+                        .map_or(current.expires_ms, |s| s * 1000),
+                };
+                let claims = oauth::read_claims(response.access_token.expose()).ok();
+                let fresh = OAuthCredential {
+                    account_id: claims
+                        .as_ref()
+                        .and_then(|c| c.account_id.clone())
+                        .or(current.account_id.clone()),
+                    access: response.access_token,
+                    refresh: response.refresh_token.unwrap_or(current.refresh.clone()),
+                    expires_ms,
+                };
+                let lifetime = response
+                    .expires_in
+                    .map_or((expires_ms - now).max(0), |s| s.saturating_mul(1000));
+                doc.set_oauth(DEFAULT_PROVIDER, &fresh);
+                // Durability first: write before anyone is served from it.
+                let written = write_blocking(self.store.path(), &doc).await;
+                self.modify(|v| {
+                    set_codex(v, fresh, claims);
+                    v.refresh.lifetime_ms = lifetime;
+                    v.refresh.last_refresh_ms = now;
+                    v.refresh.refresh_count += 1;
+                    v.refresh.failures = 0;
+                    v.refresh.retry_at_ms = 0;
+                    v.refresh.last_error.clear();
+                    match &written {
+                        Ok(()) => {
+                            v.refresh.unpersisted = false;
+                            v.health = StoreHealth::Ok;
+                            v.detail.clear();
+                        }
+                        Err(e) => {
+                            v.refresh.unpersisted = true;
+                            v.health = StoreHealth::Degraded;
+                            v.detail = format!(
+                                "cannot write {}: {e}; the new token is kept in memory and the write is retried",
+                                self.store.path().display()
+                            );
+                        }
+                    }
+                });
+                drop(lock);
+                match written {
+                    Ok(()) => tracing::info!("refreshed and saved the {DEFAULT_PROVIDER} token"),
+                    Err(e) => {
+                        tracing::error!(error = %e, "refreshed, but cannot save the new token; keeping it in memory");
+                        self.spawn_persist_retry();
+                    }
+                }
+                Ok(())
+            }
+            Err(RefreshError::Rejected(Failure::Terminal { code, message })) => {
+                let reason = format!("the issuer answered {code}: {message}");
+                tracing::warn!(%code, "the refresh token was rejected; the login must be renewed");
+                self.modify(|v| {
+                    v.refresh.phase = Phase::NeedsLogin {
+                        refresh_used: current.refresh.clone(),
+                        reason: reason.clone(),
+                    };
+                    v.refresh.last_error = reason.clone();
+                });
+                Err(TokenError::NeedsLogin {
+                    provider: DEFAULT_PROVIDER.into(),
+                    reason,
+                })
+            }
+            Err(RefreshError::Rejected(Failure::Transient {
+                message,
+                retry_after_ms,
+                ..
+            })) => Err(self.transient(&message, retry_after_ms)),
+            Err(e @ RefreshError::NotSent { .. }) => Err(self.transient(&e.to_string(), None)),
+            Err(e @ RefreshError::OutcomeUnknown { .. }) => {
+                let reason = format!(
+                    "{e}; the issuer may have spent the refresh token, so piauthd will not resend it. \
+                     Run `pi-authctl refresh` to try anyway, or `pi-authctl login`"
+                );
+                tracing::error!("{reason}");
+                self.modify(|v| {
+                    v.refresh.phase = Phase::OutcomeUnknown {
+                        refresh_used: current.refresh.clone(),
+                        reason: reason.clone(),
+                    };
+                    v.refresh.last_error = reason.clone();
+                });
+                Err(TokenError::Unavailable {
+                    provider: DEFAULT_PROVIDER.into(),
+                    when: super::describe_remaining(current.expires_ms - now),
+                    reason,
+                })
+            }
+        }
+    }
+
+    /// Records a transient failure and schedules the retry.
+    fn transient(&self, message: &str, retry_after_ms: Option<u64>) -> TokenError {
+        use rand::Rng;
+        let now = now_ms();
+        let jitter: f64 = rand::rng().random();
+        let mut when = String::new();
+        self.modify(|v| {
+            v.refresh.failures += 1;
+            let delay = policy::backoff_ms(v.refresh.failures, jitter, retry_after_ms);
+            v.refresh.retry_at_ms = now + delay;
+            v.refresh.last_error = message.to_owned();
+            when = super::describe_remaining(v.codex().map_or(0, |c| c.expires_ms - now));
+        });
+        tracing::warn!(error = %message, "refresh failed; will retry with backoff");
+        TokenError::Unavailable {
+            provider: DEFAULT_PROVIDER.into(),
+            when,
+            reason: message.to_owned(),
+        }
+    }
+
+    /// Writes the in-memory credential over `doc` (read under `_lock`).
+    async fn persist(&self, _lock: &PiLock, doc: &mut Document) -> bool {
+        let Some(mine) = self.view().codex().cloned() else {
+            return false;
+        };
+        doc.set_oauth(DEFAULT_PROVIDER, &mine);
+        match write_blocking(self.store.path(), doc).await {
+            Ok(()) => {
+                tracing::info!("saved the token that was kept in memory");
+                self.modify(|v| {
+                    v.refresh.unpersisted = false;
+                    v.health = StoreHealth::Ok;
+                    v.detail.clear();
+                });
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "still cannot save the token kept in memory");
+                false
+            }
+        }
+    }
+
+    /// Saves an unpersisted token now, if there is one. Used by the retry
+    /// loop and at shutdown.
+    pub async fn persist_pending(self: &Arc<Self>) -> bool {
+        let _gate = self.gate.lock().await;
+        if !self.view().refresh.unpersisted {
+            return true;
+        }
+        let Ok(lock) = PiLock::acquire(self.store.path(), LOCK_WAIT).await else {
+            return false;
+        };
+        let Ok(doc) = self.store.read_now() else {
+            return false;
+        };
+        let mut doc = doc.unwrap_or_default();
+        self.persist(&lock, &mut doc).await
+    }
+
+    fn spawn_persist_retry(self: &Arc<Self>) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let mut delay = Duration::from_millis(500);
+            while me.view().refresh.unpersisted {
+                tokio::time::sleep(delay).await;
+                if me.persist_pending().await {
+                    break;
+                }
+                delay = (delay * 2).min(Duration::from_secs(30));
+            }
+        });
+    }
+
+    /// Waits for a refresh in flight to finish and saves anything unsaved.
+    /// Called at shutdown.
+    pub async fn quiesce(self: &Arc<Self>) {
+        let _ = self.persist_pending().await;
+    }
+}
+
+fn set_codex(view: &mut View, fresh: OAuthCredential, claims: Option<oauth::Claims>) {
+    let entry = super::Entry {
+        credential: Credential::OAuth(fresh),
+        claims,
+    };
+    match view.entries.iter_mut().find(|(p, _)| p == DEFAULT_PROVIDER) {
+        Some((_, e)) => *e = entry,
+        None => view.entries.insert(0, (DEFAULT_PROVIDER.into(), entry)),
+    }
+    view.generation += 1;
+}
+
+async fn write_blocking(path: &std::path::Path, doc: &Document) -> std::io::Result<()> {
+    let path = path.to_owned();
+    let bytes = doc.to_bytes();
+    tokio::task::spawn_blocking(move || store::write_durable(&path, &bytes))
+        .await
+        .map_err(std::io::Error::other)?
+}

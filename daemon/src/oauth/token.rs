@@ -1,0 +1,151 @@
+//! The issuer's token responses and errors, as pure functions.
+//!
+//! Every field of a refresh response is optional except `access_token`;
+//! missing ones keep their old values (PROTOCOL.md §1). Errors are sorted
+//! into terminal (log in again) and transient (back off and retry) by the
+//! rules of PROTOCOL.md §1, so the broker never guesses.
+
+use serde_json::Value;
+
+use crate::secret::Secret;
+
+/// A successful token response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenResponse {
+    pub access_token: Secret<String>,
+    pub refresh_token: Option<Secret<String>>,
+    pub id_token: Option<Secret<String>>,
+    /// Seconds until `access_token` expires.
+    pub expires_in: Option<i64>,
+}
+
+/// Why a token response body is unusable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResponseError {
+    #[error("the issuer's answer is not a JSON object")]
+    NotJson,
+    #[error("the issuer's answer has no access_token")]
+    NoAccessToken,
+    #[error("the issuer's answer has a non-numeric expires_in")]
+    BadExpiresIn,
+}
+
+/// Parses a 2xx token response body.
+pub fn parse_token_response(body: &[u8]) -> Result<TokenResponse, ResponseError> {
+    let v: Value = serde_json::from_slice(body).map_err(|_| ResponseError::NotJson)?;
+    let obj = v.as_object().ok_or(ResponseError::NotJson)?;
+    let text = |k: &str| {
+        obj.get(k)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(Secret::from)
+    };
+    let access_token = text("access_token").ok_or(ResponseError::NoAccessToken)?;
+    let expires_in = match obj.get("expires_in") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(
+            v.as_i64()
+                .or_else(|| v.as_f64().filter(|f| f.is_finite()).map(|f| f as i64))
+                .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+                .ok_or(ResponseError::BadExpiresIn)?,
+        ),
+    };
+    Ok(TokenResponse {
+        access_token,
+        refresh_token: text("refresh_token"),
+        id_token: text("id_token"),
+        expires_in,
+    })
+}
+
+/// How a failed token request should be treated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// The refresh token is dead: the user must log in again.
+    Terminal { code: String, message: String },
+    /// Worth retrying later with backoff.
+    Transient {
+        status: u16,
+        message: String,
+        /// The server's `retry-after`, in milliseconds.
+        retry_after_ms: Option<u64>,
+    },
+}
+
+/// The error code and message of an error body, in any of its shapes:
+/// `{"error": "...", "error_description": "..."}`,
+/// `{"error": {"code", "message", "type"}}`, or a top-level `code`.
+pub fn error_fields(body: &[u8]) -> (Option<String>, Option<String>) {
+    let Ok(v) = serde_json::from_slice::<Value>(body) else {
+        return (None, None);
+    };
+    let s = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_owned);
+    match v.get("error") {
+        Some(Value::String(code)) => (Some(code.clone()), s(v.get("error_description"))),
+        Some(obj @ Value::Object(_)) => (
+            s(obj.get("code")).or_else(|| s(v.get("code"))),
+            s(obj.get("message")),
+        ),
+        _ => (s(v.get("code")), s(v.get("message"))),
+    }
+}
+
+const TERMINAL_CODES: [&str; 3] = [
+    "refresh_token_expired",
+    "refresh_token_reused",
+    "refresh_token_invalidated",
+];
+
+/// Classifies a non-2xx answer to a refresh (PROTOCOL.md §1): any 401, a
+/// terminal code at any status, or a 400 `invalid_grant` is terminal; the
+/// rest is transient.
+pub fn classify(status: u16, body: &[u8], retry_after_ms: Option<u64>) -> Failure {
+    let (code, message) = error_fields(body);
+    let code_str = code.as_deref().unwrap_or("");
+    let message = message
+        .map(|m| sanitize(&m))
+        .unwrap_or_else(|| format!("HTTP {status}"));
+    let terminal = status == 401
+        || TERMINAL_CODES.contains(&code_str)
+        || (status == 400 && code_str == "invalid_grant");
+    if terminal {
+        Failure::Terminal {
+            code: if code_str.is_empty() {
+                format!("http_{status}")
+            } else {
+                sanitize(code_str)
+            },
+            message,
+        }
+    } else {
+        Failure::Transient {
+            status,
+            message: if code_str.is_empty() {
+                message
+            } else {
+                format!("{}: {message}", sanitize(code_str))
+            },
+            retry_after_ms,
+        }
+    }
+}
+
+/// Upstream text is shown to people: keep it short and printable.
+fn sanitize(s: &str) -> String {
+    s.chars().filter(|c| !c.is_control()).take(300).collect()
+}
+
+/// Parses `retry-after` (seconds) or `retry-after-ms`.
+pub fn retry_after_ms(retry_after: Option<&str>, retry_after_ms: Option<&str>) -> Option<u64> {
+    if let Some(ms) = retry_after_ms.and_then(|v| v.trim().parse::<f64>().ok()) {
+        return (ms.is_finite() && ms >= 0.0).then(|| ms as u64);
+    }
+    retry_after
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(|s| (s * 1000.0) as u64)
+}
+
+#[cfg(test)]
+#[path = "token_tests.rs"]
+mod tests;
