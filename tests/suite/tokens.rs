@@ -77,23 +77,24 @@ async fn not_logged_in_and_expiring_tokens_give_typed_errors() {
     assert!(e.to_string().contains("pi-authctl login"));
     assert_eq!(sb.authctl(&["token"]).status.code(), Some(4));
 
+    // piauthd does not refresh other providers: a too-short token is an error.
     let exp = now_ms() + 30_000;
     let access = access_token("acc", "e@x.y", "plus", exp / 1000, "soon");
-    sb.write_auth(&auth_json(&access, "rt", exp, "acc"));
+    sb.write_auth(&format!(
+        "{{\"anthropic\": {{\"type\": \"oauth\", \"access\": \"{access}\", \"refresh\": \"r\", \"expires\": {exp}}}}}"
+    ));
     assert!(eventually(Duration::from_secs(5), || {
-        let out = sb.authctl(&["token", "--min-valid", "0"]);
+        let out = sb.authctl(&["token", "--provider", "anthropic", "--min-valid", "0"]);
         String::from_utf8_lossy(&out.stdout).trim() == access
     }));
-    let e = c.get_token("", 120).await.unwrap_err();
+    let e = c.get_token("anthropic", 120).await.unwrap_err();
     assert!(
-        matches!(
-            e,
-            Error::FailedPrecondition {
-                reason: Reason::TokenExpiring,
-                ..
-            }
-        ),
+        matches!(e, Error::FailedPrecondition { reason: Reason::TokenExpiring, .. }),
         "{e:?}"
+    );
+    assert_eq!(
+        sb.authctl(&["token", "--provider", "anthropic", "--min-valid", "120"]).status.code(),
+        Some(4)
     );
     let e = c.get_token("../etc", 0).await.unwrap_err();
     assert!(matches!(e, Error::InvalidArgument { .. }), "{e:?}");

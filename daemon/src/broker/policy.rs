@@ -68,7 +68,7 @@ pub fn backoff_ms(failures: u32, jitter: f64, retry_after_ms: Option<u64>) -> i6
     let exp = BACKOFF_BASE_MS.saturating_mul(1i64 << failures.saturating_sub(1).min(20));
     let capped = exp.min(BACKOFF_CAP_MS);
     let jittered = capped - (capped as f64 * 0.5 * jitter.clamp(0.0, 1.0)) as i64;
-    let server = retry_after_ms.map_or(0, |ms| (ms as i64).min(RETRY_AFTER_CAP_MS));
+    let server = retry_after_ms.map_or(0, |ms| ms.min(RETRY_AFTER_CAP_MS as u64) as i64);
     jittered.max(server).max(100)
 }
 
