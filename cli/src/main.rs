@@ -55,6 +55,25 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Refresh the token now, through the daemon (never directly).
+    ///
+    /// Also the way to retry after a refresh whose outcome was unknown
+    /// (status says so); that retry may log you out if the issuer had in
+    /// fact used the token.
+    Refresh {
+        /// Provider id.
+        #[arg(long, default_value = "openai-codex")]
+        provider: String,
+    },
+    /// Print the token now and again each time it changes, one per line.
+    Watch {
+        /// Provider id.
+        #[arg(long, default_value = "openai-codex")]
+        provider: String,
+        /// Print JSON lines with the expiry and account id.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -102,6 +121,27 @@ async fn run(cli: Cli) -> Result<(), Error> {
                 println!("{}", render::token_json(&token));
             } else {
                 println!("{}", token.access_token);
+            }
+        }
+        Command::Refresh { provider } => {
+            let token = client.refresh(&provider).await?;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64);
+            eprintln!(
+                "refreshed {}; the new token expires {}",
+                token.provider,
+                render::relative(token.expires_at_ms - now)
+            );
+        }
+        Command::Watch { provider, json } => {
+            let mut stream = client.watch_token(&provider).await?;
+            while let Some(token) = stream.next().await? {
+                if json {
+                    println!("{}", render::token_json(&token));
+                } else {
+                    println!("{}", token.access_token);
+                }
             }
         }
     }

@@ -189,8 +189,36 @@ impl Client {
         Ok(self.auth.get_token(req).await?.into_inner())
     }
 
+    /// Forces a refresh now (through the daemon's single flight) and returns
+    /// the new token.
+    pub async fn refresh(&mut self, provider: &str) -> Result<pb::Token, Error> {
+        let req = pb::RefreshRequest {
+            provider: provider.to_owned(),
+        };
+        Ok(self.auth.refresh(req).await?.into_inner())
+    }
+
+    /// The current token, then each new one as the daemon obtains it.
+    pub async fn watch_token(&mut self, provider: &str) -> Result<TokenStream, Error> {
+        let req = pb::WatchTokenRequest {
+            provider: provider.to_owned(),
+        };
+        Ok(TokenStream(self.auth.watch_token(req).await?.into_inner()))
+    }
+
     /// The generated Auth client, for calls this wrapper does not cover yet.
     pub fn auth(&mut self) -> &mut pb::auth_client::AuthClient<Channel> {
         &mut self.auth
+    }
+}
+
+/// Tokens from [`Client::watch_token`].
+#[derive(Debug)]
+pub struct TokenStream(tonic::Streaming<pb::Token>);
+
+impl TokenStream {
+    /// The next token; `Ok(None)` when the daemon ends the stream (shutdown).
+    pub async fn next(&mut self) -> Result<Option<pb::Token>, Error> {
+        Ok(self.0.message().await?)
     }
 }

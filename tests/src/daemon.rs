@@ -98,6 +98,14 @@ impl Daemon {
         Daemon::start_with(sandbox, |_| {})
     }
 
+    /// Starts the daemon against a mock issuer at `issuer`.
+    pub fn start_against(sandbox: &Sandbox, issuer: &str) -> Daemon {
+        let issuer = issuer.to_owned();
+        Daemon::start_with(sandbox, move |cmd| {
+            cmd.env("PIAUTHD_ISSUER", &issuer);
+        })
+    }
+
     /// Like [`Daemon::start`], with a hook to adjust the command.
     pub fn start_with(sandbox: &Sandbox, adjust: impl FnOnce(&mut Command)) -> Daemon {
         let log = sandbox.dir.path().join(format!("piauthd-{}.log", unique()));
@@ -107,9 +115,15 @@ impl Daemon {
             .stdout(fs::File::create(&log).expect("log file"))
             .stderr(fs::File::create(log.with_extension("err")).expect("log file"));
         adjust(&mut cmd);
+        // Wait on the socket this daemon was told to use.
+        let socket = cmd
+            .get_envs()
+            .find(|(k, _)| *k == "PIAUTHD_SOCKET")
+            .and_then(|(_, v)| v.map(PathBuf::from))
+            .unwrap_or_else(|| sandbox.socket());
         let child = cmd.spawn().expect("spawn piauthd");
         let mut d = Daemon { child, log };
-        d.wait_ready(&sandbox.socket());
+        d.wait_ready(&socket);
         d
     }
 
@@ -172,6 +186,37 @@ fn unique() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
     N.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Reads and parses `auth.json`; `None` if it is missing or does not parse.
+pub fn read_auth(path: &Path) -> Option<serde_json::Value> {
+    let bytes = fs::read(path).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// The `openai-codex` refresh token in `auth.json`.
+pub fn stored_refresh(path: &Path) -> Option<String> {
+    read_auth(path)?["openai-codex"]["refresh"]
+        .as_str()
+        .map(str::to_owned)
+}
+
+/// Polls an async `check` every 20 ms until it is true or `limit` passes.
+pub async fn wait_until<F, Fut>(limit: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if check().await {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Polls `check` every 10 ms until it returns true or `limit` passes.

@@ -1,7 +1,11 @@
 //! End-to-end suite: real binaries, a real Unix socket, real gRPC.
 
+/// Upstream failures, one by one.
+mod faults;
 /// An independent client: Python grpcio.
 mod python;
+/// The refresh broker against the mock issuer.
+mod refresh;
 /// The socket: modes, one instance, stale sockets, signals, foreign uids.
 mod socket;
 /// The credential store: pi's format, pi's lock, corrupt files.

@@ -89,11 +89,19 @@ async fn not_logged_in_and_expiring_tokens_give_typed_errors() {
     }));
     let e = c.get_token("anthropic", 120).await.unwrap_err();
     assert!(
-        matches!(e, Error::FailedPrecondition { reason: Reason::TokenExpiring, .. }),
+        matches!(
+            e,
+            Error::FailedPrecondition {
+                reason: Reason::TokenExpiring,
+                ..
+            }
+        ),
         "{e:?}"
     );
     assert_eq!(
-        sb.authctl(&["token", "--provider", "anthropic", "--min-valid", "120"]).status.code(),
+        sb.authctl(&["token", "--provider", "anthropic", "--min-valid", "120"])
+            .status
+            .code(),
         Some(4)
     );
     let e = c.get_token("../etc", 0).await.unwrap_err();

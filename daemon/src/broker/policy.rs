@@ -19,7 +19,7 @@
 /// The most a refresh is scheduled ahead of expiry.
 pub const MAX_MARGIN_MS: i64 = 15 * 60 * 1000;
 /// Refreshes are at least this far apart.
-pub const MIN_GAP_MS: i64 = 1000;
+pub const MIN_GAP_MS: i64 = 250;
 /// The most a caller may ask a token to stay valid.
 pub const MAX_MIN_VALID_MS: i64 = 3600 * 1000;
 /// First retry delay after a transient failure; doubles per failure.
@@ -94,7 +94,7 @@ mod tests {
     #[test]
     fn refreshes_are_never_closer_than_the_gap() {
         // A token issued already expired: no loop.
-        assert_eq!(refresh_at(5_000, 0, 5_000), 6_000);
+        assert_eq!(refresh_at(5_000, 0, 5_000), 5_000 + MIN_GAP_MS);
     }
 
     #[test]

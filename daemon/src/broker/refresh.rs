@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::{Broker, DEFAULT_PROVIDER, Phase, StoreHealth, TokenError, View, now_ms, policy};
 use crate::oauth::{self, Failure};
-use crate::store::{self, Credential, Document, OAuthCredential, PiLock, StoreError};
+use crate::store::{self, Credential, Document, LockError, OAuthCredential, PiLock, StoreError};
 use crate::upstream::RefreshError;
 
 /// How long a refresh waits for pi's lock before giving up for now.
@@ -123,7 +123,14 @@ impl Broker {
     async fn refresh_under_lock(self: &Arc<Self>, need: Need) -> Result<(), TokenError> {
         let path = self.store.path().to_owned();
         let lock = match PiLock::acquire(&path, LOCK_WAIT).await {
-            Ok(lock) => lock,
+            Ok(lock) => Some(lock),
+            // Nobody can lock or write a read-only or full directory, pi
+            // included; refresh anyway so clients keep being served, and keep
+            // the result in memory until the disk recovers.
+            Err(e @ LockError::Unwritable { .. }) => {
+                tracing::warn!(error = %e, "refreshing without pi's lock");
+                None
+            }
             Err(e) => return Err(self.transient(&e.to_string(), None)),
         };
         let mut doc = match self.store.read_now() {
@@ -145,7 +152,7 @@ impl Broker {
         // Another process may have refreshed (or logged out) meanwhile.
         let unpersisted = self.view().refresh.unpersisted;
         if unpersisted {
-            self.persist(&lock, &mut doc).await;
+            self.persist(&mut doc).await;
         } else {
             let now = now_ms();
             self.modify(|v| super::adopt_document(v, &doc, now));
@@ -295,8 +302,9 @@ impl Broker {
         }
     }
 
-    /// Writes the in-memory credential over `doc` (read under `_lock`).
-    async fn persist(&self, _lock: &PiLock, doc: &mut Document) -> bool {
+    /// Writes the in-memory credential over `doc`. The caller holds pi's
+    /// lock, or knows the directory cannot be locked by anyone.
+    async fn persist(&self, doc: &mut Document) -> bool {
         let Some(mine) = self.view().codex().cloned() else {
             return false;
         };
@@ -325,14 +333,14 @@ impl Broker {
         if !self.view().refresh.unpersisted {
             return true;
         }
-        let Ok(lock) = PiLock::acquire(self.store.path(), LOCK_WAIT).await else {
+        let Ok(_lock) = PiLock::acquire(self.store.path(), LOCK_WAIT).await else {
             return false;
         };
         let Ok(doc) = self.store.read_now() else {
             return false;
         };
         let mut doc = doc.unwrap_or_default();
-        self.persist(&lock, &mut doc).await
+        self.persist(&mut doc).await
     }
 
     fn spawn_persist_retry(self: &Arc<Self>) {

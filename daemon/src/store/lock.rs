@@ -43,6 +43,14 @@ pub enum LockError {
     Timeout { path: PathBuf, waited: Duration },
     #[error("{path} exists but is not a directory; pi's lock must be a directory, remove it")]
     NotADirectory { path: PathBuf },
+    /// The directory cannot be written (read-only, full, no permission), so
+    /// no process, pi included, can take the lock or write the file.
+    #[error("cannot take the lock {path}: the directory is not writable ({source})")]
+    Unwritable {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error("cannot use the lock {path}: {source}")]
     Io {
         path: PathBuf,
@@ -99,7 +107,13 @@ impl PiLock {
         })?;
         let io_err = |path: &Path| {
             let path = path.to_owned();
-            move |source| LockError::Io { path, source }
+            move |source: io::Error| {
+                if unwritable(&source) {
+                    LockError::Unwritable { path, source }
+                } else {
+                    LockError::Io { path, source }
+                }
+            }
         };
         let deadline = Instant::now() + wait;
         let timeout = || LockError::Timeout {
@@ -216,6 +230,16 @@ impl Drop for PiLock {
             tracing::warn!(lock = %self.dir.display(), error = %e, "could not remove the auth.json lock");
         }
     }
+}
+
+/// Whether an error means the directory cannot be written at all.
+fn unwritable(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::PermissionDenied
+            | io::ErrorKind::ReadOnlyFilesystem
+            | io::ErrorKind::StorageFull
+    )
 }
 
 /// Removes the existing lock directory if it is stale or orphaned by a dead

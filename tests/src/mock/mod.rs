@@ -212,6 +212,38 @@ impl MockState {
         self.ledger().refresh_tokens.keys().cloned().collect()
     }
 
+    /// Spends `refresh` as another client's refresh would, returning the
+    /// new tokens; `None` if it is unknown or already spent.
+    pub fn spend(&self, refresh: &str) -> Option<TokenSet> {
+        let mut ledger = self.ledger();
+        let (family, spent) = *ledger.refresh_tokens.get(refresh)?;
+        if spent {
+            return None;
+        }
+        ledger
+            .refresh_tokens
+            .insert(refresh.to_owned(), (family, true));
+        self.refreshes.fetch_add(1, Ordering::SeqCst);
+        Some(self.issue(&mut ledger, family))
+    }
+
+    /// Whether the issuer has already spent `refresh` (rotated it away).
+    pub fn is_spent(&self, refresh: &str) -> bool {
+        self.ledger()
+            .refresh_tokens
+            .get(refresh)
+            .is_some_and(|(_, spent)| *spent)
+    }
+
+    /// Whether `refresh` is the live, unspent token of a live family.
+    pub fn is_live_refresh(&self, refresh: &str) -> bool {
+        let ledger = self.ledger();
+        ledger
+            .refresh_tokens
+            .get(refresh)
+            .is_some_and(|(f, spent)| !spent && !ledger.families[*f].revoked)
+    }
+
     /// Whether `access` was issued by this mock and its family is not revoked.
     pub fn access_token_live(&self, access: &str) -> bool {
         let ledger = self.ledger();

@@ -1,0 +1,273 @@
+//! The fault matrix: each upstream failure leads to the state it must, and
+//! nothing is lost.
+
+use std::time::Duration;
+
+use piauth_client::proto::v1 as pb;
+use piauth_client::{Client, Error, Reason};
+use piauth_tests::daemon::{read_auth, stored_refresh, wait_until};
+use piauth_tests::fixtures::{now_ms, write_codex_login};
+use piauth_tests::mock::{Fault, MockConfig, MockOpenAi, TokenSet};
+use piauth_tests::{Daemon, Sandbox};
+
+/// A daemon whose 20 s token is due for refresh at once (half-life 10 s,
+/// 9 s left), with `faults` queued for the issuer.
+async fn setup(faults: Vec<Fault>) -> (MockOpenAi, Sandbox, TokenSet, Daemon, Client) {
+    let mock = MockOpenAi::start(MockConfig {
+        expires_in: 20,
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap();
+    let sb = Sandbox::new();
+    let set = mock.state.seed_login("acc-f", "f@example.com", "plus");
+    write_codex_login(&sb.auth_file(), &set).unwrap();
+    let mut doc = read_auth(&sb.auth_file()).unwrap();
+    doc["openai-codex"]["expires"] = (now_ms() + 9_000).into();
+    std::fs::write(sb.auth_file(), serde_json::to_string_pretty(&doc).unwrap()).unwrap();
+    mock.state.push_faults(faults);
+    let d = Daemon::start_against(&sb, &mock.issuer());
+    let c = Client::connect(sb.socket()).await.unwrap();
+    (mock, sb, set, d, c)
+}
+
+/// Waits until the default provider's status satisfies `pred`.
+async fn wait_codex(
+    c: &Client,
+    limit: Duration,
+    pred: impl Fn(&pb::ProviderStatus) -> bool,
+) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    let mut c = c.clone();
+    while std::time::Instant::now() < deadline {
+        if pred(&codex(&mut c).await) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+async fn codex(c: &mut Client) -> pb::ProviderStatus {
+    c.status()
+        .await
+        .unwrap()
+        .providers
+        .into_iter()
+        .find(|p| p.provider == "openai-codex")
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_errors_back_off_while_the_token_is_served() {
+    let (mock, sb, set, _d, mut c) = setup(vec![
+        Fault::Status { code: 503 },
+        Fault::Status { code: 500 },
+        Fault::Status { code: 429 },
+    ])
+    .await;
+    // While failing, callers still get the valid token.
+    assert!(
+        wait_until(Duration::from_secs(3), || async {
+            mock.stats().token_requests >= 1
+        })
+        .await
+    );
+    let t = c.get_token("", 0).await.unwrap();
+    assert_eq!(t.access_token, set.access_token);
+    let st = codex(&mut c).await;
+    assert!(!st.last_error.is_empty(), "the failure is reported");
+    // Backoff (about 1 s, 2 s, 4 s with jitter), then success.
+    assert!(
+        wait_until(Duration::from_secs(12), || async {
+            mock.stats().refreshes == 1
+        })
+        .await
+    );
+    let stats = mock.stats();
+    assert_eq!(
+        stats.token_requests, 4,
+        "3 failures and 1 success, no storm: {stats:?}"
+    );
+    assert_eq!(stats.reuse_attempts, 0);
+    assert!(wait_codex(&c, Duration::from_secs(2), |st| st.last_error.is_empty()).await);
+    assert!(
+        mock.state
+            .is_live_refresh(&stored_refresh(&sb.auth_file()).unwrap())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_issuer_is_waited_for_and_the_lock_kept_fresh() {
+    let (mock, sb, set, _d, mut c) = setup(vec![Fault::Delay { ms: 4_000 }]).await;
+    let lock = piauthd::store::lock_path(&sb.auth_file()).unwrap();
+    assert!(wait_until(Duration::from_secs(3), || async { lock.exists() }).await);
+    // Past pi's 10 s reader limit would need longer; what matters is that
+    // the mtime stays within the heartbeat, far from any stale limit.
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        let age = std::fs::metadata(&lock)
+            .unwrap()
+            .modified()
+            .unwrap()
+            .elapsed()
+            .unwrap();
+        assert!(age < Duration::from_secs(2), "lock mtime is {age:?} old");
+        assert_eq!(
+            codex(&mut c).await.state,
+            pb::ProviderState::Refreshing as i32
+        );
+        // The current token is served meanwhile.
+        assert_eq!(
+            c.get_token("", 0).await.unwrap().access_token,
+            set.access_token
+        );
+    }
+    assert!(
+        wait_until(Duration::from_secs(5), || async {
+            mock.stats().refreshes == 1
+        })
+        .await
+    );
+    assert!(wait_until(Duration::from_secs(2), || async { !lock.exists() }).await);
+    assert_eq!(
+        mock.stats().token_requests,
+        1,
+        "a slow refresh is never re-sent"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_after_sending_is_never_resent() {
+    let (mock, sb, set, _d, mut c) = setup(vec![Fault::ResetAfter]).await;
+    assert!(
+        wait_codex(&c, Duration::from_secs(5), |st| st.state
+            == pb::ProviderState::NeedsLogin as i32)
+        .await
+    );
+    let st = codex(&mut c).await;
+    assert!(st.hint.contains("pi-authctl refresh"), "{}", st.hint);
+    // The issuer did rotate; the daemon cannot know, so it stops.
+    assert!(mock.state.is_spent(&set.refresh_token));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let stats = mock.stats();
+    assert_eq!(
+        (stats.token_requests, stats.reuse_attempts),
+        (1, 0),
+        "{stats:?}"
+    );
+    // The still-valid access token is served, and the credential is kept.
+    assert_eq!(
+        c.get_token("", 0).await.unwrap().access_token,
+        set.access_token
+    );
+    assert_eq!(stored_refresh(&sb.auth_file()).unwrap(), set.refresh_token);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_before_sending_can_be_retried_by_the_user() {
+    let (mock, _sb, _set, _d, mut c) = setup(vec![Fault::ResetBefore]).await;
+    assert!(
+        wait_codex(&c, Duration::from_secs(5), |st| st.state
+            == pb::ProviderState::NeedsLogin as i32)
+        .await
+    );
+    assert_eq!(mock.stats().token_requests, 1);
+    let t = c
+        .auth()
+        .refresh(pb::RefreshRequest::default())
+        .await
+        .expect("an explicit refresh retries")
+        .into_inner();
+    assert!(mock.state.access_token_live(&t.access_token));
+    let stats = mock.stats();
+    assert_eq!((stats.refreshes, stats.reuse_attempts), (1, 0));
+    assert_eq!(codex(&mut c).await.state, pb::ProviderState::Valid as i32);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terminal_errors_need_login_and_keep_the_credential() {
+    for fault in [
+        Fault::InvalidGrant,
+        Fault::Terminal {
+            code: "refresh_token_expired".into(),
+        },
+        Fault::Terminal {
+            code: "refresh_token_invalidated".into(),
+        },
+        Fault::Terminal {
+            code: "refresh_token_reused".into(),
+        },
+    ] {
+        let (mock, sb, set, _d, mut c) = setup(vec![fault.clone()]).await;
+        let before = std::fs::read(sb.auth_file()).unwrap();
+        assert!(
+            wait_codex(&c, Duration::from_secs(5), |st| st.state
+                == pb::ProviderState::NeedsLogin as i32)
+            .await,
+            "{fault:?}"
+        );
+        let e = c.get_token("", 0).await.unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::Unauthenticated {
+                    reason: Reason::NeedsLogin,
+                    ..
+                }
+            ),
+            "{fault:?}: {e:?}"
+        );
+        assert!(e.to_string().contains("pi-authctl login"));
+        assert_eq!(sb.authctl(&["token"]).status.code(), Some(4));
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert_eq!(
+            mock.stats().token_requests,
+            1,
+            "{fault:?}: the issuer is not called again"
+        );
+        assert_eq!(
+            std::fs::read(sb.auth_file()).unwrap(),
+            before,
+            "{fault:?}: credential kept"
+        );
+        drop(set);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presenting_a_spent_token_is_reuse_and_needs_login() {
+    let mock = MockOpenAi::start(MockConfig::default()).await.unwrap();
+    let sb = Sandbox::new();
+    let set = mock.state.seed_login("acc-r", "r@example.com", "plus");
+    write_codex_login(&sb.auth_file(), &set).unwrap();
+    let mut doc = read_auth(&sb.auth_file()).unwrap();
+    doc["openai-codex"]["expires"] = (now_ms() - 1).into();
+    std::fs::write(sb.auth_file(), serde_json::to_string_pretty(&doc).unwrap()).unwrap();
+    // Some other client spends the token and never writes the new one back.
+    assert!(mock.state.spend(&set.refresh_token).is_some());
+
+    let _d = Daemon::start_against(&sb, &mock.issuer());
+    let mut c = Client::connect(sb.socket()).await.unwrap();
+    let e = c.get_token("", 0).await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::Unauthenticated {
+                reason: Reason::NeedsLogin,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("refresh_token_reused"), "{e}");
+    let stats = mock.stats();
+    assert_eq!(
+        (stats.reuse_attempts, stats.revocations),
+        (1, 1),
+        "{stats:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(mock.stats().token_requests, 1, "never called again");
+    assert_eq!(stored_refresh(&sb.auth_file()).unwrap(), set.refresh_token);
+}
