@@ -138,7 +138,7 @@ fn sanitize(s: &str) -> String {
 /// Parses `retry-after` (seconds) or `retry-after-ms`.
 pub fn retry_after_ms(retry_after: Option<&str>, retry_after_ms: Option<&str>) -> Option<u64> {
     if let Some(ms) = retry_after_ms.and_then(|v| v.trim().parse::<f64>().ok()) {
-        return (ms.is_finite() && ms >= 0.0).then(|| ms as u64);
+        return (ms.is_finite() && ms >= 0.0).then_some(ms as u64);
     }
     retry_after
         .and_then(|v| v.trim().parse::<f64>().ok())
