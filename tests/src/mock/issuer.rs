@@ -124,10 +124,8 @@ pub async fn token(
             "grant_type is required",
         ),
     };
-    if reset_after {
-        if let Some(axum::Extension(r)) = reset {
-            return r.reset().await;
-        }
+    if reset_after && let Some(axum::Extension(r)) = reset {
+        return r.reset().await;
     }
     response
 }

@@ -76,7 +76,7 @@ pub async fn serve(listener: TcpListener, state: Arc<MockState>, mut stop: onesh
                     let _ = socket2::SockRef::from(&borrowed).set_linger(Some(std::time::Duration::ZERO));
                 }
             }
-            drop(conn);
+            drop(conn); // closes the socket (with RST after a reset)
             state.open_connections.fetch_sub(1, Ordering::SeqCst);
         });
     }
