@@ -64,9 +64,9 @@ pub async fn serve(listener: TcpListener, state: Arc<MockState>, mut stop: onesh
                 req
             });
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            let conn =
-                builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
-            tokio::pin!(conn);
+            let mut conn = Box::pin(
+                builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service)),
+            );
             tokio::select! {
                 _ = conn.as_mut() => {}
                 Ok(()) = rx => {
