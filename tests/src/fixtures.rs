@@ -54,7 +54,7 @@ pub fn write_codex_login(
             "type": "oauth",
             "access": set.access_token,
             "refresh": set.refresh_token,
-            "expires": now_ms() + set.expires_in as i64 * 1000,
+            "expires": set.issued_at_ms + set.expires_in as i64 * 1000,
             "accountId": set.account_id,
         }),
     );

@@ -2,6 +2,8 @@
 
 /// Upstream failures, one by one.
 mod faults;
+/// The real pi beside the daemon.
+mod pi_interop;
 /// An independent client: Python grpcio.
 mod python;
 /// The refresh broker against the mock issuer.

@@ -170,6 +170,9 @@ impl Broker {
         };
 
         tracing::info!("refreshing the {DEFAULT_PROVIDER} token");
+        // Expiry counts from when the request left: the token cannot have
+        // been issued earlier, so `expires` never overstates its life.
+        let sent_at = now_ms();
         let mut result = self.issuer.refresh(&current.refresh).await;
         for attempt in 1..=NOT_SENT_RETRIES {
             let Err(RefreshError::NotSent { .. }) = &result else {
@@ -182,7 +185,7 @@ impl Broker {
         match result {
             Ok(response) => {
                 let expires_ms = match response.expires_in {
-                    Some(secs) => now + secs.saturating_mul(1000),
+                    Some(secs) => sent_at + secs.saturating_mul(1000),
                     None => oauth::read_claims(response.access_token.expose())
                         .ok()
                         .and_then(|c| c.exp_secs)
@@ -200,7 +203,7 @@ impl Broker {
                 };
                 let lifetime = response
                     .expires_in
-                    .map_or((expires_ms - now).max(0), |s| s.saturating_mul(1000));
+                    .map_or((expires_ms - sent_at).max(0), |s| s.saturating_mul(1000));
                 doc.set_oauth(DEFAULT_PROVIDER, &fresh);
                 // Durability first: write before anyone is served from it.
                 let written = write_blocking(self.store.path(), &doc).await;

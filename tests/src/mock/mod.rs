@@ -99,6 +99,8 @@ pub struct TokenSet {
     pub id_token: String,
     pub expires_in: u64,
     pub account_id: String,
+    /// When the mock issued these tokens, ms since the epoch.
+    pub issued_at_ms: i64,
 }
 
 #[derive(Debug)]
@@ -114,8 +116,8 @@ struct Ledger {
     families: Vec<Family>,
     /// Refresh token -> (family index, spent).
     refresh_tokens: HashMap<String, (usize, bool)>,
-    /// Every access token ever issued, with its family.
-    access_tokens: HashMap<String, usize>,
+    /// Every access token ever issued: (family, issued at ms, expires_in s).
+    access_tokens: HashMap<String, (usize, i64, u64)>,
     faults: VecDeque<Fault>,
 }
 
@@ -250,7 +252,27 @@ impl MockState {
         ledger
             .access_tokens
             .get(access)
-            .is_some_and(|f| !ledger.families[*f].revoked)
+            .is_some_and(|(f, _, _)| !ledger.families[*f].revoked)
+    }
+
+    /// When `access` was issued, ms since the epoch.
+    pub fn issued_at(&self, access: &str) -> Option<i64> {
+        self.ledger()
+            .access_tokens
+            .get(access)
+            .map(|(_, at, _)| *at)
+    }
+
+    /// Whether `access` was issued by this mock, its family is live, and it
+    /// had not expired at `t_ms`.
+    pub fn access_token_valid_at(&self, access: &str, t_ms: i64) -> bool {
+        let ledger = self.ledger();
+        ledger
+            .access_tokens
+            .get(access)
+            .is_some_and(|(f, at, life)| {
+                !ledger.families[*f].revoked && t_ms < at + *life as i64 * 1000
+            })
     }
 
     fn issue(&self, ledger: &mut Ledger, family: usize) -> TokenSet {
@@ -261,7 +283,11 @@ impl MockState {
         let access = jwt::access_token(&f.account_id, &f.email, &f.plan, cfg.expires_in, n, safe);
         let id_token = jwt::id_token(&f.account_id, &f.email, &f.plan, n, safe);
         let refresh = format!("rt_mock_{n}_{}", jwt::nonce());
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
         let set = TokenSet {
+            issued_at_ms: now_ms,
             access_token: access.clone(),
             refresh_token: refresh.clone(),
             id_token,
@@ -269,7 +295,9 @@ impl MockState {
             account_id: f.account_id.clone(),
         };
         ledger.refresh_tokens.insert(refresh, (family, false));
-        ledger.access_tokens.insert(access, family);
+        ledger
+            .access_tokens
+            .insert(access, (family, now_ms, cfg.expires_in));
         set
     }
 }

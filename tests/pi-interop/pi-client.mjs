@@ -1,0 +1,46 @@
+// Drives the real pi's credential code (AuthStorage.getApiKey) against an
+// auth.json that piauthd manages, for the interop test in tests/suite.
+//
+// usage: node pi-client.mjs <agentDir> <issuerBase> <durationMs> <intervalMs>
+//
+// pi's OpenAI token URL is hard-coded to https://auth.openai.com, so global
+// fetch is wrapped to send that origin to the mock issuer instead. Prints
+// one JSON line per call: {"t": <ms>, "key": "<token>"} or {"t", "error"}.
+
+const [agentDir, issuerBase, durationMs, intervalMs] = process.argv.slice(2);
+if (!intervalMs) {
+  console.error("usage: node pi-client.mjs <agentDir> <issuerBase> <durationMs> <intervalMs>");
+  process.exit(2);
+}
+process.env.PI_CODING_AGENT_DIR = agentDir;
+
+const upstream = globalThis.fetch;
+let redirected = 0;
+globalThis.fetch = (input, init) => {
+  const url = new URL(input instanceof Request ? input.url : String(input));
+  if (url.origin !== "https://auth.openai.com") {
+    return upstream(input, init);
+  }
+  redirected += 1;
+  const target = new URL(url.pathname + url.search, issuerBase);
+  return input instanceof Request ? upstream(new Request(target, input), init) : upstream(target, init);
+};
+
+const { AuthStorage } = await import("@mariozechner/pi-coding-agent");
+const auth = AuthStorage.create();
+const end = Date.now() + Number(durationMs);
+while (Date.now() < end) {
+  let line;
+  try {
+    const key = await auth.getApiKey("openai-codex");
+    line = key ? { t: Date.now(), key } : { t: Date.now(), error: "no key" };
+  } catch (e) {
+    line = { t: Date.now(), error: String(e?.message ?? e) };
+  }
+  for (const e of auth.drainErrors?.() ?? []) {
+    line.error = (line.error ? line.error + "; " : "") + String(e?.message ?? e);
+  }
+  console.log(JSON.stringify(line));
+  await new Promise((r) => setTimeout(r, Number(intervalMs)));
+}
+console.log(JSON.stringify({ done: true, redirected }));
