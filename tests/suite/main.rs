@@ -1,5 +1,7 @@
 //! End-to-end suite: real binaries, a real Unix socket, real gRPC.
 
+/// SIGKILL in the middle of refreshes.
+mod crash;
 /// Upstream failures, one by one.
 mod faults;
 /// The real pi beside the daemon.
