@@ -26,6 +26,27 @@ pub fn bin_path(name: &str) -> PathBuf {
 /// A private directory holding pi's agent dir, the socket and the logs.
 pub struct Sandbox {
     pub dir: tempfile::TempDir,
+    /// Run every child as this uid (through `setpriv`), when set.
+    pub run_as: Option<u32>,
+}
+
+/// The uid unprivileged sandboxes run as when the tests run as root.
+pub const NOBODY: u32 = 65534;
+
+/// Lets other users traverse every directory above `path` (adds `o+x`), so
+/// a child run as another uid can execute the workspace binaries.
+pub fn make_reachable(path: &Path) {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let mut p = path;
+    while let Some(parent) = p.parent() {
+        if let Ok(meta) = fs::metadata(p) {
+            let mode = meta.mode();
+            if meta.is_dir() && mode & 0o001 == 0 {
+                let _ = fs::set_permissions(p, fs::Permissions::from_mode(mode | 0o001));
+            }
+        }
+        p = parent;
+    }
 }
 
 impl Default for Sandbox {
@@ -42,7 +63,23 @@ impl Sandbox {
             .tempdir_in("/tmp")
             .expect("temp dir");
         fs::create_dir_all(dir.path().join("agent")).expect("agent dir");
-        Sandbox { dir }
+        Sandbox { dir, run_as: None }
+    }
+
+    /// A sandbox whose children run without root's powers, so file modes
+    /// bind them: as uid 65534 when the tests run as root, else as the
+    /// current user.
+    pub fn unprivileged() -> Sandbox {
+        let mut sb = Sandbox::new();
+        // SAFETY: getuid cannot fail.
+        if unsafe { libc::getuid() } == 0 {
+            for entry in [sb.dir.path().to_owned(), sb.agent_dir()] {
+                std::os::unix::fs::chown(&entry, Some(NOBODY), Some(NOBODY)).expect("chown");
+            }
+            make_reachable(&bin_path("piauthd"));
+            sb.run_as = Some(NOBODY);
+        }
+        sb
     }
 
     pub fn agent_dir(&self) -> PathBuf {
@@ -57,14 +94,33 @@ impl Sandbox {
         self.dir.path().join("run").join("piauthd.sock")
     }
 
-    /// Writes `auth.json` as pi would.
+    /// Writes `auth.json` as pi would (owned by the sandbox's user).
     pub fn write_auth(&self, json: &str) {
         fs::write(self.auth_file(), json).expect("write auth.json");
+        self.own(&self.auth_file());
+    }
+
+    /// Gives `path` to the sandbox's user, if it has its own.
+    pub fn own(&self, path: &Path) {
+        if let Some(uid) = self.run_as {
+            std::os::unix::fs::chown(path, Some(uid), Some(uid)).expect("chown");
+        }
     }
 
     /// Environment every child gets: no user config, the sandbox's paths.
     pub fn command(&self, bin: &str) -> Command {
-        let mut cmd = Command::new(bin_path(bin));
+        let mut cmd = match self.run_as {
+            None => Command::new(bin_path(bin)),
+            Some(uid) => {
+                let mut c = Command::new("setpriv");
+                c.arg(format!("--reuid={uid}"))
+                    .arg(format!("--regid={uid}"))
+                    .arg("--clear-groups")
+                    .arg("--")
+                    .arg(bin_path(bin));
+                c
+            }
+        };
         cmd.env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("HOME", self.dir.path())

@@ -2,6 +2,8 @@
 
 /// SIGKILL in the middle of refreshes.
 mod crash;
+/// An unwritable store.
+mod degraded;
 /// Upstream failures, one by one.
 mod faults;
 /// The real pi beside the daemon.

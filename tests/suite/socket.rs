@@ -89,18 +89,7 @@ fn a_foreign_uid_is_refused() {
     }
     std::fs::set_permissions(sb.socket(), PermissionsExt::from_mode(0o666)).unwrap();
     let authctl = piauth_tests::bin_path("pi-authctl");
-    let exe_dir = authctl.parent().unwrap().to_owned();
-    // The binary must be reachable by uid 65534 too.
-    let mut p = exe_dir.as_path();
-    let mut opened = Vec::new();
-    while let Some(parent) = p.parent() {
-        let mode = std::fs::metadata(p).unwrap().mode();
-        if mode & 0o001 == 0 {
-            std::fs::set_permissions(p, PermissionsExt::from_mode(mode | 0o001)).unwrap();
-            opened.push((p.to_owned(), mode));
-        }
-        p = parent;
-    }
+    piauth_tests::daemon::make_reachable(&authctl);
     let out = Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
         .arg(&authctl)
@@ -109,9 +98,6 @@ fn a_foreign_uid_is_refused() {
         .args(["token"])
         .output()
         .expect("setpriv is in util-linux");
-    for (path, mode) in opened {
-        let _ = std::fs::set_permissions(path, PermissionsExt::from_mode(mode));
-    }
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("piauthd serves only uid 0"), "{err}");
