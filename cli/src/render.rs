@@ -105,8 +105,30 @@ pub fn status_table(s: &pb::StatusResponse) -> String {
         out += &line(&row.each_ref().map(String::as_str));
     }
     out.push('\n');
-    for p in s.providers.iter().filter(|p| !p.hint.is_empty()) {
-        out += &format!("{}: {}\n", p.provider, p.hint);
+    for p in &s.providers {
+        let mut facts = Vec::new();
+        if p.refresh_count > 0 {
+            facts.push(format!(
+                "refreshed {} ({} times by this daemon)",
+                relative(p.last_refresh_ms - s.now_ms),
+                p.refresh_count
+            ));
+        }
+        if p.next_refresh_ms > 0 {
+            facts.push(format!(
+                "next refresh {}",
+                relative(p.next_refresh_ms - s.now_ms)
+            ));
+        }
+        if !p.last_error.is_empty() {
+            facts.push(format!("last error: {}", p.last_error));
+        }
+        if !facts.is_empty() {
+            out += &format!("{}: {}\n", p.provider, facts.join("; "));
+        }
+        if !p.hint.is_empty() {
+            out += &format!("{}: {}\n", p.provider, p.hint);
+        }
     }
     out
 }
@@ -131,6 +153,10 @@ pub fn status_json(s: &pb::StatusResponse) -> serde_json::Value {
             "email": p.email,
             "plan": p.plan,
             "expires_at_ms": p.expires_at_ms,
+            "last_refresh_ms": p.last_refresh_ms,
+            "refresh_count": p.refresh_count,
+            "next_refresh_ms": p.next_refresh_ms,
+            "last_error": p.last_error,
             "hint": p.hint,
         })).collect::<Vec<_>>(),
     })

@@ -271,3 +271,32 @@ async fn presenting_a_spent_token_is_reuse_and_needs_login() {
     assert_eq!(mock.stats().token_requests, 1, "never called again");
     assert_eq!(stored_refresh(&sb.auth_file()).unwrap(), set.refresh_token);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_mid_refresh_saves_the_new_token_before_exiting() {
+    let (mock, sb, set, mut d, _c) = setup(vec![Fault::Delay { ms: 1_500 }]).await;
+    assert!(
+        wait_until(Duration::from_secs(3), || async {
+            mock.stats().token_requests == 1
+        })
+        .await
+    );
+    d.signal(libc::SIGTERM);
+    let status = tokio::task::spawn_blocking(move || {
+        let s = d.wait_exit(Duration::from_secs(20));
+        (s, d)
+    })
+    .await
+    .unwrap();
+    let (exit, d) = status;
+    assert!(exit.expect("exits").success(), "{}", d.logs());
+    assert_eq!(
+        mock.stats().refreshes,
+        1,
+        "the refresh in flight was completed"
+    );
+    let stored = stored_refresh(&sb.auth_file()).unwrap();
+    assert_ne!(stored, set.refresh_token);
+    assert!(mock.state.is_live_refresh(&stored), "and saved before exit");
+    assert!(!sb.socket().exists());
+}
