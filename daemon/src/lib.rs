@@ -21,6 +21,7 @@
 //! * [`server`]: wires them together and runs until shutdown.
 
 pub mod broker;
+pub mod callback;
 pub mod config;
 pub mod oauth;
 pub mod rpc;

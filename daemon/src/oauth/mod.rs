@@ -5,9 +5,13 @@
 //! Nothing here performs I/O, so every rule is unit-tested beside its code.
 
 mod jwt;
+mod paste;
+mod pkce;
 mod token;
 
 pub use jwt::{Claims, ClaimsError, read_claims};
+pub use paste::{PasteError, Pasted, parse_paste};
+pub use pkce::{Pkce, SCOPE, authorize_url, challenge_of, new_state, redirect_uri};
 pub use token::{
     Failure, ResponseError, TokenResponse, classify, error_fields, parse_token_response,
     retry_after_ms,
