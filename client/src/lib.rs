@@ -104,6 +104,7 @@ impl From<Status> for Error {
 #[derive(Debug, Clone)]
 pub struct Client {
     auth: pb::auth_client::AuthClient<Channel>,
+    completions: pb::completions_client::CompletionsClient<Channel>,
     socket: PathBuf,
 }
 
@@ -160,7 +161,8 @@ impl Client {
                 source: io::Error::other(e),
             })?;
         Ok(Client {
-            auth: pb::auth_client::AuthClient::new(channel),
+            auth: pb::auth_client::AuthClient::new(channel.clone()),
+            completions: pb::completions_client::CompletionsClient::new(channel),
             socket,
         })
     }
@@ -209,6 +211,11 @@ impl Client {
     /// The generated Auth client, for calls this wrapper does not cover yet.
     pub fn auth(&mut self) -> &mut pb::auth_client::AuthClient<Channel> {
         &mut self.auth
+    }
+
+    /// The generated Completions client.
+    pub fn completions(&mut self) -> &mut pb::completions_client::CompletionsClient<Channel> {
+        &mut self.completions
     }
 }
 

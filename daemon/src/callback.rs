@@ -47,7 +47,13 @@ pub enum Answer {
 }
 
 /// Applies the callback rules to one request.
-pub fn judge(method: &Method, path: &str, query: Option<&str>, expected_state: &str, completed: bool) -> (Answer, Option<CallbackEvent>) {
+pub fn judge(
+    method: &Method,
+    path: &str,
+    query: Option<&str>,
+    expected_state: &str,
+    completed: bool,
+) -> (Answer, Option<CallbackEvent>) {
     if path == "/cancel" {
         return (Answer::NotACodexLogin, None);
     }
@@ -81,10 +87,16 @@ pub fn judge(method: &Method, path: &str, query: Option<&str>, expected_state: &
             .filter(|c| !c.is_control())
             .take(300)
             .collect();
-        return (Answer::Denied(reason.clone()), Some(CallbackEvent::Denied(reason)));
+        return (
+            Answer::Denied(reason.clone()),
+            Some(CallbackEvent::Denied(reason)),
+        );
     }
     match code.filter(|c| !c.is_empty()) {
-        Some(code) => (Answer::Success, Some(CallbackEvent::Code(Secret::new(code)))),
+        Some(code) => (
+            Answer::Success,
+            Some(CallbackEvent::Code(Secret::new(code))),
+        ),
         None => (Answer::BadRequest("The callback has no code."), None),
     }
 }
@@ -109,7 +121,10 @@ pub async fn bind_first(candidates: &[SocketAddr]) -> Result<TcpListener, Vec<Bi
         match TcpListener::bind(addr).await {
             Ok(l) => return Ok(l),
             Err(e) if e.kind() == io::ErrorKind::AddrInUse => errors.push(BindError::Busy(*addr)),
-            Err(source) => errors.push(BindError::Io { addr: *addr, source }),
+            Err(source) => errors.push(BindError::Io {
+                addr: *addr,
+                source,
+            }),
         }
     }
     Err(errors)
@@ -123,14 +138,20 @@ pub struct CallbackServer {
 
 impl std::fmt::Debug for CallbackServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CallbackServer").field("addr", &self.addr).finish()
+        f.debug_struct("CallbackServer")
+            .field("addr", &self.addr)
+            .finish()
     }
 }
 
 impl CallbackServer {
     /// Serves the callback on `listener` for a login with `expected_state`,
     /// reporting codes and denials on `events`.
-    pub fn start(listener: TcpListener, expected_state: String, events: mpsc::Sender<CallbackEvent>) -> io::Result<CallbackServer> {
+    pub fn start(
+        listener: TcpListener,
+        expected_state: String,
+        events: mpsc::Sender<CallbackEvent>,
+    ) -> io::Result<CallbackServer> {
         let addr = listener.local_addr()?;
         let completed = Arc::new(Mutex::new(false));
         let mut tasks = JoinSet::new();
@@ -148,7 +169,13 @@ impl CallbackServer {
                 let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
                     let (answer, event) = {
                         let mut done = completed.lock().unwrap_or_else(|p| p.into_inner());
-                        let (answer, event) = judge(req.method(), req.uri().path(), req.uri().query(), &state, *done);
+                        let (answer, event) = judge(
+                            req.method(),
+                            req.uri().path(),
+                            req.uri().query(),
+                            &state,
+                            *done,
+                        );
                         if answer == Answer::Success {
                             *done = true;
                         }
@@ -184,13 +211,41 @@ impl Drop for CallbackServer {
 
 fn respond(answer: &Answer) -> Response<Full<Bytes>> {
     let (status, title, body) = match answer {
-        Answer::NotFound => (StatusCode::NOT_FOUND, "Not found", "There is nothing here.".to_owned()),
-        Answer::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "Not allowed", "Only GET is accepted.".to_owned()),
-        Answer::NotACodexLogin => (StatusCode::OK, "piauthd", "This is a piauthd login, not a Codex CLI login; it keeps running.".to_owned()),
-        Answer::AlreadyCompleted => (StatusCode::CONFLICT, "Already signed in", "This login has already completed. You can close this window.".to_owned()),
-        Answer::BadRequest(why) => (StatusCode::BAD_REQUEST, "Sign-in failed", format!("{why} Start the login again with <code>pi-authctl login</code>.")),
-        Answer::Denied(reason) => (StatusCode::BAD_REQUEST, "Sign-in failed", format!("The sign-in was refused: {}", escape(reason))),
-        Answer::Success => (StatusCode::OK, "Signed in", "piauthd is signed in. You can close this window.".to_owned()),
+        Answer::NotFound => (
+            StatusCode::NOT_FOUND,
+            "Not found",
+            "There is nothing here.".to_owned(),
+        ),
+        Answer::MethodNotAllowed => (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "Not allowed",
+            "Only GET is accepted.".to_owned(),
+        ),
+        Answer::NotACodexLogin => (
+            StatusCode::OK,
+            "piauthd",
+            "This is a piauthd login, not a Codex CLI login; it keeps running.".to_owned(),
+        ),
+        Answer::AlreadyCompleted => (
+            StatusCode::CONFLICT,
+            "Already signed in",
+            "This login has already completed. You can close this window.".to_owned(),
+        ),
+        Answer::BadRequest(why) => (
+            StatusCode::BAD_REQUEST,
+            "Sign-in failed",
+            format!("{why} Start the login again with <code>pi-authctl login</code>."),
+        ),
+        Answer::Denied(reason) => (
+            StatusCode::BAD_REQUEST,
+            "Sign-in failed",
+            format!("The sign-in was refused: {}", escape(reason)),
+        ),
+        Answer::Success => (
+            StatusCode::OK,
+            "Signed in",
+            "piauthd is signed in. You can close this window.".to_owned(),
+        ),
     };
     let page = format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title}</title>\
@@ -204,7 +259,10 @@ fn respond(answer: &Answer) -> Response<Full<Bytes>> {
         .header(header::CACHE_CONTROL, "no-store")
         .header("referrer-policy", "no-referrer")
         .header("x-content-type-options", "nosniff")
-        .header("content-security-policy", "default-src 'none'; style-src 'unsafe-inline'")
+        .header(
+            "content-security-policy",
+            "default-src 'none'; style-src 'unsafe-inline'",
+        )
         .header(header::CONNECTION, "close")
         .body(Full::new(Bytes::from(page)))
         .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
@@ -236,19 +294,44 @@ mod tests {
     #[test]
     fn the_rules() {
         assert_eq!(get("/x", None, false).0, Answer::NotFound);
-        assert_eq!(judge(&Method::POST, "/auth/callback", None, ST, false).0, Answer::MethodNotAllowed);
+        assert_eq!(
+            judge(&Method::POST, "/auth/callback", None, ST, false).0,
+            Answer::MethodNotAllowed
+        );
         assert_eq!(get("/cancel", None, false), (Answer::NotACodexLogin, None));
-        assert_eq!(get("/auth/callback", Some("code=c&state=s2"), false).0, Answer::BadRequest("State mismatch"));
-        assert_eq!(get("/auth/callback", Some("code=c"), false).0, Answer::BadRequest("State mismatch"));
-        assert_eq!(get("/auth/callback", Some("state=s1"), false).0, Answer::BadRequest("The callback has no code."));
+        assert_eq!(
+            get("/auth/callback", Some("code=c&state=s2"), false).0,
+            Answer::BadRequest("State mismatch")
+        );
+        assert_eq!(
+            get("/auth/callback", Some("code=c"), false).0,
+            Answer::BadRequest("State mismatch")
+        );
+        assert_eq!(
+            get("/auth/callback", Some("state=s1"), false).0,
+            Answer::BadRequest("The callback has no code.")
+        );
         let (a, e) = get("/auth/callback", Some("code=c&state=s1"), false);
-        assert_eq!((a, e), (Answer::Success, Some(CallbackEvent::Code(Secret::from("c")))));
-        assert_eq!(get("/auth/callback", Some("code=c&state=s1"), true).0, Answer::AlreadyCompleted);
+        assert_eq!(
+            (a, e),
+            (
+                Answer::Success,
+                Some(CallbackEvent::Code(Secret::from("c")))
+            )
+        );
+        assert_eq!(
+            get("/auth/callback", Some("code=c&state=s1"), true).0,
+            Answer::AlreadyCompleted
+        );
     }
 
     #[test]
     fn a_denial_needs_the_right_state() {
-        let (a, e) = get("/auth/callback", Some("error=access_denied&error_description=No+thanks&state=s1"), false);
+        let (a, e) = get(
+            "/auth/callback",
+            Some("error=access_denied&error_description=No+thanks&state=s1"),
+            false,
+        );
         assert_eq!(a, Answer::Denied("No thanks".into()));
         assert_eq!(e, Some(CallbackEvent::Denied("No thanks".into())));
         let (a, e) = get("/auth/callback", Some("error=access_denied"), false);
@@ -265,6 +348,9 @@ mod tests {
 
     #[test]
     fn escape_neutralises_markup() {
-        assert_eq!(escape("<a href='x'>&</a>"), "&lt;a href=&#39;x&#39;&gt;&amp;&lt;/a&gt;");
+        assert_eq!(
+            escape("<a href='x'>&</a>"),
+            "&lt;a href=&#39;x&#39;&gt;&amp;&lt;/a&gt;"
+        );
     }
 }

@@ -15,6 +15,13 @@ pub const DEFAULT_ISSUER: &str = "https://auth.openai.com";
 pub const DEFAULT_CODEX_BASE_URL: &str = "https://chatgpt.com/backend-api";
 /// Where the login callback listener binds unless configured otherwise.
 pub const DEFAULT_CALLBACK_ADDR: &str = "127.0.0.1:1455";
+/// Where it binds when the first address is busy: the only other port on
+/// the issuer's redirect allow-list.
+pub const DEFAULT_CALLBACK_FALLBACK_ADDR: &str = "127.0.0.1:1457";
+/// `originator` in the authorize URL unless configured otherwise.
+pub const DEFAULT_ORIGINATOR: &str = "pi";
+/// How long a login may take unless configured otherwise.
+pub const DEFAULT_LOGIN_TIMEOUT_SECS: u64 = 600;
 
 /// Values given on the command line or in the environment. `None` means
 /// "not given here"; clap merges flags over environment variables.
@@ -25,6 +32,9 @@ pub struct Overrides {
     pub issuer: Option<String>,
     pub codex_base_url: Option<String>,
     pub callback_addr: Option<SocketAddr>,
+    pub callback_fallback_addr: Option<SocketAddr>,
+    pub originator: Option<String>,
+    pub login_timeout_secs: Option<u64>,
 }
 
 /// The config file's contents. Unknown keys are an error, so a typo is not
@@ -37,6 +47,9 @@ pub struct FileConfig {
     pub issuer: Option<String>,
     pub codex_base_url: Option<String>,
     pub callback_addr: Option<SocketAddr>,
+    pub callback_fallback_addr: Option<SocketAddr>,
+    pub originator: Option<String>,
+    pub login_timeout_secs: Option<u64>,
 }
 
 /// The facts of the environment that defaults depend on.
@@ -72,6 +85,10 @@ pub struct Config {
     pub issuer: String,
     pub codex_base_url: String,
     pub callback_addr: SocketAddr,
+    /// Tried when `callback_addr` is busy; `None` when there is none.
+    pub callback_fallback_addr: Option<SocketAddr>,
+    pub originator: String,
+    pub login_timeout_secs: u64,
 }
 
 /// Why the configuration is unusable.
@@ -92,6 +109,12 @@ pub enum ConfigError {
     },
     #[error("{what} must be an http(s) URL, got {value:?}")]
     BadUrl { what: &'static str, value: String },
+    #[error(
+        "the callback address {0} is not a loopback address; the login callback must never be reachable from the network"
+    )]
+    NotLoopback(SocketAddr),
+    #[error("the originator must be 1-64 printable ASCII characters")]
+    BadOriginator,
 }
 
 /// Where the config file lives: `$XDG_CONFIG_HOME/piauthd/config.toml`, or
@@ -171,7 +194,39 @@ pub fn resolve(
         .callback_addr
         .or(file.callback_addr)
         .unwrap_or_else(|| DEFAULT_CALLBACK_ADDR.parse().expect("valid constant"));
+    // The fallback defaults to 1457 only beside the default 1455: a custom
+    // port has no second port on the issuer's allow-list to fall back to.
+    let callback_fallback_addr = over
+        .callback_fallback_addr
+        .or(file.callback_fallback_addr)
+        .or_else(|| {
+            (callback_addr.port() == 1455).then(|| SocketAddr::new(callback_addr.ip(), 1457))
+        })
+        .filter(|a| *a != callback_addr);
+    for addr in std::iter::once(callback_addr).chain(callback_fallback_addr) {
+        if !addr.ip().is_loopback() {
+            return Err(ConfigError::NotLoopback(addr));
+        }
+    }
+    let originator = over
+        .originator
+        .or(file.originator)
+        .unwrap_or_else(|| DEFAULT_ORIGINATOR.into());
+    if originator.is_empty()
+        || originator.len() > 64
+        || !originator.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return Err(ConfigError::BadOriginator);
+    }
+    let login_timeout_secs = over
+        .login_timeout_secs
+        .or(file.login_timeout_secs)
+        .unwrap_or(DEFAULT_LOGIN_TIMEOUT_SECS)
+        .max(1);
     Ok(Config {
+        callback_fallback_addr,
+        originator,
+        login_timeout_secs,
         socket,
         auth_file: agent_dir.join("auth.json"),
         issuer: issuer.trim_end_matches('/').to_owned(),
@@ -214,6 +269,33 @@ mod tests {
         assert_eq!(c.issuer, DEFAULT_ISSUER);
         assert_eq!(c.codex_base_url, DEFAULT_CODEX_BASE_URL);
         assert_eq!(c.callback_addr.to_string(), "127.0.0.1:1455");
+        assert_eq!(
+            c.callback_fallback_addr.unwrap().to_string(),
+            "127.0.0.1:1457"
+        );
+        assert_eq!(c.originator, "pi");
+        assert_eq!(c.login_timeout_secs, 600);
+    }
+
+    #[test]
+    fn callback_addresses_must_be_loopback() {
+        let over = Overrides {
+            callback_addr: Some("0.0.0.0:1455".parse().unwrap()),
+            ..Default::default()
+        };
+        assert!(matches!(
+            resolve(over, FileConfig::default(), &env()),
+            Err(ConfigError::NotLoopback(_))
+        ));
+        let over = Overrides {
+            callback_addr: Some("127.0.0.1:5000".parse().unwrap()),
+            ..Default::default()
+        };
+        let c = resolve(over, FileConfig::default(), &env()).unwrap();
+        assert_eq!(
+            c.callback_fallback_addr, None,
+            "no fallback beside a custom port"
+        );
     }
 
     #[test]

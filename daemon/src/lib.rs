@@ -16,6 +16,8 @@
 //!   request may have been sent.
 //! * [`broker`]: the in-memory credentials and every decision about them;
 //!   the only writer of the store.
+//! * [`callback`]: the loopback listener that exists only during a login.
+//! * [`login`]: the browser, paste and device-code flows.
 //! * [`socket`]: the private socket directory and one-instance lock.
 //! * [`rpc`]: the tonic services; the only module that sees proto types.
 //! * [`server`]: wires them together and runs until shutdown.
@@ -23,6 +25,7 @@
 pub mod broker;
 pub mod callback;
 pub mod config;
+pub mod login;
 pub mod oauth;
 pub mod rpc;
 pub mod secret;

@@ -40,6 +40,19 @@ struct Args {
     #[arg(long, env = "PIAUTHD_CALLBACK_ADDR", value_name = "ADDR")]
     callback_addr: Option<SocketAddr>,
 
+    /// Login callback address tried when the first is busy [default:
+    /// 127.0.0.1:1457 beside the default 1455, else none]
+    #[arg(long, env = "PIAUTHD_CALLBACK_FALLBACK_ADDR", value_name = "ADDR")]
+    callback_fallback_addr: Option<SocketAddr>,
+
+    /// `originator` sent in the authorize URL [default: pi]
+    #[arg(long, env = "PIAUTHD_ORIGINATOR", value_name = "NAME")]
+    originator: Option<String>,
+
+    /// How long a login may take, in seconds [default: 600]
+    #[arg(long, env = "PIAUTHD_LOGIN_TIMEOUT_SECS", value_name = "SECS")]
+    login_timeout_secs: Option<u64>,
+
     /// Config file [default: $XDG_CONFIG_HOME/piauthd/config.toml]
     #[arg(long, env = "PIAUTHD_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
@@ -90,6 +103,9 @@ fn start(args: Args) -> anyhow::Result<()> {
         issuer: args.issuer,
         codex_base_url: args.codex_base_url,
         callback_addr: args.callback_addr,
+        callback_fallback_addr: args.callback_fallback_addr,
+        originator: args.originator,
+        login_timeout_secs: args.login_timeout_secs,
     };
     let config = config::resolve(overrides, file, &env)?;
 

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::broker::{self, Broker};
 use crate::config::Config;
+use crate::login::{LoginSettings, Logins};
 use crate::socket::{self, SocketError};
 use crate::store::{self, FileStore};
 use crate::upstream::Issuer;
@@ -66,7 +67,18 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         Err(e) => tracing::warn!(error = %e, "could not check for an orphaned auth.json lock"),
     }
     let issuer = Issuer::new(&config.issuer).map_err(RunError::Http)?;
-    let broker = Broker::new(FileStore::new(&config.auth_file), issuer);
+    let broker = Broker::new(FileStore::new(&config.auth_file), issuer.clone());
+    let logins = Logins::new(
+        broker.clone(),
+        issuer,
+        LoginSettings {
+            callback_addrs: std::iter::once(config.callback_addr)
+                .chain(config.callback_fallback_addr)
+                .collect(),
+            originator: config.originator.clone(),
+            default_timeout: Duration::from_secs(config.login_timeout_secs),
+        },
+    );
     broker.reload().await;
     let schedule = tokio::spawn(broker::run_schedule(broker.clone(), shutdown.clone()));
 
@@ -100,6 +112,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     let serve = crate::rpc::serve(
         listener,
         broker.clone(),
+        logins,
         bound.path().display().to_string(),
         uid,
         shutdown.clone(),

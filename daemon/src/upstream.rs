@@ -132,3 +132,180 @@ fn sent_error(e: reqwest::Error) -> RefreshError {
         RefreshError::OutcomeUnknown { message }
     }
 }
+
+/// Why a login request to the issuer failed. Never contains a code.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LoginHttpError {
+    #[error("device-code login is not enabled for this issuer (404)")]
+    DeviceLoginDisabled,
+    #[error("the issuer refused: {0}")]
+    Refused(String),
+    #[error("the issuer's answer was unusable: {0}")]
+    BadAnswer(String),
+    #[error("could not reach the issuer: {0}")]
+    Network(String),
+}
+
+/// A device code to show the user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceCode {
+    pub device_auth_id: String,
+    pub user_code: String,
+    pub interval_secs: u64,
+}
+
+/// One poll of a device login.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DevicePoll {
+    Pending,
+    SlowDown,
+    Approved {
+        authorization_code: Secret<String>,
+        code_verifier: Secret<String>,
+    },
+}
+
+impl Issuer {
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.token_url.trim_end_matches("/oauth/token"))
+    }
+
+    /// Exchanges an authorization code (PROTOCOL.md §1, "Code exchange").
+    pub async fn exchange_code(
+        &self,
+        code: &Secret<String>,
+        verifier: &Secret<String>,
+        redirect_uri: &str,
+    ) -> Result<TokenResponse, LoginHttpError> {
+        let form = [
+            ("grant_type", "authorization_code"),
+            ("client_id", CLIENT_ID),
+            ("code", code.expose().as_str()),
+            ("code_verifier", verifier.expose().as_str()),
+            ("redirect_uri", redirect_uri),
+        ];
+        let response = self
+            .http
+            .post(&self.token_url)
+            .form(&form)
+            .send()
+            .await
+            .map_err(network)?;
+        let status = response.status().as_u16();
+        let body = response.bytes().await.map_err(network)?;
+        if !(200..300).contains(&status) {
+            return Err(refused(status, &body));
+        }
+        let tokens = oauth::parse_token_response(&body)
+            .map_err(|e| LoginHttpError::BadAnswer(e.to_string()))?;
+        if tokens.refresh_token.is_none() || tokens.expires_in.is_none() {
+            return Err(LoginHttpError::BadAnswer(
+                "the answer lacks refresh_token or expires_in".into(),
+            ));
+        }
+        Ok(tokens)
+    }
+
+    /// Starts a device login: `POST /api/accounts/deviceauth/usercode`.
+    pub async fn device_user_code(&self) -> Result<DeviceCode, LoginHttpError> {
+        let response = self
+            .http
+            .post(self.url("/api/accounts/deviceauth/usercode"))
+            .json(&serde_json::json!({ "client_id": CLIENT_ID }))
+            .send()
+            .await
+            .map_err(network)?;
+        let status = response.status().as_u16();
+        let body = response.bytes().await.map_err(network)?;
+        if status == 404 {
+            return Err(LoginHttpError::DeviceLoginDisabled);
+        }
+        if !(200..300).contains(&status) {
+            return Err(refused(status, &body));
+        }
+        let v: serde_json::Value = serde_json::from_slice(&body)
+            .map_err(|_| LoginHttpError::BadAnswer("not JSON".into()))?;
+        let text = |k: &str| {
+            v.get(k)
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_owned)
+        };
+        let interval = v.get("interval").and_then(|i| {
+            i.as_u64()
+                .or_else(|| i.as_str().and_then(|s| s.trim().parse().ok()))
+        });
+        match (text("device_auth_id"), text("user_code")) {
+            (Some(device_auth_id), Some(user_code)) => Ok(DeviceCode {
+                device_auth_id,
+                user_code,
+                interval_secs: interval.unwrap_or(5),
+            }),
+            _ => Err(LoginHttpError::BadAnswer(
+                "the answer lacks device_auth_id or user_code".into(),
+            )),
+        }
+    }
+
+    /// Polls a device login: `POST /api/accounts/deviceauth/token`.
+    pub async fn device_poll(&self, code: &DeviceCode) -> Result<DevicePoll, LoginHttpError> {
+        let response = self
+            .http
+            .post(self.url("/api/accounts/deviceauth/token"))
+            .json(&serde_json::json!({
+                "device_auth_id": code.device_auth_id,
+                "user_code": code.user_code,
+            }))
+            .send()
+            .await
+            .map_err(network)?;
+        let status = response.status().as_u16();
+        let body = response.bytes().await.map_err(network)?;
+        let (error, _) = oauth::error_fields(&body);
+        match (status, error.as_deref()) {
+            (403 | 404, _) | (_, Some("deviceauth_authorization_pending")) => {
+                Ok(DevicePoll::Pending)
+            }
+            (_, Some("slow_down")) => Ok(DevicePoll::SlowDown),
+            (200..=299, _) => {
+                let v: serde_json::Value = serde_json::from_slice(&body)
+                    .map_err(|_| LoginHttpError::BadAnswer("not JSON".into()))?;
+                let text = |k: &str| {
+                    v.get(k)
+                        .and_then(serde_json::Value::as_str)
+                        .filter(|s| !s.is_empty())
+                        .map(Secret::from)
+                };
+                match (text("authorization_code"), text("code_verifier")) {
+                    (Some(authorization_code), Some(code_verifier)) => Ok(DevicePoll::Approved {
+                        authorization_code,
+                        code_verifier,
+                    }),
+                    _ => Err(LoginHttpError::BadAnswer(
+                        "the answer lacks authorization_code or code_verifier".into(),
+                    )),
+                }
+            }
+            _ => Err(refused(status, &body)),
+        }
+    }
+
+    /// The issuer base URL (for the device verification page and callback).
+    pub fn base(&self) -> String {
+        self.url("")
+    }
+}
+
+fn network(e: reqwest::Error) -> LoginHttpError {
+    LoginHttpError::Network(e.without_url().to_string())
+}
+
+fn refused(status: u16, body: &[u8]) -> LoginHttpError {
+    let (code, message) = oauth::error_fields(body);
+    let text = match (code, message) {
+        (Some(c), Some(m)) => format!("{c}: {m}"),
+        (Some(c), None) => c,
+        (None, Some(m)) => m,
+        (None, None) => format!("HTTP {status}"),
+    };
+    LoginHttpError::Refused(text.chars().filter(|c| !c.is_control()).take(300).collect())
+}

@@ -114,12 +114,12 @@ async fn unimplemented_calls_say_what_is_missing() {
     let _d = Daemon::start(&sb);
     let mut c = Client::connect(sb.socket()).await.unwrap();
     let st = c
-        .auth()
-        .login(pb::LoginRequest::default())
+        .completions()
+        .list_models(pb::ListModelsRequest::default())
         .await
         .unwrap_err();
     assert_eq!(st.code(), tonic::Code::Unimplemented);
-    assert!(st.message().contains("Login"), "{}", st.message());
+    assert!(st.message().contains("ListModels"), "{}", st.message());
 }
 
 #[test]

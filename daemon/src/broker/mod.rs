@@ -18,6 +18,7 @@
 //!
 //! The broker is the only writer of the store.
 
+mod account;
 mod policy;
 mod refresh;
 mod report;
@@ -34,6 +35,7 @@ use crate::secret::Secret;
 use crate::store::{Credential, Document, FileStore, OAuthCredential, StoreError};
 use crate::upstream::Issuer;
 
+pub use account::AccountError;
 pub use policy::{MAX_MIN_VALID_MS, effective_min_valid_ms, margin_ms, refresh_at};
 pub use report::{CredentialKind, ProviderReport, ProviderState, report};
 pub use schedule::run_schedule;

@@ -11,7 +11,7 @@ use crate::store::{self, Credential, Document, LockError, OAuthCredential, PiLoc
 use crate::upstream::RefreshError;
 
 /// How long a refresh waits for pi's lock before giving up for now.
-const LOCK_WAIT: Duration = Duration::from_secs(40);
+pub(super) const LOCK_WAIT: Duration = Duration::from_secs(40);
 /// Retries of a request that never left the machine (connection refused).
 const NOT_SENT_RETRIES: u32 = 2;
 
@@ -204,39 +204,14 @@ impl Broker {
                 let lifetime = response
                     .expires_in
                     .map_or((expires_ms - sent_at).max(0), |s| s.saturating_mul(1000));
-                doc.set_oauth(DEFAULT_PROVIDER, &fresh);
-                // Durability first: write before anyone is served from it.
-                let written = write_blocking(self.store.path(), &doc).await;
-                self.modify(|v| {
-                    set_codex(v, fresh, claims);
-                    v.refresh.lifetime_ms = lifetime;
-                    v.refresh.last_refresh_ms = now;
-                    v.refresh.refresh_count += 1;
-                    v.refresh.failures = 0;
-                    v.refresh.retry_at_ms = 0;
-                    v.refresh.last_error.clear();
-                    match &written {
-                        Ok(()) => {
-                            v.refresh.unpersisted = false;
-                            v.health = StoreHealth::Ok;
-                            v.detail.clear();
-                        }
-                        Err(e) => {
-                            v.refresh.unpersisted = true;
-                            v.health = StoreHealth::Degraded;
-                            v.detail = format!(
-                                "cannot write {}: {e}; the new token is kept in memory and the write is retried",
-                                self.store.path().display()
-                            );
-                        }
-                    }
-                });
+                let written = self
+                    .save_and_publish(&mut doc, fresh, lifetime, now, true)
+                    .await;
                 drop(lock);
                 match written {
                     Ok(()) => tracing::info!("refreshed and saved the {DEFAULT_PROVIDER} token"),
                     Err(e) => {
                         tracing::error!(error = %e, "refreshed, but cannot save the new token; keeping it in memory");
-                        self.spawn_persist_retry();
                     }
                 }
                 Ok(())
@@ -282,6 +257,54 @@ impl Broker {
                 })
             }
         }
+    }
+
+    /// Writes `fresh` into `doc` durably, then publishes it. Durability
+    /// first: the snapshot changes only after the write returned. If the
+    /// write fails, the token is published anyway (it exists nowhere else),
+    /// marked unpersisted, and a retry loop is started.
+    pub(super) async fn save_and_publish(
+        self: &Arc<Self>,
+        doc: &mut Document,
+        fresh: OAuthCredential,
+        lifetime_ms: i64,
+        now: i64,
+        refreshed: bool,
+    ) -> std::io::Result<()> {
+        doc.set_oauth(DEFAULT_PROVIDER, &fresh);
+        let claims = oauth::read_claims(fresh.access.expose()).ok();
+        let written = write_blocking(self.store.path(), doc).await;
+        let path = self.store.path().display().to_string();
+        self.modify(|v| {
+            set_codex(v, fresh, claims);
+            v.refresh.lifetime_ms = lifetime_ms;
+            if refreshed {
+                v.refresh.last_refresh_ms = now;
+                v.refresh.refresh_count += 1;
+            }
+            v.refresh.phase = Phase::Idle;
+            v.refresh.failures = 0;
+            v.refresh.retry_at_ms = 0;
+            v.refresh.last_error.clear();
+            match &written {
+                Ok(()) => {
+                    v.refresh.unpersisted = false;
+                    v.health = StoreHealth::Ok;
+                    v.detail.clear();
+                }
+                Err(e) => {
+                    v.refresh.unpersisted = true;
+                    v.health = StoreHealth::Degraded;
+                    v.detail = format!(
+                        "cannot write {path}: {e}; the new token is kept in memory and the write is retried"
+                    );
+                }
+            }
+        });
+        if written.is_err() {
+            self.spawn_persist_retry();
+        }
+        written
     }
 
     /// Records a transient failure and schedules the retry.

@@ -20,7 +20,9 @@ pub enum PasteError {
     NoCode,
     #[error("the sign-in was refused: {0}")]
     Denied(String),
-    #[error("State mismatch: this URL belongs to a different login attempt; paste the URL from the current one")]
+    #[error(
+        "State mismatch: this URL belongs to a different login attempt; paste the URL from the current one"
+    )]
     StateMismatch,
 }
 
@@ -109,9 +111,18 @@ mod tests {
         let url = format!("http://localhost:1455/auth/callback?code=abc&state={ST}");
         assert_eq!(code(parse_paste(&url, ST)), ("abc".into(), Some(ST.into())));
         assert_eq!(code(parse_paste(&format!("  {url}\n"), ST)).0, "abc");
-        assert_eq!(code(parse_paste(&format!("abc#{ST}"), ST)), ("abc".into(), Some(ST.into())));
-        assert_eq!(code(parse_paste(&format!("code=abc&state={ST}"), ST)).0, "abc");
-        assert_eq!(code(parse_paste(&format!("?code=abc&state={ST}"), ST)).0, "abc");
+        assert_eq!(
+            code(parse_paste(&format!("abc#{ST}"), ST)),
+            ("abc".into(), Some(ST.into()))
+        );
+        assert_eq!(
+            code(parse_paste(&format!("code=abc&state={ST}"), ST)).0,
+            "abc"
+        );
+        assert_eq!(
+            code(parse_paste(&format!("?code=abc&state={ST}"), ST)).0,
+            "abc"
+        );
         assert_eq!(code(parse_paste("abc", ST)), ("abc".into(), None));
         assert_eq!(code(parse_paste("ac_x-Y.z", ST)).0, "ac_x-Y.z");
     }
@@ -130,17 +141,31 @@ mod tests {
             format!("abc#{other}"),
             format!("code=abc&state={other}"),
         ] {
-            assert_eq!(parse_paste(&input, ST), Err(PasteError::StateMismatch), "{input}");
+            assert_eq!(
+                parse_paste(&input, ST),
+                Err(PasteError::StateMismatch),
+                "{input}"
+            );
         }
-        assert!(PasteError::StateMismatch.to_string().starts_with("State mismatch"));
+        assert!(
+            PasteError::StateMismatch
+                .to_string()
+                .starts_with("State mismatch")
+        );
     }
 
     #[test]
     fn refuses_empty_and_codeless_pastes() {
         assert_eq!(parse_paste("", ST), Err(PasteError::Empty));
         assert_eq!(parse_paste(" \n\t", ST), Err(PasteError::Empty));
-        assert_eq!(parse_paste("http://localhost:1455/auth/callback", ST), Err(PasteError::NoCode));
-        assert_eq!(parse_paste(&format!("state={ST}"), ST), Err(PasteError::NoCode));
+        assert_eq!(
+            parse_paste("http://localhost:1455/auth/callback", ST),
+            Err(PasteError::NoCode)
+        );
+        assert_eq!(
+            parse_paste(&format!("state={ST}"), ST),
+            Err(PasteError::NoCode)
+        );
         assert_eq!(parse_paste("#state", ST), Err(PasteError::NoCode));
         assert_eq!(parse_paste("two words", ST), Err(PasteError::NoCode));
     }

@@ -85,7 +85,12 @@ mod tests {
     fn verifier_and_challenge_have_the_right_shape() {
         let p = Pkce::generate();
         assert_eq!(p.verifier.expose().len(), 43);
-        assert!(p.verifier.expose().bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+        assert!(
+            p.verifier
+                .expose()
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        );
         assert_eq!(p.challenge.len(), 43);
         assert_ne!(Pkce::generate().verifier, p.verifier);
     }

@@ -10,13 +10,20 @@ use tonic::{Request, Response, Status};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
-use super::error::{not_yet, provider_arg};
+use std::time::Duration;
+
+use tonic::Code;
+
+use super::error::{Reason, provider_arg, status};
 use crate::broker::{self, Broker, CredentialKind, Grant, ProviderState, StoreHealth};
+use crate::login::{FailureKind, LoginEvent, Logins, Method, SubmitError};
+use crate::secret::Secret;
 
 /// Serves `piauth.v1.Auth` from a broker.
 #[derive(Debug, Clone)]
 pub struct AuthService {
     broker: Arc<Broker>,
+    logins: Arc<Logins>,
     socket_path: String,
     /// Ends open streams (WatchToken) at shutdown.
     shutdown: CancellationToken,
@@ -25,11 +32,13 @@ pub struct AuthService {
 impl AuthService {
     pub fn new(
         broker: Arc<Broker>,
+        logins: Arc<Logins>,
         socket_path: String,
         shutdown: CancellationToken,
     ) -> AuthService {
         AuthService {
             broker,
+            logins,
             socket_path,
             shutdown,
         }
@@ -166,9 +175,9 @@ impl pb::auth_server::Auth for AuthService {
         let req = req.into_inner();
         let provider = provider_arg(&req.provider)?;
         if provider != broker::DEFAULT_PROVIDER {
-            return Err(super::error::status(
-                tonic::Code::InvalidArgument,
-                super::error::Reason::UnsupportedProvider,
+            return Err(status(
+                Code::InvalidArgument,
+                Reason::UnsupportedProvider,
                 format!(
                     "piauthd refreshes only {}; pi refreshes {provider} itself",
                     broker::DEFAULT_PROVIDER
@@ -184,22 +193,134 @@ impl pb::auth_server::Auth for AuthService {
 
     async fn login(
         &self,
-        _req: Request<pb::LoginRequest>,
+        req: Request<pb::LoginRequest>,
     ) -> Result<Response<Self::LoginStream>, Status> {
-        Err(not_yet("Login (browser, paste and device-code login)"))
+        let req = req.into_inner();
+        let provider = provider_arg(&req.provider)?;
+        if provider != broker::DEFAULT_PROVIDER {
+            return Err(status(
+                Code::InvalidArgument,
+                Reason::UnsupportedProvider,
+                format!(
+                    "piauthd logs in to {} only; log in to {provider} with pi",
+                    broker::DEFAULT_PROVIDER
+                ),
+            ));
+        }
+        let method = match pb::LoginMethod::try_from(req.method).unwrap_or_default() {
+            pb::LoginMethod::DeviceCode => Method::DeviceCode,
+            pb::LoginMethod::Browser | pb::LoginMethod::Unspecified => Method::Browser,
+        };
+        let timeout =
+            (req.timeout_secs > 0).then(|| Duration::from_secs(u64::from(req.timeout_secs)));
+        let mut events = self
+            .logins
+            .start(method, timeout, self.shutdown.clone())
+            .map_err(|e| {
+                status(
+                    Code::FailedPrecondition,
+                    Reason::LoginInProgress,
+                    e.to_string(),
+                )
+            })?;
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        tokio::spawn(async move {
+            // Forwarding ends when the client goes away; dropping `events`
+            // then cancels the login and closes the callback port.
+            loop {
+                tokio::select! {
+                    event = events.recv() => match event {
+                        Some(event) => if tx.send(Ok(login_event(event))).await.is_err() { return },
+                        None => return,
+                    },
+                    () = tx.closed() => return,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
     async fn submit_code(
         &self,
-        _req: Request<pb::SubmitCodeRequest>,
+        req: Request<pb::SubmitCodeRequest>,
     ) -> Result<Response<pb::SubmitCodeResponse>, Status> {
-        Err(not_yet("SubmitCode (pasted login codes)"))
+        let req = req.into_inner();
+        provider_arg(&req.provider)?;
+        self.logins
+            .submit(Secret::new(req.input))
+            .await
+            .map_err(|e| match e {
+                SubmitError::NoLogin | SubmitError::DeviceLogin => status(
+                    Code::FailedPrecondition,
+                    Reason::NoLoginInProgress,
+                    e.to_string(),
+                ),
+                SubmitError::Rejected(_) | SubmitError::Exchange(_) => {
+                    status(Code::InvalidArgument, Reason::PasteRejected, e.to_string())
+                }
+            })?;
+        Ok(Response::new(pb::SubmitCodeResponse {}))
     }
 
     async fn logout(
         &self,
-        _req: Request<pb::LogoutRequest>,
+        req: Request<pb::LogoutRequest>,
     ) -> Result<Response<pb::LogoutResponse>, Status> {
-        Err(not_yet("Logout"))
+        let req = req.into_inner();
+        let provider = provider_arg(&req.provider)?;
+        let removed = self.broker.logout(provider).await.map_err(|e| {
+            let reason = match e {
+                crate::store::StoreError::Corrupt { .. } => Reason::StoreCorrupt,
+                _ => Reason::StoreUnavailable,
+            };
+            status(Code::FailedPrecondition, reason, e.to_string())
+        })?;
+        Ok(Response::new(pb::LogoutResponse { removed }))
     }
+}
+
+fn login_event(event: LoginEvent) -> pb::LoginEvent {
+    use pb::login_event::Event;
+    let event = match event {
+        LoginEvent::AuthorizeUrl { url, callback_addr } => Event::AuthorizeUrl(pb::AuthorizeUrl {
+            url,
+            callback_addr: callback_addr.map(|a| a.to_string()).unwrap_or_default(),
+        }),
+        LoginEvent::Waiting(message) => Event::Waiting(pb::Waiting { message }),
+        LoginEvent::DeviceCode {
+            verification_url,
+            user_code,
+            expires_at_ms,
+        } => Event::DeviceCode(pb::DeviceCode {
+            verification_url,
+            user_code,
+            expires_at_ms,
+        }),
+        LoginEvent::CallbackUnavailable(message) => {
+            Event::CallbackUnavailable(pb::CallbackUnavailable { message })
+        }
+        LoginEvent::Success {
+            account_id,
+            email,
+            plan,
+        } => Event::Success(pb::LoginSuccess {
+            provider: broker::DEFAULT_PROVIDER.into(),
+            account_id,
+            email,
+            plan,
+        }),
+        LoginEvent::Failure { kind, message } => Event::Failure(pb::LoginFailure {
+            kind: match kind {
+                FailureKind::Denied => pb::LoginFailureKind::Denied,
+                FailureKind::ExchangeFailed => pb::LoginFailureKind::ExchangeFailed,
+                FailureKind::Timeout => pb::LoginFailureKind::Timeout,
+                FailureKind::InvalidToken => pb::LoginFailureKind::InvalidToken,
+                FailureKind::StoreFailed => pb::LoginFailureKind::StoreFailed,
+                FailureKind::DeviceCodeUnavailable => pb::LoginFailureKind::DeviceCodeUnavailable,
+            } as i32,
+            message,
+        }),
+        LoginEvent::Cancelled(message) => Event::Cancelled(pb::LoginCancelled { message }),
+    };
+    pb::LoginEvent { event: Some(event) }
 }

@@ -22,6 +22,7 @@ pub use completions::CompletionsService;
 pub use peer::{PeerUidLayer, peer_allowed};
 
 use crate::broker::Broker;
+use crate::login::Logins;
 
 /// Largest request the daemon decodes. Requests are small except a
 /// completion body, which may carry a long conversation.
@@ -34,6 +35,7 @@ pub const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
 pub async fn serve(
     listener: UnixListener,
     broker: Arc<Broker>,
+    logins: Arc<Logins>,
     socket_path: String,
     own_uid: u32,
     shutdown: CancellationToken,
@@ -48,9 +50,14 @@ pub async fn serve(
         .build_v1()
         .expect("the embedded descriptor set is valid");
 
-    let auth = AuthServer::new(AuthService::new(broker, socket_path, shutdown.clone()))
-        .max_decoding_message_size(MAX_REQUEST_BYTES)
-        .max_encoding_message_size(MAX_RESPONSE_BYTES);
+    let auth = AuthServer::new(AuthService::new(
+        broker,
+        logins,
+        socket_path,
+        shutdown.clone(),
+    ))
+    .max_decoding_message_size(MAX_REQUEST_BYTES)
+    .max_encoding_message_size(MAX_RESPONSE_BYTES);
     let completions = CompletionsServer::new(CompletionsService)
         .max_decoding_message_size(MAX_REQUEST_BYTES)
         .max_encoding_message_size(MAX_RESPONSE_BYTES);

@@ -1,0 +1,479 @@
+//! Running a login: browser with the localhost callback, paste, or device
+//! code. One login at a time; it reports its progress as [`LoginEvent`]s.
+//!
+//! The flow is a task of its own. It ends, and the callback port closes,
+//! when a code is exchanged, the user is refused, the time runs out, the
+//! client goes away, or the daemon shuts down, whichever comes first.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::broker::{AccountError, Broker, now_ms};
+use crate::callback::{self, CallbackEvent, CallbackServer};
+use crate::oauth::{self, PasteError, Pkce};
+use crate::secret::Secret;
+use crate::upstream::{self, DevicePoll, Issuer, LoginHttpError};
+
+/// The longest a device login is polled (PROTOCOL.md §1).
+pub const DEVICE_LIMIT: Duration = Duration::from_secs(15 * 60);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Browser,
+    DeviceCode,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    Denied,
+    ExchangeFailed,
+    Timeout,
+    InvalidToken,
+    StoreFailed,
+    DeviceCodeUnavailable,
+}
+
+/// Progress of a login, for the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoginEvent {
+    AuthorizeUrl {
+        url: String,
+        callback_addr: Option<SocketAddr>,
+    },
+    Waiting(String),
+    DeviceCode {
+        verification_url: String,
+        user_code: String,
+        expires_at_ms: i64,
+    },
+    CallbackUnavailable(String),
+    Success {
+        account_id: String,
+        email: String,
+        plan: String,
+    },
+    Failure {
+        kind: FailureKind,
+        message: String,
+    },
+    Cancelled(String),
+}
+
+/// Settings of the login flow.
+#[derive(Debug, Clone)]
+pub struct LoginSettings {
+    /// Where the callback listener may bind, in order (1455, then 1457).
+    pub callback_addrs: Vec<SocketAddr>,
+    /// `originator` in the authorize URL.
+    pub originator: String,
+    /// How long a login may take unless the request says otherwise.
+    pub default_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StartError {
+    #[error(
+        "a login is already in progress; finish it, or cancel it (Ctrl-C in its pi-authctl) first"
+    )]
+    InProgress,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubmitError {
+    #[error("no login is in progress: run `pi-authctl login` first")]
+    NoLogin,
+    #[error("the login in progress uses a device code; there is nothing to paste")]
+    DeviceLogin,
+    #[error("{0}")]
+    Rejected(#[from] PasteError),
+    #[error("the issuer did not accept that code ({0}); paste the URL again")]
+    Exchange(String),
+}
+
+struct Paste {
+    input: Secret<String>,
+    reply: oneshot::Sender<Result<(), SubmitError>>,
+}
+
+struct Active {
+    id: u64,
+    /// `None` for a device login.
+    paste: Option<mpsc::Sender<Paste>>,
+}
+
+/// The one login that may be in progress.
+pub struct Logins {
+    broker: Arc<Broker>,
+    issuer: Issuer,
+    settings: LoginSettings,
+    active: Mutex<Option<Active>>,
+    next_id: AtomicU64,
+}
+
+impl std::fmt::Debug for Logins {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Logins")
+            .field("settings", &self.settings)
+            .finish()
+    }
+}
+
+/// Clears the active login when its task ends, however it ends.
+struct ActiveGuard {
+    logins: Arc<Logins>,
+    id: u64,
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        let mut active = self.logins.active.lock().unwrap_or_else(|p| p.into_inner());
+        if active.as_ref().is_some_and(|a| a.id == self.id) {
+            *active = None;
+        }
+    }
+}
+
+impl Logins {
+    pub fn new(broker: Arc<Broker>, issuer: Issuer, settings: LoginSettings) -> Arc<Logins> {
+        Arc::new(Logins {
+            broker,
+            issuer,
+            settings,
+            active: Mutex::new(None),
+            next_id: AtomicU64::new(1),
+        })
+    }
+
+    /// Starts a login; its events arrive on the returned receiver. Dropping
+    /// the receiver cancels the login.
+    pub fn start(
+        self: &Arc<Self>,
+        method: Method,
+        timeout: Option<Duration>,
+        shutdown: CancellationToken,
+    ) -> Result<mpsc::Receiver<LoginEvent>, StartError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (paste_tx, paste_rx) = mpsc::channel(4);
+        {
+            let mut active = self.active.lock().unwrap_or_else(|p| p.into_inner());
+            if active.is_some() {
+                return Err(StartError::InProgress);
+            }
+            *active = Some(Active {
+                id,
+                paste: (method == Method::Browser).then_some(paste_tx),
+            });
+        }
+        let (events, rx) = mpsc::channel(16);
+        let guard = ActiveGuard {
+            logins: self.clone(),
+            id,
+        };
+        let me = self.clone();
+        let timeout = timeout.unwrap_or(me.settings.default_timeout);
+        tokio::spawn(async move {
+            let _guard = guard;
+            let flow = async {
+                match method {
+                    Method::Browser => me.browser(&events, paste_rx).await,
+                    Method::DeviceCode => me.device(&events).await,
+                }
+            };
+            let last = tokio::select! {
+                last = flow => last,
+                () = tokio::time::sleep(timeout) => Some(LoginEvent::Failure {
+                    kind: FailureKind::Timeout,
+                    message: format!("the login timed out after {}s; run `pi-authctl login` again", timeout.as_secs()),
+                }),
+                () = events.closed() => {
+                    tracing::info!("the login's client went away; login cancelled");
+                    None
+                }
+                () = shutdown.cancelled() => Some(LoginEvent::Cancelled("piauthd is shutting down".into())),
+            };
+            if let Some(last) = last {
+                let _ = events.send(last).await;
+            }
+        });
+        Ok(rx)
+    }
+
+    /// Delivers a paste to the login in progress and waits for its verdict.
+    pub async fn submit(&self, input: Secret<String>) -> Result<(), SubmitError> {
+        let sender = {
+            let active = self.active.lock().unwrap_or_else(|p| p.into_inner());
+            match active.as_ref() {
+                None => return Err(SubmitError::NoLogin),
+                Some(Active { paste: None, .. }) => return Err(SubmitError::DeviceLogin),
+                Some(Active {
+                    paste: Some(tx), ..
+                }) => tx.clone(),
+            }
+        };
+        let (reply, verdict) = oneshot::channel();
+        sender
+            .send(Paste { input, reply })
+            .await
+            .map_err(|_| SubmitError::NoLogin)?;
+        verdict.await.unwrap_or(Err(SubmitError::NoLogin))
+    }
+
+    /// The browser flow. Returns the final event.
+    async fn browser(
+        self: &Arc<Self>,
+        events: &mpsc::Sender<LoginEvent>,
+        mut pastes: mpsc::Receiver<Paste>,
+    ) -> Option<LoginEvent> {
+        let pkce = Pkce::generate();
+        let state = oauth::new_state();
+        let (codes_tx, mut codes) = mpsc::channel(4);
+        let addrs = &self.settings.callback_addrs;
+        let (server, busy) = match callback::bind_first(addrs).await {
+            Ok(listener) => match CallbackServer::start(listener, state.clone(), codes_tx) {
+                Ok(server) => (Some(server), None),
+                Err(e) => (None, Some(e.to_string())),
+            },
+            Err(errors) => (
+                None,
+                Some(
+                    errors
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                ),
+            ),
+        };
+        let port = server
+            .as_ref()
+            .map(|s| s.addr.port())
+            .or_else(|| addrs.first().map(SocketAddr::port))
+            .unwrap_or(1455);
+        let redirect = oauth::redirect_uri(port);
+        let url = oauth::authorize_url(
+            &self.issuer.base(),
+            upstream::CLIENT_ID,
+            &redirect,
+            &pkce.challenge,
+            &state,
+            &self.settings.originator,
+        );
+        let callback_addr = server.as_ref().map(|s| s.addr);
+        send(events, LoginEvent::AuthorizeUrl { url, callback_addr }).await;
+        match &busy {
+            Some(why) => {
+                send(events, LoginEvent::CallbackUnavailable(format!(
+                    "the browser cannot return to piauthd ({why}; another login, Codex CLI or pi may hold \
+                     the port). After signing in, paste the URL your browser ends on (it will not load), \
+                     or run `pi-authctl login --device`."
+                )))
+                .await;
+            }
+            None => tracing::info!(addr = ?callback_addr, "login callback listening"),
+        }
+        send(
+            events,
+            LoginEvent::Waiting("waiting for the browser sign-in or a pasted URL".into()),
+        )
+        .await;
+
+        loop {
+            tokio::select! {
+                Some(event) = codes.recv() => match event {
+                    CallbackEvent::Code(code) => {
+                        return Some(match self.exchange(&code, &pkce.verifier, &redirect).await {
+                            Ok(done) => done,
+                            Err(e) => LoginEvent::Failure { kind: FailureKind::ExchangeFailed, message: e.to_string() },
+                        });
+                    }
+                    CallbackEvent::Denied(reason) => {
+                        return Some(LoginEvent::Failure {
+                            kind: FailureKind::Denied,
+                            message: format!("the sign-in was refused: {reason}"),
+                        });
+                    }
+                },
+                Some(paste) = pastes.recv() => {
+                    let parsed = oauth::parse_paste(paste.input.expose(), &state);
+                    let pasted = match parsed {
+                        Ok(p) => p,
+                        Err(PasteError::Denied(reason)) => {
+                            let _ = paste.reply.send(Err(PasteError::Denied(reason.clone()).into()));
+                            return Some(LoginEvent::Failure {
+                                kind: FailureKind::Denied,
+                                message: format!("the sign-in was refused: {reason}"),
+                            });
+                        }
+                        Err(e) => {
+                            let _ = paste.reply.send(Err(e.into()));
+                            continue;
+                        }
+                    };
+                    match self.exchange(&pasted.code, &pkce.verifier, &redirect).await {
+                        Ok(done) => {
+                            let _ = paste.reply.send(Ok(()));
+                            return Some(done);
+                        }
+                        Err(ExchangeError::Http(e)) => {
+                            // A mistyped code: the login stays open.
+                            let _ = paste.reply.send(Err(SubmitError::Exchange(e.to_string())));
+                        }
+                        Err(e) => {
+                            let message = e.to_string();
+                            let _ = paste.reply.send(Err(SubmitError::Exchange(message.clone())));
+                            return Some(e.into_failure());
+                        }
+                    }
+                }
+                else => return None,
+            }
+        }
+        // `server` drops here or on cancel: the port closes with it.
+    }
+
+    /// The device-code flow. Returns the final event.
+    async fn device(self: &Arc<Self>, events: &mpsc::Sender<LoginEvent>) -> Option<LoginEvent> {
+        let code = match self.issuer.device_user_code().await {
+            Ok(code) => code,
+            Err(e @ LoginHttpError::DeviceLoginDisabled) => {
+                return Some(LoginEvent::Failure {
+                    kind: FailureKind::DeviceCodeUnavailable,
+                    message: format!("{e}; use the browser login (with paste over SSH) instead"),
+                });
+            }
+            Err(e) => {
+                return Some(LoginEvent::Failure {
+                    kind: FailureKind::DeviceCodeUnavailable,
+                    message: e.to_string(),
+                });
+            }
+        };
+        let base = self.issuer.base();
+        send(
+            events,
+            LoginEvent::DeviceCode {
+                verification_url: format!("{base}/codex/device"),
+                user_code: code.user_code.clone(),
+                expires_at_ms: now_ms() + DEVICE_LIMIT.as_millis() as i64,
+            },
+        )
+        .await;
+        send(
+            events,
+            LoginEvent::Waiting("waiting for the code to be entered".into()),
+        )
+        .await;
+        let mut interval = Duration::from_secs(code.interval_secs.max(1));
+        let deadline = tokio::time::Instant::now() + DEVICE_LIMIT;
+        loop {
+            if tokio::time::Instant::now() + interval > deadline {
+                return Some(LoginEvent::Failure {
+                    kind: FailureKind::Timeout,
+                    message: "the device code expired after 15 minutes; run `pi-authctl login --device` again".into(),
+                });
+            }
+            tokio::time::sleep(interval).await;
+            match self.issuer.device_poll(&code).await {
+                Ok(DevicePoll::Pending) => {}
+                Ok(DevicePoll::SlowDown) => interval += Duration::from_secs(5),
+                Ok(DevicePoll::Approved {
+                    authorization_code,
+                    code_verifier,
+                }) => {
+                    let redirect = format!("{base}/deviceauth/callback");
+                    return Some(
+                        match self
+                            .exchange(&authorization_code, &code_verifier, &redirect)
+                            .await
+                        {
+                            Ok(done) => done,
+                            Err(e) => e.into_failure(),
+                        },
+                    );
+                }
+                Err(LoginHttpError::Network(e)) => {
+                    tracing::warn!(error = %e, "device login poll failed; retrying");
+                }
+                Err(e) => {
+                    return Some(LoginEvent::Failure {
+                        kind: FailureKind::ExchangeFailed,
+                        message: e.to_string(),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Exchanges a code, checks the claims, stores the credential.
+    async fn exchange(
+        &self,
+        code: &Secret<String>,
+        verifier: &Secret<String>,
+        redirect: &str,
+    ) -> Result<LoginEvent, ExchangeError> {
+        let sent_at = now_ms();
+        let tokens = self
+            .issuer
+            .exchange_code(code, verifier, redirect)
+            .await
+            .map_err(ExchangeError::Http)?;
+        let claims = oauth::read_claims(tokens.access_token.expose())
+            .map_err(|e| ExchangeError::Account(e.to_string()))?;
+        let id_claims = tokens
+            .id_token
+            .as_ref()
+            .and_then(|t| oauth::read_claims(t.expose()).ok())
+            .unwrap_or_default();
+        let email = claims.email.clone().or(id_claims.email).unwrap_or_default();
+        let plan = claims.plan.clone().or(id_claims.plan).unwrap_or_default();
+        let account_id = claims
+            .account_id
+            .clone()
+            .ok_or_else(|| ExchangeError::Account(AccountError::NoAccountId.to_string()))?;
+        self.broker
+            .install_login(tokens, &claims, sent_at)
+            .await
+            .map_err(|e| match e {
+                AccountError::NoAccountId => ExchangeError::Account(e.to_string()),
+                AccountError::Store(e) => ExchangeError::Store(e.to_string()),
+            })?;
+        Ok(LoginEvent::Success {
+            account_id,
+            email,
+            plan,
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ExchangeError {
+    #[error("the code exchange failed: {0}")]
+    Http(LoginHttpError),
+    #[error("the login's token is unusable: {0}")]
+    Account(String),
+    #[error("signed in, but the credential could not be stored: {0}")]
+    Store(String),
+}
+
+impl ExchangeError {
+    fn into_failure(self) -> LoginEvent {
+        let kind = match &self {
+            ExchangeError::Http(_) => FailureKind::ExchangeFailed,
+            ExchangeError::Account(_) => FailureKind::InvalidToken,
+            ExchangeError::Store(_) => FailureKind::StoreFailed,
+        };
+        LoginEvent::Failure {
+            kind,
+            message: self.to_string(),
+        }
+    }
+}
+
+async fn send(events: &mpsc::Sender<LoginEvent>, event: LoginEvent) {
+    let _ = events.send(event).await;
+}
