@@ -20,8 +20,10 @@ use crate::upstream::Issuer;
 pub const DRAIN_LIMIT: Duration = Duration::from_secs(10);
 
 /// How long shutdown waits for a refresh in flight to finish and be saved.
-/// Longer than the refresh bound: abandoning one may lose the rotated token.
-pub const QUIESCE_LIMIT: Duration = Duration::from_secs(75);
+/// Longer than the worst case of one refresh (40 s for pi's lock, about
+/// 11 s of connection retries, 60 s for the request): abandoning a refresh
+/// may lose the rotated token.
+pub const QUIESCE_LIMIT: Duration = Duration::from_secs(130);
 
 /// How long the file watcher waits for a burst of changes to settle.
 const RELOAD_SETTLE: Duration = Duration::from_millis(30);

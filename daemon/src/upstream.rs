@@ -61,6 +61,9 @@ impl Issuer {
         let http = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REFRESH_BOUND)
+            // A redirected POST would re-send the refresh token (or code)
+            // elsewhere, or twice. The issuer never redirects this endpoint.
+            .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("piauthd/", env!("CARGO_PKG_VERSION")))
             .build()?;
         Ok(Issuer {

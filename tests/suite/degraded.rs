@@ -58,8 +58,10 @@ async fn a_read_only_store_degrades_without_losing_the_rotated_token() {
         .await
     );
 
-    // The disk goes read-only; the next refreshes cannot be saved.
+    // The store goes read-only (directory and file); the next refreshes
+    // cannot be saved.
     let agent = sb.agent_dir();
+    std::fs::set_permissions(sb.auth_file(), std::fs::Permissions::from_mode(0o400)).unwrap();
     std::fs::set_permissions(&agent, std::fs::Permissions::from_mode(0o500)).unwrap();
     let before = mock.stats().refreshes;
     assert!(
@@ -89,6 +91,7 @@ async fn a_read_only_store_degrades_without_losing_the_rotated_token() {
 
     // The disk recovers: the token kept in memory is written.
     std::fs::set_permissions(&agent, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::set_permissions(sb.auth_file(), std::fs::Permissions::from_mode(0o600)).unwrap();
     assert!(
         wait_until(Duration::from_secs(40), || async {
             stored_refresh(&sb.auth_file()).is_some_and(|r| mock.state.is_live_refresh(&r))

@@ -245,3 +245,37 @@ async fn a_symlinked_auth_json_is_written_through() {
     );
     assert!(std::fs::read_to_string(&real).unwrap().contains("rt_new"));
 }
+
+/// After a piauthd died holding the lock, pi removed the stale directory
+/// and took the lock itself (the new directory may reuse the inode). The
+/// dead piauthd's record must not make us remove pi's live lock.
+#[tokio::test]
+async fn a_pi_lock_that_replaced_an_orphan_is_respected() {
+    let sb = Sandbox::new();
+    sb.write_auth(PI_FILE);
+    let lock = lock_path(&sb.auth_file()).unwrap();
+    let mut holder = Command::new(env!("CARGO_BIN_EXE_lock-holder"))
+        .arg(sb.auth_file())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(holder.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    // pi treats it as stale, removes it, and takes its own lock.
+    std::fs::remove_dir(&lock).unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    std::fs::create_dir(&lock).unwrap();
+
+    assert!(!piauthd::store::recover_orphan(&sb.auth_file()).unwrap());
+    let store = FileStore::new(sb.auth_file()).with_lock_wait(Duration::from_millis(400));
+    let err = store.update(|_| ()).await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::Lock(LockError::Timeout { .. })),
+        "{err}"
+    );
+    assert!(lock.exists(), "pi's lock was left alone");
+}

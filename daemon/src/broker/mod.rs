@@ -103,6 +103,10 @@ pub struct RefreshState {
     pub last_error: String,
     /// The current credential is newer than what is on disk.
     pub unpersisted: bool,
+    /// While unpersisted: the refresh token that was on disk when ours
+    /// failed to save. Ours replaces only that; anything else on disk was
+    /// put there by someone else (a new login) and wins.
+    pub superseded: Option<Secret<String>>,
 }
 
 /// An immutable snapshot of everything the broker knows.
@@ -203,6 +207,8 @@ pub struct Broker {
     attempts: AtomicU64,
     /// The outcome of the last attempt, for waiters that arrived during it.
     last_outcome: std::sync::Mutex<Result<(), TokenError>>,
+    /// Set at shutdown: no new refresh starts after it.
+    closing: std::sync::atomic::AtomicBool,
 }
 
 impl Broker {
@@ -222,6 +228,7 @@ impl Broker {
             gate: Mutex::new(()),
             attempts: AtomicU64::new(0),
             last_outcome: std::sync::Mutex::new(Ok(())),
+            closing: std::sync::atomic::AtomicBool::new(false),
         })
     }
 

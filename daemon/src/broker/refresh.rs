@@ -12,6 +12,8 @@ use crate::upstream::RefreshError;
 
 /// How long a refresh waits for pi's lock before giving up for now.
 pub(super) const LOCK_WAIT: Duration = Duration::from_secs(40);
+/// The lifetime assumed for a token whose answer gives no expiry.
+const ASSUMED_LIFETIME_MS: i64 = 3600 * 1000;
 /// Retries of a request that never left the machine (connection refused).
 const NOT_SENT_RETRIES: u32 = 2;
 
@@ -59,6 +61,11 @@ impl Broker {
                 if last.is_err() || matches!(need, Need::Scheduled) {
                     return last;
                 }
+            }
+            if me.closing.load(Ordering::SeqCst) {
+                return Err(TokenError::StoreUnavailable {
+                    detail: "piauthd is shutting down".into(),
+                });
             }
             let outcome = me.refresh_locked(need).await;
             if let Ok(mut last) = me.last_outcome.lock() {
@@ -184,12 +191,14 @@ impl Broker {
         let now = now_ms();
         match result {
             Ok(response) => {
+                // Without expires_in or a JWT exp, assume an hour rather
+                // than inherit the old expiry (which would refresh ever sooner).
                 let expires_ms = match response.expires_in {
-                    Some(secs) => sent_at + secs.saturating_mul(1000),
+                    Some(secs) => sent_at.saturating_add(secs.saturating_mul(1000)),
                     None => oauth::read_claims(response.access_token.expose())
                         .ok()
                         .and_then(|c| c.exp_secs)
-                        .map_or(current.expires_ms, |s| s * 1000),
+                        .map_or(sent_at + ASSUMED_LIFETIME_MS, |s| s.saturating_mul(1000)),
                 };
                 let claims = oauth::read_claims(response.access_token.expose()).ok();
                 let fresh = OAuthCredential {
@@ -271,6 +280,10 @@ impl Broker {
         now: i64,
         refreshed: bool,
     ) -> std::io::Result<()> {
+        let on_disk = match doc.credential(DEFAULT_PROVIDER) {
+            Some(Credential::OAuth(c)) => Some(c.refresh),
+            _ => None,
+        };
         doc.set_oauth(DEFAULT_PROVIDER, &fresh);
         let claims = oauth::read_claims(fresh.access.expose()).ok();
         let written = write_blocking(self.store.path(), doc).await;
@@ -289,10 +302,14 @@ impl Broker {
             match &written {
                 Ok(()) => {
                     v.refresh.unpersisted = false;
+                    v.refresh.superseded = None;
                     v.health = StoreHealth::Ok;
                     v.detail.clear();
                 }
                 Err(e) => {
+                    if !v.refresh.unpersisted {
+                        v.refresh.superseded = on_disk.clone();
+                    }
                     v.refresh.unpersisted = true;
                     v.health = StoreHealth::Degraded;
                     v.detail = format!(
@@ -331,15 +348,37 @@ impl Broker {
     /// Writes the in-memory credential over `doc`. The caller holds pi's
     /// lock, or knows the directory cannot be locked by anyone.
     async fn persist(&self, doc: &mut Document) -> bool {
-        let Some(mine) = self.view().codex().cloned() else {
+        let view = self.view();
+        let Some(mine) = view.codex().cloned() else {
             return false;
         };
+        let on_disk = match doc.credential(DEFAULT_PROVIDER) {
+            Some(Credential::OAuth(c)) => Some(c.refresh),
+            _ => None,
+        };
+        if on_disk.is_some()
+            && on_disk.as_ref() != Some(&mine.refresh)
+            && on_disk != view.refresh.superseded
+        {
+            // Someone else (a new login) wrote the file meanwhile: theirs wins.
+            tracing::warn!(
+                "auth.json holds a newer login than the unsaved token; using the file's"
+            );
+            let now = now_ms();
+            self.modify(|v| {
+                v.refresh.unpersisted = false;
+                v.refresh.superseded = None;
+                super::adopt_document(v, doc, now);
+            });
+            return true;
+        }
         doc.set_oauth(DEFAULT_PROVIDER, &mine);
         match write_blocking(self.store.path(), doc).await {
             Ok(()) => {
                 tracing::info!("saved the token that was kept in memory");
                 self.modify(|v| {
                     v.refresh.unpersisted = false;
+                    v.refresh.superseded = None;
                     v.health = StoreHealth::Ok;
                     v.detail.clear();
                 });
@@ -386,6 +425,7 @@ impl Broker {
     /// Waits for a refresh in flight to finish and saves anything unsaved.
     /// Called at shutdown.
     pub async fn quiesce(self: &Arc<Self>) {
+        self.closing.store(true, Ordering::SeqCst);
         let _ = self.persist_pending().await;
     }
 }

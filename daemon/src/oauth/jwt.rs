@@ -64,11 +64,14 @@ pub fn read_claims(token: &str) -> Result<Claims, ClaimsError> {
         .filter(|s| !s.is_empty())
         .map(str::to_owned)
         .or_else(|| text(obj.get(PROFILE_CLAIM), "email"));
+    // Seconds since the epoch, up to year 5138; anything else is ignored.
     let secs = |key: &str| {
-        obj.get(key).and_then(|v| {
-            v.as_i64()
-                .or_else(|| v.as_f64().filter(|f| f.is_finite()).map(|f| f as i64))
-        })
+        obj.get(key)
+            .and_then(|v| {
+                v.as_i64()
+                    .or_else(|| v.as_f64().filter(|f| f.is_finite()).map(|f| f as i64))
+            })
+            .filter(|s| (0..=100_000_000_000).contains(s))
     };
     Ok(Claims {
         account_id: text(auth, "chatgpt_account_id"),

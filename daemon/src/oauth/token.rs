@@ -30,6 +30,9 @@ pub enum ResponseError {
     BadExpiresIn,
 }
 
+/// The longest lifetime believed: ten years.
+pub const MAX_EXPIRES_IN_SECS: i64 = 10 * 365 * 86_400;
+
 /// Parses a 2xx token response body.
 pub fn parse_token_response(body: &[u8]) -> Result<TokenResponse, ResponseError> {
     let v: Value = serde_json::from_slice(body).map_err(|_| ResponseError::NotJson)?;
@@ -41,13 +44,16 @@ pub fn parse_token_response(body: &[u8]) -> Result<TokenResponse, ResponseError>
             .map(Secret::from)
     };
     let access_token = text("access_token").ok_or(ResponseError::NoAccessToken)?;
+    // Clamped to ten years: a wild value must not overflow time arithmetic,
+    // and must not make a successful (token-rotating) answer unusable.
     let expires_in = match obj.get("expires_in") {
         None | Some(Value::Null) => None,
         Some(v) => Some(
             v.as_i64()
                 .or_else(|| v.as_f64().filter(|f| f.is_finite()).map(|f| f as i64))
                 .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
-                .ok_or(ResponseError::BadExpiresIn)?,
+                .ok_or(ResponseError::BadExpiresIn)?
+                .clamp(0, MAX_EXPIRES_IN_SECS),
         ),
     };
     Ok(TokenResponse {

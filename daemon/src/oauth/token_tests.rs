@@ -27,6 +27,8 @@ fn only_access_token_is_required() {
         parse_token_response(br#"{"access_token":"a","expires_in":"soon"}"#),
         Err(ResponseError::BadExpiresIn)
     );
+    let r = parse_token_response(br#"{"access_token":"a","expires_in":1e300}"#).unwrap();
+    assert_eq!(r.expires_in, Some(MAX_EXPIRES_IN_SECS));
     let r = parse_token_response(br#"{"access_token":"a","expires_in":"60"}"#).unwrap();
     assert_eq!(r.expires_in, Some(60));
 }

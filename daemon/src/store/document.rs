@@ -151,7 +151,7 @@ fn credential_from_value(value: &Value) -> Credential {
                 return unusable("the oauth entry lacks `access` or `refresh`");
             };
             let Some(expires_ms) = fields.get("expires").and_then(json_millis) else {
-                return unusable("the oauth entry lacks a numeric `expires`");
+                return unusable("the oauth entry lacks a numeric `expires` in range");
             };
             Credential::OAuth(OAuthCredential {
                 access: Secret::from(access),
@@ -171,13 +171,15 @@ fn credential_from_value(value: &Value) -> Credential {
     }
 }
 
+/// The latest expiry accepted: year 5138. Anything larger is corrupt, and
+/// would overflow time arithmetic.
+const MAX_EXPIRES_MS: i64 = 100_000_000_000_000;
+
 /// `expires` is written by JavaScript, so it may be a float (`1.7e12`).
 fn json_millis(v: &Value) -> Option<i64> {
-    v.as_i64().or_else(|| {
-        v.as_f64()
-            .filter(|f| f.is_finite() && f.abs() < 9.0e15)
-            .map(|f| f as i64)
-    })
+    v.as_i64()
+        .or_else(|| v.as_f64().filter(|f| f.is_finite()).map(|f| f as i64))
+        .filter(|ms| (0..=MAX_EXPIRES_MS).contains(ms))
 }
 
 #[cfg(test)]

@@ -156,6 +156,14 @@ fn unusable_entries_say_why() {
         panic!()
     };
     assert_eq!(d.expires_ms, 1_700_000_000_000);
+    let wild = Document::parse(
+        br#"{"e":{"type":"oauth","access":"x","refresh":"y","expires":-9223372036854775808}}"#,
+    )
+    .unwrap();
+    assert!(matches!(
+        wild.credential("e"),
+        Some(Credential::Unusable { .. })
+    ));
 }
 
 #[test]

@@ -41,9 +41,21 @@ pub fn write(path: &Path, bytes: &[u8]) -> io::Result<()> {
         .map(|m| m.file_type().is_symlink())
         .unwrap_or(false);
     if is_symlink {
-        write_in_place(path, bytes)
-    } else {
-        write_by_rename(path, bytes)
+        return write_in_place(path, bytes);
+    }
+    match write_by_rename(path, bytes) {
+        // The directory refuses new files but the file itself may still be
+        // writable: a non-atomic write beats keeping a rotated token only
+        // in memory.
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem
+            ) && path.exists() =>
+        {
+            write_in_place(path, bytes).map_err(|_| e)
+        }
+        other => other,
     }
 }
 

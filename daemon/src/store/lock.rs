@@ -88,11 +88,14 @@ fn sidecar_path(lock_dir: &Path) -> PathBuf {
 #[derive(Debug)]
 pub struct PiLock {
     dir: PathBuf,
-    /// Device and inode of the directory we created, so that release never
-    /// removes a lock that someone else has taken over meanwhile.
-    identity: (u64, u64),
-    /// Holds the advisory flock for as long as the lock is held.
-    sidecar: File,
+    /// Device, inode and birth time of the directory we created, so that
+    /// release never removes a lock someone else has taken over meanwhile
+    /// (a re-created directory can get the same inode back).
+    identity: Identity,
+    /// Holds the advisory flock for as long as the lock is held; `None` if
+    /// the sidecar could not be opened (crash recovery then falls back to
+    /// the 30 s stale rule).
+    sidecar: Option<File>,
     stop_heartbeat: Option<mpsc::Sender<()>>,
     heartbeat: Option<thread::JoinHandle<()>>,
 }
@@ -107,13 +110,7 @@ impl PiLock {
         })?;
         let io_err = |path: &Path| {
             let path = path.to_owned();
-            move |source: io::Error| {
-                if unwritable(&source) {
-                    LockError::Unwritable { path, source }
-                } else {
-                    LockError::Io { path, source }
-                }
-            }
+            move |source: io::Error| LockError::Io { path, source }
         };
         let deadline = Instant::now() + wait;
         let timeout = || LockError::Timeout {
@@ -121,19 +118,26 @@ impl PiLock {
             waited: wait,
         };
         let side_path = sidecar_path(&dir);
-        let mut sidecar = OpenOptions::new()
+        let mut sidecar = match OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
             .mode(0o600)
             .open(&side_path)
-            .map_err(io_err(&side_path))?;
+        {
+            Ok(f) => Some(f),
+            Err(e) => {
+                tracing::warn!(path = %side_path.display(), error = %e,
+                    "cannot open piauthd's lock sidecar; locking without crash recovery");
+                None
+            }
+        };
 
         // Queue behind other piauthd processes first.
         let mut pause = Duration::from_millis(5);
-        loop {
-            match sidecar.try_lock() {
+        while let Some(side) = &sidecar {
+            match side.try_lock() {
                 Ok(()) => break,
                 Err(fs::TryLockError::WouldBlock) => {}
                 Err(fs::TryLockError::Error(e)) => return Err(io_err(&side_path)(e)),
@@ -150,7 +154,7 @@ impl PiLock {
             match fs::DirBuilder::new().mode(0o700).create(&dir) {
                 Ok(()) => break,
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                    let removed = remove_if_abandoned(&dir, &mut sidecar).map_err(|e| {
+                    let removed = remove_if_abandoned(&dir, sidecar.as_mut()).map_err(|e| {
                         if e.kind() == io::ErrorKind::AlreadyExists {
                             LockError::NotADirectory { path: dir.clone() }
                         } else {
@@ -161,6 +165,14 @@ impl PiLock {
                         continue;
                     }
                 }
+                // Only the lock directory itself decides "unwritable": if we
+                // cannot create it, no pi process can either.
+                Err(e) if unwritable(&e) => {
+                    return Err(LockError::Unwritable {
+                        path: dir.clone(),
+                        source: e,
+                    });
+                }
                 Err(e) => return Err(io_err(&dir)(e)),
             }
             if Instant::now() >= deadline {
@@ -170,10 +182,27 @@ impl PiLock {
             pause = (pause * 2).min(Duration::from_millis(100));
         }
 
-        let meta = fs::metadata(&dir).map_err(io_err(&dir))?;
-        let identity = (meta.dev(), meta.ino());
-        write_record(&mut sidecar, Some(identity)).map_err(io_err(&side_path))?;
-        let (stop, heartbeat) = start_heartbeat(&dir).map_err(io_err(&dir))?;
+        // From here on the directory is ours: never leave it behind on error.
+        let setup = (|| {
+            let identity = identity_of(&fs::metadata(&dir)?);
+            if let Some(side) = sidecar.as_mut()
+                && let Err(e) = write_record(side, Some(identity))
+            {
+                tracing::warn!(error = %e, "cannot record the lock in the sidecar");
+            }
+            let heartbeat = start_heartbeat(&dir)?;
+            Ok::<_, io::Error>((identity, heartbeat))
+        })();
+        let (identity, (stop, heartbeat)) = match setup {
+            Ok(v) => v,
+            Err(e) => {
+                if let Some(side) = sidecar.as_mut() {
+                    let _ = write_record(side, None);
+                }
+                let _ = fs::remove_dir(&dir);
+                return Err(io_err(&dir)(e));
+            }
+        };
         tracing::trace!(lock = %dir.display(), "took pi's auth.json lock");
         Ok(PiLock {
             dir,
@@ -204,9 +233,11 @@ impl PiLock {
         }
         // Forget the holding before the directory goes, so a crash between
         // the two never makes a later pi lock look like ours.
-        let _ = write_record(&mut self.sidecar, None);
+        if let Some(side) = self.sidecar.as_mut() {
+            let _ = write_record(side, None);
+        }
         let result = match fs::metadata(&self.dir) {
-            Ok(m) if (m.dev(), m.ino()) == self.identity => fs::remove_dir(&self.dir),
+            Ok(m) if identity_of(&m) == self.identity => fs::remove_dir(&self.dir),
             Ok(_) => {
                 tracing::warn!(lock = %self.dir.display(),
                     "our auth.json lock was taken over by another process; leaving theirs in place");
@@ -218,7 +249,9 @@ impl PiLock {
             }
             Err(e) => Err(e),
         };
-        let _ = self.sidecar.unlock();
+        if let Some(side) = &self.sidecar {
+            let _ = side.unlock();
+        }
         tracing::trace!(lock = %self.dir.display(), "released pi's auth.json lock");
         result
     }
@@ -244,7 +277,7 @@ fn unwritable(e: &io::Error) -> bool {
 
 /// Removes the existing lock directory if it is stale or orphaned by a dead
 /// piauthd. The caller holds the sidecar flock. Returns whether it removed it.
-fn remove_if_abandoned(dir: &Path, sidecar: &mut File) -> io::Result<bool> {
+fn remove_if_abandoned(dir: &Path, mut sidecar: Option<&mut File>) -> io::Result<bool> {
     let meta = match fs::symlink_metadata(dir) {
         Ok(m) => m,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(true), // released meanwhile
@@ -256,7 +289,19 @@ fn remove_if_abandoned(dir: &Path, sidecar: &mut File) -> io::Result<bool> {
             "the lock path exists but is not a directory; pi's lock must be a directory, remove it",
         ));
     }
-    let orphaned = read_record(sidecar)? == Some((meta.dev(), meta.ino()));
+    let orphaned = match sidecar.as_deref_mut() {
+        Some(side) => {
+            let record = read_record(side)?;
+            let ours = is_ours(record, &meta);
+            if record.is_some() && !ours {
+                // We hold the flock, so the record is from a dead piauthd and
+                // names a directory that is gone: forget it.
+                write_record(side, None)?;
+            }
+            ours
+        }
+        None => false,
+    };
     let age = meta
         .modified()
         .ok()
@@ -272,7 +317,9 @@ fn remove_if_abandoned(dir: &Path, sidecar: &mut File) -> io::Result<bool> {
     }
     match fs::remove_dir(dir) {
         Ok(()) => {
-            write_record(sidecar, None)?;
+            if let Some(side) = sidecar {
+                write_record(side, None)?;
+            }
             Ok(true)
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(true),
@@ -294,9 +341,12 @@ pub fn recover_orphan(target: &Path) -> io::Result<bool> {
         return Ok(false); // a live piauthd holds it
     }
     let Ok(meta) = fs::symlink_metadata(&dir) else {
+        // The directory named by a stale record is gone: forget the record,
+        // so a later directory that reuses the inode is never taken for ours.
+        write_record(&mut sidecar, None)?;
         return Ok(false);
     };
-    if meta.is_dir() && read_record(&mut sidecar)? == Some((meta.dev(), meta.ino())) {
+    if is_ours(read_record(&mut sidecar)?, &meta) {
         tracing::warn!(lock = %dir.display(), "removing an auth.json lock left by a piauthd that died");
         fs::remove_dir(&dir)?;
         write_record(&mut sidecar, None)?;
@@ -305,33 +355,61 @@ pub fn recover_orphan(target: &Path) -> io::Result<bool> {
     Ok(false)
 }
 
-fn write_record(sidecar: &mut File, identity: Option<(u64, u64)>) -> io::Result<()> {
+/// Device, inode and birth time (ns since the epoch; 0 where the platform
+/// does not report it) of a lock directory.
+type Identity = (u64, u64, u128);
+
+fn identity_of(meta: &fs::Metadata) -> Identity {
+    let born = meta
+        .created()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos());
+    (meta.dev(), meta.ino(), born)
+}
+
+/// Whether a sidecar record names exactly this directory. Without a birth
+/// time the answer is always no: inode numbers alone are reused.
+fn is_ours(record: Option<Identity>, meta: &fs::Metadata) -> bool {
+    meta.is_dir() && record.is_some_and(|r| r.2 != 0 && r == identity_of(meta))
+}
+
+fn write_record(sidecar: &mut File, identity: Option<Identity>) -> io::Result<()> {
     sidecar.set_len(0)?;
     sidecar.rewind()?;
-    if let Some((dev, ino)) = identity {
+    if let Some((dev, ino, born)) = identity {
         write!(
             sidecar,
-            "pid {}\ndev {dev}\nino {ino}\n",
+            "pid {}\ndev {dev}\nino {ino}\nborn {born}\n",
             std::process::id()
         )?;
     }
     sidecar.sync_data()
 }
 
-fn read_record(sidecar: &mut File) -> io::Result<Option<(u64, u64)>> {
+fn read_record(sidecar: &mut File) -> io::Result<Option<Identity>> {
     let mut text = String::new();
     sidecar.rewind()?;
     sidecar.read_to_string(&mut text)?;
     Ok(parse_record(&text))
 }
 
-/// Parses the sidecar's `dev N` / `ino N` lines.
-fn parse_record(text: &str) -> Option<(u64, u64)> {
+/// Parses the sidecar's `dev`, `ino` and `born` lines.
+fn parse_record(text: &str) -> Option<Identity> {
     let field = |name: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        text.lines().find_map(|l| {
+            l.strip_prefix(name)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse::<u128>()
+                .ok()
+        })
     };
-    Some((field("dev")?, field("ino")?))
+    Some((
+        u64::try_from(field("dev")?).ok()?,
+        u64::try_from(field("ino")?).ok()?,
+        field("born")?,
+    ))
 }
 
 fn start_heartbeat(dir: &Path) -> io::Result<(mpsc::Sender<()>, thread::JoinHandle<()>)> {
@@ -358,7 +436,15 @@ mod tests {
 
     #[test]
     fn record_round_trips_and_rejects_garbage() {
-        assert_eq!(parse_record("pid 4\ndev 10\nino 99\n"), Some((10, 99)));
+        assert_eq!(
+            parse_record("pid 4\ndev 10\nino 99\nborn 7\n"),
+            Some((10, 99, 7))
+        );
+        assert_eq!(
+            parse_record("pid 4\ndev 10\nino 99\n"),
+            None,
+            "older records lack a birth time"
+        );
         assert_eq!(parse_record(""), None);
         assert_eq!(parse_record("dev x\nino 1"), None);
     }
