@@ -11,6 +11,11 @@
 //! `[{"kind":"status","code":503},{"kind":"reset_after"}]`), and
 //! `POST /_mock/seed` (creates a login and returns its tokens; with
 //! `--seed-auth FILE` the mock writes one into a pi `auth.json` at start).
+//!
+//! Logins: `GET /oauth/authorize` approves at once (signing in as
+//! `acc-login` / `login@example.com`) by redirecting to the callback, or
+//! denies with `--deny`; the device-code endpoints answer pending twice,
+//! then approve.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -35,6 +40,9 @@ struct Args {
     /// Encode JWT payloads in standard base64, which pi 0.73.1's `atob` needs.
     #[arg(long)]
     atob_safe_jwt: bool,
+    /// Answer every authorize request with `error=access_denied`.
+    #[arg(long)]
+    deny: bool,
     /// Create a login and write it into this pi auth.json (other providers kept).
     #[arg(long, value_name = "FILE")]
     seed_auth: Option<std::path::PathBuf>,
@@ -50,6 +58,8 @@ async fn main() -> anyhow::Result<()> {
             expires_in: args.expires_in,
             token_delay: Duration::from_millis(args.token_delay_ms),
             atob_safe_jwt: args.atob_safe_jwt,
+            approve: !args.deny,
+            ..MockConfig::default()
         },
     )
     .await?;

@@ -113,6 +113,7 @@ pub async fn token(
     }
     let response = match f.get("grant_type").map(String::as_str) {
         Some("refresh_token") => refresh(&state, f.get("refresh_token").map(String::as_str)),
+        Some("authorization_code") => super::login::exchange(&state, &f),
         Some(other) => error(
             StatusCode::BAD_REQUEST,
             "unsupported_grant_type",

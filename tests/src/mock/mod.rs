@@ -10,6 +10,11 @@
 //! * Access tokens are real HS256 JWTs signed with a test key, carrying the
 //!   ChatGPT account, plan and e-mail claims; `expires_in` is configurable so
 //!   tests run many expiry cycles in seconds.
+//! * Login (PROTOCOL.md §1): `GET /oauth/authorize` approves at once (or
+//!   denies with `access_denied`) by redirecting to the `redirect_uri`; the
+//!   authorization-code grant checks the PKCE verifier against the
+//!   challenge and the `redirect_uri` against the one authorized; the
+//!   device-code endpoints answer pending, `slow_down`, then approve.
 //! * Faults, queued per request: an HTTP status, a delay, a connection reset
 //!   (before or after the issuer acted), or a terminal error code.
 //! * Counters (refreshes, reuse attempts, revocations, requests) for tests,
@@ -17,6 +22,7 @@
 
 mod issuer;
 mod jwt;
+mod login;
 mod server;
 
 use std::collections::{HashMap, VecDeque};
@@ -62,6 +68,36 @@ pub struct MockConfig {
     /// Encode JWT payloads in standard base64 so pi 0.73.1's `atob` can read
     /// them (see `jwt::sign`).
     pub atob_safe_jwt: bool,
+    /// Who logs in through `/oauth/authorize` and the device flow.
+    pub login_identity: Identity,
+    /// Whether `/oauth/authorize` approves (else `access_denied`).
+    pub approve: bool,
+    /// Device polls answered "pending" before approval.
+    pub device_pending_polls: u32,
+    /// The device poll (0-based) answered `slow_down`, if any.
+    pub device_slow_down_at: Option<u32>,
+    /// Whether the device-code endpoints exist (else 404).
+    pub device_enabled: bool,
+    /// Leave the ChatGPT account id out of issued tokens (a broken login).
+    pub omit_account_id: bool,
+}
+
+/// The account a login signs in as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub account_id: String,
+    pub email: String,
+    pub plan: String,
+}
+
+impl Default for Identity {
+    fn default() -> Self {
+        Identity {
+            account_id: "acc-login".into(),
+            email: "login@example.com".into(),
+            plan: "plus".into(),
+        }
+    }
 }
 
 impl Default for MockConfig {
@@ -70,6 +106,12 @@ impl Default for MockConfig {
             expires_in: 3600,
             token_delay: Duration::ZERO,
             atob_safe_jwt: false,
+            login_identity: Identity::default(),
+            approve: true,
+            device_pending_polls: 2,
+            device_slow_down_at: None,
+            device_enabled: true,
+            omit_account_id: false,
         }
     }
 }
@@ -89,6 +131,12 @@ pub struct Stats {
     pub rejected: u64,
     /// Connections currently open.
     pub open_connections: u64,
+    /// Authorization codes exchanged successfully.
+    pub exchanges: u64,
+    /// Code exchanges refused (wrong verifier, redirect, reused code).
+    pub exchanges_refused: u64,
+    /// Device-login polls.
+    pub device_polls: u64,
 }
 
 /// A login the mock has issued: what a test writes into `auth.json`.
@@ -119,6 +167,10 @@ struct Ledger {
     /// Every access token ever issued: (family, issued at ms, expires_in s).
     access_tokens: HashMap<String, (usize, i64, u64)>,
     faults: VecDeque<Fault>,
+    /// Authorization code -> what it was issued for.
+    codes: HashMap<String, login::PendingCode>,
+    /// Device auth id -> its state.
+    devices: HashMap<String, login::DeviceAuth>,
 }
 
 /// Shared state of a running mock.
@@ -132,6 +184,9 @@ pub struct MockState {
     token_requests: AtomicU64,
     rejected: AtomicU64,
     open_connections: AtomicU64,
+    exchanges: AtomicU64,
+    exchanges_refused: AtomicU64,
+    device_polls: AtomicU64,
     serial: AtomicU64,
 }
 
@@ -146,6 +201,9 @@ impl MockState {
             token_requests: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
             open_connections: AtomicU64::new(0),
+            exchanges: AtomicU64::new(0),
+            exchanges_refused: AtomicU64::new(0),
+            device_polls: AtomicU64::new(0),
             serial: AtomicU64::new(0),
         }
     }
@@ -169,6 +227,9 @@ impl MockState {
             token_requests: self.token_requests.load(Ordering::SeqCst),
             rejected: self.rejected.load(Ordering::SeqCst),
             open_connections: self.open_connections.load(Ordering::SeqCst),
+            exchanges: self.exchanges.load(Ordering::SeqCst),
+            exchanges_refused: self.exchanges_refused.load(Ordering::SeqCst),
+            device_polls: self.device_polls.load(Ordering::SeqCst),
         }
     }
 
@@ -184,6 +245,11 @@ impl MockState {
             .expires_in = secs;
     }
 
+    /// Changes the configuration (login identity, approval, device timing).
+    pub fn configure(&self, change: impl FnOnce(&mut MockConfig)) {
+        change(&mut self.config.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+
     pub fn set_token_delay(&self, delay: Duration) {
         self.config
             .lock()
@@ -194,6 +260,10 @@ impl MockState {
     /// Creates a logged-in family, as a completed login would.
     pub fn seed_login(&self, account_id: &str, email: &str, plan: &str) -> TokenSet {
         let mut ledger = self.ledger();
+        self.new_family(&mut ledger, account_id, email, plan)
+    }
+
+    fn new_family(&self, ledger: &mut Ledger, account_id: &str, email: &str, plan: &str) -> TokenSet {
         ledger.families.push(Family {
             account_id: account_id.into(),
             email: email.into(),
@@ -201,7 +271,7 @@ impl MockState {
             revoked: false,
         });
         let family = ledger.families.len() - 1;
-        self.issue(&mut ledger, family)
+        self.issue(ledger, family)
     }
 
     /// Every access token issued so far (for log-leak checks).
@@ -280,7 +350,8 @@ impl MockState {
         let n = self.serial.fetch_add(1, Ordering::SeqCst);
         let f = &ledger.families[family];
         let safe = cfg.atob_safe_jwt;
-        let access = jwt::access_token(&f.account_id, &f.email, &f.plan, cfg.expires_in, n, safe);
+        let account = if cfg.omit_account_id { "" } else { f.account_id.as_str() };
+        let access = jwt::access_token(account, &f.email, &f.plan, cfg.expires_in, n, safe);
         let id_token = jwt::id_token(&f.account_id, &f.email, &f.plan, n, safe);
         let refresh = format!("rt_mock_{n}_{}", jwt::nonce());
         let now_ms = std::time::SystemTime::now()

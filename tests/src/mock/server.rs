@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Mutex, oneshot};
 use tower::ServiceExt;
 
-use super::{MockState, issuer};
+use super::{MockState, issuer, login};
 
 /// Lets a handler reset the connection it arrived on.
 #[derive(Clone)]
@@ -35,6 +35,9 @@ impl ResetHandle {
 fn router(state: Arc<MockState>) -> Router {
     Router::new()
         .route("/oauth/token", post(issuer::token))
+        .route("/oauth/authorize", get(login::authorize))
+        .route("/api/accounts/deviceauth/usercode", post(login::device_usercode))
+        .route("/api/accounts/deviceauth/token", post(login::device_token))
         .route("/_mock/stats", get(issuer::stats))
         .route("/_mock/faults", post(issuer::push_faults))
         .route("/_mock/seed", post(issuer::seed))
