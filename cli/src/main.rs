@@ -3,6 +3,7 @@
 //! A thin binary: parse with clap, call the client library, print. It never
 //! links the daemon; everything goes over the socket.
 
+mod login;
 mod render;
 
 use std::path::PathBuf;
@@ -13,11 +14,21 @@ use piauth_client::{Client, Error, Reason};
 
 const EXIT_HELP: &str = "\
 Exit status:
-  0  success
-  1  error
-  2  bad usage
-  3  piauthd is not running
-  4  not logged in, or the login must be renewed: run `pi-authctl login`";
+  0    success
+  1    error (or the login failed)
+  2    bad usage
+  3    piauthd is not running
+  4    not logged in, or the login must be renewed: run `pi-authctl login`
+  130  cancelled (Ctrl-C)";
+
+const LOGIN_HELP: &str = "\
+Over SSH, the browser on your own machine cannot reach the daemon's callback
+on the remote host. Either:
+  * forward the port, then open the printed URL locally:
+      ssh -L 1455:127.0.0.1:1455 remote-host
+  * or sign in anyway and paste the URL your browser ends on (the page will
+    not load; its address holds the code) into this prompt;
+  * or use a device code: pi-authctl login --device";
 
 /// Control piauthd, the daemon that owns pi's OpenAI Codex login.
 #[derive(Debug, Parser)]
@@ -55,6 +66,32 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Log in to ChatGPT (OpenAI Codex) through the daemon.
+    ///
+    /// Prints the sign-in URL and opens the browser when this machine has a
+    /// display. Meanwhile it accepts the redirected URL, or the code, pasted
+    /// on stdin.
+    #[command(after_help = LOGIN_HELP)]
+    Login {
+        /// Provider id.
+        #[arg(long, default_value = "openai-codex")]
+        provider: String,
+        /// Use a device code instead of the browser callback (headless).
+        #[arg(long)]
+        device: bool,
+        /// Do not open a browser; just print the URL.
+        #[arg(long)]
+        no_browser: bool,
+        /// Give up after this many seconds [default: the daemon's, 600].
+        #[arg(long, value_name = "SECS", default_value_t = 0)]
+        timeout: u32,
+    },
+    /// Log out: remove the provider's credential (others are untouched).
+    Logout {
+        /// Provider id.
+        #[arg(long, default_value = "openai-codex")]
+        provider: String,
+    },
     /// Refresh the token now, through the daemon (never directly).
     ///
     /// Also the way to retry after a refresh whose outcome was unknown
@@ -88,8 +125,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
+    let result = runtime.block_on(run(cli));
+    // A read of stdin may still be pending; do not wait for it.
+    runtime.shutdown_background();
+    match result {
+        Ok(code) => code,
         Err(e) => {
             eprintln!("pi-authctl: {e}");
             ExitCode::from(exit_code(&e))
@@ -97,7 +137,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> Result<(), Error> {
+async fn run(cli: Cli) -> Result<ExitCode, Error> {
     let mut client = match &cli.socket {
         Some(path) => Client::connect(path).await?,
         None => Client::connect_default().await?,
@@ -134,6 +174,27 @@ async fn run(cli: Cli) -> Result<(), Error> {
                 render::relative(token.expires_at_ms - now)
             );
         }
+        Command::Login {
+            provider,
+            device,
+            no_browser,
+            timeout,
+        } => {
+            return Ok(
+                match login::run(&mut client, &provider, device, no_browser, timeout).await? {
+                    login::Outcome::Success => ExitCode::SUCCESS,
+                    login::Outcome::Failure => ExitCode::FAILURE,
+                    login::Outcome::Cancelled => ExitCode::from(130),
+                },
+            );
+        }
+        Command::Logout { provider } => {
+            if client.logout(&provider).await? {
+                eprintln!("Logged out of {provider}.");
+            } else {
+                eprintln!("{provider} was not logged in.");
+            }
+        }
         Command::Watch { provider, json } => {
             let mut stream = client.watch_token(&provider).await?;
             while let Some(token) = stream.next().await? {
@@ -145,7 +206,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
             }
         }
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
 fn exit_code(e: &Error) -> u8 {

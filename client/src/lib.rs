@@ -208,6 +208,40 @@ impl Client {
         Ok(TokenStream(self.auth.watch_token(req).await?.into_inner()))
     }
 
+    /// Starts a login; its progress arrives on the stream. Dropping the
+    /// stream cancels the login.
+    pub async fn login(
+        &mut self,
+        provider: &str,
+        method: pb::LoginMethod,
+        timeout_secs: u32,
+    ) -> Result<LoginStream, Error> {
+        let req = pb::LoginRequest {
+            provider: provider.to_owned(),
+            method: method as i32,
+            timeout_secs,
+        };
+        Ok(LoginStream(self.auth.login(req).await?.into_inner()))
+    }
+
+    /// Hands a pasted redirect URL or code to the login in progress.
+    pub async fn submit_code(&mut self, provider: &str, input: &str) -> Result<(), Error> {
+        let req = pb::SubmitCodeRequest {
+            provider: provider.to_owned(),
+            input: input.to_owned(),
+        };
+        self.auth.submit_code(req).await?;
+        Ok(())
+    }
+
+    /// Removes the provider's credential. Returns whether there was one.
+    pub async fn logout(&mut self, provider: &str) -> Result<bool, Error> {
+        let req = pb::LogoutRequest {
+            provider: provider.to_owned(),
+        };
+        Ok(self.auth.logout(req).await?.into_inner().removed)
+    }
+
     /// The generated Auth client, for calls this wrapper does not cover yet.
     pub fn auth(&mut self) -> &mut pb::auth_client::AuthClient<Channel> {
         &mut self.auth
@@ -227,5 +261,23 @@ impl TokenStream {
     /// The next token; `Ok(None)` when the daemon ends the stream (shutdown).
     pub async fn next(&mut self) -> Result<Option<pb::Token>, Error> {
         Ok(self.0.message().await?)
+    }
+}
+
+/// Events from [`Client::login`].
+#[derive(Debug)]
+pub struct LoginStream(tonic::Streaming<pb::LoginEvent>);
+
+impl LoginStream {
+    /// The next event; `Ok(None)` when the daemon ends the stream.
+    pub async fn next(&mut self) -> Result<Option<pb::login_event::Event>, Error> {
+        loop {
+            match self.0.message().await? {
+                None => return Ok(None),
+                Some(pb::LoginEvent { event: Some(e) }) => return Ok(Some(e)),
+                // An event this client does not know (a newer daemon): skip.
+                Some(pb::LoginEvent { event: None }) => {}
+            }
+        }
     }
 }

@@ -60,7 +60,10 @@ pub async fn authorize(
         return bad_request("invalid_client", "unknown client_id");
     }
     if get("response_type") != "code" || get("code_challenge_method") != "S256" {
-        return bad_request("invalid_request", "response_type=code and S256 are required");
+        return bad_request(
+            "invalid_request",
+            "response_type=code and S256 are required",
+        );
     }
     if !get("scope").split(' ').any(|s| s == "offline_access") {
         return bad_request("invalid_scope", "offline_access is required");
@@ -166,7 +169,12 @@ pub async fn device_token(
     }
     state.device_polls.fetch_add(1, Ordering::SeqCst);
     let cfg = state.config();
-    let text = |k: &str| body.get(k).and_then(|v| v.as_str()).unwrap_or("").to_owned();
+    let text = |k: &str| {
+        body.get(k)
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            .to_owned()
+    };
     let mut ledger = state.ledger();
     let Some(device) = ledger.devices.get_mut(&text("device_auth_id")) else {
         return bad_request("invalid_request", "unknown device_auth_id");
@@ -191,7 +199,13 @@ pub async fn device_token(
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .unwrap_or("127.0.0.1");
-    let verifier = format!("{}{}{}{}", super::jwt::nonce(), super::jwt::nonce(), super::jwt::nonce(), super::jwt::nonce());
+    let verifier = format!(
+        "{}{}{}{}",
+        super::jwt::nonce(),
+        super::jwt::nonce(),
+        super::jwt::nonce(),
+        super::jwt::nonce()
+    );
     let code = format!("ac_{}", super::jwt::nonce());
     ledger.codes.insert(
         code.clone(),

@@ -263,7 +263,13 @@ impl MockState {
         self.new_family(&mut ledger, account_id, email, plan)
     }
 
-    fn new_family(&self, ledger: &mut Ledger, account_id: &str, email: &str, plan: &str) -> TokenSet {
+    fn new_family(
+        &self,
+        ledger: &mut Ledger,
+        account_id: &str,
+        email: &str,
+        plan: &str,
+    ) -> TokenSet {
         ledger.families.push(Family {
             account_id: account_id.into(),
             email: email.into(),
@@ -350,7 +356,11 @@ impl MockState {
         let n = self.serial.fetch_add(1, Ordering::SeqCst);
         let f = &ledger.families[family];
         let safe = cfg.atob_safe_jwt;
-        let account = if cfg.omit_account_id { "" } else { f.account_id.as_str() };
+        let account = if cfg.omit_account_id {
+            ""
+        } else {
+            f.account_id.as_str()
+        };
         let access = jwt::access_token(account, &f.email, &f.plan, cfg.expires_in, n, safe);
         let id_token = jwt::id_token(&f.account_id, &f.email, &f.plan, n, safe);
         let refresh = format!("rt_mock_{n}_{}", jwt::nonce());

@@ -36,7 +36,10 @@ fn router(state: Arc<MockState>) -> Router {
     Router::new()
         .route("/oauth/token", post(issuer::token))
         .route("/oauth/authorize", get(login::authorize))
-        .route("/api/accounts/deviceauth/usercode", post(login::device_usercode))
+        .route(
+            "/api/accounts/deviceauth/usercode",
+            post(login::device_usercode),
+        )
         .route("/api/accounts/deviceauth/token", post(login::device_token))
         .route("/_mock/stats", get(issuer::stats))
         .route("/_mock/faults", post(issuer::push_faults))

@@ -1,0 +1,169 @@
+//! `pi-authctl login`: follow the daemon's login, open the browser, and
+//! pass on what the user pastes.
+
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use piauth_client::proto::v1 as pb;
+use piauth_client::proto::v1::login_event::Event;
+use piauth_client::{Client, Error};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+/// How a login ended, for the exit status.
+pub enum Outcome {
+    Success,
+    Failure,
+    Cancelled,
+}
+
+/// Prints above the spinner (or plainly when there is none).
+struct Ui {
+    spinner: Option<ProgressBar>,
+}
+
+impl Ui {
+    fn new() -> Ui {
+        let spinner = std::io::stderr().is_terminal().then(|| {
+            let bar = ProgressBar::new_spinner();
+            bar.set_style(
+                ProgressStyle::with_template("{spinner} {msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
+            bar.enable_steady_tick(Duration::from_millis(120));
+            bar
+        });
+        Ui { spinner }
+    }
+
+    fn say(&self, text: &str) {
+        match &self.spinner {
+            Some(bar) => bar.println(text),
+            None => eprintln!("{text}"),
+        }
+    }
+
+    fn status(&self, text: &str) {
+        match &self.spinner {
+            Some(bar) => bar.set_message(text.to_owned()),
+            None => eprintln!("{text}"),
+        }
+    }
+
+    fn done(&self) {
+        if let Some(bar) = &self.spinner {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// Whether a browser can be opened here: a local graphical session.
+fn can_open_browser() -> bool {
+    let remote =
+        std::env::var_os("SSH_CONNECTION").is_some() || std::env::var_os("SSH_TTY").is_some();
+    if remote {
+        return false;
+    }
+    if cfg!(target_os = "macos") {
+        return true;
+    }
+    ["DISPLAY", "WAYLAND_DISPLAY"]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some_and(|x| !x.is_empty()))
+}
+
+fn open_browser(url: &str) -> bool {
+    let opener = if cfg!(target_os = "macos") {
+        "open"
+    } else {
+        "xdg-open"
+    };
+    std::process::Command::new(opener)
+        .arg(url)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .is_ok()
+}
+
+pub async fn run(
+    client: &mut Client,
+    provider: &str,
+    device: bool,
+    no_browser: bool,
+    timeout_secs: u32,
+) -> Result<Outcome, Error> {
+    let method = if device {
+        pb::LoginMethod::DeviceCode
+    } else {
+        pb::LoginMethod::Browser
+    };
+    let mut events = client.login(provider, method, timeout_secs).await?;
+    let mut paster = client.clone();
+    let ui = Ui::new();
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    let mut stdin_open = !device;
+    let outcome = loop {
+        tokio::select! {
+            event = events.next() => match event? {
+                None => {
+                    ui.say("pi-authctl: the daemon ended the login without a result");
+                    break Outcome::Failure;
+                }
+                Some(Event::AuthorizeUrl(a)) => {
+                    ui.say(&format!("Sign in to ChatGPT in your browser:\n\n  {}\n", a.url));
+                    if !no_browser && can_open_browser() && open_browser(&a.url) {
+                        ui.say("(opened in your browser)");
+                    }
+                    ui.say("If the browser cannot reach this machine, paste the URL it ends on (or the code) here and press Enter.");
+                }
+                Some(Event::Waiting(w)) => ui.status(&w.message),
+                Some(Event::DeviceCode(d)) => {
+                    ui.say(&format!(
+                        "On any device, open\n\n  {}\n\nand enter the code\n\n  {}\n",
+                        d.verification_url, d.user_code
+                    ));
+                }
+                Some(Event::CallbackUnavailable(c)) => ui.say(&format!("note: {}", c.message)),
+                Some(Event::Success(s)) => {
+                    ui.done();
+                    let who = if s.email.is_empty() { s.account_id.clone() } else { s.email.clone() };
+                    let plan = if s.plan.is_empty() { String::new() } else { format!(", plan {}", s.plan) };
+                    println!("Logged in to {} as {who} (account {}{plan}).", s.provider, s.account_id);
+                    break Outcome::Success;
+                }
+                Some(Event::Failure(f)) => {
+                    ui.done();
+                    eprintln!("pi-authctl: login failed: {}", f.message);
+                    break Outcome::Failure;
+                }
+                Some(Event::Cancelled(c)) => {
+                    ui.done();
+                    eprintln!("pi-authctl: login cancelled: {}", c.message);
+                    break Outcome::Cancelled;
+                }
+            },
+            line = lines.next_line(), if stdin_open => match line {
+                Ok(Some(text)) if !text.trim().is_empty() => {
+                    ui.status("checking the pasted code");
+                    match paster.submit_code(provider, text.trim()).await {
+                        Ok(()) => ui.status("code accepted; finishing the sign-in"),
+                        Err(e) => ui.say(&format!("{e}")),
+                    }
+                }
+                Ok(Some(_)) => {}
+                _ => stdin_open = false,
+            },
+            _ = tokio::signal::ctrl_c() => {
+                ui.done();
+                eprintln!("pi-authctl: login cancelled");
+                break Outcome::Cancelled;
+            }
+        }
+    };
+    // Dropping the stream tells the daemon to end the login and close its
+    // callback port.
+    drop(events);
+    Ok(outcome)
+}
