@@ -288,7 +288,7 @@ impl Logins {
                     CallbackEvent::Code(code) => {
                         return Some(match self.exchange(&code, &pkce.verifier, &redirect).await {
                             Ok(done) => done,
-                            Err(e) => LoginEvent::Failure { kind: FailureKind::ExchangeFailed, message: e.to_string() },
+                            Err(e) => e.into_failure(),
                         });
                     }
                     CallbackEvent::Denied(reason) => {

@@ -6,6 +6,8 @@ mod crash;
 mod degraded;
 /// Upstream failures, one by one.
 mod faults;
+/// Login: callback, paste, device code, cancel, logout.
+mod login;
 /// The real pi beside the daemon.
 mod pi_interop;
 /// An independent client: Python grpcio.

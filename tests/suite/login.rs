@@ -1,0 +1,558 @@
+//! Login: the browser callback, paste, device code, busy ports, cancel,
+//! timeout and logout, against the mock issuer.
+
+use std::net::{SocketAddr, TcpListener};
+use std::time::Duration;
+
+use piauth_client::proto::v1 as pb;
+use piauth_client::proto::v1::login_event::Event;
+use piauth_client::{Client, Error, LoginStream, Reason};
+use piauth_tests::daemon::{read_auth, wait_until};
+use piauth_tests::mock::{MockConfig, MockOpenAi};
+use piauth_tests::{Daemon, Sandbox};
+
+/// A mock, a daemon whose callback ports are two free ports, and a client.
+struct Rig {
+    mock: MockOpenAi,
+    sb: Sandbox,
+    _daemon: Daemon,
+    client: Client,
+    primary: SocketAddr,
+    fallback: SocketAddr,
+}
+
+fn free_addr() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+async fn rig(config: MockConfig) -> Rig {
+    let mock = MockOpenAi::start(config).await.unwrap();
+    let sb = Sandbox::new();
+    let (primary, fallback) = (free_addr(), free_addr());
+    let issuer = mock.issuer();
+    let daemon = Daemon::start_with(&sb, |cmd| {
+        cmd.env("PIAUTHD_ISSUER", &issuer)
+            .env("PIAUTHD_CALLBACK_ADDR", primary.to_string())
+            .env("PIAUTHD_CALLBACK_FALLBACK_ADDR", fallback.to_string());
+    });
+    let client = Client::connect(sb.socket()).await.unwrap();
+    Rig {
+        mock,
+        sb,
+        _daemon: daemon,
+        client,
+        primary,
+        fallback,
+    }
+}
+
+/// An HTTP client that does not follow redirects, like a browser whose
+/// redirect we want to see.
+fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// Starts a browser login and returns its stream and authorize URL.
+async fn begin(c: &mut Client, timeout_secs: u32) -> (LoginStream, String, String) {
+    let mut stream = c
+        .login("", pb::LoginMethod::Browser, timeout_secs)
+        .await
+        .unwrap();
+    let Some(Event::AuthorizeUrl(a)) = stream.next().await.unwrap() else {
+        panic!("the first event is the authorize URL");
+    };
+    (stream, a.url, a.callback_addr)
+}
+
+/// What the issuer redirects the browser to, without following it.
+async fn redirect_of(url: &str) -> String {
+    let resp = http().get(url).send().await.unwrap();
+    assert_eq!(resp.status(), 303, "the mock redirects");
+    resp.headers()["location"].to_str().unwrap().to_owned()
+}
+
+/// Reads events until the last one.
+async fn outcome(stream: &mut LoginStream) -> Event {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(30), stream.next())
+            .await
+            .expect("the login ends in time")
+            .unwrap()
+        {
+            Some(Event::Waiting(_) | Event::CallbackUnavailable(_) | Event::DeviceCode(_)) => {}
+            Some(last) => return last,
+            None => panic!("the stream ended without an outcome"),
+        }
+    }
+}
+
+fn listening(addr: SocketAddr) -> bool {
+    std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+}
+
+async fn port_closes(addr: SocketAddr) -> bool {
+    wait_until(Duration::from_secs(1), || async move { !listening(addr) }).await
+}
+
+fn query_param(url: &str, key: &str) -> String {
+    let url = reqwest::Url::parse(url).unwrap();
+    url.query_pairs()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_browser_callback_completes_a_login() {
+    let mut r = rig(MockConfig::default()).await;
+    r.sb.write_auth(
+        "{\n  \"openai\": {\n    \"type\": \"api_key\",\n    \"key\": \"sk-keep\"\n  }\n}",
+    );
+    assert!(!listening(r.primary), "no listener before a login");
+    let (mut stream, url, addr) = begin(&mut r.client, 0).await;
+    assert_eq!(addr, r.primary.to_string());
+    assert_eq!(
+        query_param(&url, "redirect_uri"),
+        format!("http://localhost:{}/auth/callback", r.primary.port())
+    );
+    assert_eq!(query_param(&url, "originator"), "pi");
+    assert_eq!(query_param(&url, "code_challenge_method"), "S256");
+    assert_eq!(query_param(&url, "state").len(), 32);
+    assert!(listening(r.primary), "listening during the login");
+
+    // The browser: follow the issuer's redirect to the daemon's callback.
+    let page = reqwest::get(&url).await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert_eq!(page.headers()["cache-control"], "no-store");
+    assert_eq!(page.headers()["referrer-policy"], "no-referrer");
+    assert!(
+        page.text()
+            .await
+            .unwrap()
+            .contains("You can close this window")
+    );
+
+    let Event::Success(s) = outcome(&mut stream).await else {
+        panic!("login failed")
+    };
+    assert_eq!(
+        (s.account_id.as_str(), s.email.as_str(), s.plan.as_str()),
+        ("acc-login", "login@example.com", "plus")
+    );
+    assert!(
+        port_closes(r.primary).await,
+        "the port closes when the login ends"
+    );
+
+    let token = r.client.get_token("", 60).await.unwrap();
+    assert!(r.mock.state.access_token_live(&token.access_token));
+    let doc = read_auth(&r.sb.auth_file()).unwrap();
+    assert_eq!(doc["openai"]["key"], "sk-keep");
+    assert_eq!(doc["openai-codex"]["accountId"], "acc-login");
+    let st = r.client.status().await.unwrap();
+    assert_eq!(st.providers[0].email, "login@example.com");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_paste_form_completes_a_login() {
+    let mut r = rig(MockConfig::default()).await;
+    let forms: [fn(&str, &str, &str) -> String; 5] = [
+        |loc, _, _| loc.to_owned(),
+        |_, code, state| format!("{code}#{state}"),
+        |_, code, state| format!("code={code}&state={state}"),
+        |_, code, state| format!("  ?code={code}&state={state}\n"),
+        |_, code, _| code.to_owned(),
+    ];
+    for (i, form) in forms.iter().enumerate() {
+        let (mut stream, url, _) = begin(&mut r.client, 0).await;
+        let location = redirect_of(&url).await;
+        let pasted = form(
+            &location,
+            &query_param(&location, "code"),
+            &query_param(&location, "state"),
+        );
+        r.client
+            .submit_code("", &pasted)
+            .await
+            .unwrap_or_else(|e| panic!("form {i}: {e}"));
+        assert!(
+            matches!(outcome(&mut stream).await, Event::Success(_)),
+            "form {i}"
+        );
+        assert!(port_closes(r.primary).await);
+    }
+    assert_eq!(r.mock.stats().exchanges, 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_pastes_get_precise_errors_and_the_login_stays_open() {
+    let mut r = rig(MockConfig::default()).await;
+    let (mut stream, url, _) = begin(&mut r.client, 0).await;
+    let location = redirect_of(&url).await;
+    let code = query_param(&location, "code");
+    let cases = [
+        ("", "nothing was pasted"),
+        ("   ", "nothing was pasted"),
+        (
+            &*format!("{code}#ffffffffffffffffffffffffffffffff"),
+            "State mismatch",
+        ),
+        ("http://localhost:1455/auth/callback?state=x", "has no code"),
+        ("not-the-code", "did not accept that code"),
+    ];
+    for (input, says) in cases {
+        let e = r.client.submit_code("", input).await.unwrap_err();
+        assert!(
+            matches!(e, Error::InvalidArgument { .. }),
+            "{input:?}: {e:?}"
+        );
+        assert!(e.to_string().contains(says), "{input:?}: {e}");
+    }
+    assert!(listening(r.primary), "the login is still open");
+    r.client.submit_code("", &location).await.unwrap();
+    assert!(matches!(outcome(&mut stream).await, Event::Success(_)));
+    let e = r.client.submit_code("", &location).await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::FailedPrecondition {
+                reason: Reason::NoLoginInProgress,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_callback_applies_every_rule() {
+    let mut r = rig(MockConfig::default()).await;
+    // A slow exchange keeps the listener up after the first good hit.
+    r.mock.state.set_token_delay(Duration::from_millis(1500));
+    let (mut stream, url, _) = begin(&mut r.client, 0).await;
+    let base = format!("http://{}", r.primary);
+    let location = redirect_of(&url).await;
+    let state = query_param(&location, "state");
+    let get = |path: String| async move { http().get(path).send().await.unwrap() };
+
+    assert_eq!(get(format!("{base}/elsewhere")).await.status(), 404);
+    let post = http()
+        .post(format!("{base}/auth/callback?code=c&state={state}"))
+        .send()
+        .await
+        .unwrap();
+    assert!(matches!(post.status().as_u16(), 404 | 405));
+    let mismatch = get(format!("{base}/auth/callback?code=c&state=0000")).await;
+    assert_eq!(mismatch.status(), 400);
+    assert!(mismatch.text().await.unwrap().contains("State mismatch"));
+    assert_eq!(
+        get(format!("{base}/auth/callback?state={state}"))
+            .await
+            .status(),
+        400,
+        "no code"
+    );
+    let cancel = get(format!("{base}/cancel")).await;
+    assert_eq!(
+        cancel.status(),
+        200,
+        "Codex CLI's /cancel is answered harmlessly"
+    );
+    assert!(listening(r.primary), "and does not cancel our login");
+
+    let first = get(location.replace("localhost", "127.0.0.1")).await;
+    assert_eq!(first.status(), 200);
+    let second = get(location.replace("localhost", "127.0.0.1")).await;
+    assert_eq!(second.status(), 409, "one-shot");
+    assert!(matches!(outcome(&mut stream).await, Event::Success(_)));
+    assert!(port_closes(r.primary).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_denied_fails_the_login() {
+    let mut r = rig(MockConfig {
+        approve: false,
+        ..MockConfig::default()
+    })
+    .await;
+    let (mut stream, url, _) = begin(&mut r.client, 0).await;
+    let page = reqwest::get(&url).await.unwrap();
+    assert_eq!(page.status(), 400);
+    let Event::Failure(f) = outcome(&mut stream).await else {
+        panic!()
+    };
+    assert_eq!(f.kind, pb::LoginFailureKind::Denied as i32);
+    assert!(f.message.contains("denied"), "{}", f.message);
+    assert!(port_closes(r.primary).await);
+    assert!(read_auth(&r.sb.auth_file()).is_none(), "nothing was stored");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_port_moves_the_login_to_the_fallback() {
+    let mut r = rig(MockConfig::default()).await;
+    let squatter = TcpListener::bind(r.primary).unwrap();
+    let (mut stream, url, addr) = begin(&mut r.client, 0).await;
+    assert_eq!(addr, r.fallback.to_string());
+    assert_eq!(
+        query_param(&url, "redirect_uri"),
+        format!("http://localhost:{}/auth/callback", r.fallback.port())
+    );
+    assert_eq!(reqwest::get(&url).await.unwrap().status(), 200);
+    assert!(matches!(outcome(&mut stream).await, Event::Success(_)));
+    assert!(port_closes(r.fallback).await);
+    drop(squatter);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_both_ports_busy_it_says_so_and_paste_still_works() {
+    let mut r = rig(MockConfig::default()).await;
+    let squatters = (
+        TcpListener::bind(r.primary).unwrap(),
+        TcpListener::bind(r.fallback).unwrap(),
+    );
+    let mut stream = r
+        .client
+        .login("", pb::LoginMethod::Browser, 0)
+        .await
+        .unwrap();
+    let Some(Event::AuthorizeUrl(a)) = stream.next().await.unwrap() else {
+        panic!()
+    };
+    assert!(a.callback_addr.is_empty(), "no listener");
+    let Some(Event::CallbackUnavailable(c)) = stream.next().await.unwrap() else {
+        panic!("the busy ports are announced")
+    };
+    assert!(
+        c.message.contains("busy") && c.message.contains("paste") && c.message.contains("--device"),
+        "{}",
+        c.message
+    );
+    let location = redirect_of(&a.url).await;
+    r.client.submit_code("", &location).await.unwrap();
+    assert!(matches!(outcome(&mut stream).await, Event::Success(_)));
+    drop(squatters);
+    assert!(TcpListener::bind(r.primary).is_ok() && TcpListener::bind(r.fallback).is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_device_flow_polls_slows_down_and_completes() {
+    let mut r = rig(MockConfig {
+        device_pending_polls: 2,
+        device_slow_down_at: Some(1),
+        ..MockConfig::default()
+    })
+    .await;
+    let started = std::time::Instant::now();
+    let mut stream = r
+        .client
+        .login("", pb::LoginMethod::DeviceCode, 0)
+        .await
+        .unwrap();
+    let Some(Event::DeviceCode(d)) = stream.next().await.unwrap() else {
+        panic!("a device code first")
+    };
+    assert_eq!(
+        d.verification_url,
+        format!("{}/codex/device", r.mock.issuer())
+    );
+    assert_eq!(d.user_code.len(), 9);
+    assert!(
+        !listening(r.primary),
+        "no callback listener for a device login"
+    );
+    let Event::Success(s) = outcome(&mut stream).await else {
+        panic!()
+    };
+    assert_eq!(s.account_id, "acc-login");
+    let stats = r.mock.stats();
+    assert_eq!(stats.device_polls, 3, "pending, slow_down, approved");
+    assert!(
+        started.elapsed() >= Duration::from_secs(7),
+        "slow_down added 5 s to the 1 s interval"
+    );
+    assert!(r.client.get_token("", 0).await.is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disabled_device_login_is_a_clear_failure() {
+    let mut r = rig(MockConfig {
+        device_enabled: false,
+        ..MockConfig::default()
+    })
+    .await;
+    let mut stream = r
+        .client
+        .login("", pb::LoginMethod::DeviceCode, 0)
+        .await
+        .unwrap();
+    let Event::Failure(f) = outcome(&mut stream).await else {
+        panic!()
+    };
+    assert_eq!(f.kind, pb::LoginFailureKind::DeviceCodeUnavailable as i32);
+    assert!(f.message.contains("not enabled"), "{}", f.message);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_and_timeout_free_the_port_at_once() {
+    let mut r = rig(MockConfig::default()).await;
+    let (stream, _, _) = begin(&mut r.client, 0).await;
+    assert!(listening(r.primary));
+    // A second login is refused while one runs.
+    let e = r.client.login("", pb::LoginMethod::Browser, 0).await;
+    let e = match e {
+        Err(e) => e,
+        Ok(mut s) => s.next().await.unwrap_err(),
+    };
+    assert!(
+        matches!(
+            e,
+            Error::FailedPrecondition {
+                reason: Reason::LoginInProgress,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    drop(stream); // the client goes away: cancel
+    assert!(port_closes(r.primary).await, "cancel frees the port");
+
+    let (mut stream, _, _) = begin(&mut r.client, 1).await;
+    let Event::Failure(f) = outcome(&mut stream).await else {
+        panic!()
+    };
+    assert_eq!(f.kind, pb::LoginFailureKind::Timeout as i32);
+    assert!(port_closes(r.primary).await, "timeout frees the port");
+}
+
+/// The listening socket is bound to 127.0.0.1, never to a wildcard or an
+/// external address (read from the kernel's socket table, no traffic sent).
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_listener_binds_loopback_only() {
+    let mut r = rig(MockConfig::default()).await;
+    let port_hex = format!("{:04X}", r.primary.port());
+    let listeners = || {
+        let table = std::fs::read_to_string("/proc/net/tcp").unwrap()
+            + &std::fs::read_to_string("/proc/net/tcp6").unwrap_or_default();
+        table
+            .lines()
+            .filter(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                f.len() > 3 && f[3] == "0A" && f[1].ends_with(&format!(":{port_hex}"))
+            })
+            .map(|l| l.split_whitespace().nth(1).unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert!(listeners().is_empty(), "nothing listens before the login");
+    let (stream, _, _) = begin(&mut r.client, 0).await;
+    assert_eq!(
+        listeners(),
+        vec![format!("0100007F:{port_hex}")],
+        "127.0.0.1 only"
+    );
+    drop(stream);
+    assert!(
+        wait_until(Duration::from_secs(1), || async { listeners().is_empty() }).await,
+        "nothing listens after"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_without_an_account_id_fails_the_login() {
+    let mut r = rig(MockConfig {
+        omit_account_id: true,
+        ..MockConfig::default()
+    })
+    .await;
+    let (mut stream, url, _) = begin(&mut r.client, 0).await;
+    let _ = reqwest::get(&url).await.unwrap();
+    let Event::Failure(f) = outcome(&mut stream).await else {
+        panic!()
+    };
+    assert_eq!(
+        f.kind,
+        pb::LoginFailureKind::InvalidToken as i32,
+        "{}",
+        f.message
+    );
+    assert!(f.message.contains("account id"), "{}", f.message);
+    assert!(read_auth(&r.sb.auth_file()).is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logout_removes_only_that_provider() {
+    let mut r = rig(MockConfig::default()).await;
+    let others = "{\n  \"anthropic\": {\n    \"type\": \"oauth\",\n    \"refresh\": \"r\",\n    \"access\": \"a\",\n    \"expires\": 1767225600000,\n    \"extra\": [1, {\"x\": null}]\n  },\n  \"openai\": {\n    \"type\": \"api_key\",\n    \"key\": \"sk-keep\"\n  }\n}";
+    r.sb.write_auth(others);
+    let (mut stream, url, _) = begin(&mut r.client, 0).await;
+    let _ = reqwest::get(&url).await.unwrap();
+    assert!(matches!(outcome(&mut stream).await, Event::Success(_)));
+    assert!(read_auth(&r.sb.auth_file()).unwrap()["openai-codex"].is_object());
+
+    assert!(r.client.logout("").await.unwrap());
+    let after = read_auth(&r.sb.auth_file()).unwrap();
+    let before: serde_json::Value = serde_json::from_str(others).unwrap();
+    assert_eq!(after, before, "the other providers are untouched");
+    let e = r.client.get_token("", 0).await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::Unauthenticated {
+                reason: Reason::NotLoggedIn,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(
+        !r.client.logout("").await.unwrap(),
+        "nothing left to remove"
+    );
+    let out = r.sb.authctl(&["logout"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("was not logged in"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_login_clears_needs_login() {
+    let mut r = rig(MockConfig::default()).await;
+    let set = r
+        .mock
+        .state
+        .seed_login("acc-old", "old@example.com", "plus");
+    piauth_tests::fixtures::write_codex_login(&r.sb.auth_file(), &set).unwrap();
+    let c = r.client.clone();
+    assert!(
+        wait_until(Duration::from_secs(3), || {
+            let mut c = c.clone();
+            async move { c.get_token("", 0).await.is_ok() }
+        })
+        .await
+    );
+    r.mock
+        .state
+        .push_faults([piauth_tests::mock::Fault::InvalidGrant]);
+    let _ = r.client.refresh("").await;
+    let e = r.client.get_token("", 0).await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::Unauthenticated {
+                reason: Reason::NeedsLogin,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+
+    let (mut stream, url, _) = begin(&mut r.client, 0).await;
+    let _ = reqwest::get(&url).await.unwrap();
+    assert!(matches!(outcome(&mut stream).await, Event::Success(_)));
+    let t = r.client.get_token("", 0).await.unwrap();
+    assert_eq!(t.account_id, "acc-login");
+}
