@@ -1,5 +1,7 @@
 //! End-to-end suite: real binaries, a real Unix socket, real gRPC.
 
+/// A real browser, and the CLI in a real terminal.
+mod browser;
 /// SIGKILL in the middle of refreshes.
 mod crash;
 /// An unwritable store.
