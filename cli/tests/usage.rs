@@ -11,7 +11,8 @@ fn help_explains_exit_codes() {
         .output()
         .unwrap();
     let help = String::from_utf8(out.stdout).unwrap();
-    assert!(help.contains("3  piauthd is not running"), "{help}");
+    assert!(help.contains("piauthd is not running"), "{help}");
+    assert!(help.contains("130  cancelled"), "{help}");
     assert!(help.contains("status") && help.contains("token"), "{help}");
 }
 
