@@ -20,6 +20,8 @@ pub const DEFAULT_CALLBACK_ADDR: &str = "127.0.0.1:1455";
 pub const DEFAULT_CALLBACK_FALLBACK_ADDR: &str = "127.0.0.1:1457";
 /// `originator` in the authorize URL unless configured otherwise.
 pub const DEFAULT_ORIGINATOR: &str = "pi";
+/// How long a completion stream may go without an event (as Codex CLI).
+pub const DEFAULT_STREAM_IDLE_SECS: u64 = 300;
 /// How long a login may take unless configured otherwise.
 pub const DEFAULT_LOGIN_TIMEOUT_SECS: u64 = 600;
 
@@ -35,6 +37,7 @@ pub struct Overrides {
     pub callback_fallback_addr: Option<SocketAddr>,
     pub originator: Option<String>,
     pub login_timeout_secs: Option<u64>,
+    pub stream_idle_secs: Option<u64>,
 }
 
 /// The config file's contents. Unknown keys are an error, so a typo is not
@@ -50,6 +53,10 @@ pub struct FileConfig {
     pub callback_fallback_addr: Option<SocketAddr>,
     pub originator: Option<String>,
     pub login_timeout_secs: Option<u64>,
+    pub stream_idle_secs: Option<u64>,
+    /// Models added to (or replacing) the built-in list.
+    #[serde(default)]
+    pub models: Vec<crate::codex::models::Model>,
 }
 
 /// The facts of the environment that defaults depend on.
@@ -89,6 +96,9 @@ pub struct Config {
     pub callback_fallback_addr: Option<SocketAddr>,
     pub originator: String,
     pub login_timeout_secs: u64,
+    /// A completion stream with no event for this long fails.
+    pub stream_idle_secs: u64,
+    pub models: Vec<crate::codex::models::Model>,
 }
 
 /// Why the configuration is unusable.
@@ -223,7 +233,14 @@ pub fn resolve(
         .or(file.login_timeout_secs)
         .unwrap_or(DEFAULT_LOGIN_TIMEOUT_SECS)
         .max(1);
+    let stream_idle_secs = over
+        .stream_idle_secs
+        .or(file.stream_idle_secs)
+        .unwrap_or(DEFAULT_STREAM_IDLE_SECS)
+        .max(1);
     Ok(Config {
+        stream_idle_secs,
+        models: file.models,
         callback_fallback_addr,
         originator,
         login_timeout_secs,

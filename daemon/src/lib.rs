@@ -18,12 +18,15 @@
 //!   the only writer of the store.
 //! * [`callback`]: the loopback listener that exists only during a login.
 //! * [`login`]: the browser, paste and device-code flows.
+//! * [`codex`]: the Codex Responses relay (SSE parsing, request building,
+//!   error mapping, streaming).
 //! * [`socket`]: the private socket directory and one-instance lock.
 //! * [`rpc`]: the tonic services; the only module that sees proto types.
 //! * [`server`]: wires them together and runs until shutdown.
 
 pub mod broker;
 pub mod callback;
+pub mod codex;
 pub mod config;
 pub mod login;
 pub mod oauth;

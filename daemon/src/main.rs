@@ -53,6 +53,10 @@ struct Args {
     #[arg(long, env = "PIAUTHD_LOGIN_TIMEOUT_SECS", value_name = "SECS")]
     login_timeout_secs: Option<u64>,
 
+    /// A completion stream with no event for this many seconds fails [default: 300]
+    #[arg(long, env = "PIAUTHD_STREAM_IDLE_SECS", value_name = "SECS")]
+    stream_idle_secs: Option<u64>,
+
     /// Config file [default: $XDG_CONFIG_HOME/piauthd/config.toml]
     #[arg(long, env = "PIAUTHD_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
@@ -106,6 +110,7 @@ fn start(args: Args) -> anyhow::Result<()> {
         callback_fallback_addr: args.callback_fallback_addr,
         originator: args.originator,
         login_timeout_secs: args.login_timeout_secs,
+        stream_idle_secs: args.stream_idle_secs,
     };
     let config = config::resolve(overrides, file, &env)?;
 

@@ -11,7 +11,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::broker::{self, Broker};
 use crate::config::Config;
+use crate::codex::Codex;
 use crate::login::{LoginSettings, Logins};
+use crate::rpc::CompletionsService;
 use crate::socket::{self, SocketError};
 use crate::store::{self, FileStore};
 use crate::upstream::Issuer;
@@ -111,10 +113,18 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         store = %config.auth_file.display(),
         "piauthd is serving"
     );
+    let codex = Codex::new(
+        &config.codex_base_url,
+        &config.originator,
+        Duration::from_secs(config.stream_idle_secs),
+    )
+    .map_err(RunError::Http)?;
+    let completions = CompletionsService::new(broker.clone(), codex, config.models.clone());
     let serve = crate::rpc::serve(
         listener,
         broker.clone(),
         logins,
+        completions,
         bound.path().display().to_string(),
         uid,
         shutdown.clone(),

@@ -165,6 +165,8 @@ pub struct Grant {
     /// 0 for credentials without expiry.
     pub expires_at_ms: i64,
     pub account_id: String,
+    /// The snapshot generation the token came from (see [`View::generation`]).
+    pub generation: u64,
 }
 
 /// Why no token can be served. Messages are for people and never contain a
@@ -389,6 +391,7 @@ fn grant_codex(view: &View, _now: i64) -> Option<Grant> {
         access: c.access.clone(),
         expires_at_ms: c.expires_ms,
         account_id: account_id(c, entry.claims.as_ref()),
+        generation: view.generation,
     })
 }
 
@@ -439,6 +442,7 @@ pub fn grant_static(
                 access: c.access.clone(),
                 expires_at_ms: c.expires_ms,
                 account_id: account_id(c, entry.claims.as_ref()),
+                generation: view.generation,
             })
         }
         Credential::ApiKey(key) => Ok(Grant {
@@ -446,6 +450,7 @@ pub fn grant_static(
             access: key.clone(),
             expires_at_ms: 0,
             account_id: String::new(),
+            generation: view.generation,
         }),
         Credential::Unusable { reason } => Err(TokenError::Unusable {
             provider: provider.to_owned(),

@@ -106,6 +106,13 @@ impl Broker {
         self.refresh_flight(Need::Newer(generation)).await
     }
 
+    /// The backend rejected a token of `generation` although it looked
+    /// valid (revoked early): refresh once through the single flight, unless
+    /// a newer token exists already.
+    pub async fn refresh_rejected(self: &Arc<Self>, generation: u64) -> Result<(), TokenError> {
+        self.refresh_flight(Need::Newer(generation)).await
+    }
+
     /// The refresh itself. Called with the gate held.
     async fn refresh_locked(self: &Arc<Self>, need: Need) -> Result<(), TokenError> {
         let before = self.view();

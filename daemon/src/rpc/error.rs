@@ -26,15 +26,6 @@ pub fn status(code: Code, reason: Reason, message: impl Into<String>) -> Status 
     )
 }
 
-/// UNIMPLEMENTED, naming what is missing.
-pub fn not_yet(what: &str) -> Status {
-    status(
-        Code::Unimplemented,
-        ErrorReason::NotImplemented,
-        format!("{what} is not implemented in this version of piauthd yet"),
-    )
-}
-
 impl From<TokenError> for Status {
     fn from(e: TokenError) -> Status {
         let (code, reason) = match &e {

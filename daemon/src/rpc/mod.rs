@@ -36,6 +36,7 @@ pub async fn serve(
     listener: UnixListener,
     broker: Arc<Broker>,
     logins: Arc<Logins>,
+    completions: CompletionsService,
     socket_path: String,
     own_uid: u32,
     shutdown: CancellationToken,
@@ -43,7 +44,7 @@ pub async fn serve(
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<AuthServer<AuthService>>().await;
     health
-        .set_not_serving::<CompletionsServer<CompletionsService>>()
+        .set_serving::<CompletionsServer<CompletionsService>>()
         .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(piauth_proto::v1::FILE_DESCRIPTOR_SET)
@@ -58,7 +59,7 @@ pub async fn serve(
     ))
     .max_decoding_message_size(MAX_REQUEST_BYTES)
     .max_encoding_message_size(MAX_RESPONSE_BYTES);
-    let completions = CompletionsServer::new(CompletionsService)
+    let completions = CompletionsServer::new(completions)
         .max_decoding_message_size(MAX_REQUEST_BYTES)
         .max_encoding_message_size(MAX_RESPONSE_BYTES);
 

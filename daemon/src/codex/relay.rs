@@ -1,0 +1,297 @@
+//! Relaying a completion: send the request with the broker's token, then
+//! pass every SSE event on the moment it arrives.
+//!
+//! * The channel to the client is bounded, so a slow client slows the
+//!   upstream read and memory stays bounded; a client that goes away drops
+//!   the channel, and the upstream request is dropped (aborted) with it.
+//! * Before the first event, a 5xx or network error is retried with capped
+//!   backoff that honours `retry-after`, and a 401 causes one forced refresh
+//!   and one retry. After the first event nothing is ever retried.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use super::failure::{self, CodexError};
+use super::request::{self, Ask, AskError};
+use super::sse::SseParser;
+use crate::broker::{Broker, DEFAULT_PROVIDER, TokenError, now_ms};
+
+/// Attempts before the first event (5xx and network errors).
+const ATTEMPTS: u32 = 3;
+/// The longest wait between attempts, `retry-after` included.
+const MAX_RETRY_WAIT: Duration = Duration::from_secs(30);
+/// The token sent must stay valid at least this long.
+const TOKEN_MIN_VALID_SECS: u32 = 60;
+
+/// What the daemon tells the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Relayed {
+    pub event_type: String,
+    pub data_json: String,
+    /// On the first event only.
+    pub response: Option<ResponseInfo>,
+    /// On the terminal event only.
+    pub usage: Option<Usage>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResponseInfo {
+    pub http_status: u16,
+    /// Rate-limit headers, lower-cased names.
+    pub rate_limits: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cached_input_tokens: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RelayError {
+    #[error(transparent)]
+    Ask(#[from] AskError),
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    #[error(transparent)]
+    Codex(#[from] CodexError),
+}
+
+/// Whether a header is one clients should see (PROTOCOL.md §3).
+pub fn is_rate_limit_header(name: &str) -> bool {
+    name.starts_with("x-codex-")
+        || name == "retry-after"
+        || name == "retry-after-ms"
+        || (name.starts_with("x-") && (name.contains("-primary-") || name.contains("-secondary-")))
+}
+
+/// Usage of a terminal event: `response.usage`.
+pub fn usage_of(data: &Value) -> Option<Usage> {
+    let u = data.get("response")?.get("usage")?;
+    let n = |v: Option<&Value>| v.and_then(Value::as_u64).unwrap_or(0);
+    Some(Usage {
+        input_tokens: n(u.get("input_tokens")),
+        output_tokens: n(u.get("output_tokens")),
+        cached_input_tokens: n(u.get("input_tokens_details").and_then(|d| d.get("cached_tokens"))),
+    })
+}
+
+/// Whether an event type ends a response successfully.
+pub fn is_terminal(event_type: &str) -> bool {
+    matches!(event_type, "response.completed" | "response.done" | "response.incomplete")
+}
+
+/// The Codex backend client.
+#[derive(Debug, Clone)]
+pub struct Codex {
+    http: reqwest::Client,
+    url: String,
+    originator: String,
+    idle: Duration,
+}
+
+impl Codex {
+    /// `base` is e.g. `https://chatgpt.com/backend-api`; `idle` is how long
+    /// a stream may go without an event.
+    pub fn new(base: &str, originator: &str, idle: Duration) -> reqwest::Result<Codex> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
+        Ok(Codex {
+            http,
+            url: format!("{}/codex/responses", base.trim_end_matches('/')),
+            originator: originator.to_owned(),
+            idle,
+        })
+    }
+
+    /// Runs one completion, sending events (then at most one error) on `tx`.
+    pub async fn relay(&self, broker: Arc<Broker>, ask: Ask, tx: mpsc::Sender<Result<Relayed, RelayError>>) {
+        if let Err(e) = self.run(&broker, &ask, &tx).await {
+            let _ = tx.send(Err(e)).await;
+        }
+    }
+
+    async fn run(
+        &self,
+        broker: &Arc<Broker>,
+        ask: &Ask,
+        tx: &mpsc::Sender<Result<Relayed, RelayError>>,
+    ) -> Result<(), RelayError> {
+        let body = request::build_body(ask)?;
+        let body = serde_json::to_vec(&body).map_err(|e| AskError::BadBody(e.to_string()))?;
+        let mut refreshed = false;
+        let mut attempt = 0;
+        let response = loop {
+            attempt += 1;
+            let grant = broker.get_token(DEFAULT_PROVIDER, TOKEN_MIN_VALID_SECS).await?;
+            let mut req = self
+                .http
+                .post(&self.url)
+                .bearer_auth(grant.access.expose())
+                .body(body.clone());
+            for (name, value) in request::headers(&grant.account_id, &self.originator, &ask.session_id) {
+                req = req.header(name, value);
+            }
+            let sent = tokio::select! {
+                r = req.send() => r,
+                () = tx.closed() => return Ok(()),
+            };
+            let wait = match sent {
+                Ok(resp) if resp.status().is_success() => break resp,
+                Ok(resp) if resp.status().as_u16() == 401 && !refreshed => {
+                    // Revoked before its expiry: one forced refresh, one retry.
+                    tracing::info!("the Codex backend answered 401; refreshing once");
+                    refreshed = true;
+                    broker.refresh_rejected(grant.generation).await?;
+                    attempt -= 1;
+                    continue;
+                }
+                Ok(resp) => {
+                    let status = resp.status().as_u16();
+                    let retry_after = retry_after(resp.headers());
+                    let bytes = resp.bytes().await.unwrap_or_default();
+                    if status == 401 {
+                        let message = failure::from_http(status, &bytes, None, 0).to_string();
+                        return Err(CodexError::Unauthorized { message }.into());
+                    }
+                    let err = failure::from_http(status, &bytes, retry_after.map(|d| d.as_secs()), now_ms() / 1000);
+                    if status < 500 || attempt >= ATTEMPTS {
+                        return Err(err.into());
+                    }
+                    tracing::warn!(status, attempt, "Codex backend error before the first event; retrying");
+                    retry_after.unwrap_or_else(|| backoff(attempt))
+                }
+                Err(e) => {
+                    if attempt >= ATTEMPTS {
+                        return Err(CodexError::Network { message: describe(&e), events: 0 }.into());
+                    }
+                    tracing::warn!(attempt, "cannot reach the Codex backend; retrying");
+                    backoff(attempt)
+                }
+            };
+            tokio::select! {
+                () = tokio::time::sleep(wait.min(MAX_RETRY_WAIT)) => {}
+                () = tx.closed() => return Ok(()),
+            }
+        };
+        self.stream(response, tx).await
+    }
+
+    /// Relays the events of a 2xx response. Never retries.
+    async fn stream(
+        &self,
+        mut response: reqwest::Response,
+        tx: &mpsc::Sender<Result<Relayed, RelayError>>,
+    ) -> Result<(), RelayError> {
+        let mut info = Some(ResponseInfo {
+            http_status: response.status().as_u16(),
+            rate_limits: response
+                .headers()
+                .iter()
+                .filter(|(n, _)| is_rate_limit_header(n.as_str()))
+                .filter_map(|(n, v)| Some((n.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+                .collect(),
+        });
+        let mut parser = SseParser::new();
+        let mut events: u64 = 0;
+        let mut last_event = tokio::time::Instant::now();
+        loop {
+            let deadline = last_event + self.idle;
+            let chunk = tokio::select! {
+                c = tokio::time::timeout_at(deadline, response.chunk()) => match c {
+                    Err(_) => return Err(CodexError::Idle { secs: self.idle.as_secs() }.into()),
+                    Ok(Err(e)) => return Err(CodexError::Network { message: describe(&e), events }.into()),
+                    Ok(Ok(c)) => c,
+                },
+                () = tx.closed() => return Ok(()),
+            };
+            let payloads = match &chunk {
+                Some(bytes) => parser.push(bytes),
+                None => parser.finish(),
+            }
+            .map_err(|e| CodexError::Network { message: e.to_string(), events })?;
+            for payload in payloads {
+                last_event = tokio::time::Instant::now();
+                let data: Value = match serde_json::from_str(&payload) {
+                    Ok(v) => v,
+                    Err(_) => {
+                        tracing::debug!("skipped an SSE event that is not JSON");
+                        continue;
+                    }
+                };
+                let event_type = data.get("type").and_then(Value::as_str).unwrap_or("").to_owned();
+                let terminal = is_terminal(&event_type);
+                let failed = failure::from_event(&event_type, &data);
+                let relayed = Relayed {
+                    usage: if terminal { usage_of(&data) } else { None },
+                    response: info.take(),
+                    event_type,
+                    data_json: payload,
+                };
+                events += 1;
+                // Bounded: waits while the client is slow.
+                if tx.send(Ok(relayed)).await.is_err() {
+                    return Ok(());
+                }
+                if let Some(err) = failed {
+                    return Err(err.into());
+                }
+                if terminal {
+                    return Ok(());
+                }
+            }
+            if chunk.is_none() {
+                return Err(CodexError::Incomplete { events }.into());
+            }
+        }
+    }
+}
+
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let get = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
+    crate::oauth::retry_after_ms(get("retry-after"), get("retry-after-ms")).map(Duration::from_millis)
+}
+
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis(250 * (1u64 << attempt.min(4)))
+}
+
+fn describe(e: &reqwest::Error) -> String {
+    let mut message = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        message = format!("{message}: {cause}");
+        source = cause.source();
+    }
+    message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn rate_limit_headers_are_recognised() {
+        for h in ["x-codex-primary-used-percent", "x-codex-credits-balance", "retry-after", "retry-after-ms", "x-foo-primary-used-percent", "x-foo-secondary-reset-at"] {
+            assert!(is_rate_limit_header(h), "{h}");
+        }
+        for h in ["content-type", "x-request-id", "authorization"] {
+            assert!(!is_rate_limit_header(h), "{h}");
+        }
+    }
+
+    #[test]
+    fn usage_comes_from_the_terminal_event() {
+        let data = json!({"type":"response.completed","response":{"usage":{"input_tokens":10,"output_tokens":3,"input_tokens_details":{"cached_tokens":4}}}});
+        assert_eq!(usage_of(&data), Some(Usage { input_tokens: 10, output_tokens: 3, cached_input_tokens: 4 }));
+        assert!(is_terminal("response.completed") && is_terminal("response.done") && is_terminal("response.incomplete"));
+        assert!(!is_terminal("response.output_text.delta"));
+    }
+}
