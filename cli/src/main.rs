@@ -3,6 +3,7 @@
 //! A thin binary: parse with clap, call the client library, print. It never
 //! links the daemon; everything goes over the socket.
 
+mod complete;
 mod login;
 mod render;
 
@@ -91,6 +92,35 @@ enum Command {
         /// Provider id.
         #[arg(long, default_value = "openai-codex")]
         provider: String,
+    },
+    /// Stream a completion from the Codex backend, through the daemon.
+    ///
+    /// The text goes to stdout as it arrives; usage goes to stderr at the
+    /// end. The token never leaves the daemon.
+    Complete {
+        /// The prompt, or `-` to read it from stdin.
+        prompt: String,
+        /// Model id (see `pi-authctl models`).
+        #[arg(long, default_value = "gpt-5.1-codex-mini")]
+        model: String,
+        /// Reasoning effort: minimal, low, medium, high or xhigh.
+        #[arg(long)]
+        effort: Option<String>,
+        /// The system prompt (instructions).
+        #[arg(long, default_value = "You are a helpful assistant.")]
+        system: String,
+        /// Session id, for prompt caching across calls.
+        #[arg(long)]
+        session: Option<String>,
+        /// Print one raw event per line, as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the models the daemon relays, with their limits.
+    Models {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Refresh the token now, through the daemon (never directly).
     ///
@@ -187,6 +217,51 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
                     login::Outcome::Cancelled => ExitCode::from(130),
                 },
             );
+        }
+        Command::Complete {
+            prompt,
+            model,
+            effort,
+            system,
+            session,
+            json,
+        } => {
+            let prompt = match complete::read_prompt(&prompt) {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("pi-authctl: cannot read the prompt from stdin: {e}");
+                    return Ok(ExitCode::FAILURE);
+                }
+            };
+            let p = complete::Prompt {
+                prompt,
+                model,
+                effort,
+                system,
+                session,
+                json,
+            };
+            if !complete::run(&mut client, p).await? {
+                return Ok(ExitCode::from(130));
+            }
+        }
+        Command::Models { json } => {
+            let models = client.list_models().await?;
+            if json {
+                let list: Vec<_> = models
+                    .iter()
+                    .map(|m| serde_json::json!({"id": m.id, "context_window": m.context_window, "max_output_tokens": m.max_output_tokens}))
+                    .collect();
+                println!("{}", serde_json::Value::from(list));
+            } else {
+                println!("{:<24} {:>10} {:>10}", "MODEL", "CONTEXT", "MAX OUT");
+                for m in models {
+                    println!(
+                        "{:<24} {:>10} {:>10}",
+                        m.id, m.context_window, m.max_output_tokens
+                    );
+                }
+            }
         }
         Command::Logout { provider } => {
             if client.logout(&provider).await? {

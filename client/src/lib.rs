@@ -60,6 +60,14 @@ pub enum Error {
     InvalidArgument { message: String },
     #[error("{message}")]
     Unimplemented { message: String },
+    /// A usage or rate limit; `details` may hold `plan_type`, `resets_at`
+    /// (epoch seconds) and `retry_after_secs`.
+    #[error("{message}")]
+    ResourceExhausted {
+        reason: Reason,
+        message: String,
+        details: std::collections::HashMap<String, String>,
+    },
     /// Any other status.
     #[error("piauthd answered {code:?}: {message}")]
     Other { code: Code, message: String },
@@ -74,7 +82,8 @@ impl Error {
         match self {
             Error::Unauthenticated { reason, .. }
             | Error::Unavailable { reason, .. }
-            | Error::FailedPrecondition { reason, .. } => Some(*reason),
+            | Error::FailedPrecondition { reason, .. }
+            | Error::ResourceExhausted { reason, .. } => Some(*reason),
             _ => None,
         }
     }
@@ -82,9 +91,11 @@ impl Error {
 
 impl From<Status> for Error {
     fn from(st: Status) -> Error {
-        let reason = st
+        let info = st
             .get_details_error_info()
-            .filter(|i| i.domain == piauth_proto::ERROR_DOMAIN)
+            .filter(|i| i.domain == piauth_proto::ERROR_DOMAIN);
+        let reason = info
+            .as_ref()
             .and_then(|i| Reason::from_str_name(&i.reason))
             .unwrap_or(Reason::Unspecified);
         let message = st.message().to_owned();
@@ -95,6 +106,11 @@ impl From<Status> for Error {
             Code::FailedPrecondition => Error::FailedPrecondition { reason, message },
             Code::InvalidArgument => Error::InvalidArgument { message },
             Code::Unimplemented => Error::Unimplemented { message },
+            Code::ResourceExhausted => Error::ResourceExhausted {
+                reason,
+                message,
+                details: info.map(|i| i.metadata).unwrap_or_default(),
+            },
             code => Error::Other { code, message },
         }
     }
@@ -247,6 +263,22 @@ impl Client {
         &mut self.auth
     }
 
+    /// Streams a completion through the daemon (which holds the token).
+    pub async fn complete(
+        &mut self,
+        req: pb::CompletionRequest,
+    ) -> Result<CompletionStream, Error> {
+        Ok(CompletionStream(
+            self.completions.stream(req).await?.into_inner(),
+        ))
+    }
+
+    /// The models the daemon knows.
+    pub async fn list_models(&mut self) -> Result<Vec<pb::Model>, Error> {
+        let req = pb::ListModelsRequest::default();
+        Ok(self.completions.list_models(req).await?.into_inner().models)
+    }
+
     /// The generated Completions client.
     pub fn completions(&mut self) -> &mut pb::completions_client::CompletionsClient<Channel> {
         &mut self.completions
@@ -280,4 +312,56 @@ impl LoginStream {
             }
         }
     }
+}
+
+/// The events of a completion, in upstream order. Dropping it cancels the
+/// completion (the daemon aborts the upstream request).
+#[derive(Debug)]
+pub struct CompletionStream(tonic::Streaming<pb::CompletionEvent>);
+
+/// The event type of a text delta.
+pub const TEXT_DELTA: &str = "response.output_text.delta";
+
+impl CompletionStream {
+    /// The next event; `Ok(None)` after the terminal event.
+    pub async fn next(&mut self) -> Result<Option<pb::CompletionEvent>, Error> {
+        Ok(self.0.message().await?)
+    }
+
+    /// The next piece of output text, skipping every other event;
+    /// `Ok(None)` at the end.
+    pub async fn next_text(&mut self) -> Result<Option<String>, Error> {
+        while let Some(event) = self.next().await? {
+            if let Some(text) = text_delta(&event) {
+                return Ok(Some(text));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The events as a `Stream`.
+    pub fn into_stream(
+        self,
+    ) -> impl tokio_stream::Stream<Item = Result<pb::CompletionEvent, Error>> {
+        use tokio_stream::StreamExt;
+        self.0.map(|r| r.map_err(Error::from))
+    }
+
+    /// Only the text deltas, as a `Stream`.
+    pub fn text_deltas(self) -> impl tokio_stream::Stream<Item = Result<String, Error>> {
+        use tokio_stream::StreamExt;
+        self.into_stream().filter_map(|r| match r {
+            Ok(event) => text_delta(&event).map(Ok),
+            Err(e) => Some(Err(e)),
+        })
+    }
+}
+
+/// The text of a `response.output_text.delta` event.
+pub fn text_delta(event: &pb::CompletionEvent) -> Option<String> {
+    if event.r#type != TEXT_DELTA {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_str(&event.data_json).ok()?;
+    v.get("delta")?.as_str().map(str::to_owned)
 }

@@ -10,8 +10,8 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::{self, Broker};
-use crate::config::Config;
 use crate::codex::Codex;
+use crate::config::Config;
 use crate::login::{LoginSettings, Logins};
 use crate::rpc::CompletionsService;
 use crate::socket::{self, SocketError};

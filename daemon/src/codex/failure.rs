@@ -17,9 +17,14 @@ pub enum CodexError {
     },
     /// The plan does not include Codex.
     #[error("{message}")]
-    PlanExcludesCodex { message: String, plan: Option<String> },
+    PlanExcludesCodex {
+        message: String,
+        plan: Option<String>,
+    },
     /// Still 401 after one forced refresh.
-    #[error("the Codex backend rejected the token even after a refresh ({message}): run `pi-authctl login`")]
+    #[error(
+        "the Codex backend rejected the token even after a refresh ({message}): run `pi-authctl login`"
+    )]
     Unauthorized { message: String },
     #[error("the conversation is longer than the model's context window: {message}")]
     ContextLength { message: String },
@@ -73,7 +78,12 @@ fn reset_words(resets_at: Option<i64>, now_secs: i64) -> String {
 }
 
 /// Classifies a non-2xx answer to `POST /codex/responses`.
-pub fn from_http(status: u16, body: &[u8], retry_after_secs: Option<u64>, now_secs: i64) -> CodexError {
+pub fn from_http(
+    status: u16,
+    body: &[u8],
+    retry_after_secs: Option<u64>,
+    now_secs: i64,
+) -> CodexError {
     let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
     let err = v.get("error").unwrap_or(&Value::Null);
     let code = text(err.get("code"))
@@ -87,14 +97,18 @@ pub fn from_http(status: u16, body: &[u8], retry_after_secs: Option<u64>, now_se
         "usage_not_included" => CodexError::PlanExcludesCodex {
             message: format!(
                 "your ChatGPT plan{} does not include Codex: {message}",
-                plan.as_deref().map(|p| format!(" ({p})")).unwrap_or_default()
+                plan.as_deref()
+                    .map(|p| format!(" ({p})"))
+                    .unwrap_or_default()
             ),
             plan,
         },
         "usage_limit_reached" | "rate_limit_exceeded" => CodexError::UsageLimit {
             message: format!(
                 "the usage limit{} is reached{}: {message}",
-                plan.as_deref().map(|p| format!(" of your {p} plan")).unwrap_or_default(),
+                plan.as_deref()
+                    .map(|p| format!(" of your {p} plan"))
+                    .unwrap_or_default(),
                 reset_words(resets_at, now_secs)
             ),
             plan,
@@ -102,7 +116,10 @@ pub fn from_http(status: u16, body: &[u8], retry_after_secs: Option<u64>, now_se
             retry_after_secs,
         },
         _ if status == 429 => CodexError::UsageLimit {
-            message: format!("rate limited{}: {message}", reset_words(resets_at, now_secs)),
+            message: format!(
+                "rate limited{}: {message}",
+                reset_words(resets_at, now_secs)
+            ),
             plan,
             resets_at,
             retry_after_secs,
@@ -118,7 +135,10 @@ pub fn from_http(status: u16, body: &[u8], retry_after_secs: Option<u64>, now_se
 /// is one.
 pub fn from_event(event_type: &str, data: &Value) -> Option<CodexError> {
     let err = match event_type {
-        "response.failed" => data.get("response").and_then(|r| r.get("error")).unwrap_or(&Value::Null),
+        "response.failed" => data
+            .get("response")
+            .and_then(|r| r.get("error"))
+            .unwrap_or(&Value::Null),
         "error" => data.get("error").filter(|e| e.is_object()).unwrap_or(data),
         _ => return None,
     };
@@ -169,44 +189,118 @@ mod tests {
     fn usage_limits_say_plan_and_reset() {
         let body = br#"{"error":{"type":"usage_limit_reached","code":"usage_limit_reached","message":"The usage limit has been reached","plan_type":"plus","resets_at":7300}}"#;
         let e = from_http(429, body, None, 100);
-        let CodexError::UsageLimit { message, plan, resets_at, .. } = &e else { panic!("{e:?}") };
+        let CodexError::UsageLimit {
+            message,
+            plan,
+            resets_at,
+            ..
+        } = &e
+        else {
+            panic!("{e:?}")
+        };
         assert_eq!((plan.as_deref(), *resets_at), (Some("plus"), Some(7300)));
-        assert!(message.contains("plus plan") && message.contains("resets in 2h 0m"), "{message}");
-        assert!(matches!(from_http(429, b"", Some(3), 0), CodexError::UsageLimit { retry_after_secs: Some(3), .. }));
+        assert!(
+            message.contains("plus plan") && message.contains("resets in 2h 0m"),
+            "{message}"
+        );
         assert!(matches!(
-            from_http(403, br#"{"error":{"code":"usage_not_included","plan_type":"free"}}"#, None, 0),
+            from_http(429, b"", Some(3), 0),
+            CodexError::UsageLimit {
+                retry_after_secs: Some(3),
+                ..
+            }
+        ));
+        assert!(matches!(
+            from_http(
+                403,
+                br#"{"error":{"code":"usage_not_included","plan_type":"free"}}"#,
+                None,
+                0
+            ),
             CodexError::PlanExcludesCodex { .. }
         ));
     }
 
     #[test]
     fn statuses_sort_into_kinds() {
-        assert!(matches!(from_http(503, b"{}", None, 0), CodexError::Upstream { status: 503, .. }));
-        assert!(matches!(from_http(400, br#"{"error":{"code":"invalid_prompt","message":"no"}}"#, None, 0), CodexError::InvalidPrompt { .. }));
-        assert!(matches!(from_http(400, br#"{"error":{"code":"context_length_exceeded"}}"#, None, 0), CodexError::ContextLength { .. }));
-        assert!(matches!(from_http(404, b"nope", None, 0), CodexError::Refused { status: 404, .. }));
+        assert!(matches!(
+            from_http(503, b"{}", None, 0),
+            CodexError::Upstream { status: 503, .. }
+        ));
+        assert!(matches!(
+            from_http(
+                400,
+                br#"{"error":{"code":"invalid_prompt","message":"no"}}"#,
+                None,
+                0
+            ),
+            CodexError::InvalidPrompt { .. }
+        ));
+        assert!(matches!(
+            from_http(
+                400,
+                br#"{"error":{"code":"context_length_exceeded"}}"#,
+                None,
+                0
+            ),
+            CodexError::ContextLength { .. }
+        ));
+        assert!(matches!(
+            from_http(404, b"nope", None, 0),
+            CodexError::Refused { status: 404, .. }
+        ));
     }
 
     #[test]
     fn failed_events_map_to_distinct_errors() {
         let failed = |code: &str| json!({"type":"response.failed","response":{"error":{"code":code,"message":"m, try again in 7 s"}}});
-        assert!(matches!(from_event("response.failed", &failed("context_length_exceeded")), Some(CodexError::ContextLength { .. })));
-        assert!(matches!(from_event("response.failed", &failed("insufficient_quota")), Some(CodexError::UsageLimit { .. })));
-        assert!(matches!(from_event("response.failed", &failed("usage_not_included")), Some(CodexError::PlanExcludesCodex { .. })));
-        assert!(matches!(from_event("response.failed", &failed("invalid_prompt")), Some(CodexError::InvalidPrompt { .. })));
-        assert!(matches!(from_event("response.failed", &failed("server_is_overloaded")), Some(CodexError::Overloaded { .. })));
-        assert!(matches!(from_event("response.failed", &failed("slow_down")), Some(CodexError::Overloaded { .. })));
+        assert!(matches!(
+            from_event("response.failed", &failed("context_length_exceeded")),
+            Some(CodexError::ContextLength { .. })
+        ));
+        assert!(matches!(
+            from_event("response.failed", &failed("insufficient_quota")),
+            Some(CodexError::UsageLimit { .. })
+        ));
+        assert!(matches!(
+            from_event("response.failed", &failed("usage_not_included")),
+            Some(CodexError::PlanExcludesCodex { .. })
+        ));
+        assert!(matches!(
+            from_event("response.failed", &failed("invalid_prompt")),
+            Some(CodexError::InvalidPrompt { .. })
+        ));
+        assert!(matches!(
+            from_event("response.failed", &failed("server_is_overloaded")),
+            Some(CodexError::Overloaded { .. })
+        ));
+        assert!(matches!(
+            from_event("response.failed", &failed("slow_down")),
+            Some(CodexError::Overloaded { .. })
+        ));
         assert!(matches!(
             from_event("response.failed", &failed("rate_limit_exceeded")),
-            Some(CodexError::UsageLimit { retry_after_secs: Some(7), .. })
+            Some(CodexError::UsageLimit {
+                retry_after_secs: Some(7),
+                ..
+            })
         ));
-        assert!(matches!(from_event("error", &json!({"type":"error","code":"server_is_overloaded","message":"busy"})), Some(CodexError::Overloaded { .. })));
+        assert!(matches!(
+            from_event(
+                "error",
+                &json!({"type":"error","code":"server_is_overloaded","message":"busy"})
+            ),
+            Some(CodexError::Overloaded { .. })
+        ));
         assert_eq!(from_event("response.output_text.delta", &json!({})), None);
     }
 
     #[test]
     fn retry_hints() {
-        assert_eq!(retry_in_secs("Rate limit reached. Please try again in 1.5s."), Some(2));
+        assert_eq!(
+            retry_in_secs("Rate limit reached. Please try again in 1.5s."),
+            Some(2)
+        );
         assert_eq!(retry_in_secs("try again in 20 seconds"), Some(20));
         assert_eq!(retry_in_secs("later"), None);
     }

@@ -47,12 +47,27 @@ mod tests {
     #[test]
     fn built_ins_and_extras() {
         let extra = [
-            Model { id: "gpt-6".into(), context_window: 1, max_output_tokens: 2 },
-            Model { id: "gpt-5.5".into(), context_window: 3, max_output_tokens: 4 },
+            Model {
+                id: "gpt-6".into(),
+                context_window: 1,
+                max_output_tokens: 2,
+            },
+            Model {
+                id: "gpt-5.5".into(),
+                context_window: 3,
+                max_output_tokens: 4,
+            },
         ];
         let all = list(&extra);
         assert_eq!(all.len(), 10);
-        assert_eq!(all[0], Model { id: "gpt-5.1".into(), context_window: 272_000, max_output_tokens: 128_000 });
+        assert_eq!(
+            all[0],
+            Model {
+                id: "gpt-5.1".into(),
+                context_window: 272_000,
+                max_output_tokens: 128_000
+            }
+        );
         assert_eq!(all.iter().filter(|m| m.id == "gpt-5.5").count(), 1);
         assert_eq!(all.last().unwrap().id, "gpt-5.5");
         assert_eq!(list(&[]).len(), 9);

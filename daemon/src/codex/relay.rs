@@ -76,13 +76,18 @@ pub fn usage_of(data: &Value) -> Option<Usage> {
     Some(Usage {
         input_tokens: n(u.get("input_tokens")),
         output_tokens: n(u.get("output_tokens")),
-        cached_input_tokens: n(u.get("input_tokens_details").and_then(|d| d.get("cached_tokens"))),
+        cached_input_tokens: n(u
+            .get("input_tokens_details")
+            .and_then(|d| d.get("cached_tokens"))),
     })
 }
 
 /// Whether an event type ends a response successfully.
 pub fn is_terminal(event_type: &str) -> bool {
-    matches!(event_type, "response.completed" | "response.done" | "response.incomplete")
+    matches!(
+        event_type,
+        "response.completed" | "response.done" | "response.incomplete"
+    )
 }
 
 /// The Codex backend client.
@@ -111,7 +116,12 @@ impl Codex {
     }
 
     /// Runs one completion, sending events (then at most one error) on `tx`.
-    pub async fn relay(&self, broker: Arc<Broker>, ask: Ask, tx: mpsc::Sender<Result<Relayed, RelayError>>) {
+    pub async fn relay(
+        &self,
+        broker: Arc<Broker>,
+        ask: Ask,
+        tx: mpsc::Sender<Result<Relayed, RelayError>>,
+    ) {
         if let Err(e) = self.run(&broker, &ask, &tx).await {
             let _ = tx.send(Err(e)).await;
         }
@@ -129,13 +139,17 @@ impl Codex {
         let mut attempt = 0;
         let response = loop {
             attempt += 1;
-            let grant = broker.get_token(DEFAULT_PROVIDER, TOKEN_MIN_VALID_SECS).await?;
+            let grant = broker
+                .get_token(DEFAULT_PROVIDER, TOKEN_MIN_VALID_SECS)
+                .await?;
             let mut req = self
                 .http
                 .post(&self.url)
                 .bearer_auth(grant.access.expose())
                 .body(body.clone());
-            for (name, value) in request::headers(&grant.account_id, &self.originator, &ask.session_id) {
+            for (name, value) in
+                request::headers(&grant.account_id, &self.originator, &ask.session_id)
+            {
                 req = req.header(name, value);
             }
             let sent = tokio::select! {
@@ -160,16 +174,29 @@ impl Codex {
                         let message = failure::from_http(status, &bytes, None, 0).to_string();
                         return Err(CodexError::Unauthorized { message }.into());
                     }
-                    let err = failure::from_http(status, &bytes, retry_after.map(|d| d.as_secs()), now_ms() / 1000);
+                    let err = failure::from_http(
+                        status,
+                        &bytes,
+                        retry_after.map(|d| d.as_secs()),
+                        now_ms() / 1000,
+                    );
                     if status < 500 || attempt >= ATTEMPTS {
                         return Err(err.into());
                     }
-                    tracing::warn!(status, attempt, "Codex backend error before the first event; retrying");
+                    tracing::warn!(
+                        status,
+                        attempt,
+                        "Codex backend error before the first event; retrying"
+                    );
                     retry_after.unwrap_or_else(|| backoff(attempt))
                 }
                 Err(e) => {
                     if attempt >= ATTEMPTS {
-                        return Err(CodexError::Network { message: describe(&e), events: 0 }.into());
+                        return Err(CodexError::Network {
+                            message: describe(&e),
+                            events: 0,
+                        }
+                        .into());
                     }
                     tracing::warn!(attempt, "cannot reach the Codex backend; retrying");
                     backoff(attempt)
@@ -215,7 +242,10 @@ impl Codex {
                 Some(bytes) => parser.push(bytes),
                 None => parser.finish(),
             }
-            .map_err(|e| CodexError::Network { message: e.to_string(), events })?;
+            .map_err(|e| CodexError::Network {
+                message: e.to_string(),
+                events,
+            })?;
             for payload in payloads {
                 last_event = tokio::time::Instant::now();
                 let data: Value = match serde_json::from_str(&payload) {
@@ -225,7 +255,11 @@ impl Codex {
                         continue;
                     }
                 };
-                let event_type = data.get("type").and_then(Value::as_str).unwrap_or("").to_owned();
+                let event_type = data
+                    .get("type")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_owned();
                 let terminal = is_terminal(&event_type);
                 let failed = failure::from_event(&event_type, &data);
                 let relayed = Relayed {
@@ -255,7 +289,8 @@ impl Codex {
 
 fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     let get = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
-    crate::oauth::retry_after_ms(get("retry-after"), get("retry-after-ms")).map(Duration::from_millis)
+    crate::oauth::retry_after_ms(get("retry-after"), get("retry-after-ms"))
+        .map(Duration::from_millis)
 }
 
 fn backoff(attempt: u32) -> Duration {
@@ -279,7 +314,14 @@ mod tests {
 
     #[test]
     fn rate_limit_headers_are_recognised() {
-        for h in ["x-codex-primary-used-percent", "x-codex-credits-balance", "retry-after", "retry-after-ms", "x-foo-primary-used-percent", "x-foo-secondary-reset-at"] {
+        for h in [
+            "x-codex-primary-used-percent",
+            "x-codex-credits-balance",
+            "retry-after",
+            "retry-after-ms",
+            "x-foo-primary-used-percent",
+            "x-foo-secondary-reset-at",
+        ] {
             assert!(is_rate_limit_header(h), "{h}");
         }
         for h in ["content-type", "x-request-id", "authorization"] {
@@ -290,8 +332,19 @@ mod tests {
     #[test]
     fn usage_comes_from_the_terminal_event() {
         let data = json!({"type":"response.completed","response":{"usage":{"input_tokens":10,"output_tokens":3,"input_tokens_details":{"cached_tokens":4}}}});
-        assert_eq!(usage_of(&data), Some(Usage { input_tokens: 10, output_tokens: 3, cached_input_tokens: 4 }));
-        assert!(is_terminal("response.completed") && is_terminal("response.done") && is_terminal("response.incomplete"));
+        assert_eq!(
+            usage_of(&data),
+            Some(Usage {
+                input_tokens: 10,
+                output_tokens: 3,
+                cached_input_tokens: 4
+            })
+        );
+        assert!(
+            is_terminal("response.completed")
+                && is_terminal("response.done")
+                && is_terminal("response.incomplete")
+        );
         assert!(!is_terminal("response.output_text.delta"));
     }
 }

@@ -90,7 +90,11 @@ pub fn build_body(ask: &Ask) -> Result<Value, AskError> {
 
 /// The headers of a Responses request, except `Authorization`, which the
 /// relay adds from the broker's token.
-pub fn headers(account_id: &str, originator: &str, session_id: &str) -> Vec<(&'static str, String)> {
+pub fn headers(
+    account_id: &str,
+    originator: &str,
+    session_id: &str,
+) -> Vec<(&'static str, String)> {
     let mut h = vec![
         ("chatgpt-account-id", account_id.to_owned()),
         ("OpenAI-Beta", "responses=experimental".to_owned()),
@@ -135,35 +139,85 @@ mod tests {
     fn builds_the_documented_body() {
         let b = build_body(&ask()).unwrap();
         assert_eq!(b["model"], "gpt-5.1-codex");
-        assert_eq!((b["stream"].clone(), b["store"].clone()), (json!(true), json!(false)));
+        assert_eq!(
+            (b["stream"].clone(), b["store"].clone()),
+            (json!(true), json!(false))
+        );
         assert_eq!(b["instructions"], "be brief");
         assert_eq!(b["input"][0]["content"][0]["text"], "hi");
         assert_eq!(b["text"], json!({"verbosity": "low"}));
         assert_eq!(b["include"], json!(["reasoning.encrypted_content"]));
-        assert_eq!((b["tool_choice"].clone(), b["parallel_tool_calls"].clone()), (json!("auto"), json!(true)));
+        assert_eq!(
+            (b["tool_choice"].clone(), b["parallel_tool_calls"].clone()),
+            (json!("auto"), json!(true))
+        );
         assert_eq!(b["reasoning"], json!({"effort": "high", "summary": "auto"}));
-        assert_eq!(b["prompt_cache_key"], "0d9b7a2e-5a1f-4c8e-9f00-1234567890ab");
+        assert_eq!(
+            b["prompt_cache_key"],
+            "0d9b7a2e-5a1f-4c8e-9f00-1234567890ab"
+        );
         assert!(b.get("max_output_tokens").is_none());
     }
 
     #[test]
     fn a_clients_body_is_kept_but_forced() {
         let a = Ask {
-            body_json: r#"{"model":"m","stream":false,"store":true,"max_output_tokens":5,"tools":[]}"#.into(),
+            body_json:
+                r#"{"model":"m","stream":false,"store":true,"max_output_tokens":5,"tools":[]}"#
+                    .into(),
             ..Ask::default()
         };
         let b = build_body(&a).unwrap();
-        assert_eq!(b, json!({"model":"m","stream":true,"store":false,"tools":[]}));
+        assert_eq!(
+            b,
+            json!({"model":"m","stream":true,"store":false,"tools":[]})
+        );
     }
 
     #[test]
     fn bad_asks_are_refused() {
-        assert_eq!(build_body(&Ask { model: String::new(), ..ask() }), Err(AskError::NoModel));
-        assert!(matches!(build_body(&Ask { input_json: "{}".into(), ..ask() }), Err(AskError::BadInput(_))));
-        assert!(matches!(build_body(&Ask { input_json: "[".into(), ..ask() }), Err(AskError::BadInput(_))));
-        assert!(matches!(build_body(&Ask { reasoning_effort: "max".into(), ..ask() }), Err(AskError::BadEffort(_))));
-        assert!(matches!(build_body(&Ask { body_json: "[1]".into(), ..ask() }), Err(AskError::BadBody(_))));
-        assert_eq!(build_body(&Ask { session_id: "a b".into(), ..ask() }), Err(AskError::BadSession));
+        assert_eq!(
+            build_body(&Ask {
+                model: String::new(),
+                ..ask()
+            }),
+            Err(AskError::NoModel)
+        );
+        assert!(matches!(
+            build_body(&Ask {
+                input_json: "{}".into(),
+                ..ask()
+            }),
+            Err(AskError::BadInput(_))
+        ));
+        assert!(matches!(
+            build_body(&Ask {
+                input_json: "[".into(),
+                ..ask()
+            }),
+            Err(AskError::BadInput(_))
+        ));
+        assert!(matches!(
+            build_body(&Ask {
+                reasoning_effort: "max".into(),
+                ..ask()
+            }),
+            Err(AskError::BadEffort(_))
+        ));
+        assert!(matches!(
+            build_body(&Ask {
+                body_json: "[1]".into(),
+                ..ask()
+            }),
+            Err(AskError::BadBody(_))
+        ));
+        assert_eq!(
+            build_body(&Ask {
+                session_id: "a b".into(),
+                ..ask()
+            }),
+            Err(AskError::BadSession)
+        );
     }
 
     #[test]
@@ -177,6 +231,10 @@ mod tests {
         assert_eq!(get("session_id"), Some("sess"));
         assert_eq!(get("x-client-request-id"), Some("sess"));
         assert!(get("User-Agent").unwrap().starts_with("piauthd/"));
-        assert!(headers("acc", "pi", "").iter().all(|(n, _)| *n != "session_id"));
+        assert!(
+            headers("acc", "pi", "")
+                .iter()
+                .all(|(n, _)| *n != "session_id")
+        );
     }
 }

@@ -57,7 +57,9 @@ impl SseParser {
         }
         self.partial.extend_from_slice(rest);
         if self.partial.len() + self.size > MAX_EVENT_BYTES {
-            return Err(SseError::TooLarge { limit: MAX_EVENT_BYTES });
+            return Err(SseError::TooLarge {
+                limit: MAX_EVENT_BYTES,
+            });
         }
         Ok(out)
     }
@@ -80,7 +82,9 @@ impl SseParser {
         }
         self.size += line.len();
         if self.size > MAX_EVENT_BYTES {
-            return Err(SseError::TooLarge { limit: MAX_EVENT_BYTES });
+            return Err(SseError::TooLarge {
+                limit: MAX_EVENT_BYTES,
+            });
         }
         if let Some(value) = line.strip_prefix(b"data:") {
             let value = value.strip_prefix(b" ").unwrap_or(value);

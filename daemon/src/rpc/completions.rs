@@ -27,8 +27,16 @@ pub struct CompletionsService {
 }
 
 impl CompletionsService {
-    pub fn new(broker: Arc<Broker>, codex: Codex, models: Vec<codex::models::Model>) -> CompletionsService {
-        CompletionsService { broker, codex, models }
+    pub fn new(
+        broker: Arc<Broker>,
+        codex: Codex,
+        models: Vec<codex::models::Model>,
+    ) -> CompletionsService {
+        CompletionsService {
+            broker,
+            codex,
+            models,
+        }
     }
 }
 
@@ -51,7 +59,11 @@ fn event_of(r: Relayed) -> pb::CompletionEvent {
 /// A relay failure as a status a client can act on.
 pub fn relay_status(e: RelayError) -> Status {
     match e {
-        RelayError::Ask(e) => status(Code::InvalidArgument, Reason::InvalidArgument, e.to_string()),
+        RelayError::Ask(e) => status(
+            Code::InvalidArgument,
+            Reason::InvalidArgument,
+            e.to_string(),
+        ),
         RelayError::Token(e) => e.into(),
         RelayError::Codex(e) => codex_status(e),
     }
@@ -61,7 +73,12 @@ fn codex_status(e: CodexError) -> Status {
     let message = e.to_string();
     let mut meta = HashMap::new();
     let (code, reason) = match &e {
-        CodexError::UsageLimit { plan, resets_at, retry_after_secs, .. } => {
+        CodexError::UsageLimit {
+            plan,
+            resets_at,
+            retry_after_secs,
+            ..
+        } => {
             if let Some(p) = plan {
                 meta.insert("plan_type".to_owned(), p.clone());
             }
@@ -100,7 +117,8 @@ fn codex_status(e: CodexError) -> Status {
 
 #[tonic::async_trait]
 impl pb::completions_server::Completions for CompletionsService {
-    type StreamStream = Pin<Box<dyn Stream<Item = Result<pb::CompletionEvent, Status>> + Send + 'static>>;
+    type StreamStream =
+        Pin<Box<dyn Stream<Item = Result<pb::CompletionEvent, Status>> + Send + 'static>>;
 
     async fn stream(
         &self,
@@ -112,7 +130,10 @@ impl pb::completions_server::Completions for CompletionsService {
             return Err(status(
                 Code::InvalidArgument,
                 Reason::UnsupportedProvider,
-                format!("completions are relayed for {} only", broker::DEFAULT_PROVIDER),
+                format!(
+                    "completions are relayed for {} only",
+                    broker::DEFAULT_PROVIDER
+                ),
             ));
         }
         let ask = Ask {

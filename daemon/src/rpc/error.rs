@@ -5,7 +5,6 @@
 //! message says it to a person, and an ErrorInfo detail carries a stable
 //! machine-readable reason. No message ever contains a token.
 
-use piauth_proto::v1::ErrorReason;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 

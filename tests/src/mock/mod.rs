@@ -20,6 +20,7 @@
 //! * Counters (refreshes, reuse attempts, revocations, requests) for tests,
 //!   also served as JSON at `GET /_mock/stats`.
 
+mod codex;
 mod issuer;
 mod jwt;
 mod login;
@@ -33,6 +34,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use codex::{ReplyShape, ResponsesFault};
 pub use jwt::TEST_SIGNING_KEY;
 
 /// The client id piauthd and pi use (PROTOCOL.md §1).
@@ -137,6 +139,12 @@ pub struct Stats {
     pub exchanges_refused: u64,
     /// Device-login polls.
     pub device_polls: u64,
+    /// Requests to `/backend-api/codex/responses`.
+    pub responses_requests: u64,
+    /// Response streams still being sent.
+    pub open_streams: u64,
+    /// SSE events sent in all.
+    pub events_sent: u64,
 }
 
 /// A login the mock has issued: what a test writes into `auth.json`.
@@ -171,6 +179,8 @@ struct Ledger {
     codes: HashMap<String, login::PendingCode>,
     /// Device auth id -> its state.
     devices: HashMap<String, login::DeviceAuth>,
+    responses_faults: VecDeque<codex::ResponsesFault>,
+    reply: codex::ReplyShape,
 }
 
 /// Shared state of a running mock.
@@ -187,6 +197,9 @@ pub struct MockState {
     exchanges: AtomicU64,
     exchanges_refused: AtomicU64,
     device_polls: AtomicU64,
+    responses_requests: AtomicU64,
+    open_streams: AtomicU64,
+    events_sent: AtomicU64,
     serial: AtomicU64,
 }
 
@@ -204,6 +217,9 @@ impl MockState {
             exchanges: AtomicU64::new(0),
             exchanges_refused: AtomicU64::new(0),
             device_polls: AtomicU64::new(0),
+            responses_requests: AtomicU64::new(0),
+            open_streams: AtomicU64::new(0),
+            events_sent: AtomicU64::new(0),
             serial: AtomicU64::new(0),
         }
     }
@@ -230,6 +246,9 @@ impl MockState {
             exchanges: self.exchanges.load(Ordering::SeqCst),
             exchanges_refused: self.exchanges_refused.load(Ordering::SeqCst),
             device_polls: self.device_polls.load(Ordering::SeqCst),
+            responses_requests: self.responses_requests.load(Ordering::SeqCst),
+            open_streams: self.open_streams.load(Ordering::SeqCst),
+            events_sent: self.events_sent.load(Ordering::SeqCst),
         }
     }
 
@@ -303,6 +322,34 @@ impl MockState {
             .insert(refresh.to_owned(), (family, true));
         self.refreshes.fetch_add(1, Ordering::SeqCst);
         Some(self.issue(&mut ledger, family))
+    }
+
+    /// Queues misbehaviours for the next responses requests, in order.
+    pub fn push_responses_faults(&self, faults: impl IntoIterator<Item = codex::ResponsesFault>) {
+        self.ledger().responses_faults.extend(faults);
+    }
+
+    /// Sets what normal answers look like.
+    pub fn set_reply(&self, shape: codex::ReplyShape) {
+        self.ledger().reply = shape;
+    }
+
+    fn reply_shape(&self) -> codex::ReplyShape {
+        self.ledger().reply.clone()
+    }
+
+    /// The account of `access` if it is a live, unexpired token at `now_ms`.
+    fn account_of_valid_token(&self, access: &str, now_ms: i64) -> Option<String> {
+        let ledger = self.ledger();
+        let (family, at, life) = ledger.access_tokens.get(access)?;
+        let f = &ledger.families[*family];
+        (!f.revoked && now_ms < at + *life as i64 * 1000).then(|| f.account_id.clone())
+    }
+
+    /// Counts a response stream as open until the guard drops.
+    fn stream_guard(self: &Arc<Self>) -> StreamGuard {
+        self.open_streams.fetch_add(1, Ordering::SeqCst);
+        StreamGuard(self.clone())
     }
 
     /// Whether the issuer has already spent `refresh` (rotated it away).
@@ -380,6 +427,14 @@ impl MockState {
             .access_tokens
             .insert(access, (family, now_ms, cfg.expires_in));
         set
+    }
+}
+
+struct StreamGuard(Arc<MockState>);
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.0.open_streams.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Mutex, oneshot};
 use tower::ServiceExt;
 
-use super::{MockState, issuer, login};
+use super::{MockState, codex, issuer, login};
 
 /// Lets a handler reset the connection it arrived on.
 #[derive(Clone)]
@@ -25,10 +25,17 @@ pub struct ResetHandle(Arc<Mutex<Option<oneshot::Sender<()>>>>);
 impl ResetHandle {
     /// Resets the connection. The response is never sent.
     pub async fn reset(&self) -> Response {
-        if let Some(tx) = self.0.lock().await.take() {
+        self.trigger();
+        std::future::pending().await
+    }
+
+    /// Resets the connection from outside the handler (mid-stream).
+    pub fn trigger(&self) {
+        if let Ok(mut slot) = self.0.try_lock()
+            && let Some(tx) = slot.take()
+        {
             let _ = tx.send(());
         }
-        std::future::pending().await
     }
 }
 
@@ -41,6 +48,7 @@ fn router(state: Arc<MockState>) -> Router {
             post(login::device_usercode),
         )
         .route("/api/accounts/deviceauth/token", post(login::device_token))
+        .route("/backend-api/codex/responses", post(codex::responses))
         .route("/_mock/stats", get(issuer::stats))
         .route("/_mock/faults", post(issuer::push_faults))
         .route("/_mock/seed", post(issuer::seed))

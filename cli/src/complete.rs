@@ -1,0 +1,86 @@
+//! `pi-authctl complete`: stream a completion through the daemon.
+
+use std::io::{Read, Write};
+
+use piauth_client::proto::v1 as pb;
+use piauth_client::{Client, Error, text_delta};
+use serde_json::json;
+
+/// What to ask.
+pub struct Prompt {
+    pub prompt: String,
+    pub model: String,
+    pub effort: Option<String>,
+    pub system: String,
+    pub session: Option<String>,
+    pub json: bool,
+}
+
+/// Reads the prompt: `-` means standard input.
+pub fn read_prompt(arg: &str) -> std::io::Result<String> {
+    if arg == "-" {
+        let mut text = String::new();
+        std::io::stdin().read_to_string(&mut text)?;
+        Ok(text)
+    } else {
+        Ok(arg.to_owned())
+    }
+}
+
+/// Streams the completion; returns false if it was cancelled.
+pub async fn run(client: &mut Client, p: Prompt) -> Result<bool, Error> {
+    let input =
+        json!([{ "role": "user", "content": [{ "type": "input_text", "text": p.prompt }] }]);
+    let req = pb::CompletionRequest {
+        model: p.model,
+        instructions: p.system,
+        input_json: input.to_string(),
+        reasoning_effort: p.effort.unwrap_or_default(),
+        session_id: p.session.unwrap_or_default(),
+        ..Default::default()
+    };
+    let mut stream = client.complete(req).await?;
+    let mut out = std::io::stdout().lock();
+    let mut usage = None;
+    let mut wrote_text = false;
+    loop {
+        let event = tokio::select! {
+            e = stream.next() => e?,
+            _ = tokio::signal::ctrl_c() => {
+                // Dropping the stream makes the daemon abort the request.
+                drop(stream);
+                if wrote_text { let _ = writeln!(out); }
+                eprintln!("pi-authctl: cancelled");
+                return Ok(false);
+            }
+        };
+        let Some(event) = event else { break };
+        if let Some(u) = &event.usage {
+            usage = Some(*u);
+        }
+        if p.json {
+            let data: serde_json::Value =
+                serde_json::from_str(&event.data_json).unwrap_or(serde_json::Value::Null);
+            let mut line = json!({ "type": event.r#type, "data": data });
+            if let Some(info) = &event.response {
+                line["http_status"] = info.http_status.into();
+                line["rate_limits"] = json!(info.rate_limit_headers);
+            }
+            let _ = writeln!(out, "{line}");
+        } else if let Some(text) = text_delta(&event) {
+            let _ = write!(out, "{text}");
+            wrote_text = true;
+        }
+        let _ = out.flush();
+    }
+    if wrote_text {
+        let _ = writeln!(out);
+    }
+    if let Some(u) = usage {
+        eprintln!(
+            "usage: {} input tokens ({} cached), {} output tokens",
+            u.input_tokens, u.cached_input_tokens, u.output_tokens
+        );
+    }
+    Ok(true)
+}
