@@ -2,6 +2,8 @@
 
 /// A real browser, and the CLI in a real terminal.
 mod browser;
+/// Completions relayed from the mock Codex backend.
+mod completions;
 /// SIGKILL in the middle of refreshes.
 mod crash;
 /// An unwritable store.

@@ -255,6 +255,9 @@ pub async fn responses(
                 if let Some(r) = reset {
                     r.trigger();
                 }
+                // Hold the body open until the connection is gone, so the
+                // client sees a reset, not a clean end.
+                tx.closed().await;
                 return;
             }
             Some(ResponsesFault::Stall { ms }) => {
@@ -263,7 +266,11 @@ pub async fn responses(
             }
             _ => {}
         }
-        let text: String = deltas.concat();
+        // Filler replies can be huge; their final item only summarises them.
+        let text: String = match shape.deltas {
+            Some(n) => format!("({n} filler deltas)"),
+            None => deltas.concat(),
+        };
         let tail = [
             json!({"type": "response.output_item.done", "output_index": 0,
                    "item": {"type": "message", "role": "assistant",

@@ -1,0 +1,408 @@
+//! Completions relayed through the daemon from the mock Codex backend.
+
+use std::time::{Duration, Instant};
+
+use piauth_client::proto::v1 as pb;
+use piauth_client::{Client, Error, Reason, text_delta};
+use piauth_tests::daemon::wait_until;
+use piauth_tests::fixtures::write_codex_login;
+use piauth_tests::mock::{MockConfig, MockOpenAi, ReplyShape, ResponsesFault};
+use piauth_tests::{Daemon, Sandbox};
+
+struct Rig {
+    mock: MockOpenAi,
+    _sb: Sandbox,
+    daemon: Daemon,
+    client: Client,
+}
+
+async fn rig_with(idle_secs: u64) -> Rig {
+    let mock = MockOpenAi::start(MockConfig::default()).await.unwrap();
+    let sb = Sandbox::new();
+    write_codex_login(
+        &sb.auth_file(),
+        &mock.state.seed_login("acc-c", "c@example.com", "pro"),
+    )
+    .unwrap();
+    let (issuer, base) = (mock.issuer(), mock.codex_base());
+    let daemon = Daemon::start_with(&sb, |cmd| {
+        cmd.env("PIAUTHD_ISSUER", &issuer)
+            .env("PIAUTHD_CODEX_BASE_URL", &base)
+            .env("PIAUTHD_STREAM_IDLE_SECS", idle_secs.to_string())
+            .env("RUST_LOG", "info");
+    });
+    let client = Client::connect(sb.socket()).await.unwrap();
+    Rig {
+        mock,
+        _sb: sb,
+        daemon,
+        client,
+    }
+}
+
+async fn rig() -> Rig {
+    rig_with(300).await
+}
+
+fn ask(text: &str) -> pb::CompletionRequest {
+    pb::CompletionRequest {
+        model: "gpt-5.1-codex-mini".into(),
+        instructions: "Be brief.".into(),
+        input_json:
+            serde_json::json!([{"role":"user","content":[{"type":"input_text","text":text}]}])
+                .to_string(),
+        session_id: "4b7e5e2c-9f0a-4d4f-8c11-0a1b2c3d4e5f".into(),
+        ..Default::default()
+    }
+}
+
+/// Runs a completion to its end: the events, then the final error if any.
+async fn run(
+    c: &mut Client,
+    req: pb::CompletionRequest,
+) -> (Vec<pb::CompletionEvent>, Option<Error>) {
+    let mut stream = match c.complete(req).await {
+        Ok(s) => s,
+        Err(e) => return (Vec::new(), Some(e)),
+    };
+    let mut events = Vec::new();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(20), stream.next())
+            .await
+            .expect("stream ends in time")
+        {
+            Ok(Some(e)) => events.push(e),
+            Ok(None) => return (events, None),
+            Err(e) => return (events, Some(e)),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_completion_streams_in_order_as_it_arrives() {
+    let mut r = rig().await;
+    r.mock.state.set_reply(ReplyShape {
+        text: "one two three four five".into(),
+        delay: Duration::from_millis(150),
+        ..ReplyShape::default()
+    });
+    let total_events = 2 + 5 + 2;
+    let started = Instant::now();
+    let mut stream = r.client.complete(ask("count to five")).await.unwrap();
+    let mut events = Vec::new();
+    let mut sent_at_first_delta = None;
+    while let Some(e) = stream.next().await.unwrap() {
+        if sent_at_first_delta.is_none() && text_delta(&e).is_some() {
+            sent_at_first_delta = Some((r.mock.stats().events_sent, started.elapsed()));
+        }
+        events.push(e);
+    }
+    let types: Vec<&str> = events.iter().map(|e| e.r#type.as_str()).collect();
+    assert_eq!(
+        types,
+        [
+            "response.created",
+            "response.output_item.added",
+            "response.output_text.delta",
+            "response.output_text.delta",
+            "response.output_text.delta",
+            "response.output_text.delta",
+            "response.output_text.delta",
+            "response.output_item.done",
+            "response.completed"
+        ]
+    );
+    let text: String = events.iter().filter_map(text_delta).collect();
+    assert_eq!(text, "one two three four five");
+    let (sent, at) = sent_at_first_delta.unwrap();
+    assert!(
+        sent < total_events,
+        "the first delta arrived while the mock was still sending ({sent} of {total_events} sent)"
+    );
+    assert!(at < Duration::from_millis(900), "first delta after {at:?}");
+
+    let first = events[0]
+        .response
+        .clone()
+        .expect("the first event carries the response info");
+    assert_eq!(first.http_status, 200);
+    assert_eq!(
+        first.rate_limit_headers["x-codex-primary-used-percent"],
+        "42"
+    );
+    assert!(!first.rate_limit_headers.contains_key("x-request-id"));
+    let usage = events
+        .last()
+        .unwrap()
+        .usage
+        .expect("the terminal event carries usage");
+    assert_eq!(
+        (
+            usage.input_tokens,
+            usage.output_tokens,
+            usage.cached_input_tokens
+        ),
+        (12, 5, 4)
+    );
+    assert_eq!(r.mock.stats().responses_requests, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_fault_gives_its_status_and_request_count() {
+    let mut r = rig_with(1).await;
+    let failed = |code: &str| ResponsesFault::FailedEvent {
+        code: code.into(),
+        message: format!("{code} happened"),
+    };
+    // (faults, expected error (code, reason) or None for success, upstream requests, refreshes)
+    let cases: Vec<(Vec<ResponsesFault>, Option<(tonic::Code, Reason)>, u64, u64)> = vec![
+        (vec![ResponsesFault::Revoked], None, 2, 1),
+        (
+            vec![ResponsesFault::Revoked, ResponsesFault::Revoked],
+            Some((tonic::Code::Unauthenticated, Reason::NeedsLogin)),
+            2,
+            1,
+        ),
+        (
+            vec![ResponsesFault::UsageLimit {
+                plan: "plus".into(),
+                resets_at: 4_102_444_800,
+            }],
+            Some((tonic::Code::ResourceExhausted, Reason::UsageLimit)),
+            1,
+            0,
+        ),
+        (vec![ResponsesFault::Status { code: 503 }], None, 2, 0),
+        (
+            vec![ResponsesFault::Status { code: 502 }; 3],
+            Some((tonic::Code::Unavailable, Reason::UpstreamUnavailable)),
+            3,
+            0,
+        ),
+        (
+            vec![failed("context_length_exceeded")],
+            Some((tonic::Code::OutOfRange, Reason::ContextLengthExceeded)),
+            1,
+            0,
+        ),
+        (
+            vec![failed("insufficient_quota")],
+            Some((tonic::Code::ResourceExhausted, Reason::UsageLimit)),
+            1,
+            0,
+        ),
+        (
+            vec![failed("invalid_prompt")],
+            Some((tonic::Code::InvalidArgument, Reason::InvalidPrompt)),
+            1,
+            0,
+        ),
+        (
+            vec![failed("server_is_overloaded")],
+            Some((tonic::Code::Unavailable, Reason::UpstreamOverloaded)),
+            1,
+            0,
+        ),
+        (
+            vec![ResponsesFault::ErrorEvent {
+                code: "rate_limit_exceeded".into(),
+                message: "try again in 3s".into(),
+            }],
+            Some((tonic::Code::ResourceExhausted, Reason::UsageLimit)),
+            1,
+            0,
+        ),
+        (
+            vec![ResponsesFault::Truncate],
+            Some((tonic::Code::Unavailable, Reason::StreamIncomplete)),
+            1,
+            0,
+        ),
+        (
+            vec![ResponsesFault::Disconnect],
+            Some((tonic::Code::Unavailable, Reason::UpstreamUnavailable)),
+            1,
+            0,
+        ),
+        (
+            vec![ResponsesFault::Stall { ms: 3000 }],
+            Some((tonic::Code::DeadlineExceeded, Reason::StreamIdle)),
+            1,
+            0,
+        ),
+    ];
+    for (faults, expected, requests, refreshes) in cases {
+        let label = format!("{faults:?}");
+        let before = r.mock.stats();
+        r.mock.state.push_responses_faults(faults);
+        let (events, err) = run(&mut r.client, ask("hi")).await;
+        let stats = r.mock.stats();
+        assert_eq!(
+            stats.responses_requests - before.responses_requests,
+            requests,
+            "{label}: upstream requests"
+        );
+        assert_eq!(
+            stats.refreshes - before.refreshes,
+            refreshes,
+            "{label}: refreshes"
+        );
+        match (expected, err) {
+            (None, None) => assert_eq!(
+                events.last().unwrap().r#type,
+                "response.completed",
+                "{label}"
+            ),
+            (Some((code, reason)), Some(e)) => {
+                let status_code = match &e {
+                    Error::Unauthenticated { .. } => tonic::Code::Unauthenticated,
+                    Error::Unavailable { .. } => tonic::Code::Unavailable,
+                    Error::ResourceExhausted { .. } => tonic::Code::ResourceExhausted,
+                    Error::InvalidArgument { .. } => tonic::Code::InvalidArgument,
+                    Error::Other { code, .. } => *code,
+                    other => panic!("{label}: unexpected {other:?}"),
+                };
+                assert_eq!(status_code, code, "{label}: {e}");
+                if let Some(got) = e.reason() {
+                    assert_eq!(got, reason, "{label}: {e}");
+                }
+                if let Error::ResourceExhausted {
+                    details, message, ..
+                } = &e
+                    && label.contains("UsageLimit")
+                {
+                    assert_eq!(details["plan_type"], "plus");
+                    assert_eq!(details["resets_at"], "4102444800");
+                    assert!(
+                        message.contains("plus plan") && message.contains("resets in"),
+                        "{message}"
+                    );
+                }
+            }
+            (want, got) => panic!(
+                "{label}: expected {want:?}, got {got:?} after {} events",
+                events.len()
+            ),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_closes_the_upstream_connection_at_once() {
+    let mut r = rig().await;
+    r.mock.state.set_reply(ReplyShape {
+        deltas: Some(10_000),
+        delay: Duration::from_millis(20),
+        ..ReplyShape::default()
+    });
+    let mut stream = r.client.complete(ask("go on forever")).await.unwrap();
+    for _ in 0..3 {
+        stream.next().await.unwrap().unwrap();
+    }
+    assert_eq!(r.mock.stats().open_streams, 1);
+    drop(stream);
+    assert!(
+        wait_until(Duration::from_secs(1), || async {
+            let s = r.mock.stats();
+            s.open_streams == 0 && s.open_connections == 0
+        })
+        .await,
+        "{:?}",
+        r.mock.stats()
+    );
+}
+
+fn rss_kb(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// A client reading one event per 100 ms holds up the upstream read: the
+/// daemon's memory does not grow with the response (51 MB here).
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_client_keeps_memory_bounded() {
+    let mut r = rig().await;
+    let (deltas, bytes) = (800usize, 64 * 1024);
+    r.mock.state.set_reply(ReplyShape {
+        deltas: Some(deltas),
+        delta_bytes: bytes,
+        ..ReplyShape::default()
+    });
+    // Warm up allocations with one small completion.
+    let (_, err) = run(&mut r.client, ask("warm up")).await;
+    assert!(err.is_none(), "{err:?}");
+    let before = rss_kb(r.daemon.pid());
+    let sent_before = r.mock.stats().events_sent;
+    let mut stream = r.client.complete(ask("a lot")).await.unwrap();
+    for _ in 0..30 {
+        stream.next().await.unwrap().unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let after = rss_kb(r.daemon.pid());
+    let sent = r.mock.stats().events_sent - sent_before;
+    let response_kb = (deltas * bytes / 1024) as u64;
+    eprintln!(
+        "slow client: RSS {before} kB -> {after} kB while the response is {response_kb} kB; mock sent {sent} events"
+    );
+    assert!(
+        after.saturating_sub(before) < 16 * 1024,
+        "RSS grew by {} kB",
+        after - before
+    );
+    assert!(
+        sent < deltas as u64 / 2,
+        "backpressure reached the mock ({sent} events sent)"
+    );
+    drop(stream);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_and_missing_logins_fail_before_any_upstream_call() {
+    let mut r = rig().await;
+    let bad = pb::CompletionRequest {
+        reasoning_effort: "maximal".into(),
+        ..ask("x")
+    };
+    let (_, err) = run(&mut r.client, bad).await;
+    assert!(
+        matches!(err, Some(Error::InvalidArgument { .. })),
+        "{err:?}"
+    );
+    let (_, err) = run(
+        &mut r.client,
+        pb::CompletionRequest {
+            model: String::new(),
+            ..ask("x")
+        },
+    )
+    .await;
+    assert!(err.unwrap().to_string().contains("model is required"));
+    assert!(r.client.logout("").await.unwrap());
+    let (_, err) = run(&mut r.client, ask("x")).await;
+    assert!(
+        matches!(
+            err,
+            Some(Error::Unauthenticated {
+                reason: Reason::NotLoggedIn,
+                ..
+            })
+        ),
+        "{err:?}"
+    );
+    assert_eq!(r.mock.stats().responses_requests, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_models_and_the_cli() {
+    let mut r = rig().await;
+    let models = r.client.list_models().await.unwrap();
+    assert!(models.iter().any(|m| m.id == "gpt-5.5"
+        && m.context_window == 272_000
+        && m.max_output_tokens == 128_000));
+    assert_eq!(models.len(), 9);
+}
