@@ -147,6 +147,10 @@ async fn a_completion_streams_in_order_as_it_arrives() {
     assert_eq!(r.mock.stats().responses_requests, 1);
 }
 
+/// Faults to inject, the expected error (code and reason; `None` for
+/// success), the upstream requests made, and the refreshes made.
+type Case = (Vec<ResponsesFault>, Option<(tonic::Code, Reason)>, u64, u64);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_fault_gives_its_status_and_request_count() {
     let mut r = rig_with(1).await;
@@ -155,7 +159,7 @@ async fn each_fault_gives_its_status_and_request_count() {
         message: format!("{code} happened"),
     };
     // (faults, expected error (code, reason) or None for success, upstream requests, refreshes)
-    let cases: Vec<(Vec<ResponsesFault>, Option<(tonic::Code, Reason)>, u64, u64)> = vec![
+    let cases: Vec<Case> = vec![
         (vec![ResponsesFault::Revoked], None, 2, 1),
         (
             vec![ResponsesFault::Revoked, ResponsesFault::Revoked],
