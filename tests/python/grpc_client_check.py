@@ -1,4 +1,5 @@
-"""Calls piauthd from Python grpcio: GetToken and Status over the Unix socket.
+"""Calls piauthd from Python grpcio over the Unix socket: GetToken, Status,
+and a streamed completion.
 
 usage: grpc_client_check.py SOCKET PROTO_DIR OUT_DIR
 
@@ -7,6 +8,7 @@ channel option a non-Rust client needs (see README, "Other languages").
 Prints "OK <call>" per successful check and exits non-zero on any failure.
 """
 
+import json
 import os
 import sys
 
@@ -64,6 +66,26 @@ def main() -> int:
                 print(f"unexpected error code {e.code()}", file=sys.stderr)
                 return 1
         print("OK errors")
+
+        # A streamed completion: the text arrives as delta events.
+        completions = piauth_pb2_grpc.CompletionsStub(ch)
+        request = piauth_pb2.CompletionRequest(
+            model="gpt-5.1-codex-mini",
+            instructions="Be brief.",
+            input_json=json.dumps([{"role": "user", "content": [{"type": "input_text", "text": "hi"}]}]),
+        )
+        text, last = "", None
+        for event in completions.Stream(request, timeout=20):
+            if event.type == "response.output_text.delta":
+                text += json.loads(event.data_json)["delta"]
+            last = event
+        if text != os.environ["EXPECT_TEXT"] or last is None or last.type != "response.completed":
+            print(f"unexpected completion: {text!r}, last {last and last.type}", file=sys.stderr)
+            return 1
+        if last.usage.output_tokens == 0:
+            print("the terminal event lacks usage", file=sys.stderr)
+            return 1
+        print("OK stream")
     return 0
 
 
