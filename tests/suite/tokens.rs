@@ -108,20 +108,6 @@ async fn not_logged_in_and_expiring_tokens_give_typed_errors() {
     assert!(matches!(e, Error::InvalidArgument { .. }), "{e:?}");
 }
 
-#[tokio::test]
-async fn unimplemented_calls_say_what_is_missing() {
-    let sb = Sandbox::new();
-    let _d = Daemon::start(&sb);
-    let mut c = Client::connect(sb.socket()).await.unwrap();
-    let st = c
-        .completions()
-        .list_models(pb::ListModelsRequest::default())
-        .await
-        .unwrap_err();
-    assert_eq!(st.code(), tonic::Code::Unimplemented);
-    assert!(st.message().contains("ListModels"), "{}", st.message());
-}
-
 #[test]
 fn cli_token_and_status() {
     let sb = Sandbox::new();
