@@ -11,7 +11,7 @@ use piauth_tests::{Daemon, Sandbox};
 
 struct Rig {
     mock: MockOpenAi,
-    _sb: Sandbox,
+    sb: Sandbox,
     daemon: Daemon,
     client: Client,
 }
@@ -34,7 +34,7 @@ async fn rig_with(idle_secs: u64) -> Rig {
     let client = Client::connect(sb.socket()).await.unwrap();
     Rig {
         mock,
-        _sb: sb,
+        sb,
         daemon,
         client,
     }
@@ -409,4 +409,59 @@ async fn list_models_and_the_cli() {
         && m.context_window == 272_000
         && m.max_output_tokens == 128_000));
     assert_eq!(models.len(), 9);
+
+    let out = r.sb.authctl(&["complete", "hello"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "Hello from the mock Codex backend.\n"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("usage: 12 input tokens (4 cached), 6 output tokens")
+    );
+
+    let out = r.sb.authctl(&[
+        "complete",
+        "hello",
+        "--json",
+        "--effort",
+        "low",
+        "--session",
+        "s-1",
+    ]);
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.first().unwrap()["type"], "response.created");
+    assert_eq!(lines.first().unwrap()["http_status"], 200);
+    assert_eq!(lines.last().unwrap()["type"], "response.completed");
+
+    let mut child =
+        r.sb.command("pi-authctl")
+            .args(["complete", "-", "--model", "gpt-5.5"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"from stdin")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("Hello from"));
+
+    let out = r.sb.authctl(&["models", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 9);
 }
