@@ -6,6 +6,7 @@
 mod complete;
 mod login;
 mod render;
+mod service;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -14,6 +15,10 @@ use clap::{Parser, Subcommand};
 use piauth_client::{Client, Error, Reason};
 
 const EXIT_HELP: &str = "\
+When piauthd is not running and no service is installed, pi-authctl starts it
+in the background (its log: ~/.local/state/piauthd/piauthd.log, or
+~/Library/Logs/piauthd.log on macOS); --no-autostart turns that off.
+
 Exit status:
   0    success
   1    error (or the login failed)
@@ -39,6 +44,10 @@ struct Cli {
     /// or /tmp/piauthd-<uid>/piauthd.sock]
     #[arg(long, global = true, env = "PIAUTHD_SOCKET", value_name = "PATH")]
     socket: Option<PathBuf>,
+
+    /// Do not start piauthd when it is not running (also PIAUTHD_NO_AUTOSTART=1).
+    #[arg(long, global = true)]
+    no_autostart: bool,
 
     #[command(subcommand)]
     command: Command,
@@ -122,6 +131,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Install, remove or inspect piauthd as a user service (systemd on
+    /// Linux, launchd on macOS).
+    Service {
+        #[command(subcommand)]
+        action: ServiceAction,
+    },
     /// Refresh the token now, through the daemon (never directly).
     ///
     /// Also the way to retry after a refresh whose outcome was unknown
@@ -140,6 +155,40 @@ enum Command {
         /// Print JSON lines with the expiry and account id.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ServiceAction {
+    /// Write the units (or plist) with this machine's paths, then enable and
+    /// start them, or print exactly what to run.
+    Install {
+        /// Print what would be written and run; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Write the files but do not enable or start anything.
+        #[arg(long)]
+        no_start: bool,
+        /// Write into this directory instead of the service manager's.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// Which service manager to write for [default: this OS's].
+        #[arg(long, value_enum)]
+        platform: Option<service::Platform>,
+    },
+    /// Stop the service and remove its files.
+    Uninstall {
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        #[arg(long, value_enum)]
+        platform: Option<service::Platform>,
+    },
+    /// Show whether the service is installed and running.
+    Status {
+        #[arg(long, value_enum)]
+        platform: Option<service::Platform>,
     },
 }
 
@@ -168,10 +217,41 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<ExitCode, Error> {
-    let mut client = match &cli.socket {
-        Some(path) => Client::connect(path).await?,
-        None => Client::connect_default().await?,
-    };
+    if let Command::Service { action } = &cli.command {
+        let result = match action {
+            ServiceAction::Install {
+                dry_run,
+                no_start,
+                dir,
+                platform,
+            } => service::install(
+                platform.unwrap_or_else(service::Platform::current),
+                dir.as_deref(),
+                *dry_run,
+                *no_start,
+            ),
+            ServiceAction::Uninstall {
+                dry_run,
+                dir,
+                platform,
+            } => service::uninstall(
+                platform.unwrap_or_else(service::Platform::current),
+                dir.as_deref(),
+                *dry_run,
+            ),
+            ServiceAction::Status { platform } => {
+                service::status(platform.unwrap_or_else(service::Platform::current))
+            }
+        };
+        return Ok(match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("pi-authctl: {e}");
+                ExitCode::FAILURE
+            }
+        });
+    }
+    let mut client = connect(&cli).await?;
     match cli.command {
         Command::Status { json } => {
             let status = client.status().await?;
@@ -263,6 +343,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
                 }
             }
         }
+        Command::Service { .. } => {}
         Command::Logout { provider } => {
             if client.logout(&provider).await? {
                 eprintln!("Logged out of {provider}.");
@@ -282,6 +363,49 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Connects to the daemon, starting it in the background when nothing
+/// answers, no service is installed, and autostart is not turned off.
+async fn connect(cli: &Cli) -> Result<Client, Error> {
+    let socket = cli
+        .socket
+        .clone()
+        .unwrap_or_else(piauth_client::default_socket_path);
+    let err = match Client::connect(&socket).await {
+        Ok(c) => return Ok(c),
+        Err(e @ Error::NotRunning { .. }) => e,
+        Err(e) => return Err(e),
+    };
+    let platform = service::Platform::current();
+    if service::installed(platform) {
+        let hint = match platform {
+            service::Platform::Systemd => "systemctl --user start piauthd.socket",
+            service::Platform::Launchd => "launchctl kickstart gui/$UID/dev.piauthd",
+        };
+        return Err(Error::Autostart(format!(
+            "{err}; the piauthd service is installed but not running: start it with `{hint}`"
+        )));
+    }
+    let disabled =
+        cli.no_autostart || std::env::var_os("PIAUTHD_NO_AUTOSTART").is_some_and(|v| v != "0");
+    if disabled {
+        return Err(err);
+    }
+    let daemon =
+        service::piauthd_path().map_err(|e| Error::Autostart(format!("{err}, and {e}")))?;
+    let opts = piauth_client::autostart::StartOptions {
+        daemon,
+        log: service::log_path().map_err(Error::Autostart)?,
+    };
+    let (client, started) = piauth_client::autostart::connect_or_start(&socket, &opts).await?;
+    if let piauth_client::autostart::Started::Started(pid) = started {
+        eprintln!(
+            "pi-authctl: started piauthd (pid {pid}) in the background; its log is {}",
+            opts.log.display()
+        );
+    }
+    Ok(client)
 }
 
 fn exit_code(e: &Error) -> u8 {

@@ -22,6 +22,7 @@ fn no_daemon_says_how_to_start_one() {
     let out = Command::new(env!("CARGO_BIN_EXE_pi-authctl"))
         .arg("--socket")
         .arg(dir.path().join("none.sock"))
+        .arg("--no-autostart")
         .arg("status")
         .output()
         .unwrap();

@@ -23,6 +23,8 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
 
+pub mod autostart;
+
 pub use piauth_proto as proto;
 pub use piauth_proto::socket::default_path as default_socket_path;
 
@@ -44,6 +46,9 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// The daemon was not running and could not be started.
+    #[error("{0}")]
+    Autostart(String),
     /// No credential is stored, or the issuer rejected it: log in again.
     #[error("{message}")]
     Unauthenticated { reason: Reason, message: String },

@@ -22,6 +22,7 @@
 //!   error mapping, streaming).
 //! * [`socket`]: the private socket directory and one-instance lock.
 //! * [`rpc`]: the tonic services; the only module that sees proto types.
+//! * [`supervisor`]: systemd socket activation and readiness notification.
 //! * [`server`]: wires them together and runs until shutdown.
 
 pub mod broker;
@@ -35,7 +36,8 @@ pub mod secret;
 pub mod server;
 pub mod socket;
 pub mod store;
+pub mod supervisor;
 pub mod upstream;
 
 pub use config::Config;
-pub use server::{RunError, run};
+pub use server::{Listen, RunError, run, run_with};

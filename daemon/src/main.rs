@@ -113,6 +113,13 @@ fn start(args: Args) -> anyhow::Result<()> {
         stream_idle_secs: args.stream_idle_secs,
     };
     let config = config::resolve(overrides, file, &env)?;
+    // Before any thread exists: reads and clears LISTEN_* variables.
+    let listen = match piauthd::supervisor::take_listener()
+        .context("cannot use the socket passed by systemd")?
+    {
+        Some((listener, path)) => piauthd::Listen::Activated(listener, path),
+        None => piauthd::Listen::Bind,
+    };
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -122,7 +129,7 @@ fn start(args: Args) -> anyhow::Result<()> {
     runtime.block_on(async {
         let shutdown = CancellationToken::new();
         tokio::spawn(stop_on_signal(shutdown.clone()));
-        piauthd::run(config, shutdown).await
+        piauthd::run_with(config, listen, shutdown).await
     })?;
     Ok(())
 }

@@ -16,6 +16,7 @@ use crate::login::{LoginSettings, Logins};
 use crate::rpc::CompletionsService;
 use crate::socket::{self, SocketError};
 use crate::store::{self, FileStore};
+use crate::supervisor;
 use crate::upstream::Issuer;
 
 /// How long in-flight calls may run after shutdown begins.
@@ -52,8 +53,26 @@ pub enum RunError {
     Serve(#[from] tonic::transport::Error),
 }
 
-/// Runs the daemon until `shutdown` is cancelled.
+/// Where the daemon's socket comes from.
+#[derive(Debug)]
+pub enum Listen {
+    /// Bind `config.socket` ourselves.
+    Bind,
+    /// Use a socket passed by systemd (socket activation).
+    Activated(std::os::unix::net::UnixListener, std::path::PathBuf),
+}
+
+/// Runs the daemon until `shutdown` is cancelled, binding its own socket.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunError> {
+    run_with(config, Listen::Bind, shutdown).await
+}
+
+/// Runs the daemon until `shutdown` is cancelled.
+pub async fn run_with(
+    config: Config,
+    listen: Listen,
+    shutdown: CancellationToken,
+) -> Result<(), RunError> {
     // SAFETY: getuid cannot fail.
     let uid = unsafe { libc::getuid() };
     if let Some(dir) = config.auth_file.parent() {
@@ -63,7 +82,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         })?;
     }
     // Bind first: a second instance must fail before touching anything.
-    let (listener, bound) = socket::bind(&config.socket, uid)?;
+    let (listener, bound) = match listen {
+        Listen::Bind => socket::bind(&config.socket, uid)?,
+        Listen::Activated(listener, path) => {
+            tracing::info!(socket = %path.display(), "using the socket passed by systemd");
+            socket::adopt(listener, &path)?
+        }
+    };
 
     match store::recover_orphan(&config.auth_file) {
         Ok(true) => tracing::info!("removed an auth.json lock orphaned by a previous piauthd"),
@@ -113,6 +138,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         store = %config.auth_file.display(),
         "piauthd is serving"
     );
+    // Ready: the socket listens and the credentials are loaded.
+    supervisor::notify(&format!(
+        "READY=1\n{}",
+        supervisor::status_line(&ready_status(&broker, bound.path()))
+    ));
     let codex = Codex::new(
         &config.codex_base_url,
         &config.originator,
@@ -140,6 +170,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
             Ok(())
         }
     };
+    supervisor::notify("STOPPING=1\nSTATUS=stopping: finishing in-flight work");
     reloader.abort();
     schedule.abort();
     // A refresh in flight finishes and is saved before we exit.
@@ -150,4 +181,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     bound.remove();
     tracing::info!("piauthd stopped");
     result.map_err(RunError::from)
+}
+
+/// What `systemctl status` shows: where we serve and the login's state.
+fn ready_status(broker: &Broker, socket: &std::path::Path) -> String {
+    let view = broker.view();
+    let login = match view.codex() {
+        Some(c) if c.expires_ms > broker::now_ms() => "openai-codex logged in",
+        Some(_) => "openai-codex token expired (refreshing)",
+        None => "not logged in: run pi-authctl login",
+    };
+    format!("serving on {}; {login}", socket.display())
 }

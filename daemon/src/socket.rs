@@ -51,6 +51,8 @@ pub enum SocketError {
 #[derive(Debug)]
 pub struct SocketGuard {
     path: PathBuf,
+    /// False for a socket passed by systemd: it owns the file.
+    owned: bool,
     identity: (u64, u64),
     /// Held for the life of the daemon: it is what makes us the one instance.
     _instance: File,
@@ -63,6 +65,9 @@ impl SocketGuard {
 
     /// Removes the socket file, unless another daemon has replaced it.
     pub fn remove(&self) {
+        if !self.owned {
+            return;
+        }
         if let Ok(m) = fs::symlink_metadata(&self.path)
             && (m.dev(), m.ino()) == self.identity
             && let Err(e) = fs::remove_file(&self.path)
@@ -72,15 +77,33 @@ impl SocketGuard {
     }
 }
 
-/// Creates the directory, takes the instance lock, and binds the socket.
-pub fn bind(path: &Path, uid: u32) -> Result<(UnixListener, SocketGuard), SocketError> {
-    let len = path.as_os_str().len();
-    if len > MAX_PATH_BYTES {
-        return Err(SocketError::PathTooLong {
-            path: path.to_owned(),
-            len,
-        });
-    }
+/// Takes the instance lock for a socket systemd created and passed to us.
+pub fn adopt(
+    listener: std::os::unix::net::UnixListener,
+    path: &Path,
+) -> Result<(UnixListener, SocketGuard), SocketError> {
+    let instance = instance_lock(path)?;
+    let meta = fs::symlink_metadata(path).map_err(|source| SocketError::Io {
+        action: "inspect",
+        path: path.to_owned(),
+        source,
+    })?;
+    let listener = UnixListener::from_std(listener).map_err(|source| SocketError::Io {
+        action: "use",
+        path: path.to_owned(),
+        source,
+    })?;
+    let guard = SocketGuard {
+        path: path.to_owned(),
+        owned: false,
+        identity: (meta.dev(), meta.ino()),
+        _instance: instance,
+    };
+    Ok((listener, guard))
+}
+
+/// Takes the one-instance lock `<socket>.lock`, recording our pid in it.
+fn instance_lock(path: &Path) -> Result<File, SocketError> {
     let io = |action: &'static str, p: &Path| {
         let p = p.to_owned();
         move |source| SocketError::Io {
@@ -89,9 +112,6 @@ pub fn bind(path: &Path, uid: u32) -> Result<(UnixListener, SocketGuard), Socket
             source,
         }
     };
-    let dir = path.parent().unwrap_or(Path::new("/"));
-    private_dir(dir, uid)?;
-
     let mut lock_name = path.as_os_str().to_owned();
     lock_name.push(".lock");
     let lock_path = PathBuf::from(lock_name);
@@ -125,6 +145,30 @@ pub fn bind(path: &Path, uid: u32) -> Result<(UnixListener, SocketGuard), Socket
         .and_then(|()| instance.rewind())
         .and_then(|()| write!(instance, "{}", std::process::id()))
         .map_err(io("write", &lock_path))?;
+    Ok(instance)
+}
+
+/// Creates the directory, takes the instance lock, and binds the socket.
+pub fn bind(path: &Path, uid: u32) -> Result<(UnixListener, SocketGuard), SocketError> {
+    let len = path.as_os_str().len();
+    if len > MAX_PATH_BYTES {
+        return Err(SocketError::PathTooLong {
+            path: path.to_owned(),
+            len,
+        });
+    }
+    let io = |action: &'static str, p: &Path| {
+        let p = p.to_owned();
+        move |source| SocketError::Io {
+            action,
+            path: p,
+            source,
+        }
+    };
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    private_dir(dir, uid)?;
+
+    let instance = instance_lock(path)?;
 
     // We hold the lock, so any socket file here was left by a daemon that died.
     match fs::symlink_metadata(path) {
@@ -151,6 +195,7 @@ pub fn bind(path: &Path, uid: u32) -> Result<(UnixListener, SocketGuard), Socket
     let meta = fs::symlink_metadata(path).map_err(io("inspect", path))?;
     let guard = SocketGuard {
         path: path.to_owned(),
+        owned: true,
         identity: (meta.dev(), meta.ino()),
         _instance: instance,
     };

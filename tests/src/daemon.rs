@@ -127,6 +127,8 @@ impl Sandbox {
             .env("XDG_CONFIG_HOME", self.dir.path().join("config"))
             .env("PI_CODING_AGENT_DIR", self.agent_dir())
             .env("PIAUTHD_SOCKET", self.socket())
+            // Tests start daemons themselves; the autostart test removes this.
+            .env("PIAUTHD_NO_AUTOSTART", "1")
             .env("PIAUTHD_ISSUER", "http://127.0.0.1:9")
             .env("PIAUTHD_CODEX_BASE_URL", "http://127.0.0.1:9/backend-api");
         cmd

@@ -18,6 +18,8 @@ mod pi_interop;
 mod python;
 /// The refresh broker against the mock issuer.
 mod refresh;
+/// Service units, socket activation, autostart.
+mod service;
 /// The socket: modes, one instance, stale sockets, signals, foreign uids.
 mod socket;
 /// The credential store: pi's format, pi's lock, corrupt files.
