@@ -108,14 +108,16 @@ pub async fn run_with(
             default_timeout: Duration::from_secs(config.login_timeout_secs),
         },
     );
-    broker.reload().await;
-    let schedule = tokio::spawn(broker::run_schedule(broker.clone(), shutdown.clone()));
-
+    // Watch before the first read: a change made in between would otherwise
+    // go unnoticed until the next one.
     let (_watcher, mut changes) =
         store::watch_file(&config.auth_file).map_err(|source| RunError::Watch {
             path: config.auth_file.clone(),
             source,
         })?;
+    broker.reload().await;
+    let schedule = tokio::spawn(broker::run_schedule(broker.clone(), shutdown.clone()));
+
     let reloader = {
         let broker = broker.clone();
         let shutdown = shutdown.clone();
