@@ -137,6 +137,11 @@ enum Command {
         #[command(subcommand)]
         action: ServiceAction,
     },
+    /// Manage where the daemon keeps credentials.
+    Store {
+        #[command(subcommand)]
+        action: StoreAction,
+    },
     /// Refresh the token now, through the daemon (never directly).
     ///
     /// Also the way to retry after a refresh whose outcome was unknown
@@ -155,6 +160,21 @@ enum Command {
         /// Print JSON lines with the expiry and account id.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum StoreAction {
+    /// Move the openai-codex login between pi's auth.json and the OS
+    /// keyring, under the locks; other providers stay in auth.json.
+    ///
+    /// Stop the daemon first, then start it again with `--store keyring`
+    /// (or `store = "keyring"` in its config). In keyring mode pi cannot read
+    /// the token from auth.json: give pi `"apiKey": "!pi-authctl token"`.
+    Migrate {
+        /// Where the login goes.
+        #[arg(long, value_parser = ["keyring", "file"])]
+        to: String,
     },
 }
 
@@ -217,6 +237,30 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<ExitCode, Error> {
+    if let Command::Store {
+        action: StoreAction::Migrate { to },
+    } = &cli.command
+    {
+        let daemon = match service::piauthd_path() {
+            Ok(d) => d,
+            Err(e) => {
+                eprintln!("pi-authctl: {e}");
+                return Ok(ExitCode::FAILURE);
+            }
+        };
+        // The daemon binary does the move: pi-authctl never touches stores.
+        let status = std::process::Command::new(daemon)
+            .args(["--migrate-store-to", to])
+            .status();
+        return Ok(match status {
+            Ok(s) if s.success() => ExitCode::SUCCESS,
+            Ok(_) => ExitCode::FAILURE,
+            Err(e) => {
+                eprintln!("pi-authctl: cannot run piauthd: {e}");
+                ExitCode::FAILURE
+            }
+        });
+    }
     if let Command::Service { action } = &cli.command {
         let result = match action {
             ServiceAction::Install {
@@ -343,7 +387,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
                 }
             }
         }
-        Command::Service { .. } => {}
+        Command::Service { .. } | Command::Store { .. } => {}
         Command::Logout { provider } => {
             if client.logout(&provider).await? {
                 eprintln!("Logged out of {provider}.");

@@ -38,6 +38,18 @@ pub struct Overrides {
     pub originator: Option<String>,
     pub login_timeout_secs: Option<u64>,
     pub stream_idle_secs: Option<u64>,
+    pub store: Option<StoreKind>,
+}
+
+/// Where credentials are kept.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// pi's auth.json (pi-compatible; the default).
+    #[default]
+    File,
+    /// The OS keyring (Keychain, Secret Service, Credential Manager).
+    Keyring,
 }
 
 /// The config file's contents. Unknown keys are an error, so a typo is not
@@ -54,6 +66,7 @@ pub struct FileConfig {
     pub originator: Option<String>,
     pub login_timeout_secs: Option<u64>,
     pub stream_idle_secs: Option<u64>,
+    pub store: Option<StoreKind>,
     /// Models added to (or replacing) the built-in list.
     #[serde(default)]
     pub models: Vec<crate::codex::models::Model>,
@@ -99,6 +112,14 @@ pub struct Config {
     /// A completion stream with no event for this long fails.
     pub stream_idle_secs: u64,
     pub models: Vec<crate::codex::models::Model>,
+    pub store: StoreKind,
+}
+
+impl Config {
+    /// The lock that keyring-mode daemons take (beside `auth.json`).
+    pub fn keyring_lock(&self) -> PathBuf {
+        self.auth_file.with_file_name("piauthd-keyring")
+    }
 }
 
 /// Why the configuration is unusable.
@@ -241,6 +262,7 @@ pub fn resolve(
     Ok(Config {
         stream_idle_secs,
         models: file.models,
+        store: over.store.or(file.store).unwrap_or_default(),
         callback_fallback_addr,
         originator,
         login_timeout_secs,

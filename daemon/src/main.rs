@@ -57,6 +57,15 @@ struct Args {
     #[arg(long, env = "PIAUTHD_STREAM_IDLE_SECS", value_name = "SECS")]
     stream_idle_secs: Option<u64>,
 
+    /// Where credentials are kept [default: file, pi's auth.json]
+    #[arg(long, env = "PIAUTHD_STORE", value_enum)]
+    store: Option<config::StoreKind>,
+
+    /// Move the openai-codex login to this store, under the locks, then exit.
+    /// Stop the running daemon first, and restart it with the new --store.
+    #[arg(long, value_enum, value_name = "STORE")]
+    migrate_store_to: Option<config::StoreKind>,
+
     /// Config file [default: $XDG_CONFIG_HOME/piauthd/config.toml]
     #[arg(long, env = "PIAUTHD_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
@@ -111,8 +120,32 @@ fn start(args: Args) -> anyhow::Result<()> {
         originator: args.originator,
         login_timeout_secs: args.login_timeout_secs,
         stream_idle_secs: args.stream_idle_secs,
+        store: args.store,
     };
     let config = config::resolve(overrides, file, &env)?;
+    if let Some(to) = args.migrate_store_to {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the async runtime")?;
+        let direction = match to {
+            config::StoreKind::Keyring => piauthd::store::Direction::ToKeyring,
+            config::StoreKind::File => piauthd::store::Direction::ToFile,
+        };
+        runtime.block_on(piauthd::store::migrate(
+            &config.auth_file,
+            &config.keyring_lock(),
+            direction,
+        ))?;
+        eprintln!(
+            "piauthd: moved the openai-codex login to the {to:?} store; start piauthd with --store {}",
+            match to {
+                config::StoreKind::Keyring => "keyring",
+                config::StoreKind::File => "file",
+            }
+        );
+        return Ok(());
+    }
     // Before any thread exists: reads and clears LISTEN_* variables.
     let listen = match piauthd::supervisor::take_listener()
         .context("cannot use the socket passed by systemd")?

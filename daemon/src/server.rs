@@ -12,10 +12,11 @@ use tokio_util::sync::CancellationToken;
 use crate::broker::{self, Broker};
 use crate::codex::Codex;
 use crate::config::Config;
+use crate::config::StoreKind;
 use crate::login::{LoginSettings, Logins};
 use crate::rpc::CompletionsService;
 use crate::socket::{self, SocketError};
-use crate::store::{self, FileStore};
+use crate::store::{self, FileStore, KeyringStore};
 use crate::supervisor;
 use crate::upstream::Issuer;
 
@@ -47,6 +48,11 @@ pub enum RunError {
         #[source]
         source: notify::Error,
     },
+    #[error(
+        "the OS keyring is not usable ({0}); piauthd will not run without a place to keep \
+         credentials. Unlock or start the keyring (Secret Service on Linux), or use --store file"
+    )]
+    Keyring(#[source] std::io::Error),
     #[error("cannot set up the HTTP client: {0}")]
     Http(#[source] reqwest::Error),
     #[error("the gRPC server failed: {0}")]
@@ -81,7 +87,17 @@ pub async fn run_with(
             source,
         })?;
     }
-    // Bind first: a second instance must fail before touching anything.
+    let store = match config.store {
+        StoreKind::File => FileStore::new(&config.auth_file),
+        StoreKind::Keyring => {
+            let keyring = KeyringStore::default();
+            keyring.self_test().await.map_err(RunError::Keyring)?;
+            tracing::info!("the OS keyring works; credentials are kept there");
+            FileStore::keyring(config.keyring_lock(), keyring)
+        }
+    };
+    // Bind before anything else touches the store: a second instance must
+    // fail first. (The keyring check above only probes its own item.)
     let (listener, bound) = match listen {
         Listen::Bind => socket::bind(&config.socket, uid)?,
         Listen::Activated(listener, path) => {
@@ -96,7 +112,7 @@ pub async fn run_with(
         Err(e) => tracing::warn!(error = %e, "could not check for an orphaned auth.json lock"),
     }
     let issuer = Issuer::new(&config.issuer).map_err(RunError::Http)?;
-    let broker = Broker::new(FileStore::new(&config.auth_file), issuer.clone());
+    let broker = Broker::new(store, issuer.clone());
     let logins = Logins::new(
         broker.clone(),
         issuer,
@@ -110,11 +126,18 @@ pub async fn run_with(
     );
     // Watch before the first read: a change made in between would otherwise
     // go unnoticed until the next one.
-    let (_watcher, mut changes) =
-        store::watch_file(&config.auth_file).map_err(|source| RunError::Watch {
-            path: config.auth_file.clone(),
-            source,
-        })?;
+    // (The keyring has no change notifications; a refresh re-reads it.)
+    let (_watcher, mut changes) = match config.store {
+        StoreKind::File => {
+            let (w, rx) =
+                store::watch_file(&config.auth_file).map_err(|source| RunError::Watch {
+                    path: config.auth_file.clone(),
+                    source,
+                })?;
+            (Some(w), rx)
+        }
+        StoreKind::Keyring => (None, tokio::sync::mpsc::channel(1).1),
+    };
     broker.reload().await;
     let schedule = tokio::spawn(broker::run_schedule(broker.clone(), shutdown.clone()));
 

@@ -8,5 +8,6 @@
 pub mod daemon;
 pub mod fixtures;
 pub mod mock;
+pub mod secrets;
 
 pub use daemon::{Daemon, Sandbox, bin_path};

@@ -10,6 +10,8 @@ mod crash;
 mod degraded;
 /// Upstream failures, one by one.
 mod faults;
+/// The OS keyring store against a real Secret Service.
+mod keyring;
 /// Login: callback, paste, device code, cancel, logout.
 mod login;
 /// The real pi beside the daemon.

@@ -44,7 +44,7 @@ impl Broker {
             Err(e) => return Err(StoreError::Lock(e).into()),
         };
         // A corrupt file is never overwritten, not even by a login.
-        let mut doc = self.store.read_now()?.unwrap_or_default();
+        let mut doc = self.store.read_locked().await?.unwrap_or_default();
         if let Err(e) = self
             .save_and_publish(&mut doc, fresh, lifetime, now_ms(), false)
             .await
@@ -60,18 +60,15 @@ impl Broker {
     pub async fn logout(self: &Arc<Self>, provider: &str) -> Result<bool, StoreError> {
         let _gate = self.gate.lock().await;
         let _lock = PiLock::acquire(self.store.path(), super::refresh::LOCK_WAIT).await?;
-        let Some(mut doc) = self.store.read_now()? else {
+        let Some(mut doc) = self.store.read_locked().await? else {
             self.forget(provider);
             return Ok(false);
         };
         let removed = doc.remove(provider);
         if removed {
-            let path = self.store.path().to_owned();
-            let bytes = doc.to_bytes();
-            tokio::task::spawn_blocking(move || crate::store::write_durable(&path, &bytes))
+            self.store
+                .write(&doc)
                 .await
-                .map_err(std::io::Error::other)
-                .and_then(|r| r)
                 .map_err(|source| StoreError::Io {
                     path: self.store.path().to_owned(),
                     action: "write",

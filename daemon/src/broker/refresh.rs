@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::{Broker, DEFAULT_PROVIDER, Phase, StoreHealth, TokenError, View, now_ms, policy};
 use crate::oauth::{self, Failure};
-use crate::store::{self, Credential, Document, LockError, OAuthCredential, PiLock, StoreError};
+use crate::store::{Credential, Document, LockError, OAuthCredential, PiLock, StoreError};
 use crate::upstream::RefreshError;
 
 /// How long a refresh waits for pi's lock before giving up for now.
@@ -147,7 +147,7 @@ impl Broker {
             }
             Err(e) => return Err(self.transient(&e.to_string(), None)),
         };
-        let mut doc = match self.store.read_now() {
+        let mut doc = match self.store.read_locked().await {
             Ok(doc) => doc.unwrap_or_default(),
             Err(e) => {
                 let corrupt = matches!(e, StoreError::Corrupt { .. });
@@ -293,8 +293,8 @@ impl Broker {
         };
         doc.set_oauth(DEFAULT_PROVIDER, &fresh);
         let claims = oauth::read_claims(fresh.access.expose()).ok();
-        let written = write_blocking(self.store.path(), doc).await;
-        let path = self.store.path().display().to_string();
+        let written = self.store.write(doc).await;
+        let path = self.store.describe();
         self.modify(|v| {
             set_codex(v, fresh, claims);
             v.refresh.lifetime_ms = lifetime_ms;
@@ -380,7 +380,7 @@ impl Broker {
             return true;
         }
         doc.set_oauth(DEFAULT_PROVIDER, &mine);
-        match write_blocking(self.store.path(), doc).await {
+        match self.store.write(doc).await {
             Ok(()) => {
                 tracing::info!("saved the token that was kept in memory");
                 self.modify(|v| {
@@ -408,7 +408,7 @@ impl Broker {
         let Ok(_lock) = PiLock::acquire(self.store.path(), LOCK_WAIT).await else {
             return false;
         };
-        let Ok(doc) = self.store.read_now() else {
+        let Ok(doc) = self.store.read_locked().await else {
             return false;
         };
         let mut doc = doc.unwrap_or_default();
@@ -447,12 +447,4 @@ fn set_codex(view: &mut View, fresh: OAuthCredential, claims: Option<oauth::Clai
         None => view.entries.insert(0, (DEFAULT_PROVIDER.into(), entry)),
     }
     view.generation += 1;
-}
-
-async fn write_blocking(path: &std::path::Path, doc: &Document) -> std::io::Result<()> {
-    let path = path.to_owned();
-    let bytes = doc.to_bytes();
-    tokio::task::spawn_blocking(move || store::write_durable(&path, &bytes))
-        .await
-        .map_err(std::io::Error::other)?
 }

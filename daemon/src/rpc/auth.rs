@@ -106,8 +106,12 @@ impl pb::auth_server::Auth for AuthService {
             pid: std::process::id(),
             now_ms: now,
             store: Some(pb::StoreStatus {
-                kind: pb::StoreKind::File as i32,
-                path: self.broker.store().path().display().to_string(),
+                kind: if self.broker.store().is_keyring() {
+                    pb::StoreKind::Keyring
+                } else {
+                    pb::StoreKind::File
+                } as i32,
+                path: self.broker.store().describe(),
                 health: health as i32,
                 detail: view.detail.clone(),
             }),

@@ -9,7 +9,9 @@
 
 mod document;
 mod durable;
+mod keyring;
 mod lock;
+mod migrate;
 mod watch;
 
 use std::io;
@@ -18,9 +20,11 @@ use std::time::Duration;
 
 pub use document::{Credential, Document, OAuthCredential, ParseError};
 pub use durable::{DIR_MODE, FILE_MODE, ensure_dir, write as write_durable};
+pub use keyring::KeyringStore;
 pub use lock::{
     DEFAULT_WAIT, HEARTBEAT, LockError, PiLock, STALE_AFTER, lock_path, recover_orphan,
 };
+pub use migrate::{Direction, MigrateError, migrate};
 pub use watch::{FileWatcher, watch_file};
 
 /// Why the store could not be read or written.
@@ -47,11 +51,22 @@ pub enum StoreError {
 const UNLOCKED_RETRIES: u32 = 3;
 const RETRY_PAUSE: Duration = Duration::from_millis(25);
 
-/// pi's `auth.json` at a fixed path.
+/// Where the credential document lives.
+#[derive(Debug, Clone)]
+enum Backend {
+    /// pi's `auth.json` itself (the default).
+    File,
+    /// The OS keyring; `path` then only names the lock.
+    Keyring(KeyringStore),
+}
+
+/// The credential store: pi's `auth.json` at a fixed path, or the OS
+/// keyring. Either way writes happen under pi's lock for `path`.
 #[derive(Debug, Clone)]
 pub struct FileStore {
     path: PathBuf,
     lock_wait: Duration,
+    backend: Backend,
 }
 
 impl FileStore {
@@ -59,6 +74,66 @@ impl FileStore {
         FileStore {
             path: path.into(),
             lock_wait: DEFAULT_WAIT,
+            backend: Backend::File,
+        }
+    }
+
+    /// The OS keyring, with `lock_path` naming the lock that serialises
+    /// writers (piauthd processes) of the same keyring item.
+    pub fn keyring(lock_path: impl Into<PathBuf>, keyring: KeyringStore) -> FileStore {
+        FileStore {
+            path: lock_path.into(),
+            lock_wait: DEFAULT_WAIT,
+            backend: Backend::Keyring(keyring),
+        }
+    }
+
+    /// Whether this is the OS keyring.
+    pub fn is_keyring(&self) -> bool {
+        matches!(self.backend, Backend::Keyring(_))
+    }
+
+    /// Where the credentials are, for people.
+    pub fn describe(&self) -> String {
+        match &self.backend {
+            Backend::File => self.path.display().to_string(),
+            Backend::Keyring(k) => k.describe(),
+        }
+    }
+
+    /// Reads the document with no retry, for callers holding pi's lock.
+    pub async fn read_locked(&self) -> Result<Option<Document>, StoreError> {
+        match &self.backend {
+            Backend::File => self.read_parsed(),
+            Backend::Keyring(k) => {
+                let bytes = k.read().await.map_err(|source| StoreError::Io {
+                    path: self.path.clone(),
+                    action: "read the keyring item for",
+                    source,
+                })?;
+                bytes
+                    .map(|b| {
+                        Document::parse(&b).map_err(|source| StoreError::Corrupt {
+                            path: self.path.clone(),
+                            source,
+                        })
+                    })
+                    .transpose()
+            }
+        }
+    }
+
+    /// Writes the document durably (the caller holds pi's lock).
+    pub async fn write(&self, doc: &Document) -> io::Result<()> {
+        let bytes = doc.to_bytes();
+        match &self.backend {
+            Backend::File => {
+                let path = self.path.clone();
+                tokio::task::spawn_blocking(move || durable::write(&path, &bytes))
+                    .await
+                    .map_err(io::Error::other)?
+            }
+            Backend::Keyring(k) => k.write(bytes).await,
         }
     }
 
@@ -74,6 +149,10 @@ impl FileStore {
 
     /// Reads the document; `Ok(None)` when the file does not exist.
     pub async fn load(&self) -> Result<Option<Document>, StoreError> {
+        if self.is_keyring() {
+            // Keyring writes are atomic: there is no half-written item.
+            return self.read_locked().await;
+        }
         for _ in 0..UNLOCKED_RETRIES {
             match self.read_parsed() {
                 Err(StoreError::Corrupt { .. }) => tokio::time::sleep(RETRY_PAUSE).await,
@@ -100,32 +179,20 @@ impl FileStore {
             })?;
         }
         let guard = PiLock::acquire(&self.path, self.lock_wait).await?;
-        let before = self.read_parsed()?.unwrap_or_default();
+        let before = self.read_locked().await?.unwrap_or_default();
         let mut doc = before.clone();
         let result = edit(&mut doc);
         if doc != before {
-            let path = self.path.clone();
-            let bytes = doc.to_bytes();
-            tokio::task::spawn_blocking(move || durable::write(&path, &bytes))
-                .await
-                .map_err(|e| io::Error::other(e.to_string()))
-                .and_then(|r| r)
-                .map_err(|source| StoreError::Io {
-                    path: self.path.clone(),
-                    action: "write",
-                    source,
-                })?;
+            self.write(&doc).await.map_err(|source| StoreError::Io {
+                path: self.path.clone(),
+                action: "write",
+                source,
+            })?;
         }
         if let Err(e) = guard.release() {
             tracing::warn!(error = %e, "could not remove pi's lock directory after a write");
         }
         Ok(result)
-    }
-
-    /// Reads and parses the file once, with no retry. For callers that hold
-    /// pi's lock, so no pi process can be mid-write.
-    pub fn read_now(&self) -> Result<Option<Document>, StoreError> {
-        self.read_parsed()
     }
 
     fn read_parsed(&self) -> Result<Option<Document>, StoreError> {
