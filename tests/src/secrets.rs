@@ -38,6 +38,9 @@ impl SecretService {
             .ok()?;
         let socket = dir.path().join("bus");
         let address = format!("unix:path={}", socket.display());
+        for sub in ["data", "runtime"] {
+            std::fs::create_dir_all(dir.path().join(sub)).ok()?;
+        }
         let bus = Command::new("dbus-daemon")
             .args(["--session", "--nofork", "--nopidfile"])
             .arg(format!("--address={address}"))
@@ -46,9 +49,6 @@ impl SecretService {
             .spawn()
             .expect("dbus-daemon");
         wait(Duration::from_secs(10), || socket.exists());
-        for sub in ["data", "runtime"] {
-            std::fs::create_dir_all(dir.path().join(sub)).ok()?;
-        }
         let mut keyring = Command::new("gnome-keyring-daemon")
             .args(["--foreground", "--unlock", "--components=secrets"])
             .env("DBUS_SESSION_BUS_ADDRESS", &address)
