@@ -346,6 +346,27 @@ mod tests {
         assert_eq!(r.headers()["referrer-policy"], "no-referrer");
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(3000))]
+
+        /// Any path and query: no panic, a code only with the right state,
+        /// and a page that never echoes markup.
+        #[test]
+        fn any_request_is_judged_safely(path in "/\\PC{0,40}", query in proptest::option::of("\\PC{0,200}"), done in proptest::prelude::any::<bool>()) {
+            let (answer, event) = judge(&Method::GET, &path, query.as_deref(), ST, done);
+            if let Some(CallbackEvent::Code(_)) = &event {
+                proptest::prop_assert_eq!(&answer, &Answer::Success);
+                proptest::prop_assert!(!done);
+                proptest::prop_assert!(query.as_deref().unwrap_or("").contains("state=s1"));
+            }
+            let page = respond(&answer);
+            proptest::prop_assert!(page.status().as_u16() >= 200);
+            if let Answer::Denied(reason) = &answer {
+                proptest::prop_assert!(!escape(reason).contains('<'));
+            }
+        }
+    }
+
     #[test]
     fn escape_neutralises_markup() {
         assert_eq!(

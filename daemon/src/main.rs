@@ -76,6 +76,13 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    // First thing: other processes of this user may not ptrace us or read
+    // our memory (and no core dump will hold a token).
+    #[cfg(target_os = "linux")]
+    // SAFETY: prctl(PR_SET_DUMPABLE, 0) only changes this process's flag.
+    unsafe {
+        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+    }
     let args = Args::parse();
     init_logging(args.verbose);
     match start(args) {

@@ -86,6 +86,23 @@ def main() -> int:
             print("the terminal event lacks usage", file=sys.stderr)
             return 1
         print("OK stream")
+
+        # Garbage and oversized requests: clear statuses, and the daemon lives on.
+        raw = ch.unary_unary("/piauth.v1.Auth/GetToken")
+        for body, want in [
+            (b"\xff\xff\xff\xff", grpc.StatusCode.INVALID_ARGUMENT),
+            (b"\x0a" * (17 * 1024 * 1024), grpc.StatusCode.RESOURCE_EXHAUSTED),
+        ]:
+            try:
+                raw(body, timeout=20)
+                print(f"a malformed request of {len(body)} bytes succeeded", file=sys.stderr)
+                return 1
+            except grpc.RpcError as e:
+                if e.code() != want:
+                    print(f"{len(body)} bytes: expected {want}, got {e.code()}: {e.details()}", file=sys.stderr)
+                    return 1
+        auth.Status(piauth_pb2.StatusRequest(), timeout=5)
+        print("OK codec")
     return 0
 
 

@@ -20,6 +20,8 @@ mod pi_interop;
 mod python;
 /// The refresh broker against the mock issuer.
 mod refresh;
+/// Process hardening.
+mod security;
 /// Service units, socket activation, autostart.
 mod service;
 /// The socket: modes, one instance, stale sockets, signals, foreign uids.

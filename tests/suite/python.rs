@@ -41,7 +41,13 @@ async fn python_grpcio_gets_tokens_status_and_a_streamed_completion() {
         "the Python client failed. If grpcio is missing, run the suite with `tests/run`.\n\
          stdout:\n{stdout}\nstderr:\n{stderr}"
     );
-    for check in ["OK get_token", "OK status", "OK errors", "OK stream"] {
+    for check in [
+        "OK get_token",
+        "OK status",
+        "OK errors",
+        "OK stream",
+        "OK codec",
+    ] {
         assert!(stdout.contains(check), "{check} missing:\n{stdout}");
     }
     eprintln!(

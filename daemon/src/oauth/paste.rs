@@ -177,6 +177,35 @@ mod tests {
         assert_eq!(e, PasteError::Denied("User said no".into()));
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(3000))]
+
+        /// Any input: no panic, and an accepted paste never carries a
+        /// foreign state.
+        #[test]
+        fn any_paste_is_judged_safely(input in "\\PC{0,200}") {
+            if let Ok(p) = parse_paste(&input, ST) {
+                proptest::prop_assert!(p.state.is_none() || p.state.as_deref() == Some(ST));
+                proptest::prop_assert!(!p.code.expose().is_empty());
+            }
+        }
+
+        /// URL-shaped input with arbitrary query values.
+        #[test]
+        fn redirect_urls_round_trip(code in "[A-Za-z0-9_.~-]{1,40}", wrong in any::<bool>()) {
+            let state = if wrong { "ffffffffffffffffffffffffffffffff" } else { ST };
+            let r = parse_paste(&format!("http://localhost:1455/auth/callback?code={code}&state={state}"), ST);
+            if wrong {
+                proptest::prop_assert_eq!(r, Err(PasteError::StateMismatch));
+            } else {
+                let got = r.unwrap();
+                proptest::prop_assert_eq!(got.code.expose(), &code);
+            }
+        }
+    }
+
+    use proptest::prelude::any;
+
     #[test]
     fn errors_never_repeat_the_code() {
         let e = parse_paste("http://x/?code=secretcode&state=wrong", ST).unwrap_err();

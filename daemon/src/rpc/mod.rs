@@ -5,6 +5,7 @@
 //! them to broker calls and broker errors back to statuses ([`error`]).
 
 mod auth;
+mod codec_errors;
 mod completions;
 mod error;
 mod peer;
@@ -65,6 +66,7 @@ pub async fn serve(
 
     Server::builder()
         .layer(PeerUidLayer { uid: own_uid })
+        .layer(codec_errors::CodecErrorsLayer)
         .add_service(health_service)
         .add_service(reflection)
         .add_service(auth)

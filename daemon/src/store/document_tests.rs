@@ -173,3 +173,32 @@ fn debug_lists_providers_but_no_tokens() {
     assert!(dbg.contains("openai-codex"));
     assert!(!dbg.contains("rt_1") && !dbg.contains("eyJ.a.b"));
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+    /// Arbitrary bytes never panic the parser, and never produce a token in
+    /// an error message.
+    #[test]
+    fn arbitrary_bytes_are_refused_or_parsed(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400)) {
+        if let Err(e) = Document::parse(&bytes) {
+            let _ = e.to_string();
+        }
+    }
+
+    /// Any document that parses survives a write and a re-read unchanged.
+    #[test]
+    fn parsed_documents_round_trip(
+        providers in proptest::collection::vec(("[a-z-]{1,12}", "[ -~]{0,20}", 0i64..4_000_000_000_000), 0..5),
+    ) {
+        let mut json = serde_json::Map::new();
+        for (name, token, expires) in &providers {
+            json.insert(name.clone(), serde_json::json!({"type": "oauth", "access": token, "refresh": token, "expires": expires, "extra": [1, {"x": null}]}));
+        }
+        let text = serde_json::to_string_pretty(&json).unwrap();
+        let doc = Document::parse(text.as_bytes()).unwrap();
+        let again = Document::parse(&doc.to_bytes()).unwrap();
+        proptest::prop_assert_eq!(&again, &doc);
+        proptest::prop_assert_eq!(doc.to_bytes(), text.into_bytes());
+    }
+}
