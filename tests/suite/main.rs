@@ -2,6 +2,8 @@
 
 /// A real browser, and the CLI in a real terminal.
 mod browser;
+/// Load with faults.
+mod chaos;
 /// Completions relayed from the mock Codex backend.
 mod completions;
 /// SIGKILL in the middle of refreshes.

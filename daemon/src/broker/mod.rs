@@ -103,6 +103,11 @@ pub struct RefreshState {
     pub last_error: String,
     /// The current credential is newer than what is on disk.
     pub unpersisted: bool,
+    /// Refresh tokens this daemon has rotated away (most recent last). A
+    /// file that brings one back (an old copy restored) is stale: the
+    /// current token is kept and written over it, never the spent one
+    /// adopted, because presenting it would revoke the login.
+    pub spent: Vec<Secret<String>>,
     /// While unpersisted: the refresh token that was on disk when ours
     /// failed to save. Ours replaces only that; anything else on disk was
     /// put there by someone else (a new login) and wins.
@@ -254,10 +259,11 @@ impl Broker {
 
     /// Re-reads the store and publishes a new snapshot. Waits for a refresh
     /// in flight, so an older file never replaces a newer token.
-    pub async fn reload(&self) {
+    pub async fn reload(self: &Arc<Self>) {
         let _gate = self.gate.lock().await;
         let loaded = self.store.load().await;
         let path = self.store.path().display().to_string();
+        let was_unpersisted = self.view().refresh.unpersisted;
         self.modify(|view| match loaded {
             Ok(Some(doc)) => adopt_document(view, &doc, now_ms()),
             Ok(None) => {
@@ -276,6 +282,9 @@ impl Broker {
         });
         let view = self.view();
         tracing::debug!(health = ?view.health, providers = view.entries.len(), "credential store loaded");
+        if view.refresh.unpersisted && !was_unpersisted {
+            self.persist_soon();
+        }
     }
 
     /// A token for `provider` valid for at least `min_valid_secs` (capped,
@@ -477,6 +486,17 @@ pub fn entries_of(doc: &Document) -> Vec<(String, Entry)> {
 /// default credential is newer than the disk (unpersisted), it is kept.
 pub fn adopt_document(view: &mut View, doc: &Document, now: i64) {
     let mut entries = entries_of(doc);
+    let stale = entries.iter().any(|(p, e)| {
+        p == DEFAULT_PROVIDER
+            && matches!(&e.credential, Credential::OAuth(c) if view.refresh.spent.contains(&c.refresh))
+    });
+    if stale && view.codex().is_some() {
+        tracing::warn!(
+            "auth.json holds a refresh token this daemon already spent (an old copy restored?); \
+             keeping the current one and writing it back"
+        );
+        view.refresh.unpersisted = true;
+    }
     if view.refresh.unpersisted
         && let Some(mine) = view.entry(DEFAULT_PROVIDER).cloned()
     {

@@ -12,6 +12,8 @@ use crate::upstream::RefreshError;
 
 /// How long a refresh waits for pi's lock before giving up for now.
 pub(super) const LOCK_WAIT: Duration = Duration::from_secs(40);
+/// How many spent refresh tokens are remembered.
+const SPENT_KEPT: usize = 16;
 /// The lifetime assumed for a token whose answer gives no expiry.
 const ASSUMED_LIFETIME_MS: i64 = 3600 * 1000;
 /// Retries of a request that never left the machine (connection refused).
@@ -296,6 +298,14 @@ impl Broker {
         let written = self.store.write(doc).await;
         let path = self.store.describe();
         self.modify(|v| {
+            if refreshed
+                && let Some(old) = v.codex().map(|c| c.refresh.clone())
+                && old != fresh.refresh
+            {
+                v.refresh.spent.push(old);
+                let excess = v.refresh.spent.len().saturating_sub(SPENT_KEPT);
+                v.refresh.spent.drain(..excess);
+            }
             set_codex(v, fresh, claims);
             v.refresh.lifetime_ms = lifetime_ms;
             if refreshed {
@@ -363,9 +373,13 @@ impl Broker {
             Some(Credential::OAuth(c)) => Some(c.refresh),
             _ => None,
         };
+        let stale = on_disk
+            .as_ref()
+            .is_some_and(|t| view.refresh.spent.contains(t));
         if on_disk.is_some()
             && on_disk.as_ref() != Some(&mine.refresh)
             && on_disk != view.refresh.superseded
+            && !stale
         {
             // Someone else (a new login) wrote the file meanwhile: theirs wins.
             tracing::warn!(
@@ -413,6 +427,11 @@ impl Broker {
         };
         let mut doc = doc.unwrap_or_default();
         self.persist(&mut doc).await
+    }
+
+    /// Starts writing the in-memory token back (after a stale file).
+    pub(super) fn persist_soon(self: &Arc<Self>) {
+        self.spawn_persist_retry();
     }
 
     fn spawn_persist_retry(self: &Arc<Self>) {

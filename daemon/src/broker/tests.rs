@@ -186,3 +186,20 @@ fn next_refresh_follows_policy_and_stops_when_stuck() {
     };
     assert_eq!(v.next_refresh_ms(), None);
 }
+
+#[test]
+fn a_restored_old_file_never_brings_back_a_spent_token() {
+    let mut v = codex(NOW + 120_000);
+    v.refresh.spent.push(Secret::from("r0"));
+    let old = Document::parse(
+        br#"{"openai-codex":{"type":"oauth","access":"o.l.d","refresh":"r0","expires":5}}"#,
+    )
+    .unwrap();
+    adopt_document(&mut v, &old, NOW);
+    assert_eq!(
+        v.codex().unwrap().refresh.expose(),
+        "r",
+        "the current token is kept"
+    );
+    assert!(v.refresh.unpersisted, "and will be written back");
+}
