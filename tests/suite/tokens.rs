@@ -280,3 +280,18 @@ async fn trace_logs_contain_no_token() {
         }
     }
 }
+
+/// Reading auth.json must not count as a change: otherwise every reload
+/// triggers the next one, and an idle daemon spins.
+#[test]
+fn an_idle_daemon_does_not_reload_in_a_loop() {
+    let sb = Sandbox::new();
+    logged_in(&sb, "idle");
+    let d = Daemon::start(&sb);
+    std::thread::sleep(Duration::from_millis(1500));
+    let reloads = d.logs().matches("auth.json changed on disk").count();
+    assert_eq!(
+        reloads, 0,
+        "the daemon reloaded {reloads} times while nothing changed"
+    );
+}

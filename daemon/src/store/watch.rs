@@ -8,8 +8,21 @@
 
 use std::path::{Path, PathBuf};
 
-use notify::{RecursiveMode, Watcher};
+use notify::event::{AccessKind, AccessMode, ModifyKind};
+use notify::{EventKind, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
+
+/// Whether an event can mean new contents. Opening, reading and closing
+/// the file without writing are not changes: reacting to them would make
+/// every reload trigger the next one.
+pub fn changes_content(kind: &EventKind) -> bool {
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        EventKind::Modify(ModifyKind::Metadata(_)) => false,
+        _ => true,
+    }
+}
 
 /// Keeps the OS watch alive; dropping it stops the notifications.
 pub struct FileWatcher {
@@ -35,6 +48,7 @@ pub fn watch_file(path: &Path) -> notify::Result<(FileWatcher, mpsc::Receiver<()
     let (tx, rx) = mpsc::channel(1);
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         let relevant = match &event {
+            Ok(ev) if !changes_content(&ev.kind) => false,
             Ok(ev) => ev
                 .paths
                 .iter()
@@ -56,4 +70,33 @@ pub fn watch_file(path: &Path) -> notify::Result<(FileWatcher, mpsc::Receiver<()
         watcher.watch(&dir, RecursiveMode::NonRecursive)?;
     }
     Ok((FileWatcher { _inner: watcher }, rx))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use notify::event::{CreateKind, DataChange, MetadataKind, RenameMode};
+
+    #[test]
+    fn reads_are_not_changes() {
+        assert!(!changes_content(&EventKind::Access(AccessKind::Open(
+            AccessMode::Any
+        ))));
+        assert!(!changes_content(&EventKind::Access(AccessKind::Close(
+            AccessMode::Read
+        ))));
+        assert!(!changes_content(&EventKind::Modify(ModifyKind::Metadata(
+            MetadataKind::Any
+        ))));
+        assert!(changes_content(&EventKind::Access(AccessKind::Close(
+            AccessMode::Write
+        ))));
+        assert!(changes_content(&EventKind::Modify(ModifyKind::Data(
+            DataChange::Any
+        ))));
+        assert!(changes_content(&EventKind::Modify(ModifyKind::Name(
+            RenameMode::To
+        ))));
+        assert!(changes_content(&EventKind::Create(CreateKind::File)));
+    }
 }

@@ -502,18 +502,30 @@ async fn main() -> anyhow::Result<()> {
     );
     drop(storm_daemon);
 
-    // CPU over idle seconds (no polling expected).
-    let t0 = cpu_ticks(pid);
-    tokio::time::sleep(Duration::from_secs(args.idle_secs)).await;
-    let ticks = cpu_ticks(pid) - t0;
+    // CPU over idle seconds (no polling expected): the loaded daemon after
+    // a short settle, and a fresh one that never saw a client.
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let (fresh, _) = start_daemon(dir.path(), "fresh", &mock.issuer(), &mock.codex_base())?;
+    let fresh_pid = fresh.child.id();
+    let (t0, f0) = (cpu_ticks(pid), cpu_ticks(fresh_pid));
+    tokio::time::sleep(Duration::from_secs(args.idle_secs)).await;
+    let (ticks, fresh_ticks) = (cpu_ticks(pid) - t0, cpu_ticks(fresh_pid) - f0);
+    let idle = json!({"idle_secs": args.idle_secs});
     figs.add(
-        "idle_cpu_ms",
+        "idle_cpu_ms_fresh_daemon",
+        fresh_ticks as f64 * 1000.0 / hz,
+        "ms",
+        idle.clone(),
+    );
+    figs.add(
+        "idle_cpu_ms_after_load",
         ticks as f64 * 1000.0 / hz,
         "ms",
-        json!({"idle_secs": args.idle_secs}),
+        idle,
     );
+    drop(fresh);
 
     println!();
     for f in &figs.0 {
