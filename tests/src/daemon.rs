@@ -164,41 +164,49 @@ impl Daemon {
         })
     }
 
-    /// Like [`Daemon::start`], with a hook to adjust the command.
+    /// Like [`Daemon::start`], with a hook to adjust the command. Returns
+    /// once the daemon reports READY=1 on a real `NOTIFY_SOCKET`: its socket
+    /// listens and its credentials are loaded.
     pub fn start_with(sandbox: &Sandbox, adjust: impl FnOnce(&mut Command)) -> Daemon {
-        let log = sandbox.dir.path().join(format!("piauthd-{}.log", unique()));
+        let n = unique();
+        let log = sandbox.dir.path().join(format!("piauthd-{n}.log"));
+        let notify_path = sandbox.dir.path().join(format!("notify-{n}"));
+        let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).expect("notify socket");
+        // The daemon may run as another uid (an unprivileged sandbox).
+        use std::os::unix::fs::PermissionsExt;
+        let _ = fs::set_permissions(&notify_path, fs::Permissions::from_mode(0o777));
+        notify
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .expect("timeout");
         let mut cmd = sandbox.command("piauthd");
         cmd.env("RUST_LOG", "trace")
+            .env("NOTIFY_SOCKET", &notify_path)
             .stdin(Stdio::null())
             .stdout(fs::File::create(&log).expect("log file"))
             .stderr(fs::File::create(log.with_extension("err")).expect("log file"));
         adjust(&mut cmd);
-        // Wait on the socket this daemon was told to use.
-        let socket = cmd
-            .get_envs()
-            .find(|(k, _)| *k == "PIAUTHD_SOCKET")
-            .and_then(|(_, v)| v.map(PathBuf::from))
-            .unwrap_or_else(|| sandbox.socket());
         let child = cmd.spawn().expect("spawn piauthd");
         let mut d = Daemon { child, log };
-        d.wait_ready(&socket);
+        d.wait_ready(&notify);
         d
     }
 
-    /// Waits until the socket accepts connections, or fails with the log.
-    fn wait_ready(&mut self, socket: &Path) {
-        let deadline = Instant::now() + Duration::from_secs(15);
+    /// Waits for READY=1, or fails with the log.
+    fn wait_ready(&mut self, notify: &std::os::unix::net::UnixDatagram) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut buf = [0u8; 512];
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("piauthd exited early ({status}):\n{}", self.logs());
             }
-            if std::os::unix::net::UnixStream::connect(socket).is_ok() {
+            if let Ok(n) = notify.recv(&mut buf)
+                && String::from_utf8_lossy(&buf[..n]).contains("READY=1")
+            {
                 return;
             }
-            std::thread::sleep(Duration::from_millis(10));
         }
         panic!(
-            "piauthd did not start serving within 15 s:\n{}",
+            "piauthd did not report READY=1 within 20 s:\n{}",
             self.logs()
         );
     }
@@ -289,4 +297,16 @@ pub fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
         }
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// Resident memory of a process, in kB (Linux; 0 elsewhere).
+pub fn rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
 }

@@ -316,15 +316,6 @@ async fn cancelling_closes_the_upstream_connection_at_once() {
     );
 }
 
-fn rss_kb(pid: i32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
-        .unwrap()
-}
-
 /// A client reading one event per 100 ms holds up the upstream read: the
 /// daemon's memory does not grow with the response (51 MB here).
 #[cfg(target_os = "linux")]
@@ -340,14 +331,14 @@ async fn a_slow_client_keeps_memory_bounded() {
     // Warm up allocations with one small completion.
     let (_, err) = run(&mut r.client, ask("warm up")).await;
     assert!(err.is_none(), "{err:?}");
-    let before = rss_kb(r.daemon.pid());
+    let before = piauth_tests::daemon::rss_kb(r.daemon.pid() as u32);
     let sent_before = r.mock.stats().events_sent;
     let mut stream = r.client.complete(ask("a lot")).await.unwrap();
     for _ in 0..30 {
         stream.next().await.unwrap().unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let after = rss_kb(r.daemon.pid());
+    let after = piauth_tests::daemon::rss_kb(r.daemon.pid() as u32);
     let sent = r.mock.stats().events_sent - sent_before;
     let response_kb = (deltas * bytes / 1024) as u64;
     eprintln!(

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use tonic::Code;
 
-use super::error::{Reason, provider_arg, status};
+use super::error::{Reason, only_default, provider_arg, status};
 use crate::broker::{self, Broker, CredentialKind, Grant, ProviderState, StoreHealth};
 use crate::login::{FailureKind, LoginEvent, Logins, Method, SubmitError};
 use crate::secret::Secret;
@@ -178,16 +178,7 @@ impl pb::auth_server::Auth for AuthService {
     ) -> Result<Response<pb::Token>, Status> {
         let req = req.into_inner();
         let provider = provider_arg(&req.provider)?;
-        if provider != broker::DEFAULT_PROVIDER {
-            return Err(status(
-                Code::InvalidArgument,
-                Reason::UnsupportedProvider,
-                format!(
-                    "piauthd refreshes only {}; pi refreshes {provider} itself",
-                    broker::DEFAULT_PROVIDER
-                ),
-            ));
-        }
+        only_default(provider, "piauthd refreshes")?;
         self.broker.force_refresh().await?;
         let grant = self.broker.get_token(provider, 0).await?;
         Ok(Response::new(token_of(grant)))
@@ -201,16 +192,7 @@ impl pb::auth_server::Auth for AuthService {
     ) -> Result<Response<Self::LoginStream>, Status> {
         let req = req.into_inner();
         let provider = provider_arg(&req.provider)?;
-        if provider != broker::DEFAULT_PROVIDER {
-            return Err(status(
-                Code::InvalidArgument,
-                Reason::UnsupportedProvider,
-                format!(
-                    "piauthd logs in to {} only; log in to {provider} with pi",
-                    broker::DEFAULT_PROVIDER
-                ),
-            ));
-        }
+        only_default(provider, "piauthd logs in to")?;
         let method = match pb::LoginMethod::try_from(req.method).unwrap_or_default() {
             pb::LoginMethod::DeviceCode => Method::DeviceCode,
             pb::LoginMethod::Browser | pb::LoginMethod::Unspecified => Method::Browser,

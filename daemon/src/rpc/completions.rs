@@ -11,8 +11,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
-use super::error::{Reason, provider_arg, status};
-use crate::broker::{self, Broker};
+use super::error::{Reason, only_default, provider_arg, status};
+use crate::broker::Broker;
 use crate::codex::{self, Ask, Codex, CodexError, RelayError, Relayed};
 
 /// Events buffered between the upstream read and a slow client. Small on
@@ -126,16 +126,7 @@ impl pb::completions_server::Completions for CompletionsService {
     ) -> Result<Response<Self::StreamStream>, Status> {
         let req = req.into_inner();
         let provider = provider_arg(&req.provider)?;
-        if provider != broker::DEFAULT_PROVIDER {
-            return Err(status(
-                Code::InvalidArgument,
-                Reason::UnsupportedProvider,
-                format!(
-                    "completions are relayed for {} only",
-                    broker::DEFAULT_PROVIDER
-                ),
-            ));
-        }
+        only_default(provider, "piauthd relays completions for")?;
         let ask = Ask {
             model: req.model,
             instructions: req.instructions,

@@ -60,6 +60,22 @@ pub fn provider_arg(provider: &str) -> Result<&str, Status> {
     }
 }
 
+/// Refuses providers other than the one piauthd manages, for operations
+/// only it supports (`what` reads "piauthd refreshes", ...).
+pub fn only_default(provider: &str, what: &str) -> Result<(), Status> {
+    if provider == piauth_proto::DEFAULT_PROVIDER {
+        return Ok(());
+    }
+    Err(status(
+        Code::InvalidArgument,
+        Reason::UnsupportedProvider,
+        format!(
+            "{what} {} only; pi handles {provider} itself",
+            piauth_proto::DEFAULT_PROVIDER
+        ),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

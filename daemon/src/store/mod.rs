@@ -111,14 +111,7 @@ impl FileStore {
                     action: "read the keyring item for",
                     source,
                 })?;
-                bytes
-                    .map(|b| {
-                        Document::parse(&b).map_err(|source| StoreError::Corrupt {
-                            path: self.path.clone(),
-                            source,
-                        })
-                    })
-                    .transpose()
+                self.parse(bytes)
             }
         }
     }
@@ -201,6 +194,10 @@ impl FileStore {
             action: "read",
             source,
         })?;
+        self.parse(bytes)
+    }
+
+    fn parse(&self, bytes: Option<Vec<u8>>) -> Result<Option<Document>, StoreError> {
         bytes
             .map(|b| {
                 Document::parse(&b).map_err(|source| StoreError::Corrupt {

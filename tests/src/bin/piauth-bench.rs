@@ -98,17 +98,6 @@ fn bin(name: &str) -> PathBuf {
     exe.parent().map(|d| d.join(name)).unwrap_or_default()
 }
 
-fn rss_kb(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 /// utime + stime of a process, in clock ticks.
 fn cpu_ticks(pid: u32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -218,7 +207,7 @@ async fn main() -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_millis(500)).await;
     figs.add(
         "idle_rss",
-        rss_kb(pid) as f64 / 1024.0,
+        piauth_tests::daemon::rss_kb(pid) as f64 / 1024.0,
         "MB",
         json!({"target_mb": 15}),
     );
@@ -293,7 +282,7 @@ async fn main() -> anyhow::Result<()> {
             let mut m = 0;
             for _ in 0..20 {
                 tokio::time::sleep(Duration::from_millis(50)).await;
-                m = m.max(rss_kb(rss_pid));
+                m = m.max(piauth_tests::daemon::rss_kb(rss_pid));
             }
             m
         });
