@@ -16,6 +16,11 @@ impl<T> Secret<T> {
         Secret(value)
     }
 
+    /// The secret, consumed. Same rule as [`Secret::expose`].
+    pub fn into_exposed(self) -> T {
+        self.0
+    }
+
     /// The secret itself. Call this only where the value leaves the process
     /// on purpose: an RPC reply, an upstream request, the credential store.
     pub fn expose(&self) -> &T {

@@ -59,6 +59,15 @@ pub struct SocketGuard {
 }
 
 impl SocketGuard {
+    fn new(path: &Path, owned: bool, meta: &fs::Metadata, instance: File) -> SocketGuard {
+        SocketGuard {
+            path: path.to_owned(),
+            owned,
+            identity: (meta.dev(), meta.ino()),
+            _instance: instance,
+        }
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -93,13 +102,7 @@ pub fn adopt(
         path: path.to_owned(),
         source,
     })?;
-    let guard = SocketGuard {
-        path: path.to_owned(),
-        owned: false,
-        identity: (meta.dev(), meta.ino()),
-        _instance: instance,
-    };
-    Ok((listener, guard))
+    Ok((listener, SocketGuard::new(path, false, &meta, instance)))
 }
 
 /// Takes the one-instance lock `<socket>.lock`, recording our pid in it.
@@ -193,13 +196,7 @@ pub fn bind(path: &Path, uid: u32) -> Result<(UnixListener, SocketGuard), Socket
     let listener = bound.map_err(io("bind", path))?;
     fs::set_permissions(path, fs::Permissions::from_mode(0o600)).map_err(io("chmod", path))?;
     let meta = fs::symlink_metadata(path).map_err(io("inspect", path))?;
-    let guard = SocketGuard {
-        path: path.to_owned(),
-        owned: true,
-        identity: (meta.dev(), meta.ino()),
-        _instance: instance,
-    };
-    Ok((listener, guard))
+    Ok((listener, SocketGuard::new(path, true, &meta, instance)))
 }
 
 /// Makes `dir` a 0700 directory owned by `uid`, creating it if needed.

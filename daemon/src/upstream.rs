@@ -72,20 +72,13 @@ impl Issuer {
         })
     }
 
-    /// Exchanges a refresh token for new tokens (form-encoded, as pi does).
-    pub async fn refresh(&self, refresh: &Secret<String>) -> Result<TokenResponse, RefreshError> {
-        let form = [
-            ("grant_type", "refresh_token"),
-            ("refresh_token", refresh.expose().as_str()),
-            ("client_id", CLIENT_ID),
-        ];
-        let response = self
-            .http
-            .post(&self.token_url)
-            .form(&form)
-            .send()
-            .await
-            .map_err(sent_error)?;
+    /// POSTs a form to the token endpoint; returns the status, the
+    /// `retry-after` (ms) and the whole body.
+    async fn post_form(
+        &self,
+        form: &[(&str, &str)],
+    ) -> Result<(u16, Option<u64>, Vec<u8>), reqwest::Error> {
+        let response = self.http.post(&self.token_url).form(form).send().await?;
         let status = response.status().as_u16();
         let header = |name: &str| {
             response
@@ -98,7 +91,17 @@ impl Issuer {
             header("retry-after").as_deref(),
             header("retry-after-ms").as_deref(),
         );
-        let body = response.bytes().await.map_err(sent_error)?;
+        Ok((status, retry_after, response.bytes().await?.to_vec()))
+    }
+
+    /// Exchanges a refresh token for new tokens (form-encoded, as pi does).
+    pub async fn refresh(&self, refresh: &Secret<String>) -> Result<TokenResponse, RefreshError> {
+        let form = [
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh.expose().as_str()),
+            ("client_id", CLIENT_ID),
+        ];
+        let (status, retry_after, body) = self.post_form(&form).await.map_err(sent_error)?;
         if (200..300).contains(&status) {
             oauth::parse_token_response(&body).map_err(|e| RefreshError::OutcomeUnknown {
                 message: e.to_string(),
@@ -187,15 +190,7 @@ impl Issuer {
             ("code_verifier", verifier.expose().as_str()),
             ("redirect_uri", redirect_uri),
         ];
-        let response = self
-            .http
-            .post(&self.token_url)
-            .form(&form)
-            .send()
-            .await
-            .map_err(network)?;
-        let status = response.status().as_u16();
-        let body = response.bytes().await.map_err(network)?;
+        let (status, _, body) = self.post_form(&form).await.map_err(network)?;
         if !(200..300).contains(&status) {
             return Err(refused(status, &body));
         }

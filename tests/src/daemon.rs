@@ -310,3 +310,27 @@ pub fn rss_kb(pid: u32) -> u64 {
         })
         .unwrap_or(0)
 }
+
+/// A loopback address with a port that was free a moment ago.
+pub fn free_addr() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+}
+
+/// Whether `tool` is installed. Outside CI a missing tool skips the test
+/// that needs it (saying so); in CI (`CI` set) it is a failure.
+pub fn have_tool(tool: &str) -> bool {
+    let found = Command::new("which")
+        .arg(tool)
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        found || std::env::var_os("CI").is_none(),
+        "CI must install {tool}"
+    );
+    if !found {
+        eprintln!("skipped: {tool} is not installed here (CI installs it)");
+    }
+    found
+}

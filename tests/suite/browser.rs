@@ -2,22 +2,16 @@
 //! `pi-authctl login` in a real pseudo-terminal with a pasted URL.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use piauth_client::Client;
 use piauth_client::proto::v1 as pb;
 use piauth_client::proto::v1::login_event::Event;
+use piauth_tests::daemon::free_addr;
 use piauth_tests::mock::{MockConfig, MockOpenAi};
 use piauth_tests::{Daemon, Sandbox, bin_path};
-
-fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
 
 fn chromium() -> Option<String> {
     if let Ok(path) = std::env::var("PIAUTHD_TEST_CHROMIUM") {

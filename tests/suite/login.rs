@@ -7,6 +7,7 @@ use std::time::Duration;
 use piauth_client::proto::v1 as pb;
 use piauth_client::proto::v1::login_event::Event;
 use piauth_client::{Client, Error, LoginStream, Reason};
+use piauth_tests::daemon::free_addr;
 use piauth_tests::daemon::{read_auth, wait_until};
 use piauth_tests::mock::{MockConfig, MockOpenAi};
 use piauth_tests::{Daemon, Sandbox};
@@ -19,13 +20,6 @@ struct Rig {
     client: Client,
     primary: SocketAddr,
     fallback: SocketAddr,
-}
-
-fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
 }
 
 async fn rig(config: MockConfig) -> Rig {

@@ -6,29 +6,14 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use piauth_client::Client;
-use piauth_tests::daemon::wait_until;
+use piauth_tests::daemon::{have_tool, wait_until};
 use piauth_tests::fixtures::write_codex_login;
 use piauth_tests::mock::{MockConfig, MockOpenAi};
 use piauth_tests::{Sandbox, bin_path};
 
-fn have(tool: &str) -> bool {
-    let found = Command::new("which")
-        .arg(tool)
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        found || std::env::var_os("CI").is_none(),
-        "CI must install {tool}"
-    );
-    if !found {
-        eprintln!("skipped: {tool} is not installed here (CI installs it)");
-    }
-    found
-}
-
 #[test]
 fn the_units_pass_systemd_analyze_verify() {
-    if !have("systemd-analyze") {
+    if !have_tool("systemd-analyze") {
         return;
     }
     let sb = Sandbox::new();
@@ -166,7 +151,7 @@ print("ok")
 /// real NOTIFY_SOCKET and serves a token over the passed socket.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn socket_activation_with_readiness_notification() {
-    if !have("systemd-socket-activate") {
+    if !have_tool("systemd-socket-activate") {
         return;
     }
     let mock = MockOpenAi::start(MockConfig::default()).await.unwrap();

@@ -15,7 +15,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use super::failure::{self, CodexError};
-use super::request::{self, Ask, AskError};
+use super::request::{self, Prepared};
 use super::sse::SseParser;
 use crate::broker::{Broker, DEFAULT_PROVIDER, TokenError, now_ms};
 
@@ -53,8 +53,6 @@ pub struct Usage {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RelayError {
-    #[error(transparent)]
-    Ask(#[from] AskError),
     #[error(transparent)]
     Token(#[from] TokenError),
     #[error(transparent)]
@@ -119,10 +117,10 @@ impl Codex {
     pub async fn relay(
         &self,
         broker: Arc<Broker>,
-        ask: Ask,
+        prepared: Prepared,
         tx: mpsc::Sender<Result<Relayed, RelayError>>,
     ) {
-        if let Err(e) = self.run(&broker, &ask, &tx).await {
+        if let Err(e) = self.run(&broker, &prepared, &tx).await {
             let _ = tx.send(Err(e)).await;
         }
     }
@@ -130,11 +128,9 @@ impl Codex {
     async fn run(
         &self,
         broker: &Arc<Broker>,
-        ask: &Ask,
+        prepared: &Prepared,
         tx: &mpsc::Sender<Result<Relayed, RelayError>>,
     ) -> Result<(), RelayError> {
-        let body = request::build_body(ask)?;
-        let body = serde_json::to_vec(&body).map_err(|e| AskError::BadBody(e.to_string()))?;
         let mut refreshed = false;
         let mut attempt = 0;
         let response = loop {
@@ -146,9 +142,9 @@ impl Codex {
                 .http
                 .post(&self.url)
                 .bearer_auth(grant.access.expose())
-                .body(body.clone());
+                .body(prepared.body.clone());
             for (name, value) in
-                request::headers(&grant.account_id, &self.originator, &ask.session_id)
+                request::headers(&grant.account_id, &self.originator, &prepared.session_id)
             {
                 req = req.header(name, value);
             }

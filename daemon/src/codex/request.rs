@@ -88,6 +88,22 @@ pub fn build_body(ask: &Ask) -> Result<Value, AskError> {
     Ok(Value::Object(body))
 }
 
+/// A request ready to send: the serialized body and its session id.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub body: Vec<u8>,
+    pub session_id: String,
+}
+
+/// Builds and serializes the body once, before anything goes upstream.
+pub fn prepare(ask: &Ask) -> Result<Prepared, AskError> {
+    let body = build_body(ask)?;
+    Ok(Prepared {
+        body: serde_json::to_vec(&body).map_err(|e| AskError::BadBody(e.to_string()))?,
+        session_id: ask.session_id.clone(),
+    })
+}
+
 /// The headers of a Responses request, except `Authorization`, which the
 /// relay adds from the broker's token.
 pub fn headers(

@@ -48,7 +48,7 @@ impl AuthService {
 fn token_of(grant: Grant) -> pb::Token {
     pb::Token {
         provider: grant.provider,
-        access_token: grant.access.expose().clone(),
+        access_token: grant.access.into_exposed(),
         expires_at_ms: grant.expires_at_ms,
         account_id: grant.account_id,
     }

@@ -59,11 +59,6 @@ fn event_of(r: Relayed) -> pb::CompletionEvent {
 /// A relay failure as a status a client can act on.
 pub fn relay_status(e: RelayError) -> Status {
     match e {
-        RelayError::Ask(e) => status(
-            Code::InvalidArgument,
-            Reason::InvalidArgument,
-            e.to_string(),
-        ),
         RelayError::Token(e) => e.into(),
         RelayError::Codex(e) => codex_status(e),
     }
@@ -136,12 +131,18 @@ impl pb::completions_server::Completions for CompletionsService {
             body_json: req.body_json,
         };
         // Refuse a malformed request before anything is sent upstream.
-        codex::request::build_body(&ask).map_err(|e| relay_status(e.into()))?;
+        let prepared = codex::request::prepare(&ask).map_err(|e| {
+            status(
+                Code::InvalidArgument,
+                Reason::InvalidArgument,
+                e.to_string(),
+            )
+        })?;
         let (tx, mut rx) = tokio::sync::mpsc::channel(CHANNEL_EVENTS);
         let (out_tx, out_rx) = tokio::sync::mpsc::channel(1);
         let relay = self.codex.clone();
         let broker = self.broker.clone();
-        tokio::spawn(async move { relay.relay(broker, ask, tx).await });
+        tokio::spawn(async move { relay.relay(broker, prepared, tx).await });
         tokio::spawn(async move {
             while let Some(item) = rx.recv().await {
                 let item = item.map(event_of).map_err(relay_status);
