@@ -1,0 +1,228 @@
+/**
+ * piauthd's Auth service, typed, as this package uses it.
+ *
+ * Every connection is checked first (see `socket.ts`). When nothing listens,
+ * the daemon is started the way `pi-authctl` starts it, by running
+ * `pi-authctl status` once: that is where the start-up race lock, the log
+ * file and the "service installed but stopped" advice live, so they exist in
+ * one place only. Failures become one sentence saying what to run; never a
+ * stack trace, and never a fallback to pi refreshing by itself.
+ */
+
+import { execFile } from "node:child_process";
+
+import { Channel, Code, NotListening, RpcError } from "./grpc.ts";
+import {
+	CODEX,
+	type LoginEvent,
+	type LoginMethod,
+	type Status,
+	type Token,
+	decodeLoginEvent,
+	decodeLogout,
+	decodeStatus,
+	decodeToken,
+	encodeGetToken,
+	encodeLogin,
+	encodeProvider,
+	encodeSubmitCode,
+} from "./messages.ts";
+import { socketPath, verifySocket } from "./socket.ts";
+
+const AUTH = "/piauth.v1.Auth";
+
+/** Deadlines for unary calls. GetToken may wait for a refresh in flight. */
+const STATUS_DEADLINE_MS = 5_000;
+const TOKEN_DEADLINE_MS = 30_000;
+const AUTOSTART_TIMEOUT_MS = 20_000;
+
+/** A failure a person can act on; `reason` is the daemon's ErrorInfo reason when it sent one. */
+export class PiauthError extends Error {
+	readonly reason: string | undefined;
+	readonly code: number | undefined;
+
+	constructor(message: string, options: { reason?: string; code?: number; cause?: unknown } = {}) {
+		super(message, { cause: options.cause });
+		this.name = "PiauthError";
+		this.reason = options.reason;
+		this.code = options.code;
+	}
+}
+
+export interface DaemonOptions {
+	socketPath: string;
+	/** The `pi-authctl` binary used to start the daemon; undefined turns autostart off. */
+	authctl: string | undefined;
+}
+
+/** Reads the options from the environment, as `pi-authctl` does. */
+export function optionsFromEnv(env: NodeJS.ProcessEnv = process.env): DaemonOptions {
+	const off = env.PIAUTHD_NO_AUTOSTART;
+	const autostart = off === undefined || off === "0";
+	return { socketPath: socketPath(env), authctl: autostart ? env.PIAUTHD_AUTHCTL || "pi-authctl" : undefined };
+}
+
+const LOGIN_REASONS = new Set(["ERROR_REASON_NOT_LOGGED_IN", "ERROR_REASON_NEEDS_LOGIN"]);
+
+/** Turns a low-level failure into one sentence. */
+export function explain(e: unknown, path: string): Error {
+	if (e instanceof PiauthError) return e;
+	if (e instanceof RpcError) {
+		const hint = e.reason && LOGIN_REASONS.has(e.reason) ? " In pi, run /login and choose ChatGPT." : "";
+		return new PiauthError(`piauthd: ${e.message}${hint}`, { reason: e.reason, code: e.code, cause: e });
+	}
+	if (e instanceof NotListening) {
+		return new PiauthError(`piauthd is not running (nothing listens on ${path}): start it with \`piauthd\``, { cause: e });
+	}
+	const message = e instanceof Error ? e.message : String(e);
+	return new PiauthError(`piauthd: ${message}`, { cause: e });
+}
+
+/** The last non-empty line of a command's error output. */
+function lastLine(text: string): string {
+	const lines = text.split("\n").map((l) => l.trim()).filter(Boolean);
+	return lines[lines.length - 1] ?? "";
+}
+
+export class Daemon {
+	readonly options: DaemonOptions;
+	private readonly channel: Channel;
+	private starting: Promise<void> | undefined;
+
+	constructor(options: DaemonOptions) {
+		this.options = options;
+		const path = options.socketPath;
+		this.channel = new Channel(path, () => {
+			if (verifySocket(path) === "absent") throw new NotListening(path, undefined);
+		});
+	}
+
+	static fromEnv(): Daemon {
+		return new Daemon(optionsFromEnv());
+	}
+
+	get socketPath(): string {
+		return this.options.socketPath;
+	}
+
+	/** Drops the connection (tests; session shutdown). */
+	close(): void {
+		this.channel.close();
+	}
+
+	/** Runs `op`, starting the daemon once first if nothing listens. */
+	private async running<T>(op: () => Promise<T>): Promise<T> {
+		try {
+			return await op();
+		} catch (e) {
+			if (!(e instanceof NotListening)) throw explain(e, this.socketPath);
+		}
+		await this.start();
+		try {
+			return await op();
+		} catch (e) {
+			throw explain(e, this.socketPath);
+		}
+	}
+
+	private start(): Promise<void> {
+		this.starting ??= this.autostart().finally(() => {
+			this.starting = undefined;
+		});
+		return this.starting;
+	}
+
+	private autostart(): Promise<void> {
+		const authctl = this.options.authctl;
+		const path = this.socketPath;
+		if (!authctl) {
+			return Promise.reject(
+				new PiauthError(`piauthd is not running (nothing listens on ${path}) and autostart is off: start it with \`piauthd\``),
+			);
+		}
+		return new Promise((resolve, reject) => {
+			execFile(
+				authctl,
+				["--socket", path, "status", "--json"],
+				{ timeout: AUTOSTART_TIMEOUT_MS, env: process.env },
+				(error, _stdout, stderr) => {
+					if (!error) return resolve();
+					const code = (error as NodeJS.ErrnoException).code;
+					if (code === "ENOENT") {
+						return reject(
+							new PiauthError(
+								`piauthd is not running, and \`${authctl}\` was not found to start it: put piauthd and pi-authctl on PATH, or start \`piauthd\` yourself`,
+								{ cause: error },
+							),
+						);
+					}
+					// Exit 4 (not logged in) still means a daemon now serves.
+					if (error.code === 4) return resolve();
+					const why = lastLine(String(stderr)) || error.message;
+					reject(new PiauthError(`piauthd is not running and could not be started: ${why.replace(/^pi-authctl: /, "")}`, { cause: error }));
+				},
+			);
+		});
+	}
+
+	async status(): Promise<Status> {
+		return this.running(async () =>
+			decodeStatus(await this.channel.unary(`${AUTH}/Status`, new Uint8Array(), { deadlineMs: STATUS_DEADLINE_MS })),
+		);
+	}
+
+	/** A token valid for at least `minValidSecs` (the daemon caps it at half the token's life). */
+	async getToken(minValidSecs: number, signal?: AbortSignal): Promise<Token> {
+		return this.running(async () =>
+			decodeToken(
+				await this.channel.unary(`${AUTH}/GetToken`, encodeGetToken(CODEX, minValidSecs), {
+					deadlineMs: TOKEN_DEADLINE_MS,
+					signal,
+				}),
+			),
+		);
+	}
+
+	/** The current token, then each new one. Ends (throws) when the stream drops. */
+	async *watchToken(signal: AbortSignal): AsyncGenerator<Token> {
+		try {
+			for await (const m of this.channel.call(`${AUTH}/WatchToken`, encodeProvider(CODEX), { signal })) {
+				yield decodeToken(m);
+			}
+		} catch (e) {
+			throw explain(e, this.socketPath);
+		}
+	}
+
+	/** Runs a login and yields its events; aborting `signal` cancels it at the daemon. */
+	async *login(method: LoginMethod, signal: AbortSignal): AsyncGenerator<LoginEvent> {
+		await this.status(); // starts the daemon when needed, with its one-line errors
+		try {
+			for await (const m of this.channel.call(`${AUTH}/Login`, encodeLogin(CODEX, method, 0), {
+				signal,
+				holdsProcess: true,
+			})) {
+				yield decodeLoginEvent(m);
+			}
+		} catch (e) {
+			if (e instanceof RpcError && e.code === Code.cancelled) throw new PiauthError("Login cancelled", { cause: e });
+			throw explain(e, this.socketPath);
+		}
+	}
+
+	/** Hands a pasted redirect URL or code to the login in progress. */
+	async submitCode(input: string): Promise<void> {
+		await this.running(() =>
+			this.channel.unary(`${AUTH}/SubmitCode`, encodeSubmitCode(CODEX, input), { deadlineMs: TOKEN_DEADLINE_MS }),
+		);
+	}
+
+	/** Removes the ChatGPT login; true when there was one. */
+	async logout(): Promise<boolean> {
+		return this.running(async () =>
+			decodeLogout(
+				await this.channel.unary(`${AUTH}/Logout`, encodeProvider(CODEX), { deadlineMs: STATUS_DEADLINE_MS }),
+			).removed,
+		);
+	}
+}

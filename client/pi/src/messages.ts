@@ -1,0 +1,238 @@
+/**
+ * The piauth.v1 messages this package sends and reads, mirroring
+ * `proto/piauth/v1/piauth.proto` field for field. Only what pi needs is here:
+ * status, tokens, login, logout. Field numbers are the contract; names are
+ * camel-cased the way protobuf's JSON mapping does.
+ */
+
+import { Writer, WireError, bool, bytes, fields, int64, string, uint } from "./wire.ts";
+
+/** The provider piauthd serves for pi's ChatGPT login. */
+export const CODEX = "openai-codex";
+
+/**
+ * An access token from the daemon. `accessToken` is a secret: it never goes
+ * into a log, an error message or a notification.
+ */
+export interface Token {
+	provider: string;
+	accessToken: string;
+	/** Milliseconds since the epoch. */
+	expiresAtMs: number;
+	accountId: string;
+}
+
+export function encodeProvider(provider: string): Uint8Array {
+	return new Writer().string(1, provider).finish();
+}
+
+export function encodeGetToken(provider: string, minValidSecs: number): Uint8Array {
+	return new Writer().string(1, provider).varint(2, minValidSecs).finish();
+}
+
+export function decodeToken(buf: Uint8Array): Token {
+	const t: Token = { provider: "", accessToken: "", expiresAtMs: 0, accountId: "" };
+	for (const f of fields(buf)) {
+		if (f.field === 1) t.provider = string(f);
+		else if (f.field === 2) t.accessToken = string(f);
+		else if (f.field === 3) t.expiresAtMs = int64(f);
+		else if (f.field === 4) t.accountId = string(f);
+	}
+	if (!t.accessToken) throw new WireError("a token reply without a token");
+	return t;
+}
+
+/** StoreHealth and ProviderState, by their proto names less the prefix. */
+const STORE_HEALTH = ["unspecified", "ok", "missing", "corrupt", "unreadable", "degraded"] as const;
+const PROVIDER_STATE = [
+	"unspecified",
+	"not logged in",
+	"valid",
+	"expired",
+	"refreshing",
+	"needs login",
+	"degraded",
+	"static",
+] as const;
+const STORE_KIND = ["unspecified", "file", "keyring"] as const;
+
+function named<T extends readonly string[]>(names: T, n: number): T[number] | "unknown" {
+	return names[n] ?? "unknown";
+}
+
+export interface StoreStatus {
+	kind: (typeof STORE_KIND)[number] | "unknown";
+	path: string;
+	health: (typeof STORE_HEALTH)[number] | "unknown";
+	detail: string;
+}
+
+export interface ProviderStatus {
+	provider: string;
+	state: (typeof PROVIDER_STATE)[number] | "unknown";
+	accountId: string;
+	email: string;
+	plan: string;
+	expiresAtMs: number;
+	lastRefreshMs: number;
+	refreshCount: number;
+	nextRefreshMs: number;
+	lastError: string;
+	hint: string;
+}
+
+export interface Status {
+	daemonVersion: string;
+	pid: number;
+	nowMs: number;
+	store: StoreStatus;
+	providers: ProviderStatus[];
+	socketPath: string;
+}
+
+function decodeStore(buf: Uint8Array): StoreStatus {
+	const s: StoreStatus = { kind: "unspecified", path: "", health: "unspecified", detail: "" };
+	for (const f of fields(buf)) {
+		if (f.field === 1) s.kind = named(STORE_KIND, uint(f));
+		else if (f.field === 2) s.path = string(f);
+		else if (f.field === 3) s.health = named(STORE_HEALTH, uint(f));
+		else if (f.field === 4) s.detail = string(f);
+	}
+	return s;
+}
+
+function decodeProvider(buf: Uint8Array): ProviderStatus {
+	const p: ProviderStatus = {
+		provider: "",
+		state: "unspecified",
+		accountId: "",
+		email: "",
+		plan: "",
+		expiresAtMs: 0,
+		lastRefreshMs: 0,
+		refreshCount: 0,
+		nextRefreshMs: 0,
+		lastError: "",
+		hint: "",
+	};
+	for (const f of fields(buf)) {
+		switch (f.field) {
+			case 1: p.provider = string(f); break;
+			case 3: p.state = named(PROVIDER_STATE, uint(f)); break;
+			case 4: p.accountId = string(f); break;
+			case 5: p.email = string(f); break;
+			case 6: p.plan = string(f); break;
+			case 7: p.expiresAtMs = int64(f); break;
+			case 8: p.lastRefreshMs = int64(f); break;
+			case 9: p.refreshCount = uint(f); break;
+			case 10: p.nextRefreshMs = int64(f); break;
+			case 11: p.lastError = string(f); break;
+			case 12: p.hint = string(f); break;
+		}
+	}
+	return p;
+}
+
+export function decodeStatus(buf: Uint8Array): Status {
+	const s: Status = {
+		daemonVersion: "",
+		pid: 0,
+		nowMs: 0,
+		store: { kind: "unspecified", path: "", health: "unspecified", detail: "" },
+		providers: [],
+		socketPath: "",
+	};
+	for (const f of fields(buf)) {
+		switch (f.field) {
+			case 1: s.daemonVersion = string(f); break;
+			case 2: s.pid = uint(f); break;
+			case 3: s.nowMs = int64(f); break;
+			case 4: s.store = decodeStore(bytes(f)); break;
+			case 5: s.providers.push(decodeProvider(bytes(f))); break;
+			case 6: s.socketPath = string(f); break;
+		}
+	}
+	return s;
+}
+
+/** LoginMethod. */
+export const LoginMethod = { browser: 1, deviceCode: 2 } as const;
+export type LoginMethod = (typeof LoginMethod)[keyof typeof LoginMethod];
+
+export function encodeLogin(provider: string, method: LoginMethod, timeoutSecs: number): Uint8Array {
+	return new Writer().string(1, provider).varint(2, method).varint(3, timeoutSecs).finish();
+}
+
+export function encodeSubmitCode(provider: string, input: string): Uint8Array {
+	return new Writer().string(1, provider).string(2, input).finish();
+}
+
+/** One step of a login, as the daemon reports it. */
+export type LoginEvent =
+	| { type: "authorize_url"; url: string; callbackAddr: string }
+	| { type: "waiting"; message: string }
+	| { type: "device_code"; verificationUrl: string; userCode: string; expiresAtMs: number }
+	| { type: "callback_unavailable"; message: string }
+	| { type: "success"; provider: string; accountId: string; email: string; plan: string }
+	| { type: "failure"; kind: number; message: string }
+	| { type: "cancelled"; message: string }
+	| { type: "unknown" };
+
+/** Reads the string fields of a small message into an array by field number. */
+function strings(buf: Uint8Array): string[] {
+	const out: string[] = [];
+	for (const f of fields(buf)) if (f.wire === 2) out[f.field] = string(f);
+	return out;
+}
+
+export function decodeLoginEvent(buf: Uint8Array): LoginEvent {
+	for (const f of fields(buf)) {
+		if (f.wire !== 2) continue;
+		const inner = bytes(f);
+		const s = strings(inner);
+		switch (f.field) {
+			case 1: return { type: "authorize_url", url: s[1] ?? "", callbackAddr: s[2] ?? "" };
+			case 2: return { type: "waiting", message: s[1] ?? "" };
+			case 3: {
+				let expiresAtMs = 0;
+				for (const g of fields(inner)) if (g.field === 3) expiresAtMs = int64(g);
+				return { type: "device_code", verificationUrl: s[1] ?? "", userCode: s[2] ?? "", expiresAtMs };
+			}
+			case 4: return { type: "callback_unavailable", message: s[1] ?? "" };
+			case 5: return { type: "success", provider: s[1] ?? "", accountId: s[2] ?? "", email: s[3] ?? "", plan: s[4] ?? "" };
+			case 6: {
+				let kind = 0;
+				for (const g of fields(inner)) if (g.field === 1) kind = uint(g);
+				return { type: "failure", kind, message: s[2] ?? "" };
+			}
+			case 7: return { type: "cancelled", message: s[1] ?? "" };
+		}
+	}
+	return { type: "unknown" };
+}
+
+export function decodeLogout(buf: Uint8Array): { removed: boolean } {
+	let removed = false;
+	for (const f of fields(buf)) if (f.field === 1) removed = bool(f);
+	return { removed };
+}
+
+/**
+ * google.rpc.Status from `grpc-status-details-bin`, reduced to the
+ * ErrorInfo reason piauthd attaches to every error (e.g. "ERROR_REASON_NOT_LOGGED_IN").
+ */
+export function decodeErrorReason(buf: Uint8Array): string | undefined {
+	for (const f of fields(buf)) {
+		if (f.field !== 3 || f.wire !== 2) continue; // repeated Any details
+		let typeUrl = "";
+		let value: Uint8Array | undefined;
+		for (const g of fields(bytes(f))) {
+			if (g.field === 1) typeUrl = string(g);
+			else if (g.field === 2) value = bytes(g);
+		}
+		if (typeUrl.endsWith("/google.rpc.ErrorInfo") && value) {
+			for (const h of fields(value)) if (h.field === 1) return string(h);
+		}
+	}
+	return undefined;
+}

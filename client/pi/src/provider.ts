@@ -1,0 +1,73 @@
+/**
+ * pi's `openai-codex` provider with piauthd as its only source of tokens.
+ *
+ * pi's built-in provider is kept whole (its models, its Codex stream and
+ * WebSocket transport); only `auth` is replaced. pi resolves credentials in
+ * two ways and both end at the daemon:
+ *
+ * - A codex entry in auth.json (piauthd's file store): pi uses `oauth`.
+ *   pi calls `refresh` while it holds its lock on auth.json. The daemon may
+ *   be waiting for that very lock to refresh, so `refresh` must not ask it
+ *   to: it returns nothing, pi writes nothing, and `toAuth` (called after
+ *   the lock is released) takes the daemon's current token.
+ * - No codex entry (the keyring store, a fresh machine): pi uses `apiKey`,
+ *   whose `resolve` takes the daemon's token the same way.
+ *
+ * pi 1.6.0 treats an `undefined` result of `login` or `refresh` as "leave
+ * the stored entry unchanged" (its credential store's `modify`). The daemon
+ * has already stored the login, in auth.json or in the keyring, so pi must
+ * not write a copy: in keyring mode that copy would put the tokens back in
+ * a plain file, and the refresh token never leaves the daemon anyway.
+ */
+
+import type { ApiKeyAuth, OAuthAuth, OAuthCredential, Provider } from "@earendil-works/pi-ai";
+
+import type { Daemon } from "./daemon.ts";
+import { runLogin } from "./login.ts";
+import type { TokenSource } from "./tokens.ts";
+
+/** The states in which the daemon can serve a token. */
+const SERVING = new Set(["valid", "expired", "refreshing", "degraded"]);
+
+/** "Unchanged" for pi's credential store; see the module comment. */
+const UNCHANGED = undefined as unknown as OAuthCredential;
+
+export function codexAuth(daemon: Daemon, tokens: TokenSource): { oauth: OAuthAuth; apiKey: ApiKeyAuth } {
+	const oauth: OAuthAuth = {
+		name: "ChatGPT Plus/Pro (through piauthd)",
+		isSubscription: true,
+		async login(interaction) {
+			await runLogin(daemon, interaction);
+			tokens.reset();
+			return UNCHANGED;
+		},
+		async refresh() {
+			return UNCHANGED;
+		},
+		async toAuth() {
+			return { apiKey: (await tokens.token()).accessToken };
+		},
+	};
+	const apiKey: ApiKeyAuth = {
+		name: "piauthd",
+		async check() {
+			try {
+				const status = await daemon.status();
+				const codex = status.providers.find((p) => p.provider === "openai-codex");
+				return codex && SERVING.has(codex.state) ? { type: "oauth", source: "piauthd" } : undefined;
+			} catch {
+				// Unreachable daemon: report configured, so a request says why in one line.
+				return { type: "oauth", source: "piauthd" };
+			}
+		},
+		async resolve({ signal }) {
+			return { auth: { apiKey: (await tokens.token(signal)).accessToken }, source: "piauthd" };
+		},
+	};
+	return { oauth, apiKey };
+}
+
+/** pi's built-in codex provider with piauthd's auth. */
+export function codexProvider(builtin: Provider, daemon: Daemon, tokens: TokenSource): Provider {
+	return { ...builtin, auth: codexAuth(daemon, tokens) };
+}

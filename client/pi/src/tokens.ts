@@ -1,0 +1,76 @@
+/**
+ * The access token, kept in memory by a WatchToken stream.
+ *
+ * The daemon pushes each new token as it issues it, so a request's auth is
+ * a memory read. When there is no live stream (a cold start, or the daemon
+ * went away), one GetToken fetches the token and the stream is opened again.
+ * Nothing here ever refreshes: that is the daemon's job alone.
+ */
+
+import type { Token } from "./messages.ts";
+
+/** What the cache needs from the daemon (a seam for tests). */
+export interface TokenDaemon {
+	getToken(minValidSecs: number, signal?: AbortSignal): Promise<Token>;
+	watchToken(signal: AbortSignal): AsyncGenerator<Token>;
+}
+
+/** A cached token is served only while it has at least this long to live. */
+export const FRESH_MS = 5_000;
+/** What GetToken asks for; the daemon caps it at half the token's lifetime. */
+export const MIN_VALID_SECS = 60;
+
+export class TokenSource {
+	private readonly daemon: TokenDaemon;
+	private readonly now: () => number;
+	private current: Token | undefined;
+	private watch: AbortController | undefined;
+	private fetching: Promise<Token> | undefined;
+
+	constructor(daemon: TokenDaemon, now: () => number = Date.now) {
+		this.daemon = daemon;
+		this.now = now;
+	}
+
+	/** True when the next `token()` is served from memory. */
+	get cached(): boolean {
+		const t = this.current;
+		return this.watch !== undefined && t !== undefined && t.expiresAtMs - this.now() >= FRESH_MS;
+	}
+
+	async token(signal?: AbortSignal): Promise<Token> {
+		if (this.cached && this.current) return this.current;
+		// Concurrent cold callers share one GetToken.
+		this.fetching ??= this.daemon.getToken(MIN_VALID_SECS, signal).finally(() => {
+			this.fetching = undefined;
+		});
+		const fresh = await this.fetching;
+		this.current = fresh;
+		this.startWatch();
+		return fresh;
+	}
+
+	/** Forgets the token and closes the stream (logout, shutdown). */
+	reset(): void {
+		this.watch?.abort();
+		this.watch = undefined;
+		this.current = undefined;
+	}
+
+	private startWatch(): void {
+		if (this.watch) return;
+		const ctl = new AbortController();
+		this.watch = ctl;
+		void (async () => {
+			try {
+				for await (const t of this.daemon.watchToken(ctl.signal)) {
+					if (this.watch === ctl) this.current = t;
+				}
+			} catch {
+				// Dropped (daemon restarted, logged out): the next request asks again.
+			} finally {
+				if (this.watch === ctl) this.watch = undefined;
+			}
+		})();
+	}
+}
