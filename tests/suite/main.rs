@@ -18,6 +18,8 @@ mod keyring;
 mod login;
 /// The real pi beside the daemon.
 mod pi_interop;
+/// The real pi 1.6.0 with the package in client/pi.
+mod pi_package;
 /// An independent client: Python grpcio.
 mod python;
 /// The refresh broker against the mock issuer.

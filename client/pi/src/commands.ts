@@ -2,7 +2,7 @@
  * `/piauth`: the daemon's view of the ChatGPT login, and logout through it.
  */
 
-import type { ExtensionAPI } from "@earendil-works/pi-coding-agent";
+import type { ExtensionAPI, ExtensionCommandContext } from "@earendil-works/pi-coding-agent";
 
 import type { Daemon } from "./daemon.ts";
 import type { ProviderStatus, Status } from "./messages.ts";
@@ -63,6 +63,15 @@ export function formatStatus(s: Status): string {
 
 const USAGE = "Usage: /piauth [status|logout]";
 
+type Level = "info" | "warning" | "error";
+
+/** In pi's UI, a notice; in print mode (`pi -p /piauth`), plain output. */
+function show(ctx: ExtensionCommandContext, text: string, level: Level): void {
+	if (ctx.hasUI) ctx.ui.notify(text, level);
+	else if (level === "info") process.stdout.write(`${text}\n`);
+	else process.stderr.write(`${text}\n`);
+}
+
 export function registerCommands(pi: ExtensionAPI, daemon: Daemon, tokens: TokenSource): void {
 	pi.registerCommand("piauth", {
 		description: "piauthd: show the ChatGPT login (status) or log out of it (logout)",
@@ -72,16 +81,16 @@ export function registerCommands(pi: ExtensionAPI, daemon: Daemon, tokens: Token
 			const verb = args.trim() || "status";
 			try {
 				if (verb === "status") {
-					ctx.ui.notify(formatStatus(await daemon.status()), "info");
+					show(ctx, formatStatus(await daemon.status()), "info");
 				} else if (verb === "logout") {
 					const removed = await daemon.logout();
 					tokens.reset();
-					ctx.ui.notify(removed ? "Logged out of ChatGPT: piauthd removed the login." : "piauthd had no ChatGPT login to remove.", "info");
+					show(ctx, removed ? "Logged out of ChatGPT: piauthd removed the login." : "piauthd had no ChatGPT login to remove.", "info");
 				} else {
-					ctx.ui.notify(USAGE, "warning");
+					show(ctx, USAGE, "warning");
 				}
 			} catch (e) {
-				ctx.ui.notify(e instanceof Error ? e.message : String(e), "error");
+				show(ctx, e instanceof Error ? e.message : String(e), "error");
 			}
 		},
 	});

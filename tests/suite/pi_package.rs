@@ -1,0 +1,408 @@
+//! The real pi 1.6.0 (npm `@earendil-works/pi-coding-agent`, on Node 22)
+//! with the package in `client/pi/` installed as a user installs it
+//! (`pi install ./client/pi`), answering prompts through piauthd.
+//!
+//! pi's Codex backend is the mock, set through `models.json` `baseUrl`. pi's
+//! own issuer is unreachable: every HTTPS request pi makes goes to a proxy
+//! that answers nothing and records where pi wanted to go, so a refresh by
+//! pi itself would fail loudly and be seen. Tokens live a few seconds, so
+//! each test spans several token lifetimes.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use piauth_client::Client;
+use piauth_tests::daemon::bin_path;
+use piauth_tests::fixtures::write_codex_login;
+use piauth_tests::mock::{MockConfig, MockOpenAi};
+use piauth_tests::secrets::SecretService;
+use piauth_tests::{Daemon, Sandbox};
+
+/// Sessions started at once.
+const SESSIONS: usize = 8;
+/// Access-token lifetime at the mock.
+const LIFETIME_SECS: u64 = 6;
+const REPLY: &str = "Hello from the mock Codex backend.";
+
+/// Node 22 and pi 1.6.0's CLI, as `tests/run` installs them.
+fn pi16() -> (PathBuf, PathBuf) {
+    let get = |var: &str| {
+        let path = std::env::var_os(var).map(PathBuf::from).unwrap_or_else(|| {
+            panic!("{var} is not set: run the suite with `tests/run`, which installs pi 1.6.0 and Node 22")
+        });
+        assert!(path.exists(), "{var}={} does not exist", path.display());
+        path
+    };
+    (get("PIAUTHD_TEST_NODE22"), get("PIAUTHD_TEST_PI16"))
+}
+
+fn package_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../client/pi")
+        .canonicalize()
+        .expect("client/pi")
+}
+
+/// An HTTPS proxy that refuses everything and remembers each CONNECT target.
+struct DeadProxy {
+    port: u16,
+    targets: Arc<Mutex<Vec<String>>>,
+}
+
+impl DeadProxy {
+    fn start() -> DeadProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let targets = Arc::new(Mutex::new(Vec::new()));
+        let seen = targets.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let mut line = String::new();
+                let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
+                let _ = BufReader::new(&conn).read_line(&mut line);
+                seen.lock().expect("lock").push(line.trim().to_owned());
+            }
+        });
+        DeadProxy { port, targets }
+    }
+
+    fn targets(&self) -> Vec<String> {
+        self.targets.lock().expect("lock").clone()
+    }
+}
+
+/// A pi home: the package installed, `models.json` pointing at the mock.
+struct PiHome<'a> {
+    sb: &'a Sandbox,
+    node: PathBuf,
+    cli: PathBuf,
+    proxy: DeadProxy,
+    env: Vec<(String, String)>,
+}
+
+impl<'a> PiHome<'a> {
+    fn new(sb: &'a Sandbox, mock: &MockOpenAi) -> PiHome<'a> {
+        let (node, cli) = pi16();
+        let models =
+            serde_json::json!({"providers": {"openai-codex": {"baseUrl": mock.codex_base()}}});
+        std::fs::write(sb.agent_dir().join("models.json"), models.to_string())
+            .expect("models.json");
+        let home = PiHome {
+            sb,
+            node,
+            cli,
+            proxy: DeadProxy::start(),
+            env: Vec::new(),
+        };
+        let out = home
+            .pi(&["install", &package_dir().display().to_string()])
+            .output()
+            .expect("pi install");
+        assert!(
+            out.status.success(),
+            "pi install failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let settings =
+            std::fs::read_to_string(sb.agent_dir().join("settings.json")).expect("settings.json");
+        assert!(
+            settings.contains("client/pi"),
+            "pi recorded the package: {settings}"
+        );
+        home
+    }
+
+    fn pi(&self, args: &[&str]) -> Command {
+        let proxy = format!("http://127.0.0.1:{}", self.proxy.port);
+        let bin_dir = bin_path("piauthd").parent().expect("bin dir").to_owned();
+        let path = format!(
+            "{}:{}",
+            bin_dir.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let mut cmd = Command::new(&self.node);
+        cmd.arg(&self.cli)
+            .args(args)
+            .current_dir(self.sb.dir.path())
+            .env_clear()
+            .env("PATH", path)
+            .env("HOME", self.sb.dir.path())
+            .env("PI_CODING_AGENT_DIR", self.sb.agent_dir())
+            .env("PIAUTHD_SOCKET", self.sb.socket())
+            .env("PIAUTHD_NO_AUTOSTART", "1")
+            .env("PI_SKIP_VERSION_CHECK", "1")
+            .env("HTTPS_PROXY", &proxy)
+            .env("HTTP_PROXY", &proxy)
+            .env("NO_PROXY", "127.0.0.1,localhost")
+            .stdin(Stdio::null());
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    /// Starts `n` prompts at once; returns each one's output.
+    fn round(&self, n: usize) -> Vec<Output> {
+        let children: Vec<_> = (0..n)
+            .map(|i| {
+                self.pi(&[
+                    "-p",
+                    &format!("prompt {i}"),
+                    "--provider",
+                    "openai-codex",
+                    "--model",
+                    "gpt-6.2-sol",
+                ])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn pi")
+            })
+            .collect();
+        children
+            .into_iter()
+            .map(|c| c.wait_with_output().expect("pi output"))
+            .collect()
+    }
+
+    /// pi never tried to reach OpenAI's issuer by itself.
+    fn assert_pi_never_called_its_issuer(&self) {
+        let targets = self.proxy.targets();
+        assert!(
+            !targets.iter().any(|t| t.contains("auth.openai.com")),
+            "pi tried its own issuer: {targets:?}"
+        );
+    }
+}
+
+fn answered(o: &Output) -> bool {
+    o.status.success() && String::from_utf8_lossy(&o.stdout).contains(REPLY)
+}
+
+fn describe(outs: &[Output]) -> String {
+    outs.iter()
+        .filter(|o| !answered(o))
+        .map(|o| {
+            format!(
+                "{}: {}",
+                o.status,
+                String::from_utf8_lossy(&o.stderr).trim()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn file_daemon(sb: &Sandbox, mock: &MockOpenAi) -> Daemon {
+    let (issuer, base) = (mock.issuer(), mock.codex_base());
+    Daemon::start_with(sb, move |cmd| {
+        cmd.env("PIAUTHD_ISSUER", &issuer)
+            .env("PIAUTHD_CODEX_BASE_URL", &base);
+    })
+}
+
+async fn refresh_count(sb: &Sandbox) -> u32 {
+    let mut c = Client::connect(sb.socket()).await.expect("connect");
+    let st = c.status().await.expect("status");
+    st.providers
+        .iter()
+        .find(|p| p.provider == "openai-codex")
+        .map_or(0, |p| p.refresh_count)
+}
+
+fn short_lived_mock() -> MockConfig {
+    MockConfig {
+        expires_in: LIFETIME_SECS,
+        ..MockConfig::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eight_sessions_across_five_token_lifetimes_all_answered_with_zero_reuse() {
+    let mock = MockOpenAi::start(short_lived_mock()).await.unwrap();
+    let sb = Sandbox::new();
+    write_codex_login(
+        &sb.auth_file(),
+        &mock.state.seed_login("acc-pi", "pi@example.com", "plus"),
+    )
+    .unwrap();
+    let _d = file_daemon(&sb, &mock);
+    let home = PiHome::new(&sb, &mock);
+
+    let start = Instant::now();
+    let (mut prompts, mut rounds) = (0, 0);
+    while start.elapsed() < Duration::from_secs(5 * LIFETIME_SECS) || rounds < 2 {
+        let outs = home.round(SESSIONS);
+        assert!(
+            outs.iter().all(answered),
+            "round {rounds}: unanswered prompts:\n{}",
+            describe(&outs)
+        );
+        prompts += outs.len();
+        rounds += 1;
+    }
+    let stats = mock.stats();
+    let refreshes = refresh_count(&sb).await;
+    eprintln!(
+        "pi 1.6.0 + package: {prompts} prompts in {rounds} rounds over {:.1} s; {refreshes} refreshes by piauthd; issuer: {stats:?}",
+        start.elapsed().as_secs_f64()
+    );
+    assert!(
+        refreshes >= 5,
+        "at least five token lifetimes: {refreshes} refreshes"
+    );
+    assert_eq!(stats.reuse_attempts, 0, "no refresh token reused");
+    assert_eq!(stats.revocations, 0);
+    assert_eq!(
+        stats.token_requests,
+        u64::from(refreshes),
+        "every token request at the issuer was one of piauthd's refreshes"
+    );
+    assert!(stats.responses_requests >= prompts as u64);
+    home.assert_pi_never_called_its_issuer();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_codex_entry_in_auth_json_prompts_are_answered_from_the_keyring() {
+    let Some(ss) = SecretService::start() else {
+        return;
+    };
+    let mock = MockOpenAi::start(short_lived_mock()).await.unwrap();
+    let sb = Sandbox::new();
+    let (address, issuer, base) = (ss.address.clone(), mock.issuer(), mock.codex_base());
+    let _d = Daemon::start_with(&sb, move |cmd| {
+        cmd.env("PIAUTHD_STORE", "keyring")
+            .env("DBUS_SESSION_BUS_ADDRESS", &address)
+            .env("PIAUTHD_ISSUER", &issuer)
+            .env("PIAUTHD_CODEX_BASE_URL", &base);
+    });
+    let mut c = Client::connect(sb.socket()).await.unwrap();
+    // Log in through the daemon, pasting the redirect URL the issuer gives.
+    let mut stream = c
+        .login("", piauth_client::proto::v1::LoginMethod::Browser, 60)
+        .await
+        .unwrap();
+    let Some(piauth_client::proto::v1::login_event::Event::AuthorizeUrl(a)) =
+        stream.next().await.unwrap()
+    else {
+        panic!("no authorize URL")
+    };
+    let location = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(&a.url)
+        .send()
+        .await
+        .unwrap()
+        .headers()["location"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    c.submit_code("", &location).await.unwrap();
+    assert!(c.get_token("", 0).await.is_ok());
+    let doc = piauth_tests::daemon::read_auth(&sb.auth_file()).unwrap_or_default();
+    assert!(
+        doc.get("openai-codex").is_none(),
+        "no codex entry in auth.json"
+    );
+
+    let home = PiHome::new(&sb, &mock);
+    let start = Instant::now();
+    let mut prompts = 0;
+    while start.elapsed() < Duration::from_secs(2 * LIFETIME_SECS) {
+        let outs = home.round(SESSIONS);
+        assert!(
+            outs.iter().all(answered),
+            "unanswered prompts:\n{}",
+            describe(&outs)
+        );
+        prompts += outs.len();
+    }
+    let doc = piauth_tests::daemon::read_auth(&sb.auth_file()).unwrap_or_default();
+    assert!(
+        doc.get("openai-codex").is_none(),
+        "pi wrote no codex entry either"
+    );
+    let stats = mock.stats();
+    eprintln!("keyring store: {prompts} prompts answered; issuer: {stats:?}");
+    assert_eq!(stats.reuse_attempts, 0);
+    home.assert_pi_never_called_its_issuer();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_killed_mid_run_is_autostarted_and_only_prompts_in_flight_fail() {
+    let mock = MockOpenAi::start(short_lived_mock()).await.unwrap();
+    let sb = Sandbox::new();
+    write_codex_login(
+        &sb.auth_file(),
+        &mock.state.seed_login("acc-pi", "pi@example.com", "plus"),
+    )
+    .unwrap();
+    let d = file_daemon(&sb, &mock);
+    let mut home = PiHome::new(&sb, &mock);
+    // pi may start the daemon now, against the same mock.
+    home.env = vec![
+        ("PIAUTHD_NO_AUTOSTART".into(), "0".into()),
+        ("PIAUTHD_ISSUER".into(), mock.issuer()),
+        ("PIAUTHD_CODEX_BASE_URL".into(), mock.codex_base()),
+        (
+            "XDG_STATE_HOME".into(),
+            sb.dir.path().join("state").display().to_string(),
+        ),
+    ];
+    let outs = home.round(SESSIONS);
+    assert!(
+        outs.iter().all(answered),
+        "before the kill:\n{}",
+        describe(&outs)
+    );
+
+    // Kill the daemon while a round is in flight.
+    let killer = {
+        let pid = d.pid();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(700));
+            // SAFETY: kill has no memory-safety preconditions.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        })
+    };
+    let during = home.round(SESSIONS);
+    killer.join().unwrap();
+    let failed = during.iter().filter(|o| !answered(o)).count();
+    for o in during.iter().filter(|o| !answered(o)) {
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            !err.contains("    at "),
+            "a failure is one line, not a stack trace:\n{err}"
+        );
+    }
+    drop(d);
+
+    let mut after = 0;
+    for _ in 0..3 {
+        let outs = home.round(SESSIONS);
+        assert!(
+            outs.iter().all(answered),
+            "after the restart:\n{}",
+            describe(&outs)
+        );
+        after += outs.len();
+    }
+    let mut c = Client::connect(sb.socket())
+        .await
+        .expect("the autostarted daemon serves");
+    let pid = c.status().await.unwrap().pid;
+    eprintln!(
+        "daemon killed mid-run: {failed} of {SESSIONS} in-flight prompts failed; {after} after the autostart all answered"
+    );
+    let stats = mock.stats();
+    assert_eq!(stats.reuse_attempts, 0);
+    home.assert_pi_never_called_its_issuer();
+    // SAFETY: as above.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+}
