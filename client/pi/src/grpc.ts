@@ -233,7 +233,7 @@ export class Channel {
 		if (opts.deadlineMs !== undefined) headers["grpc-timeout"] = `${Math.max(1, Math.ceil(opts.deadlineMs))}m`;
 		const stream = session.request(headers);
 		const inbox = new Inbox<Uint8Array>();
-		let pending = Buffer.alloc(0);
+		let pending: Buffer = Buffer.alloc(0);
 		let status: RpcError | null | undefined;
 		const fail = (e: unknown) => {
 			inbox.close(e);
