@@ -24,6 +24,12 @@ pub const DEFAULT_ORIGINATOR: &str = "pi";
 pub const DEFAULT_STREAM_IDLE_SECS: u64 = 300;
 /// How long a login may take unless configured otherwise.
 pub const DEFAULT_LOGIN_TIMEOUT_SECS: u64 = 600;
+/// How far ahead of expiry a token is refreshed unless configured
+/// otherwise: 35 minutes, before pi 1.x's `pi auth print-bearer-token`
+/// (which refreshes by itself with less than 30 minutes left).
+pub const DEFAULT_REFRESH_LEAD_SECS: u64 = 35 * 60;
+/// The longest refresh lead accepted: a day.
+pub const MAX_REFRESH_LEAD_SECS: u64 = 86_400;
 
 /// Values given on the command line or in the environment. `None` means
 /// "not given here"; clap merges flags over environment variables.
@@ -38,6 +44,7 @@ pub struct Overrides {
     pub originator: Option<String>,
     pub login_timeout_secs: Option<u64>,
     pub stream_idle_secs: Option<u64>,
+    pub refresh_lead_secs: Option<u64>,
     pub store: Option<StoreKind>,
 }
 
@@ -66,6 +73,7 @@ pub struct FileConfig {
     pub originator: Option<String>,
     pub login_timeout_secs: Option<u64>,
     pub stream_idle_secs: Option<u64>,
+    pub refresh_lead_secs: Option<u64>,
     pub store: Option<StoreKind>,
     /// Models added to (or replacing) the built-in list.
     #[serde(default)]
@@ -111,6 +119,9 @@ pub struct Config {
     pub login_timeout_secs: u64,
     /// A completion stream with no event for this long fails.
     pub stream_idle_secs: u64,
+    /// Tokens are refreshed this long before expiry (at most half their
+    /// lifetime).
+    pub refresh_lead_secs: u64,
     pub models: Vec<crate::codex::models::Model>,
     pub store: StoreKind,
 }
@@ -146,6 +157,11 @@ pub enum ConfigError {
     NotLoopback(SocketAddr),
     #[error("the originator must be 1-64 printable ASCII characters")]
     BadOriginator,
+    #[error(
+        "refresh_lead_secs (--refresh-lead-secs, PIAUTHD_REFRESH_LEAD_SECS) must be between 1 and {max} seconds, got {0}",
+        max = MAX_REFRESH_LEAD_SECS
+    )]
+    BadRefreshLead(u64),
 }
 
 /// Where the config file lives: `$XDG_CONFIG_HOME/piauthd/config.toml`, or
@@ -259,8 +275,16 @@ pub fn resolve(
         .or(file.stream_idle_secs)
         .unwrap_or(DEFAULT_STREAM_IDLE_SECS)
         .max(1);
+    let refresh_lead_secs = over
+        .refresh_lead_secs
+        .or(file.refresh_lead_secs)
+        .unwrap_or(DEFAULT_REFRESH_LEAD_SECS);
+    if !(1..=MAX_REFRESH_LEAD_SECS).contains(&refresh_lead_secs) {
+        return Err(ConfigError::BadRefreshLead(refresh_lead_secs));
+    }
     Ok(Config {
         stream_idle_secs,
+        refresh_lead_secs,
         models: file.models,
         store: over.store.or(file.store).unwrap_or_default(),
         callback_fallback_addr,
@@ -314,6 +338,42 @@ mod tests {
         );
         assert_eq!(c.originator, "pi");
         assert_eq!(c.login_timeout_secs, 600);
+        assert_eq!(c.refresh_lead_secs, 2100);
+    }
+
+    #[test]
+    fn the_refresh_lead_is_layered_and_bounded() {
+        let file = FileConfig {
+            refresh_lead_secs: Some(3000),
+            ..Default::default()
+        };
+        let c = resolve(Overrides::default(), file.clone(), &env()).unwrap();
+        assert_eq!(c.refresh_lead_secs, 3000);
+        let over = Overrides {
+            refresh_lead_secs: Some(60),
+            ..Default::default()
+        };
+        let c = resolve(over, file, &env()).unwrap();
+        assert_eq!(c.refresh_lead_secs, 60);
+        for bad in [0, MAX_REFRESH_LEAD_SECS + 1, u64::MAX] {
+            let over = Overrides {
+                refresh_lead_secs: Some(bad),
+                ..Default::default()
+            };
+            let err = resolve(over, FileConfig::default(), &env()).unwrap_err();
+            assert!(matches!(err, ConfigError::BadRefreshLead(v) if v == bad));
+            assert!(err.to_string().contains("refresh_lead_secs"), "{err}");
+        }
+        let c = resolve(
+            Overrides {
+                refresh_lead_secs: Some(MAX_REFRESH_LEAD_SECS),
+                ..Default::default()
+            },
+            FileConfig::default(),
+            &env(),
+        )
+        .unwrap();
+        assert_eq!(c.refresh_lead_secs, MAX_REFRESH_LEAD_SECS);
     }
 
     #[test]
@@ -394,9 +454,14 @@ mod tests {
             load_file(&p, false),
             Err(ConfigError::Parse { .. })
         ));
-        std::fs::write(&p, "socket = \"/x\"\ncallback_addr = \"127.0.0.1:1457\"\n").unwrap();
+        std::fs::write(
+            &p,
+            "socket = \"/x\"\ncallback_addr = \"127.0.0.1:1457\"\nrefresh_lead_secs = 2400\n",
+        )
+        .unwrap();
         let f = load_file(&p, false).unwrap();
         assert_eq!(f.socket, Some("/x".into()));
+        assert_eq!(f.refresh_lead_secs, Some(2400));
         assert!(load_file(&dir.path().join("none.toml"), false).is_ok());
         assert!(load_file(&dir.path().join("none.toml"), true).is_err());
     }

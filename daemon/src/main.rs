@@ -57,6 +57,12 @@ struct Args {
     #[arg(long, env = "PIAUTHD_STREAM_IDLE_SECS", value_name = "SECS")]
     stream_idle_secs: Option<u64>,
 
+    /// Refresh tokens this many seconds before they expire, or at half their
+    /// lifetime if that is sooner; 1 to 86400 [default: 2100, 35 minutes,
+    /// before pi's own refresh at 30 minutes]
+    #[arg(long, env = "PIAUTHD_REFRESH_LEAD_SECS", value_name = "SECS")]
+    refresh_lead_secs: Option<u64>,
+
     /// Where credentials are kept [default: file, pi's auth.json]
     #[arg(long, env = "PIAUTHD_STORE", value_enum)]
     store: Option<config::StoreKind>,
@@ -127,6 +133,7 @@ fn start(args: Args) -> anyhow::Result<()> {
         originator: args.originator,
         login_timeout_secs: args.login_timeout_secs,
         stream_idle_secs: args.stream_idle_secs,
+        refresh_lead_secs: args.refresh_lead_secs,
         store: args.store,
     };
     let config = config::resolve(overrides, file, &env)?;

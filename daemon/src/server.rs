@@ -112,7 +112,8 @@ pub async fn run_with(
         Err(e) => tracing::warn!(error = %e, "could not check for an orphaned auth.json lock"),
     }
     let issuer = Issuer::new(&config.issuer).map_err(RunError::Http)?;
-    let broker = Broker::new(store, issuer.clone());
+    let lead_ms = i64::try_from(config.refresh_lead_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+    let broker = Broker::new(store, issuer.clone(), lead_ms);
     let logins = Logins::new(
         broker.clone(),
         issuer,

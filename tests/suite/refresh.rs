@@ -239,3 +239,51 @@ async fn two_daemons_share_one_auth_json_for_fifty_cycles() {
             .is_live_refresh(&stored_refresh(&sb.auth_file()).unwrap())
     );
 }
+
+/// The refresh lead: 35 minutes by default (before pi's own refresh at 30),
+/// set by the config file, overridden by the environment, and a bad value
+/// stops the daemon with an error naming the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_refresh_lead_defaults_to_35_minutes_and_is_configurable() {
+    let mock = mock(3 * 3600).await;
+    let sb = Sandbox::new();
+    seed(&sb, &mock);
+    let ahead = |st: &pb::ProviderStatus| st.expires_at_ms - st.next_refresh_ms;
+    {
+        let _d = Daemon::start_against(&sb, &mock.issuer());
+        let mut c = Client::connect(sb.socket()).await.unwrap();
+        let st = codex_status(&mut c).await;
+        assert_eq!(ahead(&st), 35 * 60 * 1000, "{st:?}");
+    }
+    let conf = sb.dir.path().join("config").join("piauthd");
+    std::fs::create_dir_all(&conf).unwrap();
+    std::fs::write(conf.join("config.toml"), "refresh_lead_secs = 3000\n").unwrap();
+    {
+        let _d = Daemon::start_against(&sb, &mock.issuer());
+        let mut c = Client::connect(sb.socket()).await.unwrap();
+        let st = codex_status(&mut c).await;
+        assert_eq!(ahead(&st), 3000 * 1000, "the config file: {st:?}");
+    }
+    {
+        let issuer = mock.issuer();
+        let _d = Daemon::start_with(&sb, move |cmd| {
+            cmd.env("PIAUTHD_ISSUER", &issuer)
+                .env("PIAUTHD_REFRESH_LEAD_SECS", "600");
+        });
+        let mut c = Client::connect(sb.socket()).await.unwrap();
+        let st = codex_status(&mut c).await;
+        assert_eq!(ahead(&st), 600 * 1000, "the environment wins: {st:?}");
+    }
+    for (env, flag) in [("0", None), ("600", Some("86401"))] {
+        let mut cmd = sb.command("piauthd");
+        cmd.env("PIAUTHD_REFRESH_LEAD_SECS", env);
+        if let Some(v) = flag {
+            cmd.arg("--refresh-lead-secs").arg(v);
+        }
+        let out = cmd.stdin(std::process::Stdio::null()).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{err}");
+        assert!(err.contains("refresh_lead_secs"), "{err}");
+    }
+    assert_eq!(mock.stats().refreshes, 0);
+}

@@ -39,7 +39,9 @@ use crate::upstream::Issuer;
 pub use account::AccountError;
 pub use grant::{Decision, current_grant, decide, grant_static};
 use grant::{describe_remaining, grant_codex, unavailable};
-pub use policy::{MAX_MIN_VALID_MS, effective_min_valid_ms, margin_ms, refresh_at};
+pub use policy::{
+    DEFAULT_LEAD_MS, MAX_MIN_VALID_MS, effective_min_valid_ms, margin_ms, refresh_at,
+};
 pub use report::{CredentialKind, ProviderReport, ProviderState, report};
 pub use schedule::run_schedule;
 
@@ -91,9 +93,12 @@ pub enum Phase {
 }
 
 /// Refresh bookkeeping for the default provider, shown in Status.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct RefreshState {
     pub phase: Phase,
+    /// How far ahead of expiry a long-lived token is refreshed (configured;
+    /// capped at half the lifetime, see [`policy`]).
+    pub lead_ms: i64,
     /// Lifetime of the current access token.
     pub lifetime_ms: i64,
     /// When this daemon last obtained a token from the issuer.
@@ -115,6 +120,24 @@ pub struct RefreshState {
     /// failed to save. Ours replaces only that; anything else on disk was
     /// put there by someone else (a new login) and wins.
     pub superseded: Option<Secret<String>>,
+}
+
+impl Default for RefreshState {
+    fn default() -> RefreshState {
+        RefreshState {
+            phase: Phase::default(),
+            lead_ms: DEFAULT_LEAD_MS,
+            lifetime_ms: 0,
+            last_refresh_ms: 0,
+            refresh_count: 0,
+            failures: 0,
+            retry_at_ms: 0,
+            last_error: String::new(),
+            unpersisted: false,
+            spent: Vec::new(),
+            superseded: None,
+        }
+    }
 }
 
 /// An immutable snapshot of everything the broker knows.
@@ -160,6 +183,7 @@ impl View {
             cred.expires_ms,
             self.refresh.lifetime_ms,
             self.refresh.last_refresh_ms,
+            self.refresh.lead_ms,
         );
         Some(at.max(self.refresh.retry_at_ms))
     }
@@ -222,13 +246,17 @@ pub struct Broker {
 }
 
 impl Broker {
-    /// Creates a broker with an empty view; call [`Broker::reload`] to fill it.
-    pub fn new(store: FileStore, issuer: Issuer) -> Arc<Broker> {
+    /// Creates a broker with an empty view; call [`Broker::reload`] to fill
+    /// it. Long-lived tokens are refreshed `refresh_lead_ms` ahead of expiry.
+    pub fn new(store: FileStore, issuer: Issuer, refresh_lead_ms: i64) -> Arc<Broker> {
         let empty = View {
             health: StoreHealth::Missing,
             detail: String::new(),
             entries: Vec::new(),
-            refresh: RefreshState::default(),
+            refresh: RefreshState {
+                lead_ms: refresh_lead_ms,
+                ..RefreshState::default()
+            },
             generation: 0,
         };
         Arc::new(Broker {

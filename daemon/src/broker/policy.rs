@@ -1,10 +1,13 @@
 //! When to refresh, how long to back off, what a caller may demand: pure
 //! functions of times and lifetimes, so every rule is unit-tested.
 //!
-//! The policy: refresh when a token has `min(15 min, lifetime / 2)` left.
-//! * Real tokens live for days, so the daemon refreshes 15 minutes before
-//!   expiry: long before pi's own thresholds (at expiry for pi 0.73.1, five
-//!   minutes before for pi 1.x), so pi never refreshes while the daemon
+//! The policy: refresh when a token has `min(lead, lifetime / 2)` left,
+//! where the lead is configurable (`refresh_lead_secs`) and defaults to
+//! [`DEFAULT_LEAD_MS`], 35 minutes.
+//! * Real tokens live for days, so the daemon refreshes 35 minutes before
+//!   expiry: before all of pi's own thresholds (at expiry for pi 0.73.1,
+//!   five minutes before for pi 1.x, and 30 minutes before for pi 1.x's
+//!   `pi auth print-bearer-token`), so pi never refreshes while the daemon
 //!   runs, and no caller ever waits on a refresh in steady state.
 //! * Test tokens live for seconds; half the lifetime keeps the schedule
 //!   sane (a 4 s token refreshes every 2 s) instead of refreshing at once
@@ -16,8 +19,10 @@
 //!   refresh; the fresh token then satisfies every such demand, so a
 //!   large demand can never cause a refresh storm.
 
-/// The most a refresh is scheduled ahead of expiry.
-pub const MAX_MARGIN_MS: i64 = 15 * 60 * 1000;
+/// How far ahead of expiry a long-lived token is refreshed unless
+/// configured otherwise: 5 minutes before pi 1.x's `print-bearer-token`
+/// (30 minutes).
+pub const DEFAULT_LEAD_MS: i64 = 35 * 60 * 1000;
 /// Refreshes are at least this far apart.
 pub const MIN_GAP_MS: i64 = 250;
 /// The most a caller may ask a token to stay valid.
@@ -29,14 +34,15 @@ pub const BACKOFF_CAP_MS: i64 = 60 * 1000;
 /// The longest `retry-after` honoured.
 pub const RETRY_AFTER_CAP_MS: i64 = 5 * 60 * 1000;
 
-/// How far ahead of expiry to refresh a token with this lifetime.
-pub fn margin_ms(lifetime_ms: i64) -> i64 {
-    (lifetime_ms.max(0) / 2).min(MAX_MARGIN_MS)
+/// How far ahead of expiry to refresh a token with this lifetime, given the
+/// configured lead: the lead, or half the lifetime if that is shorter.
+pub fn margin_ms(lifetime_ms: i64, lead_ms: i64) -> i64 {
+    (lifetime_ms.max(0) / 2).min(lead_ms.max(0))
 }
 
 /// When to refresh a token expiring at `expires_ms`.
-pub fn refresh_at(expires_ms: i64, lifetime_ms: i64, last_refresh_ms: i64) -> i64 {
-    (expires_ms - margin_ms(lifetime_ms)).max(last_refresh_ms + MIN_GAP_MS)
+pub fn refresh_at(expires_ms: i64, lifetime_ms: i64, last_refresh_ms: i64, lead_ms: i64) -> i64 {
+    (expires_ms - margin_ms(lifetime_ms, lead_ms)).max(last_refresh_ms + MIN_GAP_MS)
 }
 
 /// How long a caller's token must stay valid: what it asked, capped.
@@ -78,23 +84,48 @@ mod tests {
 
     const DAY: i64 = 86_400_000;
 
+    const MIN: i64 = 60_000;
+
     #[test]
-    fn long_tokens_refresh_fifteen_minutes_ahead() {
-        assert_eq!(refresh_at(10 * DAY, 10 * DAY, 0), 10 * DAY - MAX_MARGIN_MS);
-        // pi 1.x refreshes 5 minutes ahead; we are well before that.
-        assert!(margin_ms(10 * DAY) > 5 * 60 * 1000);
+    fn long_tokens_refresh_thirty_five_minutes_ahead_by_default() {
+        assert_eq!(DEFAULT_LEAD_MS, 35 * MIN);
+        assert_eq!(
+            refresh_at(10 * DAY, 10 * DAY, 0, DEFAULT_LEAD_MS),
+            10 * DAY - 35 * MIN
+        );
+        // pi 1.x refreshes 5 minutes ahead, its print-bearer-token 30
+        // minutes ahead; the default lead is before both.
+        assert!(margin_ms(10 * DAY, DEFAULT_LEAD_MS) > 30 * MIN);
+    }
+
+    #[test]
+    fn a_custom_lead_is_used_for_long_tokens() {
+        assert_eq!(margin_ms(10 * DAY, 90 * MIN), 90 * MIN);
+        assert_eq!(
+            refresh_at(10 * DAY, 10 * DAY, 0, 90 * MIN),
+            10 * DAY - 90 * MIN
+        );
+        assert_eq!(margin_ms(10 * DAY, 1_000), 1_000);
     }
 
     #[test]
     fn short_tokens_refresh_at_half_life() {
-        assert_eq!(refresh_at(10_000, 4_000, 0), 8_000);
-        assert_eq!(margin_ms(4_000), 2_000);
+        assert_eq!(refresh_at(10_000, 4_000, 0, DEFAULT_LEAD_MS), 8_000);
+        assert_eq!(margin_ms(4_000, DEFAULT_LEAD_MS), 2_000);
+        // An hour-long token: half its life (30 min) beats the 35 min lead.
+        assert_eq!(margin_ms(60 * MIN, DEFAULT_LEAD_MS), 30 * MIN);
+        // The cap applies to a custom lead too.
+        assert_eq!(margin_ms(60 * MIN, 50 * MIN), 30 * MIN);
+        assert_eq!(margin_ms(60 * MIN, 10 * MIN), 10 * MIN);
     }
 
     #[test]
     fn refreshes_are_never_closer_than_the_gap() {
         // A token issued already expired: no loop.
-        assert_eq!(refresh_at(5_000, 0, 5_000), 5_000 + MIN_GAP_MS);
+        assert_eq!(
+            refresh_at(5_000, 0, 5_000, DEFAULT_LEAD_MS),
+            5_000 + MIN_GAP_MS
+        );
     }
 
     #[test]

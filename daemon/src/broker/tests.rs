@@ -175,11 +175,18 @@ fn not_logged_in_or_corrupt_store() {
 
 #[test]
 fn next_refresh_follows_policy_and_stops_when_stuck() {
-    let mut v = codex(NOW + 3_600_000);
-    v.refresh.lifetime_ms = 3_600_000;
-    assert_eq!(v.next_refresh_ms(), Some(NOW + 3_600_000 - 15 * 60_000));
-    v.refresh.retry_at_ms = NOW + 3_500_000;
-    assert_eq!(v.next_refresh_ms(), Some(NOW + 3_500_000));
+    const HOUR: i64 = 3_600_000;
+    let mut v = codex(NOW + 10 * HOUR);
+    v.refresh.lifetime_ms = 10 * HOUR;
+    // The default lead: 35 minutes ahead.
+    assert_eq!(v.next_refresh_ms(), Some(NOW + 10 * HOUR - 35 * 60_000));
+    v.refresh.lead_ms = 60 * 60_000;
+    assert_eq!(v.next_refresh_ms(), Some(NOW + 9 * HOUR));
+    // An hour-long token: half its life, not the lead.
+    v.refresh.lifetime_ms = HOUR;
+    assert_eq!(v.next_refresh_ms(), Some(NOW + 10 * HOUR - 30 * 60_000));
+    v.refresh.retry_at_ms = NOW + 10 * HOUR - 60_000;
+    assert_eq!(v.next_refresh_ms(), Some(NOW + 10 * HOUR - 60_000));
     v.refresh.phase = Phase::OutcomeUnknown {
         refresh_used: Secret::from("r"),
         reason: String::new(),
