@@ -1,16 +1,19 @@
-//! The real pi (npm `@mariozechner/pi-coding-agent@0.73.1`) beside piauthd.
+//! The real pi beside piauthd, both lines: the legacy 0.73.1
+//! (`@mariozechner/pi-coding-agent`, tests/pi-interop) and the current 1.6.0
+//! (`@earendil-works/pi-coding-agent`, tests/pi-current, on Node 22).
 //!
-//! Several Node processes call pi's own `AuthStorage.getApiKey("openai-codex")`
-//! on the same `auth.json` while piauthd refreshes it, with tokens that
-//! expire every 2 s. pi's token URL is redirected to the mock. The issuer
-//! must see no reused refresh token, every pi call must get a valid token,
-//! and the file must parse at every moment.
+//! Several Node processes call pi's own credential code for `openai-codex` on
+//! the same `auth.json` while piauthd refreshes it. The issuer must see no
+//! reused refresh token, every pi call must get a valid token, pi must never
+//! call the token endpoint itself, and the file must parse at every moment.
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::sync::Arc;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use piauth_client::Client;
@@ -18,17 +21,108 @@ use piauth_tests::fixtures::write_codex_login;
 use piauth_tests::mock::{MockConfig, MockOpenAi};
 use piauth_tests::{Daemon, Sandbox};
 
-const PI_PROCESSES: usize = 4;
-const RUN_MS: u64 = 24_000;
-const LIFETIME_SECS: u64 = 2;
+const PROVIDER: &str = "openai-codex";
 
-fn interop_dir() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/pi-interop"))
+fn suite_dir(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(name)
 }
 
+/// Reads `auth.json` every 2 ms until stopped; counts reads that do not
+/// parse as a file with a codex refresh token.
+struct FileWatch {
+    stop: Arc<AtomicBool>,
+    reads: Arc<AtomicU64>,
+    bad: Arc<AtomicU64>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl FileWatch {
+    fn start(path: PathBuf) -> FileWatch {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (reads, bad) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let thread = {
+            let (stop, reads, bad) = (stop.clone(), reads.clone(), bad.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let ok = std::fs::read(&path)
+                        .ok()
+                        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                        .is_some_and(|v| v[PROVIDER]["refresh"].is_string());
+                    reads.fetch_add(1, Ordering::Relaxed);
+                    if !ok {
+                        bad.fetch_add(1, Ordering::Relaxed);
+                    }
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            })
+        };
+        FileWatch {
+            stop,
+            reads,
+            bad,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops watching; returns (reads, reads that did not parse).
+    fn finish(mut self) -> (u64, u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+        (
+            self.reads.load(Ordering::Relaxed),
+            self.bad.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// Starts `n` copies of `cmd()` and waits for all of them off the runtime.
+async fn run_all(n: usize, cmd: impl Fn() -> Command) -> Vec<Output> {
+    let children: Vec<_> = (0..n)
+        .map(|_| {
+            let mut c = cmd();
+            c.stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot run {c:?}: {e}"))
+        })
+        .collect();
+    tokio::task::spawn_blocking(move || {
+        children
+            .into_iter()
+            .map(|c| c.wait_with_output().unwrap())
+            .collect()
+    })
+    .await
+    .unwrap()
+}
+
+/// The JSON lines of every client, after checking each exited cleanly.
+fn lines(outputs: &[Output]) -> Vec<serde_json::Value> {
+    let mut all = Vec::new();
+    for out in outputs {
+        assert!(
+            out.status.success(),
+            "pi client failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for line in BufReader::new(&out.stdout[..]).lines() {
+            all.push(serde_json::from_str(&line.unwrap()).unwrap());
+        }
+    }
+    all
+}
+
+const LEGACY_PROCESSES: usize = 4;
+const LEGACY_RUN_MS: u64 = 24_000;
+const LEGACY_LIFETIME_SECS: u64 = 2;
+
+/// pi 0.73.1 refreshes only at expiry, so 2 s tokens make piauthd refresh
+/// ahead of it about every second.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn real_pi_processes_share_the_login_with_zero_reuse() {
-    let dir = interop_dir();
+    let dir = suite_dir("pi-interop");
     assert!(
         dir.join("node_modules/@mariozechner/pi-coding-agent")
             .exists(),
@@ -36,7 +130,7 @@ async fn real_pi_processes_share_the_login_with_zero_reuse() {
         dir.display()
     );
     let mock = MockOpenAi::start(MockConfig {
-        expires_in: LIFETIME_SECS,
+        expires_in: LEGACY_LIFETIME_SECS,
         atob_safe_jwt: true,
         ..MockConfig::default()
     })
@@ -48,88 +142,45 @@ async fn real_pi_processes_share_the_login_with_zero_reuse() {
     let _d = Daemon::start_against(&sb, &mock.issuer());
 
     // Watch the file the whole time: every read must parse.
-    let stop = Arc::new(AtomicBool::new(false));
-    let (reads, bad_reads) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let watcher = {
-        let (stop, reads, bad) = (stop.clone(), reads.clone(), bad_reads.clone());
-        let path = sb.auth_file();
-        std::thread::spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                let ok = std::fs::read(&path)
-                    .ok()
-                    .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-                    .is_some_and(|v| v["openai-codex"]["refresh"].is_string());
-                reads.fetch_add(1, Ordering::Relaxed);
-                if !ok {
-                    bad.fetch_add(1, Ordering::Relaxed);
-                }
-                std::thread::sleep(Duration::from_millis(2));
-            }
-        })
-    };
-
+    let watch = FileWatch::start(sb.auth_file());
     let node = std::env::var("PIAUTHD_TEST_NODE").unwrap_or_else(|_| "node".into());
-    let children: Vec<_> = (0..PI_PROCESSES)
-        .map(|_| {
-            Command::new(&node)
-                .current_dir(&dir)
-                .arg("pi-client.mjs")
-                .arg(sb.agent_dir())
-                .arg(mock.issuer())
-                .arg(RUN_MS.to_string())
-                .arg("100")
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap_or_else(|e| panic!("cannot run {node}: {e}"))
-        })
-        .collect();
-    let outputs: Vec<_> = tokio::task::spawn_blocking(move || {
-        children
-            .into_iter()
-            .map(|c| c.wait_with_output().unwrap())
-            .collect::<Vec<_>>()
+    let outputs = run_all(LEGACY_PROCESSES, || {
+        let mut c = Command::new(&node);
+        c.current_dir(&dir)
+            .arg("pi-client.mjs")
+            .arg(sb.agent_dir())
+            .arg(mock.issuer())
+            .arg(LEGACY_RUN_MS.to_string())
+            .arg("100");
+        c
     })
-    .await
-    .unwrap();
-    stop.store(true, Ordering::Relaxed);
-    watcher.join().unwrap();
+    .await;
+    let (reads, bad_reads) = watch.finish();
 
     let mut calls = 0;
     let mut redirected = 0;
-    for out in &outputs {
-        assert!(
-            out.status.success(),
-            "pi client failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        for line in BufReader::new(&out.stdout[..]).lines() {
-            let v: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
-            if v["done"] == true {
-                redirected += v["redirected"].as_u64().unwrap();
-                continue;
-            }
-            assert!(v["error"].is_null(), "a pi call failed: {v}");
-            let key = v["key"].as_str().unwrap();
-            let t = v["t"].as_i64().unwrap();
-            assert!(
-                mock.state.access_token_valid_at(key, t),
-                "pi handed out a token that was not valid at {t} (issued {:?} ms before)",
-                mock.state.issued_at(key).map(|at| t - at)
-            );
-            calls += 1;
+    for v in lines(&outputs) {
+        if v["done"] == true {
+            redirected += v["redirected"].as_u64().unwrap();
+            continue;
         }
+        assert!(v["error"].is_null(), "a pi call failed: {v}");
+        let key = v["key"].as_str().unwrap();
+        let t = v["t"].as_i64().unwrap();
+        assert!(
+            mock.state.access_token_valid_at(key, t),
+            "pi handed out a token that was not valid at {t} (issued {:?} ms before)",
+            mock.state.issued_at(key).map(|at| t - at)
+        );
+        calls += 1;
     }
     let stats = mock.stats();
     let mut c = Client::connect(sb.socket()).await.unwrap();
     let daemon_refreshes = c.status().await.unwrap().providers[0].refresh_count;
     eprintln!(
-        "pi interop: {calls} pi calls, {} refreshes ({daemon_refreshes} by piauthd), \
-         {} pi token requests, {} file reads, {:?}",
+        "pi 0.73.1 interop: {calls} pi calls, {} refreshes ({daemon_refreshes} by piauthd), \
+         {redirected} pi token requests, {reads} file reads, {stats:?}",
         stats.refreshes,
-        redirected,
-        reads.load(Ordering::Relaxed),
-        stats
     );
     assert_eq!(stats.reuse_attempts, 0, "{stats:?}");
     assert_eq!(stats.revocations, 0, "{stats:?}");
@@ -137,13 +188,189 @@ async fn real_pi_processes_share_the_login_with_zero_reuse() {
         stats.refreshes >= 20,
         "at least 20 expiry cycles: {stats:?}"
     );
-    assert_eq!(
-        bad_reads.load(Ordering::Relaxed),
-        0,
-        "auth.json always parsed"
-    );
+    assert_eq!(bad_reads, 0, "auth.json always parsed");
     assert!(calls > 500, "{calls}");
     // Refreshing ahead means pi never needed to refresh on its own.
     assert_eq!(redirected, 0, "pi called the token endpoint itself");
     assert_eq!(u64::from(daemon_refreshes), stats.refreshes);
+}
+
+/// An HTTPS proxy that answers nothing: it reads each connection's first
+/// line (`CONNECT host:port ...`), records it and closes the connection.
+struct RefusingProxy {
+    port: u16,
+    requests: Arc<Mutex<Vec<String>>>,
+}
+
+impl RefusingProxy {
+    fn start() -> RefusingProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let seen = requests.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
+                let mut first = String::new();
+                let _ = BufReader::new(&conn).read_line(&mut first);
+                seen.lock().unwrap().push(first.trim().to_owned());
+            }
+        });
+        RefusingProxy { port, requests }
+    }
+
+    fn requests(&self) -> Vec<String> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+const CURRENT_PROCESSES: usize = 4;
+const CURRENT_RUN_MS: u64 = 25_000;
+const CURRENT_INTERVAL_MS: u64 = 50;
+/// Long enough that the file always holds more than pi 1.6.0's 5 minutes.
+const CURRENT_LIFETIME_SECS: u64 = 3600;
+/// How often the test makes piauthd refresh through the `Refresh` RPC.
+const FORCED_REFRESH_EVERY: Duration = Duration::from_secs(1);
+
+/// pi 1.6.0 (`ModelRuntime.getAuth`, pi's file store and lock) refreshes
+/// when less than 5 minutes are left. With hour-long tokens it must never
+/// need to, while piauthd rotates the login every second (forced through
+/// the `Refresh` RPC) and every pi process re-reads the file under pi's lock
+/// after each write. pi's token URL is hard-coded, so its HTTP goes through
+/// a proxy that refuses and counts: any refresh by pi fails and is seen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pi_1_6_processes_share_the_login_while_piauthd_rotates_it() {
+    let dir = suite_dir("pi-current");
+    let node = std::env::var_os("PIAUTHD_TEST_NODE22")
+        .map(PathBuf::from)
+        .expect("PIAUTHD_TEST_NODE22 is not set: run the suite with `tests/run`, which installs pi 1.6.0 and Node 22");
+    assert!(
+        node.exists()
+            && dir
+                .join("node_modules/@earendil-works/pi-coding-agent")
+                .exists(),
+        "pi 1.6.0 or Node 22 is not installed: run the suite with `tests/run` (it runs `npm ci` in {})",
+        dir.display()
+    );
+    let mock = MockOpenAi::start(MockConfig {
+        expires_in: CURRENT_LIFETIME_SECS,
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap();
+    let sb = Sandbox::new();
+    let set = mock
+        .state
+        .seed_login("acc-pi16", "pi16@example.com", "plus");
+    write_codex_login(&sb.auth_file(), &set).unwrap();
+    let _d = Daemon::start_against(&sb, &mock.issuer());
+    let proxy = RefusingProxy::start();
+    let proxy_url = format!("http://127.0.0.1:{}", proxy.port);
+
+    let watch = FileWatch::start(sb.auth_file());
+    // Force a daemon refresh every second while the pi processes read.
+    let stop = Arc::new(AtomicBool::new(false));
+    let refresher = {
+        let (stop, socket) = (stop.clone(), sb.socket());
+        tokio::spawn(async move {
+            let mut c = Client::connect(&socket).await.unwrap();
+            let mut forced = 0u64;
+            let mut tick = tokio::time::interval(FORCED_REFRESH_EVERY);
+            tick.tick().await;
+            while !stop.load(Ordering::Relaxed) {
+                tick.tick().await;
+                c.refresh(PROVIDER).await.expect("a forced refresh failed");
+                forced += 1;
+            }
+            forced
+        })
+    };
+    let outputs = run_all(CURRENT_PROCESSES, || {
+        let mut c = Command::new(&node);
+        c.current_dir(&dir)
+            .arg("pi-client.mjs")
+            .arg(sb.agent_dir())
+            .arg(CURRENT_RUN_MS.to_string())
+            .arg(CURRENT_INTERVAL_MS.to_string())
+            .env("HTTPS_PROXY", &proxy_url)
+            .env("HTTP_PROXY", &proxy_url)
+            .env("NO_PROXY", "127.0.0.1,localhost")
+            .env("PI_OFFLINE", "1");
+        c
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    let forced = refresher.await.unwrap();
+    let (reads, bad_reads) = watch.finish();
+
+    // Every access token the mock issued, oldest first.
+    let mut issued: Vec<(i64, String)> = mock
+        .state
+        .issued_access_tokens()
+        .into_iter()
+        .map(|k| (mock.state.issued_at(&k).unwrap(), k))
+        .collect();
+    issued.sort();
+
+    let mut calls = 0usize;
+    let mut behind = 0usize;
+    let mut millis = Vec::new();
+    for v in lines(&outputs) {
+        if v["done"] == true {
+            continue;
+        }
+        assert!(v["error"].is_null(), "a pi call failed: {v}");
+        let key = v["key"].as_str().unwrap();
+        let t = v["t"].as_i64().unwrap();
+        let at = issued
+            .iter()
+            .position(|(_, k)| k == key)
+            .unwrap_or_else(|| panic!("pi handed out a token the mock never issued: {v}"));
+        // Tokens issued by the time the call returned: pi's must be the
+        // newest of them or the one before (a write pi had not seen yet).
+        let known = issued.iter().take_while(|(i, _)| *i <= t).count();
+        assert!(
+            at < known && at + 2 >= known,
+            "at {t} pi handed out token #{at}, but #{} was the newest",
+            known.saturating_sub(1)
+        );
+        assert!(mock.state.access_token_valid_at(key, t), "{v}");
+        if at + 1 < known {
+            behind += 1;
+        }
+        millis.push(v["ms"].as_f64().unwrap());
+        calls += 1;
+    }
+    millis.sort_by(f64::total_cmp);
+    let pct = |p: f64| millis[((millis.len() - 1) as f64 * p) as usize];
+    let stats = mock.stats();
+    let mut c = Client::connect(sb.socket()).await.unwrap();
+    let daemon_refreshes = u64::from(c.status().await.unwrap().providers[0].refresh_count);
+    let proxied = proxy.requests();
+    let to_issuer = proxied
+        .iter()
+        .filter(|r| r.contains("auth.openai.com"))
+        .count();
+    eprintln!(
+        "pi 1.6.0 interop: {calls} pi calls from {CURRENT_PROCESSES} processes, {} issuer refreshes \
+         ({daemon_refreshes} by piauthd, {forced} forced), {behind} calls got the previous token, \
+         getAuth ms p50 {:.2} p99 {:.2} max {:.2}, {} proxy connections ({to_issuer} to auth.openai.com), \
+         {reads} file reads, {stats:?}",
+        stats.refreshes,
+        pct(0.5),
+        pct(0.99),
+        pct(1.0),
+        proxied.len(),
+    );
+    assert_eq!(to_issuer, 0, "pi tried to refresh by itself: {proxied:?}");
+    assert_eq!(stats.reuse_attempts, 0, "{stats:?}");
+    assert_eq!(stats.revocations, 0, "{stats:?}");
+    assert_eq!(stats.refreshes, daemon_refreshes, "{stats:?}");
+    assert_eq!(
+        stats.refreshes, forced,
+        "only the forced refreshes: {stats:?}"
+    );
+    assert!(stats.refreshes >= 10, "at least 10 refreshes: {stats:?}");
+    assert_eq!(bad_reads, 0, "auth.json always parsed");
+    assert!(calls > 500, "{calls}");
 }
