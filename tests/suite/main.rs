@@ -16,6 +16,8 @@ mod faults;
 mod keyring;
 /// Login: callback, paste, device code, cancel, logout.
 mod login;
+/// The mock Codex backend takes pi 1.6.0's requests.
+mod mock_pi16;
 /// The real pi beside the daemon.
 mod pi_interop;
 /// The real pi 1.6.0 with the package in client/pi.

@@ -6,7 +6,14 @@
 //! PIAUTHD_ISSUER=http://127.0.0.1:8787 piauthd
 //! ```
 //!
-//! Control endpoints: `GET /_mock/stats` (counters), `POST /_mock/faults`
+//! The Codex backend is at `{codex_base}/codex/responses` with
+//! `PIAUTHD_CODEX_BASE_URL` (or pi's `models.json` `baseUrl`) set to the
+//! printed base: SSE over POST, plain or zstd-compressed bodies (pi 1.6.0),
+//! and a refused WebSocket upgrade on the same URL, so pi 1.6.0 falls back
+//! to SSE.
+//!
+//! Control endpoints: `GET /_mock/stats` (counters), `GET /_mock/responses`
+//! (what the last responses requests carried), `POST /_mock/faults`
 //! (JSON list of faults for the next token requests, e.g.
 //! `[{"kind":"status","code":503},{"kind":"reset_after"}]`), and
 //! `POST /_mock/seed` (creates a login and returns its tokens; with
@@ -23,8 +30,8 @@ use std::time::Duration;
 use clap::Parser;
 use piauth_tests::mock::{MockConfig, MockOpenAi};
 
-/// A faithful mock of OpenAI's OAuth issuer (and, later, the Codex
-/// backend) for piauthd. Loopback only.
+/// A faithful mock of OpenAI's OAuth issuer and Codex backend for piauthd
+/// and pi. Loopback only.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
@@ -37,7 +44,8 @@ struct Args {
     /// Delay added to every token request, in milliseconds.
     #[arg(long, default_value_t = 0)]
     token_delay_ms: u64,
-    /// Encode JWT payloads in standard base64, which pi 0.73.1's `atob` needs.
+    /// Encode JWT payloads in standard base64, which pi 0.73.1's `atob` needs
+    /// (pi 1.6.0 reads the default tokens as they are).
     #[arg(long)]
     atob_safe_jwt: bool,
     /// Answer every authorize request with `error=access_denied`.

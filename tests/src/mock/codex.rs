@@ -6,7 +6,29 @@
 //! token's account, the forced headers, and `stream: true`. It answers with
 //! a realistic sequence (created, output_item.added, text deltas,
 //! output_item.done, completed with usage), and can misbehave on request.
+//!
+//! It takes every client's request shape:
+//! * the daemon's and pi 0.73.1's: plain JSON, top-level `instructions`, a
+//!   first `input` item with role `user`, header `session_id`, no
+//!   `max_output_tokens`;
+//! * pi 1.6.0's: the body **zstd-compressed** (`Content-Encoding: zstd`,
+//!   which pi sends on Node 22.15 and later with no way to turn it off), no
+//!   top-level `instructions` but a leading `input` item with role
+//!   `developer`, `max_output_tokens` (at least 16, as the real API
+//!   demands), `prompt_cache_key`, and header `session-id`.
+//!
+//! A body that says zstd but does not decode gets a 400 whose message says
+//! so. What each request carried is recorded as a [`SeenRequest`]
+//! (`MockState::responses_seen`, `GET /_mock/responses`), so a test can
+//! check what a real client sent.
+//!
+//! pi 1.6.0 first tries a WebSocket at the same URL (`ws://` for `http://`).
+//! The mock has no WebSocket transport yet: [`refuse_websocket_upgrade`]
+//! answers the upgrade with a plain HTTP error, which makes pi fall back to
+//! SSE for the rest of its session, and counts it
+//! (`websocket_upgrades_refused` in [`super::Stats`]).
 
+use std::io::Read;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -23,6 +45,12 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use super::MockState;
 use super::server::ResetHandle;
+
+/// The largest request body accepted after decompression.
+const MAX_DECODED_BODY: usize = 32 * 1024 * 1024;
+/// The Responses API rejects a smaller `max_output_tokens` (pi 1.6.0 sends
+/// `max(maxTokens, 16)` for this reason).
+const MIN_OUTPUT_TOKENS: u64 = 16;
 
 /// One misbehaviour, consumed by the next responses request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -69,6 +97,38 @@ impl Default for ReplyShape {
     }
 }
 
+/// What one `POST /codex/responses` carried, as the mock saw it. Fields the
+/// mock never got to (an early refusal) keep their defaults.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeenRequest {
+    /// The status the mock answered with.
+    pub status: u16,
+    /// `Content-Encoding` as sent, lower-cased; empty when absent.
+    pub content_encoding: String,
+    /// Whether the body arrived zstd-compressed and decoded.
+    pub zstd: bool,
+    /// Body bytes on the wire.
+    pub wire_bytes: usize,
+    /// Body bytes after decoding (equal to `wire_bytes` for plain JSON).
+    pub body_bytes: usize,
+    pub model: String,
+    /// Whether the body had a top-level `instructions`.
+    pub has_instructions: bool,
+    /// Role of the first `input` item: `developer` from pi 1.6.0, `user`
+    /// from the daemon and pi 0.73.1.
+    pub first_input_role: Option<String>,
+    /// How many `input` items there were.
+    pub input_items: usize,
+    pub max_output_tokens: Option<u64>,
+    pub prompt_cache_key: Option<String>,
+    /// The `session-id` header (pi 1.6.0).
+    pub session_id_dash: Option<String>,
+    /// The `session_id` header (the daemon, pi 0.73.1).
+    pub session_id_underscore: Option<String>,
+    pub originator: String,
+    pub user_agent: String,
+}
+
 fn error(status: StatusCode, code: &str, message: &str) -> Response {
     (
         status,
@@ -77,9 +137,80 @@ fn error(status: StatusCode, code: &str, message: &str) -> Response {
         .into_response()
 }
 
+fn bad_request(message: &str) -> Response {
+    error(StatusCode::BAD_REQUEST, "invalid_request", message)
+}
+
+/// A refusal before any answer, boxed (a `Response` is large).
+fn refuse(status: StatusCode, code: &str, message: &str) -> Box<Response> {
+    Box::new(error(status, code, message))
+}
+
+fn refuse_bad(message: &str) -> Box<Response> {
+    Box::new(bad_request(message))
+}
+
 fn sse(event: &Value) -> Bytes {
     let kind = event["type"].as_str().unwrap_or("message");
     Bytes::from(format!("event: {kind}\ndata: {event}\n\n"))
+}
+
+/// Decodes a zstd request body: every frame in it, in order, at most
+/// [`MAX_DECODED_BODY`] bytes in all.
+pub fn decode_zstd(mut wire: &[u8]) -> Result<Vec<u8>, String> {
+    if wire.is_empty() {
+        return Err("the body is empty".into());
+    }
+    let mut out = Vec::new();
+    while !wire.is_empty() {
+        let mut frame = ruzstd::decoding::StreamingDecoder::new(&mut wire)
+            .map_err(|e| format!("no zstd frame: {e}"))?;
+        let room = (MAX_DECODED_BODY - out.len()) as u64 + 1;
+        (&mut frame)
+            .take(room)
+            .read_to_end(&mut out)
+            .map_err(|e| format!("a corrupt zstd frame: {e}"))?;
+        if out.len() > MAX_DECODED_BODY {
+            return Err(format!("it decodes to more than {MAX_DECODED_BODY} bytes"));
+        }
+    }
+    Ok(out)
+}
+
+/// The body as JSON bytes: decoded per `Content-Encoding`.
+fn decoded_body(seen: &mut SeenRequest, body: &Bytes) -> Result<Vec<u8>, Box<Response>> {
+    match seen.content_encoding.as_str() {
+        "" | "identity" => Ok(body.to_vec()),
+        "zstd" => {
+            let out = decode_zstd(body).map_err(|why| {
+                refuse_bad(&format!(
+                    "Content-Encoding is zstd, but the body does not decode as zstd: {why}"
+                ))
+            })?;
+            seen.zstd = true;
+            Ok(out)
+        }
+        other => Err(refuse(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_content_encoding",
+            &format!("Content-Encoding {other} is not supported (zstd is)"),
+        )),
+    }
+}
+
+/// Records what the request's headers and body say, for tests.
+fn note_body(seen: &mut SeenRequest, req: &Value) {
+    seen.model = req["model"].as_str().unwrap_or("").to_owned();
+    seen.has_instructions = req.get("instructions").is_some();
+    if let Some(items) = req["input"].as_array() {
+        seen.input_items = items.len();
+        seen.first_input_role = items
+            .first()
+            .and_then(|i| i["role"].as_str())
+            .map(str::to_owned);
+    }
+    seen.max_output_tokens = req["max_output_tokens"].as_u64();
+    seen.prompt_cache_key = req["prompt_cache_key"].as_str().map(str::to_owned);
 }
 
 pub async fn responses(
@@ -89,30 +220,60 @@ pub async fn responses(
     body: Bytes,
 ) -> Response {
     state.responses_requests.fetch_add(1, Ordering::SeqCst);
+    let mut seen = SeenRequest::default();
+    let answer = match check(&state, &headers, &body, &mut seen) {
+        Ok(_) => answer(&state, reset).await,
+        Err(refusal) => *refusal,
+    };
+    seen.status = answer.status().as_u16();
+    state.record_responses_request(seen);
+    answer
+}
+
+/// Everything the backend checks before it answers: the token, the
+/// account, the headers, the body. Fills `seen` as it goes.
+fn check(
+    state: &MockState,
+    headers: &HeaderMap,
+    body: &Bytes,
+    seen: &mut SeenRequest,
+) -> Result<(), Box<Response>> {
     let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let optional = |n: &str| {
+        headers
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    seen.content_encoding = header("content-encoding").trim().to_ascii_lowercase();
+    seen.wire_bytes = body.len();
+    seen.session_id_dash = optional("session-id");
+    seen.session_id_underscore = optional("session_id");
+    seen.originator = header("originator").to_owned();
+    seen.user_agent = header("user-agent").to_owned();
     let Some(token) = header("authorization").strip_prefix("Bearer ") else {
-        return error(
+        return Err(refuse(
             StatusCode::UNAUTHORIZED,
             "invalid_api_key",
             "missing bearer token",
-        );
+        ));
     };
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64);
     let Some(account) = state.account_of_valid_token(token, now_ms) else {
-        return error(
+        return Err(refuse(
             StatusCode::UNAUTHORIZED,
             "token_expired",
             "the access token is invalid or expired",
-        );
+        ));
     };
     if header("chatgpt-account-id") != account {
-        return error(
+        return Err(refuse(
             StatusCode::FORBIDDEN,
             "account_mismatch",
             "chatgpt-account-id does not match the token",
-        );
+        ));
     }
     for (name, want) in [
         ("openai-beta", "responses=experimental"),
@@ -120,49 +281,73 @@ pub async fn responses(
         ("content-type", "application/json"),
     ] {
         if !header(name).starts_with(want) {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                &format!("header {name} must be {want}"),
-            );
+            return Err(refuse_bad(&format!("header {name} must be {want}")));
         }
     }
-    if header("originator").is_empty() || header("user-agent").is_empty() {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "originator and User-Agent are required",
-        );
+    if seen.originator.is_empty() || seen.user_agent.is_empty() {
+        return Err(refuse_bad("originator and User-Agent are required"));
     }
-    let Ok(req) = serde_json::from_slice::<Value>(&body) else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "the body is not JSON",
-        );
+    let json = decoded_body(seen, body)?;
+    seen.body_bytes = json.len();
+    let Ok(req) = serde_json::from_slice::<Value>(&json) else {
+        return Err(refuse_bad("the body is not JSON"));
     };
+    note_body(seen, &req);
     if req["stream"] != json!(true) || req["store"] != json!(false) {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "stream must be true and store false",
-        );
+        return Err(refuse_bad("stream must be true and store false"));
     }
-    if req.get("max_output_tokens").is_some() {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "max_output_tokens is not supported",
-        );
+    if seen.model.is_empty() {
+        return Err(refuse_bad("model is required"));
     }
-    if req["model"].as_str().unwrap_or("").is_empty() {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "model is required",
-        );
+    if req.get("input").is_some_and(|i| !i.is_array()) {
+        return Err(refuse_bad("input must be an array of items"));
     }
+    if let Some(max) = req.get("max_output_tokens")
+        && max.as_u64().is_none_or(|n| n < MIN_OUTPUT_TOKENS)
+    {
+        return Err(refuse_bad(&format!(
+            "max_output_tokens must be an integer of at least {MIN_OUTPUT_TOKENS}"
+        )));
+    }
+    Ok(())
+}
 
+/// `GET {codex_base}/codex/responses` asking for `Upgrade: websocket`: pi
+/// 1.6.0's first try for every session (`resolveCodexWebSocketUrl` turns
+/// the base URL's `http` into `ws`, `https` into `wss`).
+///
+/// The mock has no WebSocket transport yet, so it refuses the handshake
+/// with a plain HTTP error (501 Not Implemented, a JSON body) instead of
+/// `101 Switching Protocols`. Node's WebSocket treats any answer but 101 as
+/// a failed handshake and reports only an `error` event, no status.
+/// So pi's WebSocket fails to open before any event; that is a transport
+/// failure (not a Codex API error), so pi marks the session for SSE, makes
+/// the same request over `POST` at once, and never tries the WebSocket
+/// again in that session. A GET without the upgrade is answered 405, as a
+/// route with only `POST` would be.
+pub async fn refuse_websocket_upgrade(
+    State(state): State<Arc<MockState>>,
+    headers: HeaderMap,
+) -> Response {
+    let wants_websocket = headers
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("websocket"));
+    if !wants_websocket {
+        return (StatusCode::METHOD_NOT_ALLOWED, [(header::ALLOW, "POST")]).into_response();
+    }
+    state
+        .websocket_upgrades_refused
+        .fetch_add(1, Ordering::SeqCst);
+    error(
+        StatusCode::NOT_IMPLEMENTED,
+        "websocket_not_supported",
+        "this backend has no WebSocket transport; POST the request (Server-Sent Events)",
+    )
+}
+
+/// The answer to an accepted request: a fault, or a stream.
+async fn answer(state: &Arc<MockState>, reset: Option<axum::Extension<ResetHandle>>) -> Response {
     let fault = state.ledger().responses_faults.pop_front();
     match &fault {
         Some(ResponsesFault::Status { code }) => {

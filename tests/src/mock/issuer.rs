@@ -189,6 +189,11 @@ pub async fn stats(State(state): State<Arc<MockState>>) -> Response {
     Json(state.stats()).into_response()
 }
 
+/// What each responses request carried (see `codex::SeenRequest`).
+pub async fn responses_seen(State(state): State<Arc<MockState>>) -> Response {
+    Json(state.responses_seen()).into_response()
+}
+
 pub async fn push_faults(
     State(state): State<Arc<MockState>>,
     Json(faults): Json<Vec<Fault>>,

@@ -28,6 +28,15 @@ pub fn nonce() -> String {
 /// rather than base64url: pi 0.73.1 decodes the payload with JavaScript's
 /// `atob`, which rejects `-` and `_`, so a spec-exact JWT makes pi's refresh
 /// fail whenever those characters occur. piauthd accepts both alphabets.
+///
+/// pi 1.6.0 still decodes with a bare `atob(payload)`, both for the
+/// `chatgpt-account-id` of every Codex request and in its OAuth code.
+/// `atob` accepts a missing padding, so a base64url segment without `-` or
+/// `_` decodes. In base64 of ASCII text those two characters come only from
+/// `>`, `?` or `~` in certain positions, and the mock's claims hold none, so
+/// its default (spec-exact) tokens decode in pi 1.6.0 as they are (checked
+/// with Node 22 against 200 minted tokens; the test below pins it). Claims
+/// with such characters would need `atob_safe` there too.
 fn sign(claims: &serde_json::Value, atob_safe: bool) -> String {
     let key = EncodingKey::from_secret(TEST_SIGNING_KEY);
     if !atob_safe {
@@ -91,4 +100,36 @@ pub fn id_token(account: &str, email: &str, plan: &str, serial: u64, atob_safe: 
         }),
         atob_safe,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine;
+
+    /// What pi's `atob(payload)` needs: no `-` or `_`, and standard base64
+    /// (padding optional) that decodes to the claims.
+    #[test]
+    fn default_tokens_decode_with_atob() {
+        for serial in 0..200 {
+            let account = format!("acc-{serial}");
+            for token in [
+                access_token(&account, "user@example.com", "plus", 3600, serial, false),
+                id_token(&account, "user@example.com", "plus", serial, false),
+            ] {
+                let payload = token.split('.').nth(1).unwrap();
+                assert!(!payload.contains(['-', '_']), "{payload}");
+                let claims: serde_json::Value = serde_json::from_slice(
+                    &base64::engine::general_purpose::STANDARD_NO_PAD
+                        .decode(payload)
+                        .unwrap(),
+                )
+                .unwrap();
+                assert_eq!(
+                    claims["https://api.openai.com/auth"]["chatgpt_account_id"],
+                    account.as_str()
+                );
+            }
+        }
+    }
 }

@@ -15,10 +15,15 @@
 //!   authorization-code grant checks the PKCE verifier against the
 //!   challenge and the `redirect_uri` against the one authorized; the
 //!   device-code endpoints answer pending, `slow_down`, then approve.
+//! * The Codex backend (`codex`): `POST /backend-api/codex/responses` over
+//!   SSE, taking the bodies of piauthd, pi 0.73.1 and pi 1.6.0 (plain or
+//!   `Content-Encoding: zstd`), and refusing pi 1.6.0's WebSocket upgrade of
+//!   the same URL so that pi falls back to SSE.
 //! * Faults, queued per request: an HTTP status, a delay, a connection reset
 //!   (before or after the issuer acted), or a terminal error code.
-//! * Counters (refreshes, reuse attempts, revocations, requests) for tests,
-//!   also served as JSON at `GET /_mock/stats`.
+//! * Counters (refreshes, reuse attempts, revocations, requests, zstd
+//!   bodies, refused upgrades, ...) for tests, also served as JSON at
+//!   `GET /_mock/stats`.
 
 mod codex;
 mod issuer;
@@ -34,8 +39,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use codex::{ReplyShape, ResponsesFault};
+pub use codex::{ReplyShape, ResponsesFault, SeenRequest, decode_zstd};
 pub use jwt::TEST_SIGNING_KEY;
+
+/// How many responses requests [`MockState::responses_seen`] remembers.
+pub const SEEN_KEPT: usize = 256;
 
 /// The client id piauthd and pi use (PROTOCOL.md §1).
 pub const CLIENT_ID: &str = "app_EMoamEEZ73f0CkXaXp7hrann";
@@ -120,6 +128,7 @@ impl Default for MockConfig {
 
 /// Counters tests read.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Stats {
     /// Successful refreshes (a token rotated).
     pub refreshes: u64,
@@ -145,6 +154,17 @@ pub struct Stats {
     pub open_streams: u64,
     /// SSE events sent in all.
     pub events_sent: u64,
+    /// Responses requests whose body came `Content-Encoding: zstd` and
+    /// decoded (pi 1.6.0 on Node >= 22.15 compresses every SSE request).
+    pub zstd_bodies: u64,
+    /// Responses requests whose first `input` item has role `developer` (pi
+    /// 1.6.0 puts the system prompt there instead of `instructions`).
+    pub developer_first: u64,
+    /// Responses requests carrying `max_output_tokens` (pi 1.6.0 sends it).
+    pub max_output_tokens_seen: u64,
+    /// WebSocket upgrades of the responses URL refused (pi 1.6.0 tries one
+    /// first, then falls back to SSE for the session).
+    pub websocket_upgrades_refused: u64,
 }
 
 /// A login the mock has issued: what a test writes into `auth.json`.
@@ -181,6 +201,8 @@ struct Ledger {
     devices: HashMap<String, login::DeviceAuth>,
     responses_faults: VecDeque<codex::ResponsesFault>,
     reply: codex::ReplyShape,
+    /// What the last [`SEEN_KEPT`] responses requests carried, oldest first.
+    seen: VecDeque<codex::SeenRequest>,
 }
 
 /// Shared state of a running mock.
@@ -200,6 +222,10 @@ pub struct MockState {
     responses_requests: AtomicU64,
     open_streams: AtomicU64,
     events_sent: AtomicU64,
+    zstd_bodies: AtomicU64,
+    developer_first: AtomicU64,
+    max_output_tokens_seen: AtomicU64,
+    websocket_upgrades_refused: AtomicU64,
     serial: AtomicU64,
 }
 
@@ -220,6 +246,10 @@ impl MockState {
             responses_requests: AtomicU64::new(0),
             open_streams: AtomicU64::new(0),
             events_sent: AtomicU64::new(0),
+            zstd_bodies: AtomicU64::new(0),
+            developer_first: AtomicU64::new(0),
+            max_output_tokens_seen: AtomicU64::new(0),
+            websocket_upgrades_refused: AtomicU64::new(0),
             serial: AtomicU64::new(0),
         }
     }
@@ -249,6 +279,10 @@ impl MockState {
             responses_requests: self.responses_requests.load(Ordering::SeqCst),
             open_streams: self.open_streams.load(Ordering::SeqCst),
             events_sent: self.events_sent.load(Ordering::SeqCst),
+            zstd_bodies: self.zstd_bodies.load(Ordering::SeqCst),
+            developer_first: self.developer_first.load(Ordering::SeqCst),
+            max_output_tokens_seen: self.max_output_tokens_seen.load(Ordering::SeqCst),
+            websocket_upgrades_refused: self.websocket_upgrades_refused.load(Ordering::SeqCst),
         }
     }
 
@@ -327,6 +361,30 @@ impl MockState {
     /// Queues misbehaviours for the next responses requests, in order.
     pub fn push_responses_faults(&self, faults: impl IntoIterator<Item = codex::ResponsesFault>) {
         self.ledger().responses_faults.extend(faults);
+    }
+
+    /// Remembers what a responses request carried, and counts what tests
+    /// assert on (see [`Stats`]).
+    fn record_responses_request(&self, seen: codex::SeenRequest) {
+        if seen.zstd {
+            self.zstd_bodies.fetch_add(1, Ordering::SeqCst);
+        }
+        if seen.first_input_role.as_deref() == Some("developer") {
+            self.developer_first.fetch_add(1, Ordering::SeqCst);
+        }
+        if seen.max_output_tokens.is_some() {
+            self.max_output_tokens_seen.fetch_add(1, Ordering::SeqCst);
+        }
+        let mut ledger = self.ledger();
+        if ledger.seen.len() == SEEN_KEPT {
+            ledger.seen.pop_front();
+        }
+        ledger.seen.push_back(seen);
+    }
+
+    /// What the last [`SEEN_KEPT`] responses requests carried, oldest first.
+    pub fn responses_seen(&self) -> Vec<codex::SeenRequest> {
+        self.ledger().seen.iter().cloned().collect()
     }
 
     /// Sets what normal answers look like.

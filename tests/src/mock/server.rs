@@ -48,8 +48,12 @@ fn router(state: Arc<MockState>) -> Router {
             post(login::device_usercode),
         )
         .route("/api/accounts/deviceauth/token", post(login::device_token))
-        .route("/backend-api/codex/responses", post(codex::responses))
+        .route(
+            "/backend-api/codex/responses",
+            post(codex::responses).get(codex::refuse_websocket_upgrade),
+        )
         .route("/_mock/stats", get(issuer::stats))
+        .route("/_mock/responses", get(issuer::responses_seen))
         .route("/_mock/faults", post(issuer::push_faults))
         .route("/_mock/seed", post(issuer::seed))
         .with_state(state)
