@@ -222,7 +222,6 @@ fn short_lived_mock() -> MockConfig {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "the mock does not yet decode pi 1.6.0's zstd request bodies; run with --ignored once it does"]
 async fn eight_sessions_across_five_token_lifetimes_all_answered_with_zero_reuse() {
     let mock = MockOpenAi::start(short_lived_mock()).await.unwrap();
     let sb = Sandbox::new();
@@ -264,11 +263,16 @@ async fn eight_sessions_across_five_token_lifetimes_all_answered_with_zero_reuse
         "every token request at the issuer was one of piauthd's refreshes"
     );
     assert!(stats.responses_requests >= prompts as u64);
+    // What pi 1.6.0 sends, as the mock saw it: a zstd body with the
+    // developer item first and max_output_tokens, after a refused WebSocket.
+    assert_eq!(stats.zstd_bodies, stats.responses_requests);
+    assert_eq!(stats.developer_first, stats.responses_requests);
+    assert_eq!(stats.max_output_tokens_seen, stats.responses_requests);
+    assert!(stats.websocket_upgrades_refused >= prompts as u64);
     home.assert_pi_never_called_its_issuer();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "the mock does not yet decode pi 1.6.0's zstd request bodies; run with --ignored once it does"]
 async fn without_a_codex_entry_in_auth_json_prompts_are_answered_from_the_keyring() {
     let Some(ss) = SecretService::start() else {
         return;
@@ -337,7 +341,6 @@ async fn without_a_codex_entry_in_auth_json_prompts_are_answered_from_the_keyrin
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "the mock does not yet decode pi 1.6.0's zstd request bodies; run with --ignored once it does"]
 async fn a_daemon_killed_mid_run_is_autostarted_and_only_prompts_in_flight_fail() {
     let mock = MockOpenAi::start(short_lived_mock()).await.unwrap();
     let sb = Sandbox::new();
