@@ -8,6 +8,7 @@
 pub mod daemon;
 pub mod fixtures;
 pub mod mock;
+pub mod paste;
 pub mod secrets;
 
 pub use daemon::{Daemon, Sandbox, bin_path};

@@ -147,25 +147,45 @@ impl<'a> PiHome<'a> {
 
     /// Starts `n` prompts at once; returns each one's output.
     fn round(&self, n: usize) -> Vec<Output> {
-        let children: Vec<_> = (0..n)
-            .map(|i| {
-                self.pi(&[
-                    "-p",
-                    &format!("prompt {i}"),
-                    "--provider",
-                    "openai-codex",
-                    "--model",
-                    "gpt-6.2-sol",
-                ])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("spawn pi")
-            })
-            .collect();
+        let children: Vec<_> = (0..n).map(|i| self.session(i)).collect();
         children
             .into_iter()
             .map(|c| c.wait_with_output().expect("pi output"))
+            .collect()
+    }
+
+    /// Starts `pi -p "prompt i"` on the codex provider.
+    fn session(&self, i: usize) -> std::process::Child {
+        self.pi(&[
+            "-p",
+            &format!("prompt {i}"),
+            "--provider",
+            "openai-codex",
+            "--model",
+            "gpt-6.2-sol",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn pi")
+    }
+
+    /// Like `round`, and calls `during` once the sessions are started;
+    /// returns each session's output with the moment it exited.
+    fn round_while(&self, n: usize, during: impl FnOnce()) -> Vec<(Output, Instant)> {
+        let waits: Vec<_> = (0..n)
+            .map(|i| {
+                let child = self.session(i);
+                std::thread::spawn(move || {
+                    let out = child.wait_with_output().expect("pi output");
+                    (out, Instant::now())
+                })
+            })
+            .collect();
+        during();
+        waits
+            .into_iter()
+            .map(|w| w.join().expect("a waiting thread"))
             .collect()
     }
 
@@ -297,18 +317,7 @@ async fn without_a_codex_entry_in_auth_json_prompts_are_answered_from_the_keyrin
     else {
         panic!("no authorize URL")
     };
-    let location = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
-        .get(&a.url)
-        .send()
-        .await
-        .unwrap()
-        .headers()["location"]
-        .to_str()
-        .unwrap()
-        .to_owned();
+    let location = piauth_tests::paste::callback_url(&a.url).await;
     c.submit_code("", &location).await.unwrap();
     assert!(c.get_token("", 0).await.is_ok());
     let doc = piauth_tests::daemon::read_auth(&sb.auth_file()).unwrap_or_default();
@@ -368,25 +377,39 @@ async fn a_daemon_killed_mid_run_is_autostarted_and_only_prompts_in_flight_fail(
         describe(&outs)
     );
 
-    // Kill the daemon while a round is in flight.
-    let killer = {
-        let pid = d.pid();
-        std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(700));
-            // SAFETY: kill has no memory-safety preconditions.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-        })
-    };
-    let during = home.round(SESSIONS);
-    killer.join().unwrap();
-    let failed = during.iter().filter(|o| !answered(o)).count();
-    for o in during.iter().filter(|o| !answered(o)) {
+    // Kill the daemon mid-round: once half the sessions have sent their
+    // request, the others are still starting or asking for a token.
+    let before = mock.stats().responses_requests;
+    let pid = d.pid();
+    let mut killed_at = None;
+    let during = home.round_while(SESSIONS, || {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while mock.stats().responses_requests < before + SESSIONS as u64 / 2 {
+            assert!(Instant::now() < deadline, "the round never got under way");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // SAFETY: kill has no memory-safety preconditions.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        killed_at = Some(Instant::now());
+    });
+    let killed_at = killed_at.expect("the daemon was killed");
+    let in_flight = during.iter().filter(|(_, end)| *end > killed_at).count();
+    let failed = during.iter().filter(|(o, _)| !answered(o)).count();
+    for (o, end) in during.iter().filter(|(o, _)| !answered(o)) {
+        assert!(
+            *end > killed_at,
+            "a session that ended before the kill failed"
+        );
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(
             !err.contains("    at "),
             "a failure is one line, not a stack trace:\n{err}"
         );
     }
+    assert!(
+        failed <= in_flight,
+        "{failed} failed, but only {in_flight} were in flight at the kill"
+    );
     drop(d);
 
     let mut after = 0;
@@ -404,7 +427,7 @@ async fn a_daemon_killed_mid_run_is_autostarted_and_only_prompts_in_flight_fail(
         .expect("the autostarted daemon serves");
     let pid = c.status().await.unwrap().pid;
     eprintln!(
-        "daemon killed mid-run: {failed} of {SESSIONS} in-flight prompts failed; {after} after the autostart all answered"
+        "daemon killed mid-run: {failed} of {in_flight} prompts in flight failed ({SESSIONS} in the round); {after} after the autostart all answered"
     );
     let stats = mock.stats();
     assert_eq!(stats.reuse_attempts, 0);
