@@ -9,6 +9,7 @@ pub mod daemon;
 pub mod fixtures;
 pub mod mock;
 pub mod paste;
+pub mod proxy;
 pub mod secrets;
 
 pub use daemon::{Daemon, Sandbox, bin_path};

@@ -8,17 +8,17 @@
 //! call the token endpoint itself, and the file must parse at every moment.
 
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use piauth_client::Client;
 use piauth_tests::fixtures::write_codex_login;
 use piauth_tests::mock::{MockConfig, MockOpenAi};
+use piauth_tests::proxy::RefusingProxy;
 use piauth_tests::{Daemon, Sandbox};
 
 const PROVIDER: &str = "openai-codex";
@@ -195,35 +195,6 @@ async fn real_pi_processes_share_the_login_with_zero_reuse() {
     assert_eq!(u64::from(daemon_refreshes), stats.refreshes);
 }
 
-/// An HTTPS proxy that answers nothing: it reads each connection's first
-/// line (`CONNECT host:port ...`), records it and closes the connection.
-struct RefusingProxy {
-    port: u16,
-    requests: Arc<Mutex<Vec<String>>>,
-}
-
-impl RefusingProxy {
-    fn start() -> RefusingProxy {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let port = listener.local_addr().expect("addr").port();
-        let requests = Arc::new(Mutex::new(Vec::new()));
-        let seen = requests.clone();
-        std::thread::spawn(move || {
-            for conn in listener.incoming().flatten() {
-                let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
-                let mut first = String::new();
-                let _ = BufReader::new(&conn).read_line(&mut first);
-                seen.lock().unwrap().push(first.trim().to_owned());
-            }
-        });
-        RefusingProxy { port, requests }
-    }
-
-    fn requests(&self) -> Vec<String> {
-        self.requests.lock().unwrap().clone()
-    }
-}
-
 const CURRENT_PROCESSES: usize = 4;
 const CURRENT_RUN_MS: u64 = 25_000;
 const CURRENT_INTERVAL_MS: u64 = 50;
@@ -265,7 +236,7 @@ async fn pi_1_6_processes_share_the_login_while_piauthd_rotates_it() {
     write_codex_login(&sb.auth_file(), &set).unwrap();
     let _d = Daemon::start_against(&sb, &mock.issuer());
     let proxy = RefusingProxy::start();
-    let proxy_url = format!("http://127.0.0.1:{}", proxy.port);
+    let proxy_url = proxy.url();
 
     let watch = FileWatch::start(sb.auth_file());
     // Force a daemon refresh every second while the pi processes read.

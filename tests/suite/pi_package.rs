@@ -8,17 +8,15 @@
 //! pi itself would fail loudly and be seen. Tokens live a few seconds, so
 //! each test spans several token lifetimes.
 
-use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use piauth_client::Client;
 use piauth_tests::daemon::bin_path;
 use piauth_tests::fixtures::write_codex_login;
 use piauth_tests::mock::{MockConfig, MockOpenAi};
+use piauth_tests::proxy::RefusingProxy;
 use piauth_tests::secrets::SecretService;
 use piauth_tests::{Daemon, Sandbox};
 
@@ -47,40 +45,12 @@ fn package_dir() -> PathBuf {
         .expect("client/pi")
 }
 
-/// An HTTPS proxy that refuses everything and remembers each CONNECT target.
-struct DeadProxy {
-    port: u16,
-    targets: Arc<Mutex<Vec<String>>>,
-}
-
-impl DeadProxy {
-    fn start() -> DeadProxy {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let port = listener.local_addr().expect("addr").port();
-        let targets = Arc::new(Mutex::new(Vec::new()));
-        let seen = targets.clone();
-        std::thread::spawn(move || {
-            for conn in listener.incoming().flatten() {
-                let mut line = String::new();
-                let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
-                let _ = BufReader::new(&conn).read_line(&mut line);
-                seen.lock().expect("lock").push(line.trim().to_owned());
-            }
-        });
-        DeadProxy { port, targets }
-    }
-
-    fn targets(&self) -> Vec<String> {
-        self.targets.lock().expect("lock").clone()
-    }
-}
-
 /// A pi home: the package installed, `models.json` pointing at the mock.
 struct PiHome<'a> {
     sb: &'a Sandbox,
     node: PathBuf,
     cli: PathBuf,
-    proxy: DeadProxy,
+    proxy: RefusingProxy,
     env: Vec<(String, String)>,
 }
 
@@ -95,7 +65,7 @@ impl<'a> PiHome<'a> {
             sb,
             node,
             cli,
-            proxy: DeadProxy::start(),
+            proxy: RefusingProxy::start(),
             env: Vec::new(),
         };
         let out = home
@@ -117,7 +87,7 @@ impl<'a> PiHome<'a> {
     }
 
     fn pi(&self, args: &[&str]) -> Command {
-        let proxy = format!("http://127.0.0.1:{}", self.proxy.port);
+        let proxy = self.proxy.url();
         let bin_dir = bin_path("piauthd").parent().expect("bin dir").to_owned();
         let path = format!(
             "{}:{}",
@@ -191,7 +161,7 @@ impl<'a> PiHome<'a> {
 
     /// pi never tried to reach OpenAI's issuer by itself.
     fn assert_pi_never_called_its_issuer(&self) {
-        let targets = self.proxy.targets();
+        let targets = self.proxy.requests();
         assert!(
             !targets.iter().any(|t| t.contains("auth.openai.com")),
             "pi tried its own issuer: {targets:?}"
