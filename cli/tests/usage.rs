@@ -56,7 +56,10 @@ fn a_socket_directory_open_to_others_is_refused_before_connecting() {
         .unwrap();
     let err = String::from_utf8(out.stderr).unwrap();
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("is open to other users (mode 0777)"), "{err}");
+    assert!(
+        err.contains("is open to other users (mode 777); it must be 0700"),
+        "{err}"
+    );
     assert!(err.contains("chmod 700"), "{err}");
     // It never even connected.
     assert!(

@@ -81,7 +81,7 @@ pub enum Untrusted {
         me: Owner,
     },
     #[error(
-        "{} is open to other users (mode {mode:04o}); piauthd's socket directory must be 0700: chmod 700 {}",
+        "{} is open to other users (mode {mode:o}); it must be 0700: chmod 700 {}",
         dir.display(),
         dir.display()
     )]
@@ -370,7 +370,7 @@ mod tests {
             ),
             (
                 judge_dir(d, Facts { mode: 0o755, ..DIR }, 1000),
-                "(mode 0755); piauthd's socket directory must be 0700: chmod 700 /d",
+                "(mode 755); it must be 0700: chmod 700 /d",
             ),
             (
                 judge_dir(d, Facts { mode: 0o710, ..DIR }, 1000),

@@ -175,8 +175,7 @@ export function verifySocket(path: string, uid = currentUid(), stat: Lstat = lst
 			);
 		}
 		if ((d.mode & 0o077) !== 0) {
-			const mode = d.mode.toString(8).padStart(4, "0");
-			throw new UnsafeSocket(`${dir} is open to other users (mode ${mode}); piauthd's socket directory must be 0700: chmod 700 ${dir}`);
+			throw new UnsafeSocket(`${dir} is open to other users (mode ${d.mode.toString(8)}); it must be 0700: chmod 700 ${dir}`);
 		}
 	}
 	const s = stat(path);
