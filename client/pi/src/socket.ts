@@ -62,10 +62,12 @@ export function defaultSocket(env: NodeJS.ProcessEnv = process.env, uid = curren
 	const absolute = (p: string | undefined) => (p && isAbsolute(p) ? p : undefined);
 	const home = absolute(env.HOME);
 	const stateHome = absolute(env.XDG_STATE_HOME) ?? (home ? join(home, ".local", "state") : undefined);
-	const bases = [absolute(env.XDG_RUNTIME_DIR), host.platform === "darwin" ? host.darwinUserTempDir() : undefined, stateHome];
+	// Lazily: the macOS lookup runs a command, needed only without XDG_RUNTIME_DIR.
+	const bases = [() => absolute(env.XDG_RUNTIME_DIR), () => (host.platform === "darwin" ? host.darwinUserTempDir() : undefined), () => stateHome];
 	const max = maxSocketBytes(host.platform);
 	let tooLong: string | undefined;
-	for (const base of bases) {
+	for (const next of bases) {
+		const base = next();
 		if (!base) continue;
 		const path = join(base, "piauthd", SOCKET_FILE);
 		if (Buffer.byteLength(path) <= max) return { path };
