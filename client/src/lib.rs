@@ -11,6 +11,11 @@
 //! Errors are typed ([`Error`]) from the daemon's status code and its
 //! `google.rpc.ErrorInfo` reason, so callers can tell "log in again" from
 //! "try later" without parsing messages.
+//!
+//! Nothing is sent until the socket has been checked ([`verify`]): its
+//! directory must be the caller's, 0700 and not a link, the socket the
+//! caller's, and the server must run as the caller's uid. Otherwise
+//! [`Error::Untrusted`] names whose it is.
 
 use std::io;
 use std::path::{Path, PathBuf};
