@@ -1,6 +1,13 @@
 //! `pi-authctl complete`: stream a completion through the daemon.
+//!
+//! On a terminal the model's text goes through [`TerminalText`], so escape
+//! sequences in a reply (an OSC 52 clipboard write, a screen clear) are
+//! shown as nothing rather than obeyed; `--raw`, a pipe or a file get the
+//! text byte for byte. `--json` needs no filter: JSON escapes controls.
 
-use std::io::{Read, Write};
+use std::io::{IsTerminal, Read, Write};
+
+use crate::render::TerminalText;
 
 use piauth_client::proto::v1 as pb;
 use piauth_client::{Client, Error, text_delta};
@@ -14,6 +21,9 @@ pub struct Prompt {
     pub system: String,
     pub session: Option<String>,
     pub json: bool,
+    /// Print the model's text as it is, control sequences included, even
+    /// on a terminal.
+    pub raw: bool,
 }
 
 /// Reads the prompt: `-` means standard input.
@@ -41,6 +51,7 @@ pub async fn run(client: &mut Client, p: Prompt) -> Result<bool, Error> {
     };
     let mut stream = client.complete(req).await?;
     let mut out = std::io::stdout().lock();
+    let mut filter = (!p.raw && out.is_terminal()).then(TerminalText::default);
     let mut usage = None;
     let mut wrote_text = false;
     loop {
@@ -68,6 +79,10 @@ pub async fn run(client: &mut Client, p: Prompt) -> Result<bool, Error> {
             }
             let _ = writeln!(out, "{line}");
         } else if let Some(text) = text_delta(&event) {
+            let text = match &mut filter {
+                Some(f) => f.push(&text),
+                None => text,
+            };
             let _ = write!(out, "{text}");
             wrote_text = true;
         }

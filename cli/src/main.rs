@@ -41,7 +41,9 @@ on the remote host. Either:
 #[command(version, about, after_help = EXIT_HELP)]
 struct Cli {
     /// The daemon's socket [default: $XDG_RUNTIME_DIR/piauthd/piauthd.sock,
-    /// or /tmp/piauthd-<uid>/piauthd.sock]
+    /// else ~/.local/state/piauthd/piauthd.sock (on macOS the per-user
+    /// temporary directory); it is used only if its directory is yours and
+    /// 0700 and the daemon runs as you]
     #[arg(long, global = true, env = "PIAUTHD_SOCKET", value_name = "PATH")]
     socket: Option<PathBuf>,
 
@@ -124,6 +126,12 @@ enum Command {
         /// Print one raw event per line, as JSON.
         #[arg(long)]
         json: bool,
+        /// Print the model's text byte for byte. Without it, control
+        /// sequences (escape codes, OSC 52 clipboard writes, other control
+        /// characters but newline and tab) are removed when stdout is a
+        /// terminal.
+        #[arg(long)]
+        raw: bool,
     },
     /// List the models the daemon relays, with their limits.
     Models {
@@ -349,6 +357,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
             system,
             session,
             json,
+            raw,
         } => {
             let prompt = match complete::read_prompt(&prompt) {
                 Ok(p) => p,
@@ -364,6 +373,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
                 system,
                 session,
                 json,
+                raw,
             };
             if !complete::run(&mut client, p).await? {
                 return Ok(ExitCode::from(130));
@@ -412,10 +422,16 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
 /// Connects to the daemon, starting it in the background when nothing
 /// answers, no service is installed, and autostart is not turned off.
 async fn connect(cli: &Cli) -> Result<Client, Error> {
-    let socket = cli
-        .socket
-        .clone()
-        .unwrap_or_else(piauth_client::default_socket_path);
+    let socket = match &cli.socket {
+        Some(s) => s.clone(),
+        None => {
+            let default = piauth_client::proto::socket::default_socket();
+            if let Some(note) = &default.note {
+                eprintln!("pi-authctl: {note}");
+            }
+            default.path
+        }
+    };
     let err = match Client::connect(&socket).await {
         Ok(c) => return Ok(c),
         Err(e @ Error::NotRunning { .. }) => e,

@@ -1,4 +1,5 @@
-//! Turning daemon replies into text for people and JSON for programs.
+//! Turning daemon replies into text for people and JSON for programs, and
+//! model output into text that is safe to show on a terminal.
 
 use piauth_client::proto::v1 as pb;
 use serde_json::json;
@@ -172,6 +173,112 @@ pub fn token_json(t: &pb::Token) -> serde_json::Value {
     })
 }
 
+/// Removes terminal control sequences from streamed model output.
+///
+/// A model's reply is text from outside: printed raw on a terminal, an
+/// `OSC 52` sequence writes the clipboard, others clear the screen, set the
+/// title, remap keys or hide what follows. This keeps only printable text,
+/// `\n` and `\t`, and drops: ESC sequences, CSI (`ESC [` or U+009B) up to
+/// its final byte, string sequences (OSC `ESC ]`, DCS `ESC P`, SOS `ESC X`,
+/// PM `ESC ^`, APC `ESC _`, and their C1 forms) up to BEL or ST, every
+/// other C0 control (including CR and BEL) and DEL, and every C1 control.
+///
+/// Output arrives in deltas and a sequence may be split across two, so the
+/// filter keeps its state between [`TerminalText::push`] calls.
+#[derive(Debug, Default)]
+pub struct TerminalText {
+    state: Escape,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Escape {
+    /// Plain text.
+    #[default]
+    Ground,
+    /// After ESC.
+    Esc,
+    /// After ESC and intermediate bytes (0x20-0x2F), before the final byte.
+    EscIntermediate,
+    /// Inside a CSI, before its final byte (0x40-0x7E).
+    Csi,
+    /// Inside a string sequence (OSC, DCS, SOS, PM, APC), before BEL or ST.
+    Str,
+    /// ESC inside a string: `\` ends it (ST), anything else starts anew.
+    StrEsc,
+}
+
+impl TerminalText {
+    /// The printable part of `text`, given what came before it.
+    pub fn push(&mut self, text: &str) -> String {
+        let mut out = String::with_capacity(text.len());
+        for c in text.chars() {
+            self.step(c, &mut out);
+        }
+        out
+    }
+
+    fn step(&mut self, c: char, out: &mut String) {
+        use Escape::*;
+        let code = c as u32;
+        self.state = match self.state {
+            Ground => match c {
+                '\n' | '\t' => {
+                    out.push(c);
+                    Ground
+                }
+                '\u{1b}' => Esc,
+                '\u{9b}' => Csi,
+                '\u{90}' | '\u{98}' | '\u{9d}' | '\u{9e}' | '\u{9f}' => Str,
+                _ if c.is_control() => Ground,
+                _ => {
+                    out.push(c);
+                    Ground
+                }
+            },
+            Esc | EscIntermediate => match c {
+                '[' if self.state == Esc => Csi,
+                ']' | 'P' | 'X' | '^' | '_' if self.state == Esc => Str,
+                '\u{1b}' => Esc,
+                _ if (0x20..=0x2f).contains(&code) => EscIntermediate,
+                // The final byte (or anything else) ends the sequence.
+                _ => Ground,
+            },
+            Csi => match code {
+                0x40..=0x7e => Ground,
+                0x1b => Esc,
+                // Parameters, intermediates and stray controls are swallowed.
+                0x20..=0x3f => Csi,
+                _ if c.is_control() => Csi,
+                // Not a CSI after all: abandon it and keep the text.
+                _ => {
+                    out.push(c);
+                    Ground
+                }
+            },
+            Str => match c {
+                '\u{7}' | '\u{9c}' => Ground,
+                '\u{1b}' => StrEsc,
+                _ => Str,
+            },
+            StrEsc => match c {
+                '\\' => Ground,
+                '\u{1b}' => StrEsc,
+                _ => {
+                    // ESC ended the string and began a new sequence.
+                    self.state = Esc;
+                    return self.step(c, out);
+                }
+            },
+        };
+    }
+}
+
+/// [`TerminalText`] over one whole string.
+#[cfg(test)]
+fn strip_controls(text: &str) -> String {
+    TerminalText::default().push(text)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -210,5 +317,65 @@ mod tests {
         assert!(t.contains("openai-codex: run `pi-authctl login`"), "{t}");
         let j = status_json(&s);
         assert_eq!(j["providers"][0]["state"], "not_logged_in");
+    }
+
+    #[test]
+    fn plain_text_newlines_and_tabs_pass_unchanged() {
+        let text = "Hello, wörld ✓\n\tindented — 日本語\n";
+        assert_eq!(strip_controls(text), text);
+    }
+
+    #[test]
+    fn osc_52_and_other_sequences_are_removed() {
+        let cases = [
+            // OSC 52 clipboard write, BEL- and ST-terminated.
+            ("a\x1b]52;c;ZWNobyBwd25lZA==\x07b", "ab"),
+            ("a\x1b]52;c;ZWNobyBwd25lZA==\x1b\\b", "ab"),
+            // C1 OSC and ST.
+            ("a\u{9d}52;c;eA==\u{9c}b", "ab"),
+            // Window title.
+            ("\x1b]0;pwned\x07title", "title"),
+            // Clear screen, cursor home, colours.
+            ("\x1b[2J\x1b[H\x1b[1;31mred\x1b[0m", "red"),
+            // C1 CSI.
+            ("x\u{9b}2Jy", "xy"),
+            // Private-mode CSI with intermediates.
+            ("\x1b[?1049hz", "z"),
+            // DCS, APC, PM, SOS strings.
+            (
+                "1\x1bPq#0;2;0;0;0\x1b\\2\x1b_apc\x07 3\x1b^pm\x1b\\4\x1bXsos\x1b\\5",
+                "12 345",
+            ),
+            // Two-byte escapes: reset, keypad, charset designation.
+            ("\x1bc\x1b=\x1b(0ok", "ok"),
+            // Other C0 controls, DEL and C1 controls.
+            ("b\x07e\x08l\rl\x7f\x00\u{85}!", "bell!"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(strip_controls(input), want, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn a_sequence_split_across_deltas_is_still_removed() {
+        let mut t = TerminalText::default();
+        let pieces = [
+            "before \x1b",
+            "]52;c;",
+            "ZXZpbA==",
+            "\x1b",
+            "\\ after",
+            " \x1b[",
+            "31",
+            "m!",
+        ];
+        let out: String = pieces.iter().map(|p| t.push(p)).collect();
+        assert_eq!(out, "before  after !");
+    }
+
+    #[test]
+    fn an_esc_inside_a_string_starts_a_new_sequence() {
+        // An OSC cut short by a CSI: both go.
+        assert_eq!(strip_controls("\x1b]0;t\x1b[2Jnext"), "next");
     }
 }

@@ -1,6 +1,8 @@
 //! `pi-authctl service`: install piauthd as a user service (systemd on
 //! Linux, launchd on macOS), or say exactly what to run.
 
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -244,8 +246,7 @@ pub fn install(
             std::fs::create_dir_all(parent)
                 .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
         }
-        std::fs::write(&f.path, &f.contents)
-            .map_err(|e| format!("cannot write {}: {e}", f.path.display()))?;
+        write_no_follow(&f.path, &f.contents)?;
         eprintln!("wrote {}", f.path.display());
     }
     if no_start || dir.is_some() {
@@ -265,6 +266,50 @@ pub fn install(
         );
     }
     Ok(())
+}
+
+/// Writes `contents` to `path` without ever writing through a symbolic
+/// link: a link (or anything but a regular file) already at `path` is
+/// refused, and the data goes to a new temporary file beside it (created
+/// exclusively, `O_NOFOLLOW`) that is then renamed over `path`. A rename
+/// replaces a link swapped in after the check instead of following it, so
+/// the file a planted link points at is never touched.
+fn write_no_follow(path: &Path, contents: &str) -> Result<(), String> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => {
+            return Err(format!(
+                "{} is a symbolic link; refusing to write through it. Remove it (and check where it points), then install again",
+                path.display()
+            ));
+        }
+        Ok(m) if !m.is_file() => {
+            return Err(format!(
+                "{} exists and is not a regular file; remove it, then install again",
+                path.display()
+            ));
+        }
+        _ => {}
+    }
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&tmp)
+        .and_then(|mut f| {
+            f.write_all(contents.as_bytes())?;
+            f.sync_all()
+        })
+        .and_then(|()| std::fs::rename(&tmp, path));
+    written.map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        format!("cannot write {}: {e}", path.display())
+    })
 }
 
 fn headless() -> bool {
@@ -362,5 +407,32 @@ mod tests {
         assert!(files[0].contents.contains("/Library/Logs/piauthd.log"));
         assert!(!files[0].contents.contains("/Users/USER"));
         assert_eq!(files[0].path, Path::new("/la/dev.piauthd.plist"));
+    }
+
+    #[test]
+    fn a_planted_symlink_is_never_written_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("precious");
+        std::fs::write(&target, "keep me").unwrap();
+        let unit = dir.path().join("piauthd.service");
+        std::os::unix::fs::symlink(&target, &unit).unwrap();
+        let err = write_no_follow(&unit, "[Unit]\n").unwrap_err();
+        assert!(err.contains("is a symbolic link"), "{err}");
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep me");
+        // A dangling link is refused too: nothing is created at its target.
+        let dangling = dir.path().join("piauthd.socket");
+        std::os::unix::fs::symlink(dir.path().join("new"), &dangling).unwrap();
+        assert!(write_no_follow(&dangling, "x").is_err());
+        assert!(!dir.path().join("new").exists());
+        // A plain file is replaced, and no temporary file is left behind.
+        let plain = dir.path().join("dev.piauthd.plist");
+        std::fs::write(&plain, "old").unwrap();
+        write_no_follow(&plain, "new").unwrap();
+        assert_eq!(std::fs::read_to_string(&plain).unwrap(), "new");
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 4, "{names:?}");
     }
 }

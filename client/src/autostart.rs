@@ -5,16 +5,34 @@
 //! this take an advisory lock beside the socket first, so exactly one of
 //! them starts a daemon and the others wait for it. (The daemon's own
 //! one-instance lock would refuse a second one anyway.)
+//!
+//! Every step assumes the socket's directory may not be what it seems:
+//! * the directory is checked (ours, 0700, not a link: [`crate::verify`])
+//!   before anything is created in it, and the daemon that answers is
+//!   checked again by [`Client::connect`] afterwards;
+//! * the lock `<socket>.autostart` is opened `O_NOFOLLOW | O_CLOEXEC`,
+//!   never truncated, and must be a regular file of ours, so a planted link
+//!   cannot make us create or touch another file; the log likewise;
+//! * the lock is waited for at most [`LOCK_WAIT`]: a holder that never lets
+//!   go (a hung client, or another user's process holding a descriptor)
+//!   gets a clear error naming it instead of a hang;
+//! * the daemon inherits only descriptors 0-2 and an allow-listed
+//!   environment ([`crate::launch`]).
 
-use std::fs::{DirBuilder, OpenOptions};
+use std::fs::{DirBuilder, File, OpenOptions};
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-use std::os::unix::process::CommandExt;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::verify::{self, CheckError, Owner, Untrusted};
 use crate::{Client, Error};
+
+/// How long to wait for the autostart lock before giving up. Racing
+/// clients stop waiting as soon as the daemon serves, so only a holder that
+/// never finishes reaches this.
+pub const LOCK_WAIT: Duration = Duration::from_secs(5);
 
 /// How long to wait for a started daemon to serve.
 pub const READY_WAIT: Duration = Duration::from_secs(15);
@@ -43,6 +61,26 @@ pub enum StartError {
         #[source]
         source: io::Error,
     },
+    /// The socket's directory failed a check; nothing was created there.
+    #[error("refusing to start piauthd for {}: {problem}", socket.display())]
+    Untrusted { socket: PathBuf, problem: Untrusted },
+    #[error(
+        "{} is a symbolic link; piauthd never follows links there. Remove it (and check where it points)",
+        path.display()
+    )]
+    Symlink { path: PathBuf },
+    #[error(
+        "{} is not a regular file of yours (owner uid {owner}); remove it",
+        path.display()
+    )]
+    ForeignLock { path: PathBuf, owner: u32 },
+    #[error(
+        "{} has been locked for {}s by {holder}, so piauthd cannot be started safely; \
+         stop that process (or remove the lock if it is not yours), or start `piauthd` yourself",
+        path.display(),
+        LOCK_WAIT.as_secs()
+    )]
+    LockBusy { path: PathBuf, holder: String },
     #[error("piauthd exited at start ({status}); see its log, {}", log.display())]
     Exited { status: String, log: PathBuf },
     #[error("piauthd did not start serving within {}s; see its log, {}", READY_WAIT.as_secs(), log.display())]
@@ -74,8 +112,12 @@ pub async fn connect_or_start(
         tokio::task::spawn_blocking(move || start_blocking(&path, &opts))
             .await
             .map_err(|e| Error::Autostart(e.to_string()))?
-            .map_err(|e| Error::Autostart(e.to_string()))?
+            .map_err(|e| match e {
+                StartError::Untrusted { socket, problem } => Error::Untrusted { socket, problem },
+                e => Error::Autostart(e.to_string()),
+            })?
     };
+    // After: whoever answers now is checked again, directory and peer.
     Ok((Client::connect(socket).await?, started))
 }
 
@@ -84,31 +126,167 @@ fn serving(socket: &Path) -> bool {
 }
 
 fn start_blocking(socket: &Path, opts: &StartOptions) -> Result<Started, StartError> {
-    let dir = socket.parent().unwrap_or(Path::new("/"));
-    let prepare = |path: &Path| {
-        let path = path.to_owned();
-        move |source| StartError::Prepare { path, source }
+    let euid = verify::euid();
+    let dir = socket
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    private_dir(socket, dir, euid)?;
+    let mut lock_name = socket.as_os_str().to_owned();
+    lock_name.push(".autostart");
+    let lock_path = PathBuf::from(lock_name);
+    let lock = open_private(&lock_path, euid, OpenOptions::new().read(true).write(true))?;
+    if !wait_for_lock(&lock, &lock_path, socket)? {
+        return Ok(Started::AlreadyRunning);
+    }
+    let result = start_locked(socket, opts);
+    let _ = lock.unlock();
+    result
+}
+
+/// Checks the socket's directory, creating it 0700 when it is missing, and
+/// checks it again after: it must be ours, private and not a link.
+fn private_dir(socket: &Path, dir: &Path, euid: u32) -> Result<(), StartError> {
+    let checked = |e: CheckError| match e {
+        CheckError::Untrusted(problem) => StartError::Untrusted {
+            socket: socket.to_owned(),
+            problem,
+        },
+        CheckError::Io { path, source } => StartError::Prepare { path, source },
     };
+    if verify::check_dir(dir, euid).map_err(checked)? {
+        return Ok(());
+    }
     DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(dir)
-        .map_err(prepare(dir))?;
-    let mut lock_name = socket.as_os_str().to_owned();
-    lock_name.push(".autostart");
-    let lock_path = PathBuf::from(lock_name);
-    let lock = OpenOptions::new()
-        .write(true)
+        .map_err(|source| StartError::Prepare {
+            path: dir.to_owned(),
+            source,
+        })?;
+    if verify::check_dir(dir, euid).map_err(checked)? {
+        Ok(())
+    } else {
+        Err(StartError::Prepare {
+            path: dir.to_owned(),
+            source: io::ErrorKind::NotFound.into(),
+        })
+    }
+}
+
+/// Opens (creating 0600 if needed, never truncating) a file that must be a
+/// regular file of ours, without following a symbolic link.
+fn open_private(path: &Path, euid: u32, opts: &mut OpenOptions) -> Result<File, StartError> {
+    let file = opts
         .create(true)
-        .truncate(false)
         .mode(0o600)
-        .open(&lock_path)
-        .map_err(prepare(&lock_path))?;
-    // Blocks while a racing client starts the daemon.
-    lock.lock().map_err(prepare(&lock_path))?;
-    let result = start_locked(socket, opts);
-    let _ = lock.unlock();
-    result
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|source| {
+            if source.raw_os_error() == Some(libc::ELOOP) {
+                StartError::Symlink {
+                    path: path.to_owned(),
+                }
+            } else {
+                StartError::Prepare {
+                    path: path.to_owned(),
+                    source,
+                }
+            }
+        })?;
+    let meta = file.metadata().map_err(|source| StartError::Prepare {
+        path: path.to_owned(),
+        source,
+    })?;
+    if !meta.is_file() || meta.uid() != euid {
+        return Err(StartError::ForeignLock {
+            path: path.to_owned(),
+            owner: meta.uid(),
+        });
+    }
+    Ok(file)
+}
+
+/// Takes the lock within [`LOCK_WAIT`]. `Ok(false)`: while waiting, a
+/// racing client's daemon began to serve, so there is nothing to start.
+fn wait_for_lock(lock: &File, path: &Path, socket: &Path) -> Result<bool, StartError> {
+    let deadline = Instant::now() + LOCK_WAIT;
+    loop {
+        match lock.try_lock() {
+            Ok(()) => return Ok(true),
+            Err(std::fs::TryLockError::WouldBlock) => {}
+            Err(std::fs::TryLockError::Error(source)) => {
+                return Err(StartError::Prepare {
+                    path: path.to_owned(),
+                    source,
+                });
+            }
+        }
+        if serving(socket) {
+            return Ok(false);
+        }
+        if Instant::now() >= deadline {
+            return Err(StartError::LockBusy {
+                path: path.to_owned(),
+                holder: describe_holder(lock),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// "pid 123 (uid 65534 (nobody))" for the holder of `lock`'s flock, found in
+/// `/proc/locks` (Linux); "another process" where that cannot be told.
+fn describe_holder(lock: &File) -> String {
+    let holder = lock.metadata().ok().and_then(|m| {
+        let locks = std::fs::read_to_string("/proc/locks").ok()?;
+        flock_holder(&locks, m.dev(), m.ino())
+    });
+    match holder {
+        Some(pid) => match process_uid(pid) {
+            Some(uid) => format!("pid {pid}, {}", Owner::of(uid)),
+            None => format!("pid {pid}"),
+        },
+        None => "another process".to_owned(),
+    }
+}
+
+/// The pid holding a FLOCK on the file `dev`/`ino`, from `/proc/locks`
+/// text (`1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF`; waiters are
+/// marked `->` and skipped). Pure.
+fn flock_holder(locks: &str, dev: u64, ino: u64) -> Option<u32> {
+    // glibc's dev_t encoding, as the kernel prints it (hex major:minor).
+    let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
+    let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
+    locks.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.get(1) != Some(&"FLOCK") {
+            return None;
+        }
+        let mut id = fields.get(5)?.split(':');
+        let (ma, mi, i) = (id.next()?, id.next()?, id.next()?);
+        let same = u64::from_str_radix(ma, 16).ok()? == major
+            && u64::from_str_radix(mi, 16).ok()? == minor
+            && i.parse::<u64>().ok()? == ino;
+        if same {
+            fields.get(4)?.parse().ok()
+        } else {
+            None
+        }
+    })
+}
+
+/// The real uid of `pid`, from `/proc/<pid>/status`.
+fn process_uid(pid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 fn start_locked(socket: &Path, opts: &StartOptions) -> Result<Started, StartError> {
@@ -125,32 +303,17 @@ fn start_locked(socket: &Path, opts: &StartOptions) -> Result<Started, StartErro
                 source,
             })?;
     }
-    let log = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(&opts.log)
-        .map_err(|source| StartError::Prepare {
-            path: opts.log.clone(),
-            source,
-        })?;
+    let log = open_private(&opts.log, verify::euid(), OpenOptions::new().append(true))?;
     let log_err = log.try_clone().map_err(|source| StartError::Prepare {
         path: opts.log.clone(),
         source,
     })?;
     let mut cmd = Command::new(&opts.daemon);
+    crate::launch::prepare(&mut cmd);
     cmd.env("PIAUTHD_SOCKET", socket)
         .stdin(Stdio::null())
         .stdout(Stdio::from(log))
         .stderr(Stdio::from(log_err));
-    // SAFETY: setsid is async-signal-safe; it detaches the daemon from the
-    // client's terminal and process group, so Ctrl-C there does not stop it.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::setsid();
-            Ok(())
-        });
-    }
     let mut child = cmd.spawn().map_err(|source| StartError::Spawn {
         daemon: opts.daemon.clone(),
         source,
@@ -174,4 +337,67 @@ fn start_locked(socket: &Path, opts: &StartOptions) -> Result<Started, StartErro
     Err(StartError::NotReady {
         log: opts.log.clone(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LOCKS: &str = "\
+1: POSIX  ADVISORY  WRITE 77 08:01:5678 0 EOF
+2: FLOCK  ADVISORY  WRITE 4242 08:01:9999 0 EOF
+2: -> FLOCK  ADVISORY  WRITE 5151 00:2d:1234 0 EOF
+3: FLOCK  ADVISORY  WRITE 31337 00:2d:1234 0 EOF
+";
+
+    #[test]
+    fn the_flock_holder_is_found_by_device_and_inode() {
+        // dev 0x2d = major 0, minor 0x2d.
+        assert_eq!(flock_holder(LOCKS, 0x2d, 1234), Some(31337));
+        // dev 0x801 = major 8, minor 1.
+        assert_eq!(flock_holder(LOCKS, 0x801, 9999), Some(4242));
+        // A POSIX lock on that inode is not the flock; another device neither.
+        assert_eq!(flock_holder(LOCKS, 0x801, 5678), None);
+        assert_eq!(flock_holder(LOCKS, 0x802, 9999), None);
+        assert_eq!(flock_holder("garbage\n1: FLOCK x", 1, 1), None);
+    }
+
+    #[test]
+    fn a_held_lock_is_given_up_on_naming_its_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock.autostart");
+        let me = verify::euid();
+        let held = open_private(&path, me, OpenOptions::new().read(true).write(true)).unwrap();
+        held.lock().unwrap();
+        let mine = open_private(&path, me, OpenOptions::new().read(true).write(true)).unwrap();
+        let t = Instant::now();
+        let err = wait_for_lock(&mine, &path, &dir.path().join("s.sock")).unwrap_err();
+        let waited = t.elapsed();
+        assert!(
+            waited >= LOCK_WAIT && waited < LOCK_WAIT + Duration::from_secs(2),
+            "{waited:?}"
+        );
+        let msg = err.to_string();
+        assert!(
+            msg.contains(&format!("pid {}", std::process::id())),
+            "{msg}"
+        );
+        assert!(msg.contains("has been locked for 5s"), "{msg}");
+    }
+
+    #[test]
+    fn a_symlinked_lock_is_refused_and_its_target_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("victim-file");
+        let link = dir.path().join("s.sock.autostart");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let err = open_private(
+            &link,
+            verify::euid(),
+            OpenOptions::new().read(true).write(true),
+        )
+        .unwrap_err();
+        assert!(matches!(err, StartError::Symlink { .. }), "{err}");
+        assert!(!target.exists(), "nothing was created through the link");
+    }
 }

@@ -11,6 +11,11 @@
 //! Errors are typed ([`Error`]) from the daemon's status code and its
 //! `google.rpc.ErrorInfo` reason, so callers can tell "log in again" from
 //! "try later" without parsing messages.
+//!
+//! Nothing is sent until the socket has been checked ([`verify`]): its
+//! directory must be the caller's, 0700 and not a link, the socket the
+//! caller's, and the server must run as the caller's uid. Otherwise
+//! [`Error::Untrusted`] names whose it is.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -24,9 +29,12 @@ use tonic::{Code, Status};
 use tonic_types::StatusExt;
 
 pub mod autostart;
+mod launch;
+pub mod verify;
 
 pub use piauth_proto as proto;
 pub use piauth_proto::socket::default_path as default_socket_path;
+pub use verify::{Owner, Untrusted};
 
 /// What went wrong, in terms a caller can act on.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +54,10 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// The socket is not this user's daemon (another user's directory,
+    /// socket or server). Nothing was sent to it.
+    #[error("refusing to talk to {}: {problem}", socket.display())]
+    Untrusted { socket: PathBuf, problem: Untrusted },
     /// The daemon was not running and could not be started.
     #[error("{0}")]
     Autostart(String),
@@ -140,38 +152,24 @@ impl Client {
         Client::connect(path).await
     }
 
-    /// Connects to the daemon at `socket`.
+    /// Connects to the daemon at `socket`, after checking that it is this
+    /// user's (see [`verify`]); every later reconnect is checked the same
+    /// way. Nothing is sent to a socket that fails a check.
     pub async fn connect(socket: impl AsRef<Path>) -> Result<Client, Error> {
         let socket = socket.as_ref().to_owned();
-        let first = UnixStream::connect(&socket).await.map_err(|source| {
-            let absent = matches!(
-                source.kind(),
-                io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
-            );
-            if absent {
-                Error::NotRunning {
-                    socket: socket.clone(),
-                    source,
-                }
-            } else {
-                Error::Connect {
-                    socket: socket.clone(),
-                    source,
-                }
-            }
-        })?;
+        let first = dial(&socket).await?;
         // The first connection is already made; later reconnects dial again.
         let first = Arc::new(Mutex::new(Some(first)));
-        let dial = socket.clone();
+        let path = socket.clone();
         // The authority is a fixed host name: HTTP/2 rejects a socket path there.
         let channel = Endpoint::from_static("http://localhost")
             .connect_with_connector(tower::service_fn(move |_| {
                 let first = first.lock().ok().and_then(|mut f| f.take());
-                let dial = dial.clone();
+                let path = path.clone();
                 async move {
                     let stream = match first {
                         Some(s) => s,
-                        None => UnixStream::connect(dial).await?,
+                        None => dial(&path).await.map_err(io::Error::other)?,
                     };
                     Ok::<_, io::Error>(TokioIo::new(stream))
                 }
@@ -288,6 +286,47 @@ impl Client {
     pub fn completions(&mut self) -> &mut pb::completions_client::CompletionsClient<Channel> {
         &mut self.completions
     }
+}
+
+/// Checks the socket's directory and the socket, connects, and checks the
+/// server's uid: only then is the stream handed to gRPC.
+async fn dial(socket: &Path) -> Result<UnixStream, Error> {
+    let euid = verify::euid();
+    let checked = |e: verify::CheckError| match e {
+        verify::CheckError::Untrusted(problem) => Error::Untrusted {
+            socket: socket.to_owned(),
+            problem,
+        },
+        verify::CheckError::Io { path, source } => Error::Connect {
+            socket: path,
+            source,
+        },
+    };
+    if verify::check_path(socket, euid).map_err(checked)? == verify::Presence::Absent {
+        return Err(Error::NotRunning {
+            socket: socket.to_owned(),
+            source: io::ErrorKind::NotFound.into(),
+        });
+    }
+    let stream = UnixStream::connect(socket).await.map_err(|source| {
+        let absent = matches!(
+            source.kind(),
+            io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
+        );
+        if absent {
+            Error::NotRunning {
+                socket: socket.to_owned(),
+                source,
+            }
+        } else {
+            Error::Connect {
+                socket: socket.to_owned(),
+                source,
+            }
+        }
+    })?;
+    verify::check_peer(&stream, socket, euid).map_err(checked)?;
+    Ok(stream)
 }
 
 /// Tokens from [`Client::watch_token`].

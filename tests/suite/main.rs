@@ -1,5 +1,7 @@
 //! End-to-end suite: real binaries, a real Unix socket, real gRPC.
 
+/// Another uid against the clients: squatted directories, fake daemons, locks, links, escapes.
+mod attack_client;
 /// A real browser, and the CLI in a real terminal.
 mod browser;
 /// Load with faults.

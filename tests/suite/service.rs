@@ -1,6 +1,7 @@
 //! Running as a service: the units, socket activation with readiness
 //! notification, the launchd plist, install, and autostart.
 
+use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::net::UnixDatagram;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -159,7 +160,8 @@ async fn socket_activation_with_readiness_notification() {
     let set = mock.state.seed_login("acc-sd", "sd@example.com", "plus");
     write_codex_login(&sb.auth_file(), &set).unwrap();
     let run = sb.dir.path().join("sd");
-    std::fs::create_dir(&run).unwrap();
+    // Private, as systemd makes %t: clients refuse an open directory.
+    std::fs::DirBuilder::new().mode(0o700).create(&run).unwrap();
     let socket = run.join("piauthd.sock");
     let notify_path = run.join("notify");
     let notify = UnixDatagram::bind(&notify_path).unwrap();

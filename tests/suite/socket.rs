@@ -74,7 +74,9 @@ fn sigterm_stops_cleanly_and_removes_the_socket() {
 }
 
 /// Opens the socket to everyone (as a misconfiguration would) and calls it
-/// as another uid: the peer check must still refuse.
+/// as another uid. `pi-authctl` refuses first (the directory is not its
+/// user's); a raw gRPC call that skips the client's checks (curl over the
+/// socket) still meets the daemon's peer check.
 #[test]
 fn a_foreign_uid_is_refused() {
     // SAFETY: getuid cannot fail.
@@ -90,9 +92,13 @@ fn a_foreign_uid_is_refused() {
     std::fs::set_permissions(sb.socket(), PermissionsExt::from_mode(0o666)).unwrap();
     let authctl = piauth_tests::bin_path("pi-authctl");
     piauth_tests::daemon::make_reachable(&authctl);
-    let out = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-        .arg(&authctl)
+    let as_nobody = |program: &std::ffi::OsStr| {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(program);
+        c
+    };
+    let out = as_nobody(authctl.as_os_str())
         .args(["--socket"])
         .arg(sb.socket())
         .args(["token"])
@@ -100,9 +106,37 @@ fn a_foreign_uid_is_refused() {
         .expect("setpriv is in util-linux");
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("piauthd serves only uid 0"), "{err}");
-    assert!(err.contains("uid 65534"), "{err}");
-    // The owner is still served.
+    assert!(err.contains("belongs to uid 0 (root)"), "{err}");
+    assert!(err.contains("not to you (uid 65534"), "{err}");
+    let empty = sb.dir.path().join("empty-request");
+    std::fs::write(&empty, [0u8; 5]).unwrap();
+    std::fs::set_permissions(&empty, PermissionsExt::from_mode(0o644)).unwrap();
+    let out = as_nobody("curl".as_ref())
+        .args(["-sS", "--http2-prior-knowledge", "--unix-socket"])
+        .arg(sb.socket())
+        .args(["-H", "content-type: application/grpc", "-H", "te: trailers"])
+        .arg("--data-binary")
+        .arg(format!("@{}", empty.display()))
+        .args(["-D", "-", "-o", "/dev/null"])
+        .arg("http://localhost/piauth.v1.Auth/GetToken")
+        .output()
+        .expect("curl (with HTTP/2) runs the raw call");
+    let headers = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        headers.contains("grpc-status: 7"),
+        "{headers}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        headers.contains("piauthd%20serves%20only%20uid%200") && headers.contains("uid%2065534"),
+        "{headers}"
+    );
+    // The owner is still served, once its directory is private again.
+    std::fs::set_permissions(
+        sb.socket().parent().unwrap(),
+        PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
     assert!(eventually(Duration::from_secs(2), || sb
         .authctl(&["status"])
         .status

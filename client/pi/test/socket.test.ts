@@ -4,12 +4,40 @@ import net from "node:net";
 import { join } from "node:path";
 import { test } from "node:test";
 
-import { type Entry, UnsafeSocket, socketPath, verifySocket } from "../src/socket.ts";
+import { type Entry, type Host, UnsafeSocket, defaultSocket, describeUid, socketPath, verifySocket } from "../src/socket.ts";
 
-test("the socket path follows pi-authctl: PIAUTHD_SOCKET, XDG_RUNTIME_DIR, /tmp", () => {
-	assert.equal(socketPath({ PIAUTHD_SOCKET: "/x/s.sock", XDG_RUNTIME_DIR: "/run/user/7" }, 7), "/x/s.sock");
-	assert.equal(socketPath({ XDG_RUNTIME_DIR: "/run/user/7" }, 7), "/run/user/7/piauthd/piauthd.sock");
-	assert.equal(socketPath({ PIAUTHD_SOCKET: "", XDG_RUNTIME_DIR: "" }, 7), "/tmp/piauthd-7/piauthd.sock");
+const linux: Host = { platform: "linux", darwinUserTempDir: () => undefined };
+const mac: Host = { platform: "darwin", darwinUserTempDir: () => "/var/folders/ab/xyz/T/" };
+
+test("the socket path follows pi-authctl: PIAUTHD_SOCKET, XDG_RUNTIME_DIR, then per-user, never /tmp by default", () => {
+	assert.equal(socketPath({ PIAUTHD_SOCKET: "/x/s.sock", XDG_RUNTIME_DIR: "/run/user/7" }, 7, linux), "/x/s.sock");
+	assert.equal(socketPath({ XDG_RUNTIME_DIR: "/run/user/7", HOME: "/home/me" }, 7, mac), "/run/user/7/piauthd/piauthd.sock");
+	assert.equal(socketPath({ PIAUTHD_SOCKET: "", XDG_RUNTIME_DIR: "", HOME: "/home/me" }, 7, linux), "/home/me/.local/state/piauthd/piauthd.sock");
+	assert.equal(socketPath({ HOME: "/home/me", XDG_STATE_HOME: "/home/me/st" }, 7, linux), "/home/me/st/piauthd/piauthd.sock");
+	// A relative XDG_STATE_HOME is ignored, as the XDG spec says.
+	assert.equal(socketPath({ HOME: "/home/me", XDG_STATE_HOME: "st" }, 7, linux), "/home/me/.local/state/piauthd/piauthd.sock");
+	assert.equal(socketPath({ HOME: "/Users/me" }, 7, mac), "/var/folders/ab/xyz/T/piauthd/piauthd.sock");
+	assert.equal(defaultSocket({ HOME: "/home/me" }, 7, linux).note, undefined);
+});
+
+test("past the socket-path limit, or with no home, the /tmp fallback is taken and said", () => {
+	const long = `/home/${"x".repeat(80)}`;
+	const d = defaultSocket({ HOME: long }, 1000, linux);
+	assert.equal(d.path, "/tmp/piauthd-1000/piauthd.sock");
+	assert.match(d.note ?? "", /over this system's limit of 107/);
+	assert.match(d.note ?? "", /PIAUTHD_SOCKET/);
+	// Exactly at the limit still fits (the same case as the Rust unit test).
+	const exact = `/h/${"y".repeat(107 - "/h//.local/state/piauthd/piauthd.sock".length)}`;
+	assert.equal(Buffer.byteLength(defaultSocket({ HOME: exact }, 1, linux).path), 107);
+	assert.equal(defaultSocket({ HOME: exact }, 1, mac).path.startsWith("/var/folders/"), true);
+	assert.match(defaultSocket({}, 7, linux).note ?? "", /neither XDG_RUNTIME_DIR nor HOME/);
+});
+
+test("owners are named from /etc/passwd when listed", () => {
+	const passwd = () => "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n";
+	assert.equal(describeUid(65534, passwd), "uid 65534 (nobody)");
+	assert.equal(describeUid(4242, passwd), "uid 4242");
+	assert.equal(describeUid(0), "uid 0 (root)");
 });
 
 const dir = (over: Partial<Entry> = {}): Entry => ({
@@ -42,10 +70,12 @@ test("a socket in the user's own 0700 directory passes; none yet is 'absent'", (
 test("another user's directory, an open directory, a symlink or a foreign socket are refused", () => {
 	const p = "/tmp/piauthd-1000/piauthd.sock";
 	const cases: [Entry | undefined, Entry | undefined, RegExp][] = [
-		[dir({ uid: 65534 }), sock(), /belongs to uid 65534/],
-		[dir({ mode: 0o755 }), sock(), /mode 755.*0700/],
+		[dir({ uid: 65534 }), sock(), /belongs to uid 65534.*not to you \(uid 1000.*impersonating piauthd.*PIAUTHD_SOCKET/],
+		[dir({ uid: 65534 }), undefined, /belongs to uid 65534/],
+		[dir({ mode: 0o755 }), sock(), /mode 755\); it must be 0700: chmod 700/],
 		[dir({ mode: 0o701 }), undefined, /open to other users/],
-		[dir({ isSymlink: true, isDirectory: false }), sock(), /not a plain directory/],
+		[dir({ isSymlink: true, isDirectory: false }), sock(), /is a symbolic link, not a directory/],
+		[dir({ isDirectory: false }), sock(), /is not a directory/],
 		[dir(), sock({ uid: 65534 }), /belongs to uid 65534/],
 		[dir(), sock({ isSocket: false }), /not a socket/],
 	];
@@ -70,7 +100,7 @@ test("real files: a listening socket in a 0700 directory passes, 0755 or a symli
 			chmodSync(run, 0o700);
 			const link = join(root, "link");
 			symlinkSync(run, link);
-			assert.throws(() => verifySocket(join(link, "piauthd.sock"), uid), /not a plain directory/);
+			assert.throws(() => verifySocket(join(link, "piauthd.sock"), uid), /is a symbolic link/);
 		} finally {
 			server.close();
 		}
