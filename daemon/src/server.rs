@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::broker::inflight::InFlight;
 use crate::broker::{self, Broker};
 use crate::codex::Codex;
 use crate::config::Config;
@@ -113,7 +114,15 @@ pub async fn run_with(
     }
     let issuer = Issuer::new(&config.issuer).map_err(RunError::Http)?;
     let lead_ms = i64::try_from(config.refresh_lead_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
-    let broker = Broker::new(store, issuer.clone(), lead_ms);
+    let inflight = InFlight::for_store(&store.describe()).unwrap_or_else(|| {
+        // No home: beside the store, under a name of piauthd's own.
+        let dir = config
+            .auth_file
+            .parent()
+            .unwrap_or(std::path::Path::new("."));
+        InFlight::new(dir, &store.describe())
+    });
+    let broker = Broker::new(store, issuer.clone(), lead_ms, inflight);
     let logins = Logins::new(
         broker.clone(),
         issuer,

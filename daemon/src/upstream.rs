@@ -106,6 +106,13 @@ impl Issuer {
             oauth::parse_token_response(&body).map_err(|e| RefreshError::OutcomeUnknown {
                 message: e.to_string(),
             })
+        } else if outcome_unknown(status, &body) {
+            Err(RefreshError::OutcomeUnknown {
+                message: format!(
+                    "HTTP {status} from a gateway, not the issuer's own answer; \
+                     the issuer may have rotated the token behind it"
+                ),
+            })
         } else {
             Err(RefreshError::Rejected(oauth::classify(
                 status,
@@ -114,6 +121,25 @@ impl Issuer {
             )))
         }
     }
+}
+
+/// Whether an error answer to a refresh leaves its outcome unknown. A
+/// gateway's answer (502, 504, and the 520-527 of a CDN in front of the
+/// issuer), or any 5xx that is not the issuer's own JSON error, may come
+/// after the issuer rotated the token: the request reached something, and
+/// nothing proves the issuer refused it. Only the issuer's own JSON error
+/// (with 5xx, 429 or 4xx) proves it did not act.
+pub fn outcome_unknown(status: u16, body: &[u8]) -> bool {
+    if matches!(status, 502 | 504 | 520..=527) {
+        return true;
+    }
+    status >= 500 && !is_issuer_error(body)
+}
+
+/// The issuer's errors are JSON objects with an `error` member.
+fn is_issuer_error(body: &[u8]) -> bool {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .is_ok_and(|v| v.get("error").is_some_and(|e| !e.is_null()))
 }
 
 /// Sorts a transport error by whether the request may have been sent.
@@ -306,4 +332,42 @@ fn refused(status: u16, body: &[u8]) -> LoginHttpError {
         (None, None) => format!("HTTP {status}"),
     };
     LoginHttpError::Refused(text.chars().filter(|c| !c.is_control()).take(300).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::outcome_unknown;
+
+    const ISSUER_JSON: &[u8] =
+        br#"{"error": {"code": "server_error", "message": "try again", "type": "server_error"}}"#;
+    const HTML: &[u8] = b"<html><body><h1>504 Gateway Time-out</h1></body></html>";
+
+    #[test]
+    fn gateway_answers_leave_the_outcome_unknown_whatever_their_body() {
+        for status in [502, 504, 520, 522, 524, 527] {
+            assert!(outcome_unknown(status, HTML), "{status}");
+            assert!(outcome_unknown(status, ISSUER_JSON), "{status}");
+            assert!(outcome_unknown(status, b""), "{status}");
+        }
+    }
+
+    #[test]
+    fn a_5xx_proves_a_refusal_only_with_the_issuers_own_json_error() {
+        for status in [500, 503, 599] {
+            assert!(!outcome_unknown(status, ISSUER_JSON), "{status}");
+            assert!(outcome_unknown(status, HTML), "{status}");
+            assert!(outcome_unknown(status, b""), "{status}");
+            assert!(outcome_unknown(status, br#"{"error": null}"#), "{status}");
+            assert!(outcome_unknown(status, br#"{"detail": "x"}"#), "{status}");
+        }
+        assert!(!outcome_unknown(500, br#"{"error": "server_error"}"#));
+    }
+
+    #[test]
+    fn client_errors_and_rate_limits_are_the_issuers_answers() {
+        for status in [400, 401, 403, 429] {
+            assert!(!outcome_unknown(status, ISSUER_JSON), "{status}");
+            assert!(!outcome_unknown(status, HTML), "{status}");
+        }
+    }
 }

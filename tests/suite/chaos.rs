@@ -152,7 +152,7 @@ async fn chaos_under_load() {
     // The issuer fails, then stalls.
     mock.state.push_faults([
         Fault::Status { code: 503 },
-        Fault::Status { code: 502 },
+        Fault::Status { code: 500 },
         Fault::Delay { ms: 3000 },
     ]);
     let _ = Client::connect(sb.socket())

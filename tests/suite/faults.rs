@@ -300,3 +300,46 @@ async fn sigterm_mid_refresh_saves_the_new_token_before_exiting() {
     assert!(mock.state.is_live_refresh(&stored), "and saved before exit");
     assert!(!sb.socket().exists());
 }
+
+/// A gateway's answer (502, 504, a CDN's 52x) or a 5xx that is not the
+/// issuer's own JSON error may come after the issuer rotated the token
+/// behind it: the outcome is unknown, and the token is never re-sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_error_after_the_rotation_is_never_resent() {
+    for fault in [
+        Fault::GatewayAfterRotate { code: 504 },
+        Fault::GatewayAfterRotate { code: 524 },
+        Fault::Gateway { code: 502 },
+        Fault::Gateway { code: 500 },
+    ] {
+        let (mock, sb, set, _d, mut c) = setup(vec![fault.clone()]).await;
+        assert!(
+            wait_codex(&c, Duration::from_secs(5), |st| st.state
+                == pb::ProviderState::NeedsLogin as i32)
+            .await,
+            "{fault:?}"
+        );
+        let st = codex(&mut c).await;
+        assert!(
+            st.hint.contains("pi-authctl refresh"),
+            "{fault:?}: {}",
+            st.hint
+        );
+        if matches!(fault, Fault::GatewayAfterRotate { .. }) {
+            assert!(mock.state.is_spent(&set.refresh_token), "{fault:?}");
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let stats = mock.stats();
+        assert_eq!(
+            (stats.token_requests, stats.reuse_attempts),
+            (1, 0),
+            "{fault:?}: nothing re-sent: {stats:?}"
+        );
+        // The still-valid access token is served, the credential kept.
+        assert_eq!(
+            c.get_token("", 0).await.unwrap().access_token,
+            set.access_token
+        );
+        assert_eq!(stored_refresh(&sb.auth_file()).unwrap(), set.refresh_token);
+    }
+}

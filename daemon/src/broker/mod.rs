@@ -20,6 +20,7 @@
 
 mod account;
 mod grant;
+pub mod inflight;
 mod policy;
 mod refresh;
 mod report;
@@ -243,12 +244,21 @@ pub struct Broker {
     last_outcome: std::sync::Mutex<Result<(), TokenError>>,
     /// Set at shutdown: no new refresh starts after it.
     closing: std::sync::atomic::AtomicBool,
+    /// The durable record of a refresh on the wire, so that not even a
+    /// crash re-sends a token the issuer may have rotated.
+    inflight: inflight::InFlight,
 }
 
 impl Broker {
     /// Creates a broker with an empty view; call [`Broker::reload`] to fill
-    /// it. Long-lived tokens are refreshed `refresh_lead_ms` ahead of expiry.
-    pub fn new(store: FileStore, issuer: Issuer, refresh_lead_ms: i64) -> Arc<Broker> {
+    /// it. Long-lived tokens are refreshed `refresh_lead_ms` ahead of expiry;
+    /// `inflight` is where a refresh on the wire is recorded.
+    pub fn new(
+        store: FileStore,
+        issuer: Issuer,
+        refresh_lead_ms: i64,
+        inflight: inflight::InFlight,
+    ) -> Arc<Broker> {
         let empty = View {
             health: StoreHealth::Missing,
             detail: String::new(),
@@ -267,6 +277,7 @@ impl Broker {
             attempts: AtomicU64::new(0),
             last_outcome: std::sync::Mutex::new(Ok(())),
             closing: std::sync::atomic::AtomicBool::new(false),
+            inflight,
         })
     }
 
@@ -311,6 +322,7 @@ impl Broker {
                 view.detail = e.to_string();
             }
         });
+        self.recover_in_flight().await;
         let view = self.view();
         tracing::debug!(health = ?view.health, providers = view.entries.len(), "credential store loaded");
         if view.refresh.unpersisted && !was_unpersisted {

@@ -99,6 +99,15 @@ impl Broker {
             });
         }
         let generation = view.generation;
+        // The user's word: a record of an unanswered refresh no longer stops it.
+        if let Err(e) = self.inflight.settle().await {
+            return Err(TokenError::StoreUnavailable {
+                detail: format!(
+                    "cannot clear the record of the last refresh ({}): {e}",
+                    self.inflight.path().display()
+                ),
+            });
+        }
         self.modify(|v| {
             if matches!(v.refresh.phase, Phase::OutcomeUnknown { .. }) {
                 v.refresh.phase = Phase::Idle;
@@ -189,6 +198,13 @@ impl Broker {
         // Expiry counts from when the request left: the token cannot have
         // been issued earlier, so `expires` never overstates its life.
         let sent_at = now_ms();
+        if let Err(e) = self.inflight.begin(&current.refresh, sent_at).await {
+            let detail = format!(
+                "cannot record the refresh before sending it ({}: {e}); not refreshing until it can be recorded",
+                self.inflight.path().display()
+            );
+            return Err(self.transient(&detail, None));
+        }
         let mut result = self.issuer.refresh(&current.refresh).await;
         for attempt in 1..=NOT_SENT_RETRIES {
             let Err(RefreshError::NotSent { .. }) = &result else {
@@ -198,6 +214,13 @@ impl Broker {
             result = self.issuer.refresh(&current.refresh).await;
         }
         let now = now_ms();
+        if matches!(
+            result,
+            Err(RefreshError::Rejected(_) | RefreshError::NotSent { .. })
+        ) {
+            // The issuer refused, or nothing left: the token is not spent.
+            self.settle_in_flight().await;
+        }
         match result {
             Ok(response) => {
                 // Without expires_in or a JWT exp, assume an hour rather
@@ -227,7 +250,10 @@ impl Broker {
                     .await;
                 drop(lock);
                 match written {
-                    Ok(()) => tracing::info!("refreshed and saved the {DEFAULT_PROVIDER} token"),
+                    Ok(()) => {
+                        tracing::info!("refreshed and saved the {DEFAULT_PROVIDER} token");
+                        self.settle_in_flight().await;
+                    }
                     Err(e) => {
                         tracing::error!(error = %e, "refreshed, but cannot save the new token; keeping it in memory");
                     }
@@ -274,6 +300,14 @@ impl Broker {
                     reason,
                 })
             }
+        }
+    }
+
+    /// Drops the record of the refresh just answered; a failure only costs
+    /// a stale record, which the next load recognises by its token.
+    async fn settle_in_flight(&self) {
+        if let Err(e) = self.inflight.settle().await {
+            tracing::warn!(error = %e, path = %self.inflight.path().display(), "cannot remove the record of a settled refresh");
         }
     }
 

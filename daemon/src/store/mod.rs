@@ -8,7 +8,7 @@
 //! called corrupt.
 
 mod document;
-mod durable;
+pub(crate) mod durable;
 mod keyring;
 mod lock;
 mod migrate;

@@ -49,8 +49,22 @@ fn fields(headers: &HeaderMap, body: &[u8]) -> Option<HashMap<String, String>> {
     }
 }
 
+/// `POST /oauth/token`. The work runs in a task of its own, as a real
+/// issuer's does: a client that goes away mid-request (a daemon killed
+/// during the round trip) does not stop the issuer from rotating the token.
 pub async fn token(
     State(state): State<Arc<MockState>>,
+    reset: Option<axum::Extension<ResetHandle>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    tokio::spawn(handle_token(state, reset, headers, body))
+        .await
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+async fn handle_token(
+    state: Arc<MockState>,
     reset: Option<axum::Extension<ResetHandle>>,
     headers: HeaderMap,
     body: axum::body::Bytes,
@@ -59,6 +73,7 @@ pub async fn token(
     let fault = state.ledger().faults.pop_front();
     let delay = state.config().token_delay;
     let mut reset_after = false;
+    let mut gateway_after = None;
     match fault {
         Some(Fault::Status { code }) => {
             let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -77,6 +92,8 @@ pub async fn token(
             }
         }
         Some(Fault::ResetAfter) => reset_after = true,
+        Some(Fault::Gateway { code }) => return gateway_page(code),
+        Some(Fault::GatewayAfterRotate { code }) => gateway_after = Some(code),
         Some(Fault::InvalidGrant) => {
             return error(
                 StatusCode::BAD_REQUEST,
@@ -128,7 +145,21 @@ pub async fn token(
     if reset_after && let Some(axum::Extension(r)) = reset {
         return r.reset().await;
     }
+    if let Some(code) = gateway_after {
+        return gateway_page(code);
+    }
     response
+}
+
+/// A gateway's error page: HTML, not the issuer's JSON.
+fn gateway_page(code: u16) -> Response {
+    let status = StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_GATEWAY);
+    (
+        status,
+        [(axum::http::header::CONTENT_TYPE, "text/html")],
+        format!("<html><head><title>{code}</title></head><body><h1>{code} Gateway Error</h1></body></html>"),
+    )
+        .into_response()
 }
 
 fn refresh(state: &MockState, presented: Option<&str>) -> Response {

@@ -20,7 +20,8 @@
 //!   `Content-Encoding: zstd`), and refusing pi 1.6.0's WebSocket upgrade of
 //!   the same URL so that pi falls back to SSE.
 //! * Faults, queued per request: an HTTP status, a delay, a connection reset
-//!   (before or after the issuer acted), or a terminal error code.
+//!   (before or after the issuer acted), a terminal error code, or a
+//!   gateway's HTML error page (before or after the issuer rotated).
 //! * Counters (refreshes, reuse attempts, revocations, requests, zstd
 //!   bodies, refused upgrades, ...) for tests, also served as JSON at
 //!   `GET /_mock/stats`.
@@ -66,6 +67,14 @@ pub enum Fault {
     InvalidGrant,
     /// Answer 401 with this error code (e.g. `refresh_token_expired`).
     Terminal { code: String },
+    /// Answer this status (502, 504, 52x...) with an HTML page, as a
+    /// gateway in front of the issuer does, without reaching the issuer:
+    /// the token is not spent, but the client cannot know that.
+    Gateway { code: u16 },
+    /// Rotate the token, then answer this status with a gateway's HTML
+    /// page: the issuer spent the token and the client never learns the
+    /// new one (an origin that timed out behind its gateway).
+    GatewayAfterRotate { code: u16 },
 }
 
 /// What the mock is configured to do.

@@ -1,0 +1,297 @@
+//! The durable record of a refresh on the wire.
+//!
+//! A refresh token is single-use: once the issuer has rotated it, sending it
+//! again is reuse, and the issuer revokes the whole login. Within one
+//! process the broker never re-sends a token whose refresh may have reached
+//! the issuer ([`super::Phase::OutcomeUnknown`]). A crash must not undo
+//! that: before the request leaves, a record naming the token (by a hash,
+//! never the token) is written durably; it is removed only once the answer
+//! is settled (the new token durably stored, or a refusal from the issuer).
+//! A daemon that starts and finds a record for the token it holds knows the
+//! outcome is unknown and does not send it.
+//!
+//! The record lives in piauthd's own state directory
+//! (`$XDG_STATE_HOME/piauthd`, else `~/.local/state/piauthd`), never beside
+//! pi's files, and on persistent storage: a power cut mid-refresh is a
+//! crash too. Its name carries a hash of the store it belongs to, so two
+//! daemons on two stores never share one.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::secret::Secret;
+use crate::store::durable;
+
+/// A refresh that was sent and whose answer was never settled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    /// Hex SHA-256 of the refresh token that was sent.
+    pub refresh_sha256: String,
+    /// When the request left, in ms since the epoch.
+    pub sent_at_ms: i64,
+    /// The daemon that sent it.
+    pub pid: u32,
+}
+
+/// Where a store's record is kept, and the operations on it.
+#[derive(Debug, Clone)]
+pub struct InFlight {
+    path: PathBuf,
+}
+
+/// `$XDG_STATE_HOME/piauthd`, else `~/.local/state/piauthd` (XDG's rule: a
+/// relative `XDG_STATE_HOME` is ignored).
+pub fn state_dir(xdg_state_home: Option<&Path>, home: Option<&Path>) -> Option<PathBuf> {
+    let base = match xdg_state_home.filter(|p| p.is_absolute()) {
+        Some(dir) => dir.to_owned(),
+        None => home.filter(|h| h.is_absolute())?.join(".local/state"),
+    };
+    Some(base.join("piauthd"))
+}
+
+/// Hex SHA-256 of a token: enough to recognise it, useless to spend it.
+pub fn fingerprint(token: &Secret<String>) -> String {
+    hex(&Sha256::digest(token.expose().as_bytes()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl InFlight {
+    /// The record for the store described by `store` (its path or keyring
+    /// name), in `state_dir`.
+    pub fn new(state_dir: &Path, store: &str) -> InFlight {
+        let tag = &hex(&Sha256::digest(store.as_bytes()))[..16];
+        InFlight {
+            path: state_dir.join(format!("piauthd-refresh-in-flight-{tag}.json")),
+        }
+    }
+
+    /// The record for `store` in the user's state directory, from the
+    /// process environment.
+    pub fn for_store(store: &str) -> Option<InFlight> {
+        let xdg = std::env::var_os("XDG_STATE_HOME").map(PathBuf::from);
+        let home = std::env::var_os("HOME").map(PathBuf::from);
+        state_dir(xdg.as_deref(), home.as_deref()).map(|dir| InFlight::new(&dir, store))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Records, durably, that `refresh` is about to be sent.
+    pub async fn begin(&self, refresh: &Secret<String>, sent_at_ms: i64) -> io::Result<()> {
+        let record = Record {
+            refresh_sha256: fingerprint(refresh),
+            sent_at_ms,
+            pid: std::process::id(),
+        };
+        let bytes = serde_json::to_vec(&record).map_err(io::Error::other)?;
+        let path = self.path.clone();
+        blocking(move || {
+            if let Some(dir) = path.parent() {
+                durable::ensure_dir(dir)?;
+            }
+            durable::write(&path, &bytes)
+        })
+        .await
+    }
+
+    /// Removes the record, durably: the answer is settled.
+    pub async fn settle(&self) -> io::Result<()> {
+        let path = self.path.clone();
+        blocking(move || {
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(e),
+            }
+            match path.parent() {
+                Some(dir) => std::fs::File::open(dir)?.sync_all(),
+                None => Ok(()),
+            }
+        })
+        .await
+    }
+
+    /// The record, if there is one. A record that does not parse is
+    /// reported as an error: it may be the only sign of a refresh on the
+    /// wire, so it is never taken for "none".
+    pub async fn read(&self) -> io::Result<Option<Record>> {
+        let path = self.path.clone();
+        let bytes = blocking(move || durable::read(&path)).await?;
+        bytes
+            .map(|b| serde_json::from_slice::<Record>(&b).map_err(io::Error::other))
+            .transpose()
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(io::Error::other(e)))
+}
+
+/// What a record found at start-up means for the token the store holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recovery {
+    /// No record, or one for another token (the answer was stored, or
+    /// another process refreshed since): nothing to do but drop it.
+    Clear { stale: bool },
+    /// The token the store holds was sent and never answered.
+    Unknown { sent_at_ms: i64 },
+}
+
+/// Decides what a record means for the refresh token now stored.
+pub fn recover(record: Option<&Record>, stored_refresh: Option<&Secret<String>>) -> Recovery {
+    match (record, stored_refresh) {
+        (None, _) => Recovery::Clear { stale: false },
+        (Some(r), Some(token)) if r.refresh_sha256 == fingerprint(token) => Recovery::Unknown {
+            sent_at_ms: r.sent_at_ms,
+        },
+        (Some(_), _) => Recovery::Clear { stale: true },
+    }
+}
+
+impl super::Broker {
+    /// Marks the stored token's refresh as "outcome unknown" when a record
+    /// says it was sent and never answered (a crash mid-refresh), and drops
+    /// a record that no longer matches the stored token. Runs under the
+    /// gate, after each load of the store: a refresh in flight holds the
+    /// gate, so it is never mistaken for a crashed one.
+    pub(super) async fn recover_in_flight(&self) {
+        let record = self.inflight.read().await;
+        let view = self.view();
+        let stored = view.codex().map(|c| c.refresh.clone());
+        let sent_at_ms = match record {
+            Ok(record) => match recover(record.as_ref(), stored.as_ref()) {
+                Recovery::Clear { stale: false } => return,
+                Recovery::Clear { stale: true } => {
+                    if let Err(e) = self.inflight.settle().await {
+                        tracing::warn!(error = %e, path = %self.inflight.path().display(), "cannot remove a settled refresh record");
+                    }
+                    return;
+                }
+                Recovery::Unknown { sent_at_ms } => Some(sent_at_ms),
+            },
+            // Unreadable: it may be the only sign of a refresh on the wire.
+            Err(e) => {
+                tracing::error!(error = %e, path = %self.inflight.path().display(), "cannot read the refresh record; assuming a refresh was on the wire");
+                None
+            }
+        };
+        let Some(used) = stored else { return };
+        if matches!(view.refresh.phase, super::Phase::OutcomeUnknown { .. }) {
+            return;
+        }
+        let when = sent_at_ms.map_or_else(
+            || "at an unknown time".to_owned(),
+            |ms| {
+                format!(
+                    "{} s before this start",
+                    (super::now_ms() - ms).max(0) / 1000
+                )
+            },
+        );
+        let reason = format!(
+            "piauthd stopped while a refresh was on the wire (sent {when}); the issuer may have \
+             rotated the refresh token, so piauthd will not send it again. The current access \
+             token is served until it expires. Run `pi-authctl refresh` to try anyway, or \
+             `pi-authctl login`"
+        );
+        tracing::error!("{reason}");
+        self.modify(|v| {
+            v.refresh.phase = super::Phase::OutcomeUnknown {
+                refresh_used: used,
+                reason: reason.clone(),
+            };
+            v.refresh.last_error = reason;
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secret(s: &str) -> Secret<String> {
+        Secret::new(s.to_owned())
+    }
+
+    #[test]
+    fn the_state_dir_follows_xdg_and_ignores_a_relative_one() {
+        let home = Path::new("/home/u");
+        assert_eq!(
+            state_dir(Some(Path::new("/s")), Some(home)),
+            Some(PathBuf::from("/s/piauthd"))
+        );
+        assert_eq!(
+            state_dir(Some(Path::new("rel")), Some(home)),
+            Some(PathBuf::from("/home/u/.local/state/piauthd"))
+        );
+        assert_eq!(state_dir(None, None), None);
+    }
+
+    #[test]
+    fn a_record_for_the_stored_token_means_the_outcome_is_unknown() {
+        let rec = Record {
+            refresh_sha256: fingerprint(&secret("rt-1")),
+            sent_at_ms: 42,
+            pid: 7,
+        };
+        assert_eq!(
+            recover(Some(&rec), Some(&secret("rt-1"))),
+            Recovery::Unknown { sent_at_ms: 42 }
+        );
+        assert_eq!(
+            recover(Some(&rec), Some(&secret("rt-2"))),
+            Recovery::Clear { stale: true }
+        );
+        assert_eq!(recover(Some(&rec), None), Recovery::Clear { stale: true });
+        assert_eq!(
+            recover(None, Some(&secret("rt-1"))),
+            Recovery::Clear { stale: false }
+        );
+    }
+
+    #[test]
+    fn the_record_never_holds_the_token_and_names_its_store() {
+        let a = InFlight::new(Path::new("/s"), "/home/u/.pi/agent/auth.json");
+        let b = InFlight::new(Path::new("/s"), "keyring piauthd/openai-codex");
+        assert_ne!(a.path(), b.path());
+        assert!(a.path().starts_with("/s"));
+        let fp = fingerprint(&secret("rt-secret-value"));
+        assert_eq!(fp.len(), 64);
+        assert!(!fp.contains("rt-secret-value"));
+    }
+
+    #[tokio::test]
+    async fn begin_read_settle_round_trip_on_disk() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let rec = InFlight::new(&dir.path().join("state"), "store");
+        assert_eq!(rec.read().await.expect("read"), None);
+        rec.begin(&secret("rt-1"), 5).await.expect("begin");
+        let got = rec.read().await.expect("read").expect("a record");
+        assert_eq!(got.sent_at_ms, 5);
+        assert_eq!(got.refresh_sha256, fingerprint(&secret("rt-1")));
+        let text = std::fs::read_to_string(rec.path()).expect("the file");
+        assert!(!text.contains("rt-1"), "{text}");
+        rec.settle().await.expect("settle");
+        assert_eq!(rec.read().await.expect("read"), None);
+        rec.settle().await.expect("settling twice is fine");
+    }
+
+    #[tokio::test]
+    async fn a_corrupt_record_is_an_error_not_none() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let rec = InFlight::new(dir.path(), "store");
+        std::fs::write(rec.path(), b"{not json").expect("write");
+        assert!(rec.read().await.is_err());
+    }
+}
