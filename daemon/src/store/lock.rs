@@ -102,8 +102,31 @@ pub struct PiLock {
 
 impl PiLock {
     /// Takes the lock for `target`, waiting up to `wait` while another
-    /// process holds it.
+    /// process holds it. The file system work runs on a thread of its own
+    /// (see [`super::blocking`]); a step that hangs there ends the wait
+    /// with [`LockError::Timeout`] after `wait` plus the I/O deadline.
     pub async fn acquire(target: &Path, wait: Duration) -> Result<PiLock, LockError> {
+        let owned = target.to_owned();
+        let limit = wait + super::IO_DEADLINE;
+        match super::within("piauthd-lock", limit, move || {
+            PiLock::acquire_blocking(&owned, wait)
+        })
+        .await
+        {
+            Ok(Ok(result)) => result,
+            Ok(Err(source)) => Err(LockError::Io {
+                path: target.to_owned(),
+                source,
+            }),
+            Err(_) => Err(LockError::Timeout {
+                path: lock_path(target).unwrap_or_else(|_| target.to_owned()),
+                waited: limit,
+            }),
+        }
+    }
+
+    /// [`PiLock::acquire`] on the calling thread, which it blocks.
+    pub fn acquire_blocking(target: &Path, wait: Duration) -> Result<PiLock, LockError> {
         let dir = lock_path(target).map_err(|source| LockError::Io {
             path: target.to_owned(),
             source,
@@ -118,18 +141,11 @@ impl PiLock {
             waited: wait,
         };
         let side_path = sidecar_path(&dir);
-        let mut sidecar = match OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&side_path)
-        {
+        let mut sidecar = match open_sidecar(&side_path, true) {
             Ok(f) => Some(f),
             Err(e) => {
                 tracing::warn!(path = %side_path.display(), error = %e,
-                    "cannot open piauthd's lock sidecar; locking without crash recovery");
+                    "cannot use piauthd's lock sidecar; locking without crash recovery");
                 None
             }
         };
@@ -145,7 +161,7 @@ impl PiLock {
             if Instant::now() >= deadline {
                 return Err(timeout());
             }
-            tokio::time::sleep(pause).await;
+            thread::sleep(pause);
             pause = (pause * 2).min(Duration::from_millis(100));
         }
 
@@ -178,7 +194,7 @@ impl PiLock {
             if Instant::now() >= deadline {
                 return Err(timeout());
             }
-            tokio::time::sleep(pause).await;
+            thread::sleep(pause);
             pause = (pause * 2).min(Duration::from_millis(100));
         }
 
@@ -218,8 +234,36 @@ impl PiLock {
         &self.dir
     }
 
-    /// Releases the lock, reporting a failure to remove the directory.
-    pub fn release(mut self) -> io::Result<()> {
+    /// Releases the lock, reporting a failure to remove the directory. The
+    /// file system work runs off the async runtime; if it hangs, the lock
+    /// is released by that thread whenever the file system answers.
+    pub async fn release(self) -> io::Result<()> {
+        let dir = self.dir.clone();
+        match super::within("piauthd-unlock", super::IO_DEADLINE, move || {
+            self.release_blocking()
+        })
+        .await
+        {
+            Ok(result) => result?,
+            Err(overdue) => Err(io::Error::other(format!(
+                "releasing {} {overdue}",
+                dir.display()
+            ))),
+        }
+    }
+
+    /// Releases `lock`, if any, logging a failure: for callers that go on
+    /// whatever happens to the directory.
+    pub async fn release_logged(lock: Option<PiLock>) {
+        if let Some(lock) = lock
+            && let Err(e) = lock.release().await
+        {
+            tracing::warn!(error = %e, "could not remove pi's auth.json lock");
+        }
+    }
+
+    /// [`PiLock::release`] on the calling thread.
+    pub fn release_blocking(mut self) -> io::Result<()> {
         self.release_inner()
     }
 
@@ -332,7 +376,7 @@ fn remove_if_abandoned(dir: &Path, mut sidecar: Option<&mut File>) -> io::Result
 pub fn recover_orphan(target: &Path) -> io::Result<bool> {
     let dir = lock_path(target)?;
     let side = sidecar_path(&dir);
-    let mut sidecar = match OpenOptions::new().read(true).write(true).open(&side) {
+    let mut sidecar = match open_sidecar(&side, false) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
         Err(e) => return Err(e),
@@ -353,6 +397,46 @@ pub fn recover_orphan(target: &Path) -> io::Result<bool> {
         return Ok(true);
     }
     Ok(false)
+}
+
+/// Opens the sidecar for reading and writing, creating it (0600) when
+/// `create`. It is never opened through a symlink (`O_NOFOLLOW`: a planted
+/// link would have us truncate its target), never blocks (`O_NONBLOCK`: a
+/// planted FIFO), and is used only when `fstat` shows a regular file owned
+/// by our euid.
+fn open_sidecar(path: &Path, create: bool) -> io::Result<File> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(create)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| {
+            if e.raw_os_error() == Some(libc::ELOOP) {
+                io::Error::new(
+                    e.kind(),
+                    format!("{} is a symlink; refusing to follow it", path.display()),
+                )
+            } else {
+                e
+            }
+        })?;
+    let meta = file.metadata()?;
+    // SAFETY: geteuid cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    if !meta.file_type().is_file() || meta.uid() != euid {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "{} is not a regular file of uid {euid} (owner uid {}); remove it",
+                path.display(),
+                meta.uid()
+            ),
+        ));
+    }
+    Ok(file)
 }
 
 /// Device, inode and birth time (ns since the epoch; 0 where the platform
