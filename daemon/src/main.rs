@@ -168,17 +168,57 @@ fn start(args: Args) -> anyhow::Result<()> {
         None => piauthd::Listen::Bind,
     };
 
+    raise_nofile_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("piauthd")
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(async {
+    let result = runtime.block_on(async {
         let shutdown = CancellationToken::new();
         tokio::spawn(stop_on_signal(shutdown.clone()));
         piauthd::run_with(config, listen, shutdown).await
-    })?;
+    });
+    // Everything that must finish (a refresh and its save) has finished by
+    // now; do not wait for a blocking call stuck in the kernel.
+    runtime.shutdown_timeout(EXIT_WAIT);
+    result?;
     Ok(())
+}
+
+/// How long exit waits for blocking work still running after shutdown.
+const EXIT_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Raises the soft limit on open descriptors to the hard limit, so that a
+/// burst of clients meets the daemon's own connection cap long before the
+/// kernel's EMFILE.
+fn raise_nofile_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return;
+    }
+    let want = piauthd::rpc::nofile_target(lim.rlim_cur, lim.rlim_max);
+    if want <= lim.rlim_cur {
+        return;
+    }
+    let raised = libc::rlimit {
+        rlim_cur: want,
+        rlim_max: lim.rlim_max,
+    };
+    // SAFETY: setrlimit reads the struct we own.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+        tracing::debug!(
+            from = lim.rlim_cur,
+            to = want,
+            "raised the descriptor limit"
+        );
+    } else {
+        tracing::debug!(error = %std::io::Error::last_os_error(), "could not raise the descriptor limit");
+    }
 }
 
 /// Cancels `shutdown` on SIGTERM or SIGINT.
