@@ -76,7 +76,8 @@ struct Args {
     #[arg(long, env = "PIAUTHD_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
 
-    /// More logging: -v for debug, -vv for trace. RUST_LOG, when set, wins.
+    /// More logging: -v for piauthd's debug, -vv for its trace, -vvv for
+    /// every library's trace too (HTTP/2 frames). RUST_LOG, when set, wins.
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
 }
@@ -101,9 +102,12 @@ fn main() -> ExitCode {
 }
 
 fn init_logging(verbose: u8) {
+    // Libraries stay at info below -vvv: h2 and tonic log every connection
+    // at debug, which a flood of connections would turn into megabytes.
     let default = match verbose {
         0 => "info",
-        1 => "debug",
+        1 => "info,piauthd=debug",
+        2 => "info,piauthd=trace",
         _ => "trace",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));

@@ -98,6 +98,8 @@ pub struct Registry {
     conns: std::sync::Mutex<HashMap<u64, Arc<ConnState>>>,
     /// Signalled whenever a connection ends.
     freed: tokio::sync::Notify,
+    /// Evictions are logged once per period, with a count.
+    evictions: std::sync::Mutex<RateLimit>,
 }
 
 impl Registry {
@@ -108,6 +110,7 @@ impl Registry {
             next_id: AtomicU64::new(0),
             conns: std::sync::Mutex::new(HashMap::new()),
             freed: tokio::sync::Notify::new(),
+            evictions: std::sync::Mutex::new(RateLimit::new(LOG_PERIOD)),
         })
     }
 
@@ -160,10 +163,20 @@ impl Registry {
             .max_by_key(|(idle, _)| *idle);
         match idlest {
             Some((idle, c)) => {
-                tracing::debug!(
-                    idle_ms = idle.as_millis() as u64,
-                    "connection limit reached; closing the connection idle the longest"
-                );
+                let note = self
+                    .evictions
+                    .lock()
+                    .ok()
+                    .and_then(|mut r| r.note(Instant::now()));
+                if let Some(more) = note {
+                    tracing::info!(
+                        cap = self.cap,
+                        idle_ms = idle.as_millis() as u64,
+                        more,
+                        "connection limit reached; closing the connection idle the longest \
+                         (`more` counts the others closed since the last line)"
+                    );
+                }
                 c.evict();
                 true
             }
