@@ -1,5 +1,7 @@
 //! End-to-end suite: real binaries, a real Unix socket, real gRPC.
 
+/// Attacks on the daemon: sudo, a FIFO, a huge file, floods, symlinks.
+mod attack_daemon;
 /// A real browser, and the CLI in a real terminal.
 mod browser;
 /// Load with faults.

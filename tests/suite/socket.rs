@@ -108,3 +108,40 @@ fn a_foreign_uid_is_refused() {
         .status
         .success()));
 }
+
+/// A runtime directory of another user (root under `sudo -E` keeps the
+/// user's XDG_RUNTIME_DIR) is refused: the daemon creates nothing in it.
+#[test]
+fn a_runtime_dir_of_another_uid_is_refused() {
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: a directory of another uid needs root");
+        return;
+    }
+    let sb = Sandbox::new();
+    let runtime = sb.dir.path().join("xdg");
+    std::fs::create_dir(&runtime).unwrap();
+    std::fs::set_permissions(&runtime, PermissionsExt::from_mode(0o700)).unwrap();
+    std::os::unix::fs::chown(&runtime, Some(4242), Some(4242)).unwrap();
+    let out = sb
+        .command("piauthd")
+        .env_remove("PIAUTHD_SOCKET")
+        .env("XDG_RUNTIME_DIR", &runtime)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{} belongs to uid 4242, but piauthd runs as uid 0",
+            runtime.display()
+        )) && err.contains("not via sudo -E"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_dir(&runtime).unwrap().count(),
+        0,
+        "nothing created"
+    );
+}
