@@ -14,6 +14,7 @@ mod keyring;
 mod lock;
 mod migrate;
 mod owner;
+mod sidecar;
 mod watch;
 
 use std::io;
