@@ -22,6 +22,9 @@ pub const DEFAULT_CALLBACK_FALLBACK_ADDR: &str = "127.0.0.1:1457";
 pub const DEFAULT_ORIGINATOR: &str = "pi";
 /// How long a completion stream may go without an event (as Codex CLI).
 pub const DEFAULT_STREAM_IDLE_SECS: u64 = 300;
+/// How long a gRPC connection with no open call stays unless configured
+/// otherwise: 5 minutes.
+pub const DEFAULT_CONNECTION_IDLE_SECS: u64 = crate::rpc::IDLE_TIMEOUT.as_secs();
 /// How long a login may take unless configured otherwise.
 pub const DEFAULT_LOGIN_TIMEOUT_SECS: u64 = 600;
 /// How far ahead of expiry a token is refreshed unless configured
@@ -44,6 +47,7 @@ pub struct Overrides {
     pub originator: Option<String>,
     pub login_timeout_secs: Option<u64>,
     pub stream_idle_secs: Option<u64>,
+    pub connection_idle_secs: Option<u64>,
     pub refresh_lead_secs: Option<u64>,
     pub store: Option<StoreKind>,
 }
@@ -73,6 +77,7 @@ pub struct FileConfig {
     pub originator: Option<String>,
     pub login_timeout_secs: Option<u64>,
     pub stream_idle_secs: Option<u64>,
+    pub connection_idle_secs: Option<u64>,
     pub refresh_lead_secs: Option<u64>,
     pub store: Option<StoreKind>,
     /// Models added to (or replacing) the built-in list.
@@ -119,6 +124,9 @@ pub struct Config {
     pub login_timeout_secs: u64,
     /// A completion stream with no event for this long fails.
     pub stream_idle_secs: u64,
+    /// A gRPC connection with no open call (a WatchToken stream is one) is
+    /// closed after this long.
+    pub connection_idle_secs: u64,
     /// Tokens are refreshed this long before expiry (at most half their
     /// lifetime).
     pub refresh_lead_secs: u64,
@@ -275,6 +283,11 @@ pub fn resolve(
         .or(file.stream_idle_secs)
         .unwrap_or(DEFAULT_STREAM_IDLE_SECS)
         .max(1);
+    let connection_idle_secs = over
+        .connection_idle_secs
+        .or(file.connection_idle_secs)
+        .unwrap_or(DEFAULT_CONNECTION_IDLE_SECS)
+        .max(1);
     let refresh_lead_secs = over
         .refresh_lead_secs
         .or(file.refresh_lead_secs)
@@ -284,6 +297,7 @@ pub fn resolve(
     }
     Ok(Config {
         stream_idle_secs,
+        connection_idle_secs,
         refresh_lead_secs,
         models: file.models,
         store: over.store.or(file.store).unwrap_or_default(),
@@ -363,6 +377,7 @@ mod tests {
         );
         assert_eq!(c.originator, "pi");
         assert_eq!(c.login_timeout_secs, 600);
+        assert_eq!(c.connection_idle_secs, 300);
         assert_eq!(c.refresh_lead_secs, 2100);
     }
 

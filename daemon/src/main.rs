@@ -57,6 +57,11 @@ struct Args {
     #[arg(long, env = "PIAUTHD_STREAM_IDLE_SECS", value_name = "SECS")]
     stream_idle_secs: Option<u64>,
 
+    /// A client connection with no open call (a WatchToken stream counts as
+    /// one) is closed after this many seconds [default: 300]
+    #[arg(long, env = "PIAUTHD_CONNECTION_IDLE_SECS", value_name = "SECS")]
+    connection_idle_secs: Option<u64>,
+
     /// Refresh tokens this many seconds before they expire, or at half their
     /// lifetime if that is sooner; 1 to 86400 [default: 2100, 35 minutes,
     /// before pi's own refresh at 30 minutes]
@@ -137,6 +142,7 @@ fn start(args: Args) -> anyhow::Result<()> {
         originator: args.originator,
         login_timeout_secs: args.login_timeout_secs,
         stream_idle_secs: args.stream_idle_secs,
+        connection_idle_secs: args.connection_idle_secs,
         refresh_lead_secs: args.refresh_lead_secs,
         store: args.store,
     };

@@ -257,8 +257,11 @@ async fn serve(
         broker.clone(),
         logins,
         completions,
-        bound.path().display().to_string(),
-        uid,
+        crate::rpc::Serving {
+            socket_path: bound.path().display().to_string(),
+            own_uid: uid,
+            idle_timeout: Duration::from_secs(config.connection_idle_secs),
+        },
         shutdown.clone(),
     );
     tokio::pin!(serve);

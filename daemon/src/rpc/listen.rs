@@ -7,7 +7,8 @@
 //!   a new client is waiting, the connection idle the longest (no open
 //!   stream) is closed to make room; if every connection is busy, new
 //!   clients wait in the kernel's backlog until one ends.
-//! * **Idle connections close** after [`IDLE_TIMEOUT`] with no open stream.
+//! * **Idle connections close** after the idle timeout (by default
+//!   [`super::IDLE_TIMEOUT`], 5 min) with no open stream.
 //!   A WatchToken stream is an open stream, so a watching client stays.
 //! * **Repeated errors are logged once per [`LOG_PERIOD`]**, with a count.
 //!
@@ -30,7 +31,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::{Connected, UdsConnectInfo};
 
-use super::limits::{Backoff, IDLE_TIMEOUT, LOG_PERIOD, RateLimit};
+use super::limits::{Backoff, LOG_PERIOD, RateLimit};
 
 /// One admitted connection, shared by its I/O and its requests.
 #[derive(Debug)]
@@ -210,10 +211,6 @@ pub struct Tracked {
 }
 
 impl Tracked {
-    fn new(stream: UnixStream, state: Arc<ConnState>, registry: Arc<Registry>) -> Tracked {
-        Tracked::with_idle(stream, state, registry, IDLE_TIMEOUT)
-    }
-
     fn with_idle(
         stream: UnixStream,
         state: Arc<ConnState>,
@@ -310,16 +307,18 @@ impl AsyncWrite for Tracked {
 pub fn incoming(
     listener: UnixListener,
     registry: Arc<Registry>,
+    idle_after: Duration,
     shutdown: CancellationToken,
 ) -> ReceiverStream<io::Result<Tracked>> {
     let (tx, rx) = tokio::sync::mpsc::channel(1);
-    tokio::spawn(accept_loop(listener, registry, tx, shutdown));
+    tokio::spawn(accept_loop(listener, registry, idle_after, tx, shutdown));
     ReceiverStream::new(rx)
 }
 
 async fn accept_loop(
     listener: UnixListener,
     registry: Arc<Registry>,
+    idle_after: Duration,
     tx: tokio::sync::mpsc::Sender<io::Result<Tracked>>,
     shutdown: CancellationToken,
 ) {
@@ -369,7 +368,12 @@ async fn accept_loop(
             }
         };
         if tx
-            .send(Ok(Tracked::new(stream, state, registry.clone())))
+            .send(Ok(Tracked::with_idle(
+                stream,
+                state,
+                registry.clone(),
+                idle_after,
+            )))
             .await
             .is_err()
         {

@@ -1,4 +1,5 @@
 use super::*;
+use crate::rpc::limits::IDLE_TIMEOUT;
 use tokio::io::AsyncReadExt;
 use tokio_stream::StreamExt;
 
@@ -68,7 +69,7 @@ async fn a_full_listener_makes_room_for_a_new_client() {
     let listener = UnixListener::bind(&path).unwrap();
     let reg = Registry::new(1);
     let stop = CancellationToken::new();
-    let mut inc = incoming(listener, reg.clone(), stop.clone());
+    let mut inc = incoming(listener, reg.clone(), IDLE_TIMEOUT, stop.clone());
     let _c1 = UnixStream::connect(&path).await.unwrap();
     let mut first = inc.next().await.unwrap().unwrap();
     let _c2 = UnixStream::connect(&path).await.unwrap();

@@ -38,6 +38,17 @@ pub const MAX_REQUEST_BYTES: usize = 16 * 1024 * 1024;
 /// Largest message the daemon encodes.
 pub const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
 
+/// How the socket is served.
+#[derive(Debug, Clone)]
+pub struct Serving {
+    /// Shown in Status.
+    pub socket_path: String,
+    /// Only this uid's calls are answered.
+    pub own_uid: u32,
+    /// A connection with no open call is closed after this long.
+    pub idle_timeout: std::time::Duration,
+}
+
 /// Serves every service on `listener` until `shutdown` is cancelled, then
 /// stops accepting and lets in-flight calls finish.
 pub async fn serve(
@@ -45,10 +56,14 @@ pub async fn serve(
     broker: Arc<Broker>,
     logins: Arc<Logins>,
     completions: CompletionsService,
-    socket_path: String,
-    own_uid: u32,
+    serving: Serving,
     shutdown: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
+    let Serving {
+        socket_path,
+        own_uid,
+        idle_timeout,
+    } = serving;
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<AuthServer<AuthService>>().await;
     health
@@ -77,9 +92,10 @@ pub async fn serve(
         connections = registry.cap(),
         streams_per_connection = STREAMS_PER_CONNECTION,
         nofile,
+        idle_secs = idle_timeout.as_secs(),
         "serving with bounded connections"
     );
-    let incoming = listen::incoming(listener, registry, shutdown.clone());
+    let incoming = listen::incoming(listener, registry, idle_timeout, shutdown.clone());
     Server::builder()
         .max_concurrent_streams(STREAMS_PER_CONNECTION)
         .concurrency_limit_per_connection(STREAMS_PER_CONNECTION as usize)
