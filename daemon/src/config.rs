@@ -22,6 +22,9 @@ pub const DEFAULT_CALLBACK_FALLBACK_ADDR: &str = "127.0.0.1:1457";
 pub const DEFAULT_ORIGINATOR: &str = "pi";
 /// How long a completion stream may go without an event (as Codex CLI).
 pub const DEFAULT_STREAM_IDLE_SECS: u64 = 300;
+/// How long a gRPC connection with no open call stays unless configured
+/// otherwise: 5 minutes.
+pub const DEFAULT_CONNECTION_IDLE_SECS: u64 = crate::rpc::IDLE_TIMEOUT.as_secs();
 /// How long a login may take unless configured otherwise.
 pub const DEFAULT_LOGIN_TIMEOUT_SECS: u64 = 600;
 /// How far ahead of expiry a token is refreshed unless configured
@@ -44,6 +47,7 @@ pub struct Overrides {
     pub originator: Option<String>,
     pub login_timeout_secs: Option<u64>,
     pub stream_idle_secs: Option<u64>,
+    pub connection_idle_secs: Option<u64>,
     pub refresh_lead_secs: Option<u64>,
     pub store: Option<StoreKind>,
 }
@@ -73,6 +77,7 @@ pub struct FileConfig {
     pub originator: Option<String>,
     pub login_timeout_secs: Option<u64>,
     pub stream_idle_secs: Option<u64>,
+    pub connection_idle_secs: Option<u64>,
     pub refresh_lead_secs: Option<u64>,
     pub store: Option<StoreKind>,
     /// Models added to (or replacing) the built-in list.
@@ -119,6 +124,9 @@ pub struct Config {
     pub login_timeout_secs: u64,
     /// A completion stream with no event for this long fails.
     pub stream_idle_secs: u64,
+    /// A gRPC connection with no open call (a WatchToken stream is one) is
+    /// closed after this long.
+    pub connection_idle_secs: u64,
     /// Tokens are refreshed this long before expiry (at most half their
     /// lifetime).
     pub refresh_lead_secs: u64,
@@ -151,6 +159,11 @@ pub enum ConfigError {
     },
     #[error("{what} must be an http(s) URL, got {value:?}")]
     BadUrl { what: &'static str, value: String },
+    #[error(
+        "{what} {value:?} is plain http to a host that is not loopback; tokens would cross the \
+         network unencrypted. Use https:// (plain http is only for 127.0.0.1, ::1 or localhost)"
+    )]
+    PlainHttp { what: &'static str, value: String },
     #[error(
         "the callback address {0} is not a loopback address; the login callback must never be reachable from the network"
     )]
@@ -230,12 +243,7 @@ pub fn resolve(
         ("the issuer", &issuer),
         ("the Codex base URL", &codex_base_url),
     ] {
-        if !(value.starts_with("https://") || value.starts_with("http://")) {
-            return Err(ConfigError::BadUrl {
-                what,
-                value: value.clone(),
-            });
-        }
+        check_url(what, value)?;
     }
     let callback_addr = over
         .callback_addr
@@ -275,6 +283,11 @@ pub fn resolve(
         .or(file.stream_idle_secs)
         .unwrap_or(DEFAULT_STREAM_IDLE_SECS)
         .max(1);
+    let connection_idle_secs = over
+        .connection_idle_secs
+        .or(file.connection_idle_secs)
+        .unwrap_or(DEFAULT_CONNECTION_IDLE_SECS)
+        .max(1);
     let refresh_lead_secs = over
         .refresh_lead_secs
         .or(file.refresh_lead_secs)
@@ -284,6 +297,7 @@ pub fn resolve(
     }
     Ok(Config {
         stream_idle_secs,
+        connection_idle_secs,
         refresh_lead_secs,
         models: file.models,
         store: over.store.or(file.store).unwrap_or_default(),
@@ -296,6 +310,31 @@ pub fn resolve(
         codex_base_url: codex_base_url.trim_end_matches('/').to_owned(),
         callback_addr,
     })
+}
+
+/// Accepts `https://` anywhere and `http://` only to a loopback host
+/// (127.0.0.0/8, `::1`, `localhost`): tokens and prompts travel in these
+/// requests, so plain text may not leave the machine.
+pub fn check_url(what: &'static str, value: &str) -> Result<(), ConfigError> {
+    let bad = || ConfigError::BadUrl {
+        what,
+        value: value.to_owned(),
+    };
+    let parsed = url::Url::parse(value).map_err(|_| bad())?;
+    match parsed.scheme() {
+        "https" if parsed.host().is_some() => Ok(()),
+        "http" => match parsed.host() {
+            Some(url::Host::Ipv4(ip)) if ip.is_loopback() => Ok(()),
+            Some(url::Host::Ipv6(ip)) if ip.is_loopback() => Ok(()),
+            Some(url::Host::Domain(d)) if d.eq_ignore_ascii_case("localhost") => Ok(()),
+            Some(_) => Err(ConfigError::PlainHttp {
+                what,
+                value: value.to_owned(),
+            }),
+            None => Err(bad()),
+        },
+        _ => Err(bad()),
+    }
 }
 
 /// Expands a leading `~` or `~/` as pi does; `None` if HOME is needed but unset.
@@ -338,6 +377,7 @@ mod tests {
         );
         assert_eq!(c.originator, "pi");
         assert_eq!(c.login_timeout_secs, 600);
+        assert_eq!(c.connection_idle_secs, 300);
         assert_eq!(c.refresh_lead_secs, 2100);
     }
 
@@ -400,7 +440,7 @@ mod tests {
     #[test]
     fn overrides_beat_the_file_which_beats_defaults() {
         let file = FileConfig {
-            issuer: Some("http://file/".into()),
+            issuer: Some("https://file/".into()),
             agent_dir: Some("~/pi".into()),
             socket: Some("/f.sock".into()),
             ..Default::default()
@@ -411,7 +451,7 @@ mod tests {
         };
         let c = resolve(over, file, &env()).unwrap();
         assert_eq!(c.socket, PathBuf::from("/o.sock"));
-        assert_eq!(c.issuer, "http://file");
+        assert_eq!(c.issuer, "https://file");
         assert_eq!(c.auth_file, PathBuf::from("/home/u/pi/auth.json"));
     }
 
@@ -432,6 +472,51 @@ mod tests {
         assert!(matches!(
             resolve(Overrides::default(), FileConfig::default(), &no_home),
             Err(ConfigError::NoHome { .. })
+        ));
+    }
+
+    #[test]
+    fn plain_http_only_to_loopback() {
+        for ok in [
+            "https://auth.openai.com",
+            "http://127.0.0.1:9",
+            "http://127.8.9.10/x",
+            "http://[::1]:4000/backend-api",
+            "http://localhost:8080",
+            "http://LOCALHOST",
+        ] {
+            assert!(check_url("the issuer", ok).is_ok(), "{ok}");
+        }
+        for plain in [
+            "http://auth.openai.com",
+            "http://10.0.0.1",
+            "http://[::2]",
+            "http://localhost.evil.example",
+            "http://0.0.0.0:80",
+        ] {
+            let err = check_url("the issuer", plain).unwrap_err();
+            assert!(matches!(err, ConfigError::PlainHttp { .. }), "{plain}");
+            assert!(err.to_string().contains("https://"), "{err}");
+        }
+        for bad in ["ftp://x", "https://", "auth.openai.com", "http://"] {
+            assert!(
+                matches!(
+                    check_url("the issuer", bad),
+                    Err(ConfigError::BadUrl { .. })
+                ),
+                "{bad}"
+            );
+        }
+        let over = Overrides {
+            codex_base_url: Some("http://chatgpt.com/backend-api".into()),
+            ..Default::default()
+        };
+        assert!(matches!(
+            resolve(over, FileConfig::default(), &env()),
+            Err(ConfigError::PlainHttp {
+                what: "the Codex base URL",
+                ..
+            })
         ));
     }
 

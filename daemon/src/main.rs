@@ -57,6 +57,11 @@ struct Args {
     #[arg(long, env = "PIAUTHD_STREAM_IDLE_SECS", value_name = "SECS")]
     stream_idle_secs: Option<u64>,
 
+    /// A client connection with no open call (a WatchToken stream counts as
+    /// one) is closed after this many seconds [default: 300]
+    #[arg(long, env = "PIAUTHD_CONNECTION_IDLE_SECS", value_name = "SECS")]
+    connection_idle_secs: Option<u64>,
+
     /// Refresh tokens this many seconds before they expire, or at half their
     /// lifetime if that is sooner; 1 to 86400 [default: 2100, 35 minutes,
     /// before pi's own refresh at 30 minutes]
@@ -76,7 +81,8 @@ struct Args {
     #[arg(long, env = "PIAUTHD_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
 
-    /// More logging: -v for debug, -vv for trace. RUST_LOG, when set, wins.
+    /// More logging: -v for piauthd's debug, -vv for its trace, -vvv for
+    /// every library's trace too (HTTP/2 frames). RUST_LOG, when set, wins.
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
 }
@@ -101,9 +107,12 @@ fn main() -> ExitCode {
 }
 
 fn init_logging(verbose: u8) {
+    // Libraries stay at info below -vvv: h2 and tonic log every connection
+    // at debug, which a flood of connections would turn into megabytes.
     let default = match verbose {
         0 => "info",
-        1 => "debug",
+        1 => "info,piauthd=debug",
+        2 => "info,piauthd=trace",
         _ => "trace",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
@@ -133,6 +142,7 @@ fn start(args: Args) -> anyhow::Result<()> {
         originator: args.originator,
         login_timeout_secs: args.login_timeout_secs,
         stream_idle_secs: args.stream_idle_secs,
+        connection_idle_secs: args.connection_idle_secs,
         refresh_lead_secs: args.refresh_lead_secs,
         store: args.store,
     };
@@ -168,17 +178,57 @@ fn start(args: Args) -> anyhow::Result<()> {
         None => piauthd::Listen::Bind,
     };
 
+    raise_nofile_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("piauthd")
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(async {
+    let result = runtime.block_on(async {
         let shutdown = CancellationToken::new();
         tokio::spawn(stop_on_signal(shutdown.clone()));
         piauthd::run_with(config, listen, shutdown).await
-    })?;
+    });
+    // Everything that must finish (a refresh and its save) has finished by
+    // now; do not wait for a blocking call stuck in the kernel.
+    runtime.shutdown_timeout(EXIT_WAIT);
+    result?;
     Ok(())
+}
+
+/// How long exit waits for blocking work still running after shutdown.
+const EXIT_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Raises the soft limit on open descriptors to the hard limit, so that a
+/// burst of clients meets the daemon's own connection cap long before the
+/// kernel's EMFILE.
+fn raise_nofile_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return;
+    }
+    let want = piauthd::rpc::nofile_target(lim.rlim_cur, lim.rlim_max);
+    if want <= lim.rlim_cur {
+        return;
+    }
+    let raised = libc::rlimit {
+        rlim_cur: want,
+        rlim_max: lim.rlim_max,
+    };
+    // SAFETY: setrlimit reads the struct we own.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+        tracing::debug!(
+            from = lim.rlim_cur,
+            to = want,
+            "raised the descriptor limit"
+        );
+    } else {
+        tracing::debug!(error = %std::io::Error::last_os_error(), "could not raise the descriptor limit");
+    }
 }
 
 /// Cancels `shutdown` on SIGTERM or SIGINT.

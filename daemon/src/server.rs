@@ -5,6 +5,7 @@
 //! in-flight calls get [`DRAIN_LIMIT`] to finish, and the socket file is
 //! removed.
 
+use std::path::Path;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -17,7 +18,7 @@ use crate::config::StoreKind;
 use crate::login::{LoginSettings, Logins};
 use crate::rpc::CompletionsService;
 use crate::socket::{self, SocketError};
-use crate::store::{self, FileStore, KeyringStore};
+use crate::store::{self, FileStore, KeyringStore, off_runtime};
 use crate::supervisor;
 use crate::upstream::Issuer;
 
@@ -58,6 +59,10 @@ pub enum RunError {
     Http(#[source] reqwest::Error),
     #[error("the gRPC server failed: {0}")]
     Serve(#[from] tonic::transport::Error),
+    #[error(transparent)]
+    Owner(#[from] store::OwnerError),
+    #[error("cannot start a thread: {0}")]
+    Thread(#[from] std::io::Error),
 }
 
 /// Where the daemon's socket comes from.
@@ -74,20 +79,43 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     run_with(config, Listen::Bind, shutdown).await
 }
 
+/// Everything set up before the daemon serves.
+struct Started {
+    broker: std::sync::Arc<Broker>,
+    logins: std::sync::Arc<Logins>,
+    completions: CompletionsService,
+    listener: tokio::net::UnixListener,
+    bound: socket::SocketGuard,
+    /// Keeps the OS watch alive (file store only).
+    _watcher: Option<store::FileWatcher>,
+    changes: tokio::sync::mpsc::Receiver<()>,
+}
+
 /// Runs the daemon until `shutdown` is cancelled.
 pub async fn run_with(
     config: Config,
     listen: Listen,
     shutdown: CancellationToken,
 ) -> Result<(), RunError> {
-    // SAFETY: getuid cannot fail.
-    let uid = unsafe { libc::getuid() };
-    if let Some(dir) = config.auth_file.parent() {
-        store::ensure_dir(dir).map_err(|source| RunError::AgentDir {
-            path: dir.to_owned(),
-            source,
-        })?;
-    }
+    // Start-up touches the store (a hung home can stall it): a SIGTERM
+    // meanwhile ends the daemon at once, since nothing is served yet.
+    let started = tokio::select! {
+        started = start(&config, listen) => started?,
+        () = shutdown.cancelled() => {
+            tracing::info!("stopped before serving");
+            return Ok(());
+        }
+    };
+    serve(config, started, shutdown).await
+}
+
+/// Checks ownership, opens the store, binds the socket and loads the
+/// credentials, in that order.
+async fn start(config: &Config, listen: Listen) -> Result<Started, RunError> {
+    // SAFETY: geteuid cannot fail.
+    let uid = unsafe { libc::geteuid() };
+    let auth_file = config.auth_file.clone();
+    off_runtime("piauthd-start", move || prepare_store(&auth_file, uid)).await??;
     let store = match config.store {
         StoreKind::File => FileStore::new(&config.auth_file),
         StoreKind::Keyring => {
@@ -107,10 +135,15 @@ pub async fn run_with(
         }
     };
 
-    match store::recover_orphan(&config.auth_file) {
-        Ok(true) => tracing::info!("removed an auth.json lock orphaned by a previous piauthd"),
-        Ok(false) => {}
-        Err(e) => tracing::warn!(error = %e, "could not check for an orphaned auth.json lock"),
+    let auth_file = config.auth_file.clone();
+    match off_runtime("piauthd-recover", move || store::recover_orphan(&auth_file)).await {
+        Ok(Ok(true)) => {
+            tracing::info!("removed an auth.json lock orphaned by a previous piauthd")
+        }
+        Ok(Ok(false)) => {}
+        Ok(Err(e)) | Err(e) => {
+            tracing::warn!(error = %e, "could not check for an orphaned auth.json lock")
+        }
     }
     let issuer = Issuer::new(&config.issuer).map_err(RunError::Http)?;
     let lead_ms = i64::try_from(config.refresh_lead_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
@@ -137,10 +170,12 @@ pub async fn run_with(
     // Watch before the first read: a change made in between would otherwise
     // go unnoticed until the next one.
     // (The keyring has no change notifications; a refresh re-reads it.)
-    let (_watcher, mut changes) = match config.store {
+    let (watcher, changes) = match config.store {
         StoreKind::File => {
-            let (w, rx) =
-                store::watch_file(&config.auth_file).map_err(|source| RunError::Watch {
+            let path = config.auth_file.clone();
+            let (w, rx) = off_runtime("piauthd-watch", move || store::watch_file(&path))
+                .await?
+                .map_err(|source| RunError::Watch {
                     path: config.auth_file.clone(),
                     source,
                 })?;
@@ -149,6 +184,52 @@ pub async fn run_with(
         StoreKind::Keyring => (None, tokio::sync::mpsc::channel(1).1),
     };
     broker.reload().await;
+    let codex = Codex::new(
+        &config.codex_base_url,
+        &config.originator,
+        Duration::from_secs(config.stream_idle_secs),
+    )
+    .map_err(RunError::Http)?;
+    let completions = CompletionsService::new(broker.clone(), codex, config.models.clone());
+    Ok(Started {
+        broker,
+        logins,
+        completions,
+        listener,
+        bound,
+        _watcher: watcher,
+        changes,
+    })
+}
+
+/// The store's directory and file must be ours; the directory is created
+/// (0700) if missing. Blocking: runs off the runtime.
+fn prepare_store(auth_file: &Path, euid: u32) -> Result<(), RunError> {
+    store::check_store(auth_file, euid)?;
+    if let Some(dir) = auth_file.parent().filter(|d| !d.as_os_str().is_empty()) {
+        store::ensure_dir(dir).map_err(|source| RunError::AgentDir {
+            path: dir.to_owned(),
+            source,
+        })?;
+    }
+    Ok(())
+}
+
+/// Serves until `shutdown`, then drains calls and saves what is unsaved.
+async fn serve(
+    config: Config,
+    started: Started,
+    shutdown: CancellationToken,
+) -> Result<(), RunError> {
+    let Started {
+        broker,
+        logins,
+        completions,
+        listener,
+        bound,
+        _watcher,
+        mut changes,
+    } = started;
     let schedule = tokio::spawn(broker::run_schedule(broker.clone(), shutdown.clone()));
 
     let reloader = {
@@ -178,20 +259,18 @@ pub async fn run_with(
         "READY=1\n{}",
         supervisor::status_line(&ready_status(&broker, bound.path()))
     ));
-    let codex = Codex::new(
-        &config.codex_base_url,
-        &config.originator,
-        Duration::from_secs(config.stream_idle_secs),
-    )
-    .map_err(RunError::Http)?;
-    let completions = CompletionsService::new(broker.clone(), codex, config.models.clone());
+    // SAFETY: geteuid cannot fail.
+    let uid = unsafe { libc::geteuid() };
     let serve = crate::rpc::serve(
         listener,
         broker.clone(),
         logins,
         completions,
-        bound.path().display().to_string(),
-        uid,
+        crate::rpc::Serving {
+            socket_path: bound.path().display().to_string(),
+            own_uid: uid,
+            idle_timeout: Duration::from_secs(config.connection_idle_secs),
+        },
         shutdown.clone(),
     );
     tokio::pin!(serve);
@@ -206,6 +285,8 @@ pub async fn run_with(
         }
     };
     supervisor::notify("STOPPING=1\nSTATUS=stopping: finishing in-flight work");
+    // Aborting a reload abandons its read (a hung one included) and frees
+    // the gate for the final save below.
     reloader.abort();
     schedule.abort();
     // A refresh in flight finishes and is saved before we exit.

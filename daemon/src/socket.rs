@@ -30,11 +30,17 @@ pub enum SocketError {
     )]
     PathTooLong { path: PathBuf, len: usize },
     #[error(
-        "{path} belongs to uid {owner}, not to us (uid {uid}); refusing to put the socket there"
+        "{path} belongs to uid {owner}, but piauthd runs as uid {uid}; refusing to put the \
+         socket there: {hint}",
+        hint = crate::store::owner_hint(*.owner, *.uid, path)
     )]
     ForeignDirectory { path: PathBuf, owner: u32, uid: u32 },
+    #[error("{path} is a symlink; piauthd never opens its lock through one: remove it")]
+    Symlink { path: PathBuf },
     #[error("{path} exists and is not a directory")]
     NotADirectory { path: PathBuf },
+    #[error("{path} is not a regular file; remove it")]
+    NotARegularFile { path: PathBuf },
     #[error("{path} exists and is not a socket; refusing to replace it")]
     NotASocket { path: PathBuf },
     #[error("cannot {action} {path}: {source}")]
@@ -118,14 +124,29 @@ fn instance_lock(path: &Path) -> Result<File, SocketError> {
     let mut lock_name = path.as_os_str().to_owned();
     lock_name.push(".lock");
     let lock_path = PathBuf::from(lock_name);
+    // O_NOFOLLOW: a symlink here would have us truncate and write its
+    // target; O_NONBLOCK: a FIFO would block the open.
     let mut instance = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
         .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
         .open(&lock_path)
-        .map_err(io("open", &lock_path))?;
+        .map_err(|e| {
+            if e.raw_os_error() == Some(libc::ELOOP) {
+                SocketError::Symlink {
+                    path: lock_path.clone(),
+                }
+            } else {
+                io("open", &lock_path)(e)
+            }
+        })?;
+    let meta = instance.metadata().map_err(io("inspect", &lock_path))?;
+    if !meta.file_type().is_file() {
+        return Err(SocketError::NotARegularFile { path: lock_path });
+    }
     match instance.try_lock() {
         Ok(()) => {}
         Err(fs::TryLockError::WouldBlock) => {
@@ -209,6 +230,21 @@ fn private_dir(dir: &Path, uid: u32) -> Result<(), SocketError> {
             source,
         }
     };
+    // Never create the directory (or its parents) inside another user's:
+    // a root daemon started with a user's XDG_RUNTIME_DIR (sudo -E) would
+    // otherwise leave a root-owned directory in the user's runtime dir.
+    crate::store::check_dir(dir, uid).map_err(|e| match e {
+        crate::store::OwnerError::Foreign(f) => SocketError::ForeignDirectory {
+            path: f.path,
+            owner: f.owner,
+            uid,
+        },
+        crate::store::OwnerError::Io { path, source } => SocketError::Io {
+            action: "inspect",
+            path,
+            source,
+        },
+    })?;
     if let Some(parent) = dir.parent()
         && !parent.as_os_str().is_empty()
         && !parent.exists()
@@ -284,6 +320,14 @@ mod tests {
             bind(&dir.join("s.sock"), other),
             Err(SocketError::ForeignDirectory { .. })
         ));
+        let victim = tmp.path().join("victim");
+        fs::write(&victim, b"untouched").unwrap();
+        std::os::unix::fs::symlink(&victim, dir.join("l.sock.lock")).unwrap();
+        assert!(matches!(
+            bind(&dir.join("l.sock"), uid()),
+            Err(SocketError::Symlink { .. })
+        ));
+        assert_eq!(fs::read(&victim).unwrap(), b"untouched");
         fs::write(dir.join("s.sock"), b"not a socket").unwrap();
         assert!(matches!(
             bind(&dir.join("s.sock"), uid()),

@@ -2,6 +2,8 @@
 
 /// Another uid against the clients: squatted directories, fake daemons, locks, links, escapes.
 mod attack_client;
+/// Attacks on the daemon: sudo, a FIFO, a huge file, floods, symlinks.
+mod attack_daemon;
 /// A real browser, and the CLI in a real terminal.
 mod browser;
 /// Load with faults.

@@ -142,3 +142,94 @@ fn a_foreign_uid_is_refused() {
         .status
         .success()));
 }
+
+/// A runtime directory of another user (root under `sudo -E` keeps the
+/// user's XDG_RUNTIME_DIR) is refused: the daemon creates nothing in it.
+#[test]
+fn a_runtime_dir_of_another_uid_is_refused() {
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: a directory of another uid needs root");
+        return;
+    }
+    let sb = Sandbox::new();
+    let runtime = sb.dir.path().join("xdg");
+    std::fs::create_dir(&runtime).unwrap();
+    std::fs::set_permissions(&runtime, PermissionsExt::from_mode(0o700)).unwrap();
+    std::os::unix::fs::chown(&runtime, Some(4242), Some(4242)).unwrap();
+    let out = sb
+        .command("piauthd")
+        .env_remove("PIAUTHD_SOCKET")
+        .env("XDG_RUNTIME_DIR", &runtime)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{} belongs to uid 4242, but piauthd runs as uid 0",
+            runtime.display()
+        )) && err.contains("not via sudo -E"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_dir(&runtime).unwrap().count(),
+        0,
+        "nothing created"
+    );
+}
+
+/// A connection with no open call is closed after the idle timeout; one
+/// holding a WatchToken stream is not, and its stream keeps delivering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_close_but_a_watching_one_stays() {
+    use std::io::Read;
+    let sb = Sandbox::new();
+    let exp = piauth_tests::fixtures::now_ms() + 86_400_000;
+    let token = |nonce: &str| {
+        piauth_tests::fixtures::access_token("acc-i", "i@example.com", "pro", exp / 1000, nonce)
+    };
+    let first = token("first");
+    sb.write_auth(&piauth_tests::fixtures::auth_json(
+        &first, "rt-i", exp, "acc-i",
+    ));
+    let _d = Daemon::start_with(&sb, |cmd| {
+        cmd.env("PIAUTHD_CONNECTION_IDLE_SECS", "1");
+    });
+    let mut watcher = piauth_client::Client::connect(sb.socket()).await.unwrap();
+    let mut stream = watcher.watch_token("openai-codex").await.unwrap();
+    assert_eq!(stream.next().await.unwrap().unwrap().access_token, first);
+    let mut idle = std::os::unix::net::UnixStream::connect(sb.socket()).unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 256];
+    // The daemon's HTTP/2 settings arrive, then end of file.
+    let closed = tokio::task::block_in_place(|| {
+        loop {
+            match idle.read(&mut buf) {
+                Ok(0) => return true,
+                Ok(_) => continue,
+                Err(_) => return false,
+            }
+        }
+    });
+    let after = started.elapsed();
+    assert!(closed, "the idle connection was closed");
+    assert!(
+        after >= Duration::from_millis(900),
+        "not before the timeout: {after:?}"
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Well past the timeout, the watching connection still delivers.
+    let second = token("second");
+    sb.write_auth(&piauth_tests::fixtures::auth_json(
+        &second, "rt-i", exp, "acc-i",
+    ));
+    let next = tokio::time::timeout(Duration::from_secs(5), stream.next())
+        .await
+        .expect("the stream is alive")
+        .unwrap()
+        .expect("a token, not the end");
+    assert_eq!(next.access_token, second);
+}

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use super::{Broker, DEFAULT_PROVIDER, Phase, StoreHealth, now_ms};
 use crate::oauth::{Claims, TokenResponse};
-use crate::store::{LockError, OAuthCredential, PiLock, StoreError};
+use crate::store::{Document, LockError, OAuthCredential, PiLock, StoreError};
 
 /// Why a login's credential could not be stored, or a logout made.
 #[derive(Debug, thiserror::Error)]
@@ -38,19 +38,27 @@ impl Broker {
             account_id: Some(account_id),
         };
         let _gate = self.gate.lock().await;
-        let _lock = match PiLock::acquire(self.store.path(), super::refresh::LOCK_WAIT).await {
+        let lock = match PiLock::acquire(self.store.path(), super::refresh::LOCK_WAIT).await {
             Ok(lock) => Some(lock),
             Err(LockError::Unwritable { .. }) => None,
             Err(e) => return Err(StoreError::Lock(e).into()),
         };
         // A corrupt file is never overwritten, not even by a login.
-        let mut doc = self.store.read_locked().await?.unwrap_or_default();
+        let read = self.store.read_locked().await;
+        let mut doc = match read {
+            Ok(doc) => doc.unwrap_or_default(),
+            Err(e) => {
+                PiLock::release_logged(lock).await;
+                return Err(e.into());
+            }
+        };
         if let Err(e) = self
             .save_and_publish(&mut doc, fresh, lifetime, now_ms(), false)
             .await
         {
             tracing::error!(error = %e, "logged in, but cannot save the tokens yet; keeping them in memory");
         }
+        PiLock::release_logged(lock).await;
         tracing::info!("logged in to {DEFAULT_PROVIDER}");
         Ok(())
     }
@@ -59,10 +67,26 @@ impl Broker {
     /// as it was. Returns whether there was one.
     pub async fn logout(self: &Arc<Self>, provider: &str) -> Result<bool, StoreError> {
         let _gate = self.gate.lock().await;
-        let _lock = PiLock::acquire(self.store.path(), super::refresh::LOCK_WAIT).await?;
-        let Some(mut doc) = self.store.read_locked().await? else {
+        let lock = PiLock::acquire(self.store.path(), super::refresh::LOCK_WAIT).await?;
+        let result = self.remove_locked(provider).await;
+        PiLock::release_logged(Some(lock)).await;
+        let Some((doc, removed)) = result? else {
             self.forget(provider);
             return Ok(false);
+        };
+        let was_in_memory = self.view().entry(provider).is_some();
+        self.forget(provider);
+        let now = now_ms();
+        self.modify(|v| super::adopt_document(v, &doc, now));
+        tracing::info!(provider, "logged out");
+        Ok(removed || was_in_memory)
+    }
+
+    /// Removes `provider` from the file (the caller holds pi's lock).
+    /// `None` when there is no file.
+    async fn remove_locked(&self, provider: &str) -> Result<Option<(Document, bool)>, StoreError> {
+        let Some(mut doc) = self.store.read_locked().await? else {
+            return Ok(None);
         };
         let removed = doc.remove(provider);
         if removed {
@@ -75,12 +99,7 @@ impl Broker {
                     source,
                 })?;
         }
-        let was_in_memory = self.view().entry(provider).is_some();
-        self.forget(provider);
-        let now = now_ms();
-        self.modify(|v| super::adopt_document(v, &doc, now));
-        tracing::info!(provider, "logged out");
-        Ok(removed || was_in_memory)
+        Ok(Some((doc, removed)))
     }
 
     /// Drops `provider` from memory (and any unsaved token of it).

@@ -158,6 +158,19 @@ impl Broker {
             }
             Err(e) => return Err(self.transient(&e.to_string(), None)),
         };
+        let mut lock = lock;
+        let result = self.refresh_holding(need, &mut lock).await;
+        PiLock::release_logged(lock).await;
+        result
+    }
+
+    /// The refresh proper, with pi's lock (if it could be had) in `lock`;
+    /// it is released as soon as the new token is saved.
+    async fn refresh_holding(
+        self: &Arc<Self>,
+        need: Need,
+        lock: &mut Option<PiLock>,
+    ) -> Result<(), TokenError> {
         let mut doc = match self.store.read_locked().await {
             Ok(doc) => doc.unwrap_or_default(),
             Err(e) => {
@@ -248,7 +261,7 @@ impl Broker {
                 let written = self
                     .save_and_publish(&mut doc, fresh, lifetime, now, true)
                     .await;
-                drop(lock);
+                PiLock::release_logged(lock.take()).await;
                 match written {
                     Ok(()) => {
                         tracing::info!("refreshed and saved the {DEFAULT_PROVIDER} token");
@@ -453,14 +466,15 @@ impl Broker {
         if !self.view().refresh.unpersisted {
             return true;
         }
-        let Ok(_lock) = PiLock::acquire(self.store.path(), LOCK_WAIT).await else {
+        let Ok(lock) = PiLock::acquire(self.store.path(), LOCK_WAIT).await else {
             return false;
         };
-        let Ok(doc) = self.store.read_locked().await else {
-            return false;
+        let saved = match self.store.read_locked().await {
+            Ok(doc) => self.persist(&mut doc.unwrap_or_default()).await,
+            Err(_) => false,
         };
-        let mut doc = doc.unwrap_or_default();
-        self.persist(&mut doc).await
+        PiLock::release_logged(Some(lock)).await;
+        saved
     }
 
     /// Starts writing the in-memory token back (after a stale file).

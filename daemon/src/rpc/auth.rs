@@ -27,6 +27,8 @@ pub struct AuthService {
     socket_path: String,
     /// Ends open streams (WatchToken) at shutdown.
     shutdown: CancellationToken,
+    /// Bounds the WatchToken streams open at once (each holds a task).
+    watchers: Arc<tokio::sync::Semaphore>,
 }
 
 impl AuthService {
@@ -41,6 +43,7 @@ impl AuthService {
             logins,
             socket_path,
             shutdown,
+            watchers: Arc::new(tokio::sync::Semaphore::new(super::MAX_WATCHERS)),
         }
     }
 }
@@ -142,16 +145,28 @@ impl pb::auth_server::Auth for AuthService {
         req: Request<pb::WatchTokenRequest>,
     ) -> Result<Response<Self::WatchTokenStream>, Status> {
         let provider = provider_arg(&req.into_inner().provider)?.to_owned();
+        let permit = self.watchers.clone().try_acquire_owned().map_err(|_| {
+            status(
+                Code::ResourceExhausted,
+                Reason::Unspecified,
+                format!(
+                    "piauthd already serves {} WatchToken streams; close some (one per \
+                     process is enough) and try again",
+                    super::MAX_WATCHERS
+                ),
+            )
+        })?;
         let mut changes = self.broker.subscribe();
         let shutdown = self.shutdown.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         tokio::spawn(async move {
-            let mut last_sent: Option<String> = None;
+            let _permit = permit;
+            let mut last_sent: Option<Secret<String>> = None;
             loop {
                 let view = changes.borrow_and_update().clone();
                 match broker::current_grant(&view, &provider, broker::now_ms()) {
-                    Ok(Some(grant)) if last_sent.as_deref() != Some(grant.access.expose()) => {
-                        last_sent = Some(grant.access.expose().clone());
+                    Ok(Some(grant)) if last_sent.as_ref() != Some(&grant.access) => {
+                        last_sent = Some(grant.access.clone());
                         if tx.send(Ok(token_of(grant))).await.is_err() {
                             return;
                         }

@@ -24,6 +24,8 @@ pub struct CompletionsService {
     broker: Arc<Broker>,
     codex: Codex,
     models: Vec<codex::models::Model>,
+    /// Bounds the completions relayed upstream at once.
+    relays: Arc<tokio::sync::Semaphore>,
 }
 
 impl CompletionsService {
@@ -36,6 +38,7 @@ impl CompletionsService {
             broker,
             codex,
             models,
+            relays: Arc::new(tokio::sync::Semaphore::new(super::MAX_COMPLETIONS)),
         }
     }
 }
@@ -138,12 +141,25 @@ impl pb::completions_server::Completions for CompletionsService {
                 e.to_string(),
             )
         })?;
+        let permit = self.relays.clone().try_acquire_owned().map_err(|_| {
+            status(
+                Code::ResourceExhausted,
+                Reason::Unspecified,
+                format!(
+                    "piauthd is already relaying {} completions; try again when one ends",
+                    super::MAX_COMPLETIONS
+                ),
+            )
+        })?;
         let (tx, mut rx) = tokio::sync::mpsc::channel(CHANNEL_EVENTS);
         let (out_tx, out_rx) = tokio::sync::mpsc::channel(1);
         let relay = self.codex.clone();
         let broker = self.broker.clone();
         tokio::spawn(async move { relay.relay(broker, prepared, tx).await });
         tokio::spawn(async move {
+            // Held until the relay is over (its sender dropped) or the
+            // client went away.
+            let _permit = permit;
             while let Some(item) = rx.recv().await {
                 let item = item.map(event_of).map_err(relay_status);
                 if out_tx.send(item).await.is_err() {

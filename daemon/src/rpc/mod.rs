@@ -8,18 +8,25 @@ mod auth;
 mod codec_errors;
 mod completions;
 mod error;
+mod limits;
+mod listen;
 mod peer;
+mod streams;
 
 use std::sync::Arc;
 
 use piauth_proto::v1::{auth_server::AuthServer, completions_server::CompletionsServer};
 use tokio::net::UnixListener;
-use tokio_stream::wrappers::UnixListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Server;
 
 pub use auth::AuthService;
 pub use completions::CompletionsService;
+pub use limits::{
+    Backoff, IDLE_TIMEOUT, MAX_COMPLETIONS, MAX_CONNECTIONS, MAX_WATCHERS, RateLimit,
+    STREAMS_PER_CONNECTION, connection_cap, nofile_target,
+};
+pub use listen::{ConnInfo, Registry};
 pub use peer::{PeerUidLayer, peer_allowed};
 
 use crate::broker::Broker;
@@ -31,6 +38,17 @@ pub const MAX_REQUEST_BYTES: usize = 16 * 1024 * 1024;
 /// Largest message the daemon encodes.
 pub const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
 
+/// How the socket is served.
+#[derive(Debug, Clone)]
+pub struct Serving {
+    /// Shown in Status.
+    pub socket_path: String,
+    /// Only this uid's calls are answered.
+    pub own_uid: u32,
+    /// A connection with no open call is closed after this long.
+    pub idle_timeout: std::time::Duration,
+}
+
 /// Serves every service on `listener` until `shutdown` is cancelled, then
 /// stops accepting and lets in-flight calls finish.
 pub async fn serve(
@@ -38,10 +56,14 @@ pub async fn serve(
     broker: Arc<Broker>,
     logins: Arc<Logins>,
     completions: CompletionsService,
-    socket_path: String,
-    own_uid: u32,
+    serving: Serving,
     shutdown: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
+    let Serving {
+        socket_path,
+        own_uid,
+        idle_timeout,
+    } = serving;
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<AuthServer<AuthService>>().await;
     health
@@ -64,13 +86,28 @@ pub async fn serve(
         .max_decoding_message_size(MAX_REQUEST_BYTES)
         .max_encoding_message_size(MAX_RESPONSE_BYTES);
 
+    let nofile = limits::current_nofile().unwrap_or(1024);
+    let registry = Registry::new(connection_cap(nofile));
+    tracing::debug!(
+        connections = registry.cap(),
+        streams_per_connection = STREAMS_PER_CONNECTION,
+        nofile,
+        idle_secs = idle_timeout.as_secs(),
+        "serving with bounded connections"
+    );
+    let incoming = listen::incoming(listener, registry, idle_timeout, shutdown.clone());
     Server::builder()
+        .max_concurrent_streams(STREAMS_PER_CONNECTION)
+        .concurrency_limit_per_connection(STREAMS_PER_CONNECTION as usize)
+        .http2_keepalive_interval(Some(limits::KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(limits::KEEPALIVE_TIMEOUT))
+        .layer(streams::TrackStreamsLayer)
         .layer(PeerUidLayer { uid: own_uid })
         .layer(codec_errors::CodecErrorsLayer)
         .add_service(health_service)
         .add_service(reflection)
         .add_service(auth)
         .add_service(completions)
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown.cancelled())
+        .serve_with_incoming_shutdown(incoming, shutdown.cancelled())
         .await
 }

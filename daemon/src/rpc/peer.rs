@@ -15,6 +15,7 @@ use tonic::transport::server::UdsConnectInfo;
 use tower::{Layer, Service};
 
 use super::error::{Reason, status};
+use super::listen::ConnInfo;
 
 /// Whether a peer with `peer_uid` may call a daemon running as `own_uid`.
 /// Unknown credentials are refused.
@@ -58,9 +59,13 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let peer = req
-            .extensions()
-            .get::<UdsConnectInfo>()
+        // Connections come through the bounded listener (`ConnInfo`); a
+        // plain Unix stream (`UdsConnectInfo`) is read the same way.
+        let ext = req.extensions();
+        let peer = ext
+            .get::<ConnInfo>()
+            .map(|info| &info.uds)
+            .or_else(|| ext.get::<UdsConnectInfo>())
             .and_then(|info| info.peer_cred)
             .map(|cred| cred.uid());
         if peer_allowed(self.uid, peer) {

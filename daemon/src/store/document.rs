@@ -66,6 +66,25 @@ impl fmt::Debug for Document {
     }
 }
 
+impl Drop for Document {
+    /// Wipes every string value (tokens, keys) before the memory is freed.
+    fn drop(&mut self) {
+        for value in self.root.values_mut() {
+            wipe(value);
+        }
+    }
+}
+
+/// Overwrites the strings inside `value` with zeros, in place.
+fn wipe(value: &mut Value) {
+    match value {
+        Value::String(s) => zeroize::Zeroize::zeroize(s),
+        Value::Array(items) => items.iter_mut().for_each(wipe),
+        Value::Object(fields) => fields.values_mut().for_each(wipe),
+        _ => {}
+    }
+}
+
 impl Document {
     /// Parses `auth.json`, tolerating a UTF-8 byte-order mark.
     pub fn parse(bytes: &[u8]) -> Result<Document, ParseError> {
@@ -85,7 +104,10 @@ impl Document {
         })?;
         match value {
             Value::Object(root) => Ok(Document { root }),
-            _ => Err(ParseError::NotAnObject),
+            mut other => {
+                wipe(&mut other);
+                Err(ParseError::NotAnObject)
+            }
         }
     }
 
@@ -117,8 +139,11 @@ impl Document {
         }
         if let Value::Object(fields) = entry {
             fields.insert("type".into(), "oauth".into());
-            fields.insert("access".into(), cred.access.expose().clone().into());
-            fields.insert("refresh".into(), cred.refresh.expose().clone().into());
+            for (key, secret) in [("access", &cred.access), ("refresh", &cred.refresh)] {
+                if let Some(mut old) = fields.insert(key.into(), secret.expose().clone().into()) {
+                    wipe(&mut old);
+                }
+            }
             fields.insert("expires".into(), cred.expires_ms.into());
             match &cred.account_id {
                 Some(id) => {
@@ -133,7 +158,13 @@ impl Document {
 
     /// Removes a provider's entry. Returns whether there was one.
     pub fn remove(&mut self, provider: &str) -> bool {
-        self.root.shift_remove(provider).is_some()
+        match self.root.shift_remove(provider) {
+            Some(mut entry) => {
+                wipe(&mut entry);
+                true
+            }
+            None => false,
+        }
     }
 }
 

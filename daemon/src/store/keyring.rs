@@ -33,16 +33,10 @@ impl Default for KeyringStore {
     }
 }
 
-/// Runs `f` on a fresh thread, off the async runtime, and waits for it.
+/// Runs `f` on a thread of its own, off the async runtime. No deadline: the
+/// keyring may be waiting for the user to unlock it.
 async fn off_runtime<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> io::Result<T> {
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    std::thread::Builder::new()
-        .name("piauthd-keyring".into())
-        .spawn(move || {
-            let _ = tx.send(f());
-        })?;
-    rx.await
-        .map_err(|_| io::Error::other("the keyring call panicked"))
+    super::off_runtime("piauthd-keyring", f).await
 }
 
 fn to_io(e: keyring::Error) -> io::Error {

@@ -21,10 +21,14 @@
 //! was orphaned by a dead piauthd and is removed immediately. The sidecar
 //! flock also queues piauthd processes among themselves.
 
-use std::fs::{self, File, FileTimes, OpenOptions};
-use std::io::{self, Read, Seek, Write};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::fs::{self, File, FileTimes};
+use std::io;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
+
+use super::sidecar::{
+    Identity, identity_of, is_ours, open_sidecar, read_record, sidecar_path, write_record,
+};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
@@ -78,12 +82,6 @@ pub fn lock_path(target: &Path) -> io::Result<PathBuf> {
     Ok(PathBuf::from(s))
 }
 
-fn sidecar_path(lock_dir: &Path) -> PathBuf {
-    let mut s = lock_dir.as_os_str().to_owned();
-    s.push(".piauthd-owner");
-    PathBuf::from(s)
-}
-
 /// A held pi lock. Dropping it releases the lock.
 #[derive(Debug)]
 pub struct PiLock {
@@ -102,8 +100,31 @@ pub struct PiLock {
 
 impl PiLock {
     /// Takes the lock for `target`, waiting up to `wait` while another
-    /// process holds it.
+    /// process holds it. The file system work runs on a thread of its own
+    /// (see [`super::blocking`]); a step that hangs there ends the wait
+    /// with [`LockError::Timeout`] after `wait` plus the I/O deadline.
     pub async fn acquire(target: &Path, wait: Duration) -> Result<PiLock, LockError> {
+        let owned = target.to_owned();
+        let limit = wait + super::IO_DEADLINE;
+        match super::within("piauthd-lock", limit, move || {
+            PiLock::acquire_blocking(&owned, wait)
+        })
+        .await
+        {
+            Ok(Ok(result)) => result,
+            Ok(Err(source)) => Err(LockError::Io {
+                path: target.to_owned(),
+                source,
+            }),
+            Err(_) => Err(LockError::Timeout {
+                path: lock_path(target).unwrap_or_else(|_| target.to_owned()),
+                waited: limit,
+            }),
+        }
+    }
+
+    /// [`PiLock::acquire`] on the calling thread, which it blocks.
+    pub fn acquire_blocking(target: &Path, wait: Duration) -> Result<PiLock, LockError> {
         let dir = lock_path(target).map_err(|source| LockError::Io {
             path: target.to_owned(),
             source,
@@ -118,18 +139,11 @@ impl PiLock {
             waited: wait,
         };
         let side_path = sidecar_path(&dir);
-        let mut sidecar = match OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&side_path)
-        {
+        let mut sidecar = match open_sidecar(&side_path, true) {
             Ok(f) => Some(f),
             Err(e) => {
                 tracing::warn!(path = %side_path.display(), error = %e,
-                    "cannot open piauthd's lock sidecar; locking without crash recovery");
+                    "cannot use piauthd's lock sidecar; locking without crash recovery");
                 None
             }
         };
@@ -145,7 +159,7 @@ impl PiLock {
             if Instant::now() >= deadline {
                 return Err(timeout());
             }
-            tokio::time::sleep(pause).await;
+            thread::sleep(pause);
             pause = (pause * 2).min(Duration::from_millis(100));
         }
 
@@ -178,7 +192,7 @@ impl PiLock {
             if Instant::now() >= deadline {
                 return Err(timeout());
             }
-            tokio::time::sleep(pause).await;
+            thread::sleep(pause);
             pause = (pause * 2).min(Duration::from_millis(100));
         }
 
@@ -218,8 +232,36 @@ impl PiLock {
         &self.dir
     }
 
-    /// Releases the lock, reporting a failure to remove the directory.
-    pub fn release(mut self) -> io::Result<()> {
+    /// Releases the lock, reporting a failure to remove the directory. The
+    /// file system work runs off the async runtime; if it hangs, the lock
+    /// is released by that thread whenever the file system answers.
+    pub async fn release(self) -> io::Result<()> {
+        let dir = self.dir.clone();
+        match super::within("piauthd-unlock", super::IO_DEADLINE, move || {
+            self.release_blocking()
+        })
+        .await
+        {
+            Ok(result) => result?,
+            Err(overdue) => Err(io::Error::other(format!(
+                "releasing {} {overdue}",
+                dir.display()
+            ))),
+        }
+    }
+
+    /// Releases `lock`, if any, logging a failure: for callers that go on
+    /// whatever happens to the directory.
+    pub async fn release_logged(lock: Option<PiLock>) {
+        if let Some(lock) = lock
+            && let Err(e) = lock.release().await
+        {
+            tracing::warn!(error = %e, "could not remove pi's auth.json lock");
+        }
+    }
+
+    /// [`PiLock::release`] on the calling thread.
+    pub fn release_blocking(mut self) -> io::Result<()> {
         self.release_inner()
     }
 
@@ -332,7 +374,7 @@ fn remove_if_abandoned(dir: &Path, mut sidecar: Option<&mut File>) -> io::Result
 pub fn recover_orphan(target: &Path) -> io::Result<bool> {
     let dir = lock_path(target)?;
     let side = sidecar_path(&dir);
-    let mut sidecar = match OpenOptions::new().read(true).write(true).open(&side) {
+    let mut sidecar = match open_sidecar(&side, false) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
         Err(e) => return Err(e),
@@ -353,63 +395,6 @@ pub fn recover_orphan(target: &Path) -> io::Result<bool> {
         return Ok(true);
     }
     Ok(false)
-}
-
-/// Device, inode and birth time (ns since the epoch; 0 where the platform
-/// does not report it) of a lock directory.
-type Identity = (u64, u64, u128);
-
-fn identity_of(meta: &fs::Metadata) -> Identity {
-    let born = meta
-        .created()
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_nanos());
-    (meta.dev(), meta.ino(), born)
-}
-
-/// Whether a sidecar record names exactly this directory. Without a birth
-/// time the answer is always no: inode numbers alone are reused.
-fn is_ours(record: Option<Identity>, meta: &fs::Metadata) -> bool {
-    meta.is_dir() && record.is_some_and(|r| r.2 != 0 && r == identity_of(meta))
-}
-
-fn write_record(sidecar: &mut File, identity: Option<Identity>) -> io::Result<()> {
-    sidecar.set_len(0)?;
-    sidecar.rewind()?;
-    if let Some((dev, ino, born)) = identity {
-        write!(
-            sidecar,
-            "pid {}\ndev {dev}\nino {ino}\nborn {born}\n",
-            std::process::id()
-        )?;
-    }
-    sidecar.sync_data()
-}
-
-fn read_record(sidecar: &mut File) -> io::Result<Option<Identity>> {
-    let mut text = String::new();
-    sidecar.rewind()?;
-    sidecar.read_to_string(&mut text)?;
-    Ok(parse_record(&text))
-}
-
-/// Parses the sidecar's `dev`, `ino` and `born` lines.
-fn parse_record(text: &str) -> Option<Identity> {
-    let field = |name: &str| {
-        text.lines().find_map(|l| {
-            l.strip_prefix(name)?
-                .strip_prefix(' ')?
-                .trim()
-                .parse::<u128>()
-                .ok()
-        })
-    };
-    Some((
-        u64::try_from(field("dev")?).ok()?,
-        u64::try_from(field("ino")?).ok()?,
-        field("born")?,
-    ))
 }
 
 fn start_heartbeat(dir: &Path) -> io::Result<(mpsc::Sender<()>, thread::JoinHandle<()>)> {
@@ -433,21 +418,6 @@ fn start_heartbeat(dir: &Path) -> io::Result<(mpsc::Sender<()>, thread::JoinHand
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn record_round_trips_and_rejects_garbage() {
-        assert_eq!(
-            parse_record("pid 4\ndev 10\nino 99\nborn 7\n"),
-            Some((10, 99, 7))
-        );
-        assert_eq!(
-            parse_record("pid 4\ndev 10\nino 99\n"),
-            None,
-            "older records lack a birth time"
-        );
-        assert_eq!(parse_record(""), None);
-        assert_eq!(parse_record("dev x\nino 1"), None);
-    }
 
     #[test]
     fn lock_path_resolves_symlinks_and_missing_files() {

@@ -7,24 +7,31 @@
 //! failure is retried, and finally re-read under the lock, before the file is
 //! called corrupt.
 
+mod blocking;
 mod document;
 pub(crate) mod durable;
 mod keyring;
 mod lock;
 mod migrate;
+mod owner;
+mod sidecar;
 mod watch;
 
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use blocking::{IO_DEADLINE, Overdue, off_runtime, within};
 pub use document::{Credential, Document, OAuthCredential, ParseError};
-pub use durable::{DIR_MODE, FILE_MODE, ensure_dir, write as write_durable};
+pub use durable::{
+    DIR_MODE, FILE_MODE, MAX_READ_BYTES, ReadError, ensure_dir, write as write_durable,
+};
 pub use keyring::KeyringStore;
 pub use lock::{
     DEFAULT_WAIT, HEARTBEAT, LockError, PiLock, STALE_AFTER, lock_path, recover_orphan,
 };
 pub use migrate::{Direction, MigrateError, migrate};
+pub use owner::{ForeignOwner, OwnerError, check_dir, check_store, may_create_in, owner_hint};
 pub use watch::{FileWatcher, watch_file};
 
 /// Why the store could not be read or written.
@@ -35,6 +42,25 @@ pub enum StoreError {
         path: PathBuf,
         #[source]
         source: ParseError,
+    },
+    #[error(
+        "{path} is a {kind}, not a regular file; piauthd reads only regular files: \
+         remove it, then log in again (pi-authctl login)"
+    )]
+    NotRegular { path: PathBuf, kind: &'static str },
+    #[error(
+        "{path} is {size} bytes; piauthd reads at most 1 MiB (pi's file is a few kB): \
+         move it aside, then log in again (pi-authctl login)"
+    )]
+    TooLarge { path: PathBuf, size: u64 },
+    #[error(
+        "reading {path} {overdue}; piauthd keeps the last good credentials and reads it \
+         again when it changes"
+    )]
+    Hung {
+        path: PathBuf,
+        #[source]
+        overdue: Overdue,
     },
     #[error("cannot {action} {path}: {source}")]
     Io {
@@ -104,7 +130,7 @@ impl FileStore {
     /// Reads the document with no retry, for callers holding pi's lock.
     pub async fn read_locked(&self) -> Result<Option<Document>, StoreError> {
         match &self.backend {
-            Backend::File => self.read_parsed(),
+            Backend::File => self.read_parsed().await,
             Backend::Keyring(k) => {
                 let bytes = k.read().await.map_err(|source| StoreError::Io {
                     path: self.path.clone(),
@@ -118,15 +144,24 @@ impl FileStore {
 
     /// Writes the document durably (the caller holds pi's lock).
     pub async fn write(&self, doc: &Document) -> io::Result<()> {
-        let bytes = doc.to_bytes();
+        let mut bytes = doc.to_bytes();
         match &self.backend {
+            // No deadline: a rotated token must land, and an abandoned
+            // write finishing late could overwrite a newer one.
             Backend::File => {
                 let path = self.path.clone();
-                tokio::task::spawn_blocking(move || durable::write(&path, &bytes))
-                    .await
-                    .map_err(io::Error::other)?
+                off_runtime("piauthd-store-write", move || {
+                    let written = durable::write(&path, &bytes);
+                    zeroize::Zeroize::zeroize(&mut bytes);
+                    written
+                })
+                .await?
             }
-            Backend::Keyring(k) => k.write(bytes).await,
+            Backend::Keyring(k) => {
+                let written = k.write(bytes.clone()).await;
+                zeroize::Zeroize::zeroize(&mut bytes);
+                written
+            }
         }
     }
 
@@ -147,15 +182,17 @@ impl FileStore {
             return self.read_locked().await;
         }
         for _ in 0..UNLOCKED_RETRIES {
-            match self.read_parsed() {
+            match self.read_parsed().await {
                 Err(StoreError::Corrupt { .. }) => tokio::time::sleep(RETRY_PAUSE).await,
                 other => return other,
             }
         }
         // Still unparsable: look again while no pi process can be writing.
         let guard = PiLock::acquire(&self.path, self.lock_wait).await?;
-        let result = self.read_parsed();
-        drop(guard);
+        let result = self.read_parsed().await;
+        if let Err(e) = guard.release().await {
+            tracing::warn!(error = %e, "could not remove pi's lock directory after a read");
+        }
         result
     }
 
@@ -165,7 +202,14 @@ impl FileStore {
     /// was.
     pub async fn update<R>(&self, edit: impl FnOnce(&mut Document) -> R) -> Result<R, StoreError> {
         if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            ensure_dir(dir).map_err(|source| StoreError::Io {
+            let owned = dir.to_owned();
+            let created = within("piauthd-store-dir", IO_DEADLINE, move || ensure_dir(&owned))
+                .await
+                .map_err(|overdue| StoreError::Hung {
+                    path: dir.to_owned(),
+                    overdue,
+                })?;
+            created.and_then(|r| r).map_err(|source| StoreError::Io {
                 path: dir.to_owned(),
                 action: "create",
                 source,
@@ -182,29 +226,52 @@ impl FileStore {
                 source,
             })?;
         }
-        if let Err(e) = guard.release() {
+        if let Err(e) = guard.release().await {
             tracing::warn!(error = %e, "could not remove pi's lock directory after a write");
         }
         Ok(result)
     }
 
-    fn read_parsed(&self) -> Result<Option<Document>, StoreError> {
-        let bytes = durable::read(&self.path).map_err(|source| StoreError::Io {
+    /// Reads and parses the file on a thread of its own, within
+    /// [`IO_DEADLINE`], so a hung filesystem never stalls the runtime.
+    async fn read_parsed(&self) -> Result<Option<Document>, StoreError> {
+        let path = self.path.clone();
+        let read = within("piauthd-store-read", IO_DEADLINE, move || {
+            durable::read(&path)
+        })
+        .await
+        .map_err(|overdue| StoreError::Hung {
             path: self.path.clone(),
-            action: "read",
+            overdue,
+        })?
+        .map_err(|source| StoreError::Io {
+            path: self.path.clone(),
+            action: "start a thread to read",
             source,
+        })?;
+        let path = self.path.clone();
+        let bytes = read.map_err(|e| match e {
+            ReadError::NotRegular { kind } => StoreError::NotRegular { path, kind },
+            ReadError::TooLarge { size } => StoreError::TooLarge { path, size },
+            ReadError::Io(source) => StoreError::Io {
+                path,
+                action: "read",
+                source,
+            },
         })?;
         self.parse(bytes)
     }
 
+    /// Parses the bytes read, then wipes them: they hold the tokens.
     fn parse(&self, bytes: Option<Vec<u8>>) -> Result<Option<Document>, StoreError> {
-        bytes
-            .map(|b| {
-                Document::parse(&b).map_err(|source| StoreError::Corrupt {
-                    path: self.path.clone(),
-                    source,
-                })
-            })
-            .transpose()
+        let Some(mut bytes) = bytes else {
+            return Ok(None);
+        };
+        let parsed = Document::parse(&bytes).map_err(|source| StoreError::Corrupt {
+            path: self.path.clone(),
+            source,
+        });
+        zeroize::Zeroize::zeroize(&mut bytes);
+        parsed.map(Some)
     }
 }
