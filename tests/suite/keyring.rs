@@ -53,7 +53,7 @@ async fn a_login_kept_in_the_keyring_survives_a_restart() {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap()
-        .get(&a.url)
+        .get(&a.issuer_url)
         .send()
         .await
         .unwrap()

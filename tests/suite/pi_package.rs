@@ -301,7 +301,7 @@ async fn without_a_codex_entry_in_auth_json_prompts_are_answered_from_the_keyrin
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap()
-        .get(&a.url)
+        .get(&a.issuer_url)
         .send()
         .await
         .unwrap()
