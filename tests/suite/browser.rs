@@ -154,6 +154,10 @@ async fn pi_authctl_login_in_a_terminal_with_a_pasted_url() {
         read_until(&mut screen, "paste the URL", Duration::from_secs(15)),
         "{screen}"
     );
+    assert!(
+        screen.contains("http://localhost:") && screen.contains("/start/"),
+        "the local start URL is shown too: {screen}"
+    );
     let start = screen.find(&marker).expect("the URL is printed");
     let url: String = screen[start..]
         .chars()
