@@ -1,5 +1,7 @@
 //! End-to-end suite: real binaries, a real Unix socket, real gRPC.
 
+/// The login callback against another local user, and a flood.
+mod attack_callback;
 /// A real browser, and the CLI in a real terminal.
 mod browser;
 /// Load with faults.

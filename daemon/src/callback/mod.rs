@@ -9,9 +9,9 @@
 //!   redirect says `localhost` and a browser may try either. A port is used
 //!   only when both are ours; if another user holds either, the browser
 //!   login is refused ([`Refusal::Foreign`]), naming the holder.
-//! * On Linux every connection's owner is looked up in the kernel's socket
-//!   table ([`peer`]); one from another uid is closed before a byte is
-//!   read. An ssh-forwarded browser passes, as sshd runs as the user.
+//! * On Linux every connection's owner is asked of the kernel ([`diag`],
+//!   or the socket table of [`peer`] where sock_diag is missing); one from
+//!   another uid is closed before a byte is read. An ssh-forwarded browser passes, as sshd runs as the user.
 //!   Other systems have no such table for TCP, and rely on the rest.
 //! * The browser must come through the one-time start URL, whose cookie the
 //!   callback requires, and `Host` must name the listener ([`rules`]).
@@ -23,6 +23,8 @@
 //! [`LOG_WINDOW`] ([`bounds`]).
 
 mod bounds;
+#[cfg(target_os = "linux")]
+mod diag;
 mod peer;
 mod rules;
 
@@ -236,24 +238,20 @@ impl Shared {
     async fn admits(&self, ours: SocketAddr, peer: SocketAddr) -> bool {
         #[cfg(target_os = "linux")]
         {
-            let found = tokio::task::spawn_blocking(move || peer::peer_uid(ours, peer)).await;
-            match found {
-                Ok(Ok(Some(uid))) if uid == self.uid => true,
-                Ok(Ok(Some(uid))) => {
+            match owner(ours, peer).await {
+                Ok(Some(uid)) if uid == self.uid => true,
+                Ok(Some(uid)) => {
                     self.refused(&format!("a connection from another user (uid {uid})"));
                     false
                 }
-                Ok(Ok(None)) => {
+                Ok(None) => {
                     self.refused("a connection whose owner could not be found");
                     false
                 }
-                Ok(Err(e)) => {
-                    self.refused(&format!(
-                        "a connection: its owner cannot be checked ({e} reading /proc/net/tcp)"
-                    ));
+                Err(e) => {
+                    self.refused(&format!("a connection: its owner cannot be checked ({e})"));
                     false
                 }
-                Err(_) => false,
             }
         }
         #[cfg(not(target_os = "linux"))]
@@ -292,6 +290,25 @@ impl Shared {
             let _ = self.events.send(event).await;
         }
         rules::respond(&answer, &self.flow)
+    }
+}
+
+/// The uid of the live socket that connected from `peer` to `ours`: asked
+/// of the kernel directly, or read from /proc/net/tcp where sock_diag is
+/// not available (a scan, so off the async threads). A socket no process
+/// holds any more, or one not established, has no owner.
+#[cfg(target_os = "linux")]
+async fn owner(ours: SocketAddr, peer: SocketAddr) -> io::Result<Option<u32>> {
+    match diag::socket_owner(peer, ours) {
+        Ok(found) => Ok(found
+            .filter(|s| s.state == 1 && s.inode != 0)
+            .map(|s| s.uid)),
+        Err(e) => {
+            tracing::debug!(error = %e, "sock_diag unavailable; reading /proc/net/tcp");
+            tokio::task::spawn_blocking(move || peer::peer_uid(ours, peer))
+                .await
+                .map_err(io::Error::other)?
+        }
     }
 }
 

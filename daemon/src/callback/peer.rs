@@ -8,7 +8,7 @@
 //! inode counts: a socket its process already closed shows uid 0 (a
 //! time-wait entry) or no inode, and proves nothing about anyone.
 //!
-//! Parsing is pure ([`parse_table`], [`owner_of`], [`listeners_on`]); the
+//! Parsing is pure ([`rows_with_local_port`], [`owner_of`], [`listeners_on`]); the
 //! readers at the bottom are Linux-only. Elsewhere the cookie of
 //! [`super::rules`] is what keeps another user out.
 
@@ -58,22 +58,38 @@ fn parse_addr(text: &str) -> Option<SocketAddr> {
     Some(SocketAddr::new(ip, port))
 }
 
+/// Parses one row; `None` for the header and malformed rows.
+fn parse_row(line: &str) -> Option<SocketRow> {
+    let f: Vec<&str> = line.split_ascii_whitespace().take(10).collect();
+    if f.len() < 10 {
+        return None;
+    }
+    Some(SocketRow {
+        local: parse_addr(f[1])?,
+        remote: parse_addr(f[2])?,
+        state: u8::from_str_radix(f[3], 16).ok()?,
+        uid: f[7].parse().ok()?,
+        inode: f[9].parse().ok()?,
+    })
+}
+
 /// Parses a whole table; the header and malformed rows are skipped.
+#[cfg(test)]
 pub fn parse_table(text: &str) -> Vec<SocketRow> {
+    text.lines().filter_map(parse_row).collect()
+}
+
+/// The rows whose local port is `port`, parsing only those: a flood of
+/// connections makes the table long, and each one is looked up in it.
+pub fn rows_with_local_port(text: &str, port: u16) -> Vec<SocketRow> {
+    let suffix = format!(":{port:04X}");
     text.lines()
-        .filter_map(|line| {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            if f.len() < 10 {
-                return None;
-            }
-            Some(SocketRow {
-                local: parse_addr(f[1])?,
-                remote: parse_addr(f[2])?,
-                state: u8::from_str_radix(f[3], 16).ok()?,
-                uid: f[7].parse().ok()?,
-                inode: f[9].parse().ok()?,
-            })
+        .filter(|line| {
+            line.split_ascii_whitespace()
+                .nth(1)
+                .is_some_and(|local| local.ends_with(&suffix))
         })
+        .filter_map(parse_row)
         .collect()
 }
 
@@ -141,29 +157,44 @@ mod linux {
     use std::io;
     use std::net::SocketAddr;
 
-    use super::{Holder, SocketRow, listeners_on, owner_of, parse_table, socket_link};
+    use super::{Holder, SocketRow, listeners_on, owner_of, rows_with_local_port, socket_link};
 
-    /// Both socket tables. IPv6 may be compiled out; its table is then
-    /// simply absent.
-    fn read_tables() -> io::Result<Vec<SocketRow>> {
-        let mut rows = parse_table(&std::fs::read_to_string("/proc/net/tcp")?);
-        match std::fs::read_to_string("/proc/net/tcp6") {
-            Ok(text) => rows.extend(parse_table(&text)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
+    const TABLES: [&str; 2] = ["/proc/net/tcp", "/proc/net/tcp6"];
+
+    /// The rows of one table whose local port is `port`. IPv6 may be
+    /// compiled out; its table is then simply absent.
+    fn read_table(path: &str, port: u16) -> io::Result<Vec<SocketRow>> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Ok(rows_with_local_port(&text, port)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound && path.ends_with('6') => Ok(Vec::new()),
+            Err(e) => Err(e),
         }
-        Ok(rows)
     }
 
     /// The uid behind a connection accepted on `ours` from `peer`; `None`
     /// when no live socket of any process matches (it already closed).
+    /// An IPv4 client is in the IPv4 table, or in the IPv6 one when its
+    /// socket is dual-stack; an IPv6 client only in the IPv6 one.
     pub fn peer_uid(ours: SocketAddr, peer: SocketAddr) -> io::Result<Option<u32>> {
-        Ok(owner_of(&read_tables()?, ours, peer))
+        let tables = if peer.ip().to_canonical().is_ipv4() {
+            &TABLES[..]
+        } else {
+            &TABLES[1..]
+        };
+        for path in tables {
+            if let Some(uid) = owner_of(&read_table(path, peer.port())?, ours, peer) {
+                return Ok(Some(uid));
+            }
+        }
+        Ok(None)
     }
 
     /// Who listens where we could not bind `addr`, best effort.
     pub fn holder(addr: SocketAddr) -> Option<Holder> {
-        let rows = read_tables().ok()?;
+        let mut rows = Vec::new();
+        for path in TABLES {
+            rows.extend(read_table(path, addr.port()).ok()?);
+        }
         let row = *listeners_on(&rows, addr).first()?;
         Some(Holder {
             uid: row.uid,

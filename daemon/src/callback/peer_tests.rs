@@ -88,6 +88,26 @@ fn malformed_rows_are_skipped() {
 }
 
 #[test]
+fn only_rows_of_the_port_are_parsed() {
+    let table = [
+        HEADER.to_owned(),
+        row(0, "127.0.0.1:40000", "127.0.0.1:1455", 1, 1, 1),
+        row(1, "127.0.0.1:1455", "127.0.0.1:40000", 1, 2, 2),
+        row(2, "[::1]:40000", "[::1]:1455", 1, 3, 3),
+    ]
+    .join("\n");
+    let uids = |port| {
+        rows_with_local_port(&table, port)
+            .iter()
+            .map(|r| r.uid)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(uids(40000), vec![1, 3]);
+    assert_eq!(uids(1455), vec![2]);
+    assert_eq!(uids(1), Vec::<u32>::new());
+}
+
+#[test]
 fn the_owner_is_the_clients_own_row() {
     let ours: SocketAddr = "127.0.0.1:1455".parse().unwrap();
     let peer: SocketAddr = "127.0.0.1:40000".parse().unwrap();
