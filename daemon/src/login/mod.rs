@@ -17,7 +17,9 @@ use crate::broker::{AccountError, Broker, now_ms};
 use crate::callback::{self, CallbackEvent, CallbackServer, Flow, Refusal};
 use crate::oauth::{self, PasteError, Pkce};
 use crate::secret::Secret;
-use crate::upstream::{self, DevicePoll, Issuer, LoginHttpError};
+use crate::upstream::{self, Issuer, LoginHttpError};
+
+mod device;
 
 /// The longest a device login is polled (PROTOCOL.md §1).
 pub const DEVICE_LIMIT: Duration = Duration::from_secs(15 * 60);
@@ -380,79 +382,6 @@ impl Logins {
             }
         }
         // `server` drops here or on cancel: the port closes with it.
-    }
-
-    /// The device-code flow. Returns the final event.
-    async fn device(self: &Arc<Self>, events: &mpsc::Sender<LoginEvent>) -> Option<LoginEvent> {
-        let code = match self.issuer.device_user_code().await {
-            Ok(code) => code,
-            Err(e @ LoginHttpError::DeviceLoginDisabled) => {
-                return Some(LoginEvent::Failure {
-                    kind: FailureKind::DeviceCodeUnavailable,
-                    message: format!("{e}; use the browser login (with paste over SSH) instead"),
-                });
-            }
-            Err(e) => {
-                return Some(LoginEvent::Failure {
-                    kind: FailureKind::DeviceCodeUnavailable,
-                    message: e.to_string(),
-                });
-            }
-        };
-        let base = self.issuer.base();
-        send(
-            events,
-            LoginEvent::DeviceCode {
-                verification_url: format!("{base}/codex/device"),
-                user_code: code.user_code.clone(),
-                expires_at_ms: now_ms() + DEVICE_LIMIT.as_millis() as i64,
-            },
-        )
-        .await;
-        send(
-            events,
-            LoginEvent::Waiting("waiting for the code to be entered".into()),
-        )
-        .await;
-        let mut interval = Duration::from_secs(code.interval_secs.max(1));
-        let deadline = tokio::time::Instant::now() + DEVICE_LIMIT;
-        loop {
-            if tokio::time::Instant::now() + interval > deadline {
-                return Some(LoginEvent::Failure {
-                    kind: FailureKind::Timeout,
-                    message: "the device code expired after 15 minutes; run `pi-authctl login --device` again".into(),
-                });
-            }
-            tokio::time::sleep(interval).await;
-            match self.issuer.device_poll(&code).await {
-                Ok(DevicePoll::Pending) => {}
-                Ok(DevicePoll::SlowDown) => interval += Duration::from_secs(5),
-                Ok(DevicePoll::Approved {
-                    authorization_code,
-                    code_verifier,
-                }) => {
-                    let redirect = format!("{base}/deviceauth/callback");
-                    return Some(
-                        match self
-                            .exchange(&authorization_code, &code_verifier, &redirect)
-                            .await
-                        {
-                            Ok(done) => done,
-                            Err(e) => e.into_failure(),
-                        },
-                    );
-                }
-                Err(LoginHttpError::Network(e)) => {
-                    tracing::warn!(error = %e, "device login poll failed; retrying");
-                }
-                Err(e) => {
-                    return Some(LoginEvent::Failure {
-                        kind: FailureKind::ExchangeFailed,
-                        message: e.to_string(),
-                    });
-                }
-            }
-        }
     }
 
     /// Exchanges a code, checks the claims, stores the credential.
