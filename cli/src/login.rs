@@ -72,7 +72,23 @@ fn can_open_browser() -> bool {
         .any(|v| std::env::var_os(v).is_some_and(|x| !x.is_empty()))
 }
 
+/// Whether `url` may be handed to the browser opener. Its argv is readable
+/// by every user (`/proc/<pid>/cmdline`, `ps`), so only the daemon's
+/// one-time local start URL qualifies, never the issuer's URL with `state`.
+fn safe_to_open(url: &str) -> bool {
+    url.strip_prefix("http://localhost:")
+        .and_then(|rest| rest.split_once("/start/"))
+        .is_some_and(|(port, nonce)| {
+            port.parse::<u16>().is_ok()
+                && !nonce.is_empty()
+                && nonce.bytes().all(|b| b.is_ascii_hexdigit())
+        })
+}
+
 fn open_browser(url: &str) -> bool {
+    if !safe_to_open(url) {
+        return false;
+    }
     let opener = if cfg!(target_os = "macos") {
         "open"
     } else {
@@ -85,6 +101,38 @@ fn open_browser(url: &str) -> bool {
         .stderr(std::process::Stdio::null())
         .spawn()
         .is_ok()
+}
+
+/// Shows where to sign in, and opens the local start URL when a browser
+/// can be opened here.
+fn show_authorize(ui: &Ui, a: &pb::AuthorizeUrl, open: bool) {
+    let listening = !a.callback_addr.is_empty() && safe_to_open(&a.url);
+    if !listening {
+        ui.say(&format!(
+            "Sign in to ChatGPT in your browser:\n\n  {}\n\nthen paste the URL it ends on \
+             (it will not load) here and press Enter.",
+            if a.issuer_url.is_empty() {
+                &a.url
+            } else {
+                &a.issuer_url
+            }
+        ));
+        return;
+    }
+    ui.say(&format!(
+        "Sign in to ChatGPT in a browser on this machine:\n\n  {}\n",
+        a.url
+    ));
+    if open && open_browser(&a.url) {
+        ui.say("(opened in your browser)");
+    }
+    if !a.issuer_url.is_empty() {
+        ui.say(&format!(
+            "Browser on another machine? Open this link there instead:\n\n  {}\n\n\
+             and paste the URL it ends on (it will not load) here, then press Enter.",
+            a.issuer_url
+        ));
+    }
 }
 
 pub async fn run(
@@ -111,13 +159,7 @@ pub async fn run(
                     ui.say("pi-authctl: the daemon ended the login without a result");
                     break Outcome::Failure;
                 }
-                Some(Event::AuthorizeUrl(a)) => {
-                    ui.say(&format!("Sign in to ChatGPT in your browser:\n\n  {}\n", a.url));
-                    if !no_browser && can_open_browser() && open_browser(&a.url) {
-                        ui.say("(opened in your browser)");
-                    }
-                    ui.say("If the browser cannot reach this machine, paste the URL it ends on (or the code) here and press Enter.");
-                }
+                Some(Event::AuthorizeUrl(a)) => show_authorize(&ui, &a, !no_browser && can_open_browser()),
                 Some(Event::Waiting(w)) => ui.status(&w.message),
                 Some(Event::DeviceCode(d)) => {
                     ui.say(&format!(
@@ -131,6 +173,9 @@ pub async fn run(
                     let who = if s.email.is_empty() { s.account_id.clone() } else { s.email.clone() };
                     let plan = if s.plan.is_empty() { String::new() } else { format!(", plan {}", s.plan) };
                     println!("Logged in to {} as {who} (account {}{plan}).", s.provider, s.account_id);
+                    if !s.replaced.is_empty() {
+                        println!("This replaces the login of {}.", s.replaced);
+                    }
                     break Outcome::Success;
                 }
                 Some(Event::Failure(f)) => {
@@ -166,4 +211,27 @@ pub async fn run(
     // callback port.
     drop(events);
     Ok(outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_local_start_url_reaches_the_opener() {
+        assert!(safe_to_open(
+            "http://localhost:1455/start/0123456789abcdef0123456789abcdef"
+        ));
+        for url in [
+            "https://auth.openai.com/oauth/authorize?state=abc&code_challenge=x",
+            "http://localhost:1455/auth/callback?code=c&state=s",
+            "http://localhost:1455/start/",
+            "http://localhost:1455/start/abc?state=s",
+            "http://localhost:x/start/abc",
+            "http://127.0.0.1:1455/start/abc",
+            "http://localhost:1455@evil.example/start/abc",
+        ] {
+            assert!(!safe_to_open(url), "{url}");
+        }
+    }
 }

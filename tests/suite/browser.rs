@@ -13,7 +13,8 @@ use piauth_tests::daemon::free_addr;
 use piauth_tests::mock::{MockConfig, MockOpenAi};
 use piauth_tests::{Daemon, Sandbox, bin_path};
 
-fn chromium() -> Option<String> {
+/// The Chromium to drive, if one is installed (CI installs Debian's).
+pub(crate) fn chromium() -> Option<String> {
     if let Ok(path) = std::env::var("PIAUTHD_TEST_CHROMIUM") {
         return Some(path);
     }
@@ -26,6 +27,41 @@ fn chromium() -> Option<String> {
                 .is_ok_and(|o| o.status.success())
         })
         .map(str::to_owned)
+}
+
+/// Loads `url` in a fresh headless Chromium profile, following every
+/// redirect as a user's browser would, and returns what it printed (the
+/// final page's DOM on stdout).
+pub(crate) async fn headless(browser: &str, url: &str) -> std::process::Output {
+    let profile = tempfile::tempdir().unwrap();
+    let (browser, url, dir) = (
+        browser.to_owned(),
+        url.to_owned(),
+        profile.path().to_owned(),
+    );
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(&browser)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--disable-quic",
+            ])
+            .arg(format!("--user-data-dir={}", dir.display()))
+            .arg("--dump-dom")
+            .arg(url)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run chromium")
+    })
+    .await
+    .unwrap();
+    drop(profile);
+    out
 }
 
 async fn daemon_with_callback(mock: &MockOpenAi) -> (Sandbox, Daemon, SocketAddr) {
@@ -58,32 +94,7 @@ async fn headless_chromium_completes_the_browser_login() {
         panic!()
     };
 
-    let profile = tempfile::tempdir().unwrap();
-    let out = tokio::task::spawn_blocking({
-        let url = a.url.clone();
-        let profile = profile.path().to_owned();
-        move || {
-            Command::new(&browser)
-                .args([
-                    "--headless",
-                    "--no-sandbox",
-                    "--disable-gpu",
-                    "--no-first-run",
-                    "--disable-background-networking",
-                    "--disable-component-update",
-                    "--disable-sync",
-                    "--disable-quic",
-                ])
-                .arg(format!("--user-data-dir={}", profile.display()))
-                .arg("--dump-dom")
-                .arg(url)
-                .stdin(Stdio::null())
-                .output()
-                .expect("run chromium")
-        }
-    })
-    .await
-    .unwrap();
+    let out = headless(&browser, &a.url).await;
     let dom = String::from_utf8_lossy(&out.stdout);
     assert!(
         dom.contains("You can close this window"),
@@ -153,6 +164,10 @@ async fn pi_authctl_login_in_a_terminal_with_a_pasted_url() {
     assert!(
         read_until(&mut screen, "paste the URL", Duration::from_secs(15)),
         "{screen}"
+    );
+    assert!(
+        screen.contains("http://localhost:") && screen.contains("/start/"),
+        "the local start URL is shown too: {screen}"
     );
     let start = screen.find(&marker).expect("the URL is printed");
     let url: String = screen[start..]

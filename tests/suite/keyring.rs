@@ -49,7 +49,7 @@ async fn a_login_kept_in_the_keyring_survives_a_restart() {
     else {
         panic!()
     };
-    let location = piauth_tests::paste::callback_url(&a.url).await;
+    let location = piauth_tests::paste::callback_url(&a.issuer_url).await;
     c.submit_code("", &location).await.unwrap();
     let token = c.get_token("", 60).await.unwrap();
     assert!(mock.state.access_token_live(&token.access_token));

@@ -45,15 +45,25 @@ async fn rig(config: MockConfig) -> Rig {
 
 /// An HTTP client that does not follow redirects, like a browser whose
 /// redirect we want to see.
-fn http() -> reqwest::Client {
+pub(crate) fn http() -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap()
 }
 
-/// Starts a browser login and returns its stream and authorize URL.
-async fn begin(c: &mut Client, timeout_secs: u32) -> (LoginStream, String, String) {
+/// A browser login just started.
+pub(crate) struct Begun {
+    pub stream: LoginStream,
+    /// The one-time local start URL, for the browser on this machine.
+    pub start: String,
+    /// The issuer's authorize URL, for a browser elsewhere (paste).
+    pub issuer: String,
+    pub addr: String,
+}
+
+/// Starts a browser login and returns its stream and URLs.
+pub(crate) async fn begin(c: &mut Client, timeout_secs: u32) -> Begun {
     let mut stream = c
         .login("", pb::LoginMethod::Browser, timeout_secs)
         .await
@@ -61,18 +71,46 @@ async fn begin(c: &mut Client, timeout_secs: u32) -> (LoginStream, String, Strin
     let Some(Event::AuthorizeUrl(a)) = stream.next().await.unwrap() else {
         panic!("the first event is the authorize URL");
     };
-    (stream, a.url, a.callback_addr)
+    Begun {
+        stream,
+        start: a.url,
+        issuer: a.issuer_url,
+        addr: a.callback_addr,
+    }
+}
+
+/// What a browser does with the start URL: take the cookie, follow the
+/// redirect to the issuer, and follow the issuer's back to the callback
+/// with the cookie. Returns the callback's response.
+pub(crate) async fn browse(start: &str) -> reqwest::Response {
+    let begin = http().get(start).send().await.unwrap();
+    assert_eq!(begin.status(), 302, "the start URL redirects");
+    let cookie = begin.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let issuer = begin.headers()["location"].to_str().unwrap().to_owned();
+    let callback = redirect_of(&issuer).await;
+    http()
+        .get(callback)
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap()
 }
 
 /// What the issuer redirects the browser to, without following it.
-async fn redirect_of(url: &str) -> String {
+pub(crate) async fn redirect_of(url: &str) -> String {
     let resp = http().get(url).send().await.unwrap();
     assert_eq!(resp.status(), 303, "the mock redirects");
     resp.headers()["location"].to_str().unwrap().to_owned()
 }
 
 /// Reads events until the last one.
-async fn outcome(stream: &mut LoginStream) -> Event {
+pub(crate) async fn outcome(stream: &mut LoginStream) -> Event {
     loop {
         match tokio::time::timeout(Duration::from_secs(30), stream.next())
             .await
@@ -86,7 +124,7 @@ async fn outcome(stream: &mut LoginStream) -> Event {
     }
 }
 
-fn listening(addr: SocketAddr) -> bool {
+pub(crate) fn listening(addr: SocketAddr) -> bool {
     std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
 }
 
@@ -94,7 +132,7 @@ async fn port_closes(addr: SocketAddr) -> bool {
     wait_until(Duration::from_secs(1), || async move { !listening(addr) }).await
 }
 
-fn query_param(url: &str, key: &str) -> String {
+pub(crate) fn query_param(url: &str, key: &str) -> String {
     let url = reqwest::Url::parse(url).unwrap();
     url.query_pairs()
         .find(|(k, _)| k == key)
@@ -109,8 +147,19 @@ async fn the_browser_callback_completes_a_login() {
         "{\n  \"openai\": {\n    \"type\": \"api_key\",\n    \"key\": \"sk-keep\"\n  }\n}",
     );
     assert!(!listening(r.primary), "no listener before a login");
-    let (mut stream, url, addr) = begin(&mut r.client, 0).await;
+    let Begun {
+        mut stream,
+        start,
+        issuer: url,
+        addr,
+    } = begin(&mut r.client, 0).await;
     assert_eq!(addr, r.primary.to_string());
+    assert_eq!(
+        start.rsplit_once('/').unwrap().0,
+        format!("http://localhost:{}/start", r.primary.port()),
+        "the browser opens a local start URL"
+    );
+    assert!(!start.contains("state") && !start.contains(&query_param(&url, "state")));
     assert_eq!(
         query_param(&url, "redirect_uri"),
         format!("http://localhost:{}/auth/callback", r.primary.port())
@@ -120,8 +169,8 @@ async fn the_browser_callback_completes_a_login() {
     assert_eq!(query_param(&url, "state").len(), 32);
     assert!(listening(r.primary), "listening during the login");
 
-    // The browser: follow the issuer's redirect to the daemon's callback.
-    let page = reqwest::get(&url).await.unwrap();
+    // The browser: the start URL, the issuer, back to the daemon's callback.
+    let page = browse(&start).await;
     assert_eq!(page.status(), 200);
     assert_eq!(page.headers()["cache-control"], "no-store");
     assert_eq!(page.headers()["referrer-policy"], "no-referrer");
@@ -149,8 +198,15 @@ async fn the_browser_callback_completes_a_login() {
     let doc = read_auth(&r.sb.auth_file()).unwrap();
     assert_eq!(doc["openai"]["key"], "sk-keep");
     assert_eq!(doc["openai-codex"]["accountId"], "acc-login");
+    // Status lists providers in the order of auth.json, which a reload
+    // may change from the order a login adds them in: find it by name.
     let st = r.client.status().await.unwrap();
-    assert_eq!(st.providers[0].email, "login@example.com");
+    let codex = st
+        .providers
+        .iter()
+        .find(|p| p.provider == "openai-codex")
+        .unwrap();
+    assert_eq!(codex.email, "login@example.com");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -164,8 +220,10 @@ async fn every_paste_form_completes_a_login() {
         |_, code, _| code.to_owned(),
     ];
     for (i, form) in forms.iter().enumerate() {
-        let (mut stream, url, _) = begin(&mut r.client, 0).await;
-        let location = redirect_of(&url).await;
+        let Begun {
+            mut stream, issuer, ..
+        } = begin(&mut r.client, 0).await;
+        let location = redirect_of(&issuer).await;
         let pasted = form(
             &location,
             &query_param(&location, "code"),
@@ -187,8 +245,10 @@ async fn every_paste_form_completes_a_login() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_pastes_get_precise_errors_and_the_login_stays_open() {
     let mut r = rig(MockConfig::default()).await;
-    let (mut stream, url, _) = begin(&mut r.client, 0).await;
-    let location = redirect_of(&url).await;
+    let Begun {
+        mut stream, issuer, ..
+    } = begin(&mut r.client, 0).await;
+    let location = redirect_of(&issuer).await;
     let code = query_param(&location, "code");
     let cases = [
         ("", "nothing was pasted"),
@@ -229,15 +289,38 @@ async fn the_callback_applies_every_rule() {
     let mut r = rig(MockConfig::default()).await;
     // A slow exchange keeps the listener up after the first good hit.
     r.mock.state.set_token_delay(Duration::from_millis(1500));
-    let (mut stream, url, _) = begin(&mut r.client, 0).await;
+    let Begun {
+        mut stream, start, ..
+    } = begin(&mut r.client, 0).await;
     let base = format!("http://{}", r.primary);
-    let location = redirect_of(&url).await;
+    let started = http().get(&start).send().await.unwrap();
+    let cookie = started.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(
+        cookie.starts_with("piauthd_login=")
+            && cookie.contains("HttpOnly")
+            && cookie.contains("SameSite=Lax")
+            && cookie.contains("Path=/"),
+        "{cookie}"
+    );
+    let cookie = cookie.split(';').next().unwrap().to_owned();
+    let location = redirect_of(started.headers()["location"].to_str().unwrap()).await;
     let state = query_param(&location, "state");
-    let get = |path: String| async move { http().get(path).send().await.unwrap() };
+    let get = |path: String| {
+        let cookie = cookie.clone();
+        async move {
+            http()
+                .get(path)
+                .header("cookie", cookie)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
 
     assert_eq!(get(format!("{base}/elsewhere")).await.status(), 404);
     let post = http()
         .post(format!("{base}/auth/callback?code=c&state={state}"))
+        .header("cookie", &cookie)
         .send()
         .await
         .unwrap();
@@ -275,8 +358,10 @@ async fn access_denied_fails_the_login() {
         ..MockConfig::default()
     })
     .await;
-    let (mut stream, url, _) = begin(&mut r.client, 0).await;
-    let page = reqwest::get(&url).await.unwrap();
+    let Begun {
+        mut stream, start, ..
+    } = begin(&mut r.client, 0).await;
+    let page = browse(&start).await;
     assert_eq!(page.status(), 400);
     let Event::Failure(f) = outcome(&mut stream).await else {
         panic!()
@@ -291,13 +376,18 @@ async fn access_denied_fails_the_login() {
 async fn a_busy_port_moves_the_login_to_the_fallback() {
     let mut r = rig(MockConfig::default()).await;
     let squatter = TcpListener::bind(r.primary).unwrap();
-    let (mut stream, url, addr) = begin(&mut r.client, 0).await;
+    let Begun {
+        mut stream,
+        start,
+        issuer,
+        addr,
+    } = begin(&mut r.client, 0).await;
     assert_eq!(addr, r.fallback.to_string());
     assert_eq!(
-        query_param(&url, "redirect_uri"),
+        query_param(&issuer, "redirect_uri"),
         format!("http://localhost:{}/auth/callback", r.fallback.port())
     );
-    assert_eq!(reqwest::get(&url).await.unwrap().status(), 200);
+    assert_eq!(browse(&start).await.status(), 200);
     assert!(matches!(outcome(&mut stream).await, Event::Success(_)));
     assert!(port_closes(r.fallback).await);
     drop(squatter);
@@ -319,6 +409,7 @@ async fn with_both_ports_busy_it_says_so_and_paste_still_works() {
         panic!()
     };
     assert!(a.callback_addr.is_empty(), "no listener");
+    assert_eq!(a.url, a.issuer_url, "no start URL without a listener");
     let Some(Event::CallbackUnavailable(c)) = stream.next().await.unwrap() else {
         panic!("the busy ports are announced")
     };
@@ -395,7 +486,7 @@ async fn a_disabled_device_login_is_a_clear_failure() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_and_timeout_free_the_port_at_once() {
     let mut r = rig(MockConfig::default()).await;
-    let (stream, _, _) = begin(&mut r.client, 0).await;
+    let Begun { stream, .. } = begin(&mut r.client, 0).await;
     assert!(listening(r.primary));
     // A second login is refused while one runs.
     let e = r.client.login("", pb::LoginMethod::Browser, 0).await;
@@ -416,7 +507,7 @@ async fn cancel_and_timeout_free_the_port_at_once() {
     drop(stream); // the client goes away: cancel
     assert!(port_closes(r.primary).await, "cancel frees the port");
 
-    let (mut stream, _, _) = begin(&mut r.client, 1).await;
+    let Begun { mut stream, .. } = begin(&mut r.client, 1).await;
     let Event::Failure(f) = outcome(&mut stream).await else {
         panic!()
     };
@@ -424,8 +515,10 @@ async fn cancel_and_timeout_free_the_port_at_once() {
     assert!(port_closes(r.primary).await, "timeout frees the port");
 }
 
-/// The listening socket is bound to 127.0.0.1, never to a wildcard or an
-/// external address (read from the kernel's socket table, no traffic sent).
+/// The listening sockets are bound to 127.0.0.1 and [::1] (the redirect
+/// says `localhost`, which a browser may resolve to either), never to a
+/// wildcard or an external address (read from the kernel's socket table,
+/// no traffic sent).
 #[cfg(target_os = "linux")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_listener_binds_loopback_only() {
@@ -444,12 +537,17 @@ async fn the_listener_binds_loopback_only() {
             .collect::<Vec<_>>()
     };
     assert!(listeners().is_empty(), "nothing listens before the login");
-    let (stream, _, _) = begin(&mut r.client, 0).await;
-    assert_eq!(
-        listeners(),
-        vec![format!("0100007F:{port_hex}")],
-        "127.0.0.1 only"
-    );
+    let Begun { stream, .. } = begin(&mut r.client, 0).await;
+    // The kernel prints each 32-bit word in the machine's byte order.
+    let word = |b: [u8; 4]| format!("{:08X}", u32::from_ne_bytes(b));
+    let v4 = word([127, 0, 0, 1]);
+    let v6 = [[0; 4], [0; 4], [0; 4], [0, 0, 0, 1]].map(word).concat();
+    let mut expected = vec![format!("{v4}:{port_hex}")];
+    // A host without IPv6 loopback gets IPv4 alone.
+    if TcpListener::bind("[::1]:0").is_ok() {
+        expected.push(format!("{v6}:{port_hex}"));
+    }
+    assert_eq!(listeners(), expected, "127.0.0.1 and [::1] only");
     drop(stream);
     assert!(
         wait_until(Duration::from_secs(1), || async { listeners().is_empty() }).await,
@@ -464,8 +562,10 @@ async fn a_token_without_an_account_id_fails_the_login() {
         ..MockConfig::default()
     })
     .await;
-    let (mut stream, url, _) = begin(&mut r.client, 0).await;
-    let _ = reqwest::get(&url).await.unwrap();
+    let Begun {
+        mut stream, start, ..
+    } = begin(&mut r.client, 0).await;
+    let _ = browse(&start).await;
     let Event::Failure(f) = outcome(&mut stream).await else {
         panic!()
     };
@@ -484,8 +584,10 @@ async fn logout_removes_only_that_provider() {
     let mut r = rig(MockConfig::default()).await;
     let others = "{\n  \"anthropic\": {\n    \"type\": \"oauth\",\n    \"refresh\": \"r\",\n    \"access\": \"a\",\n    \"expires\": 1767225600000,\n    \"extra\": [1, {\"x\": null}]\n  },\n  \"openai\": {\n    \"type\": \"api_key\",\n    \"key\": \"sk-keep\"\n  }\n}";
     r.sb.write_auth(others);
-    let (mut stream, url, _) = begin(&mut r.client, 0).await;
-    let _ = reqwest::get(&url).await.unwrap();
+    let Begun {
+        mut stream, start, ..
+    } = begin(&mut r.client, 0).await;
+    let _ = browse(&start).await;
     assert!(matches!(outcome(&mut stream).await, Event::Success(_)));
     assert!(read_auth(&r.sb.auth_file()).unwrap()["openai-codex"].is_object());
 
@@ -544,8 +646,10 @@ async fn a_new_login_clears_needs_login() {
         "{e:?}"
     );
 
-    let (mut stream, url, _) = begin(&mut r.client, 0).await;
-    let _ = reqwest::get(&url).await.unwrap();
+    let Begun {
+        mut stream, start, ..
+    } = begin(&mut r.client, 0).await;
+    let _ = browse(&start).await;
     assert!(matches!(outcome(&mut stream).await, Event::Success(_)));
     let t = r.client.get_token("", 0).await.unwrap();
     assert_eq!(t.account_id, "acc-login");

@@ -1,5 +1,7 @@
 //! End-to-end suite: real binaries, a real Unix socket, real gRPC.
 
+/// The login callback against another local user, and a flood.
+mod attack_callback;
 /// Another uid against the clients: squatted directories, fake daemons, locks, links, escapes.
 mod attack_client;
 /// Attacks on the daemon: sudo, a FIFO, a huge file, floods, symlinks.

@@ -287,7 +287,7 @@ async fn without_a_codex_entry_in_auth_json_prompts_are_answered_from_the_keyrin
     else {
         panic!("no authorize URL")
     };
-    let location = piauth_tests::paste::callback_url(&a.url).await;
+    let location = piauth_tests::paste::callback_url(&a.issuer_url).await;
     c.submit_code("", &location).await.unwrap();
     assert!(c.get_token("", 0).await.is_ok());
     let doc = piauth_tests::daemon::read_auth(&sb.auth_file()).unwrap_or_default();

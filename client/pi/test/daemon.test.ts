@@ -119,12 +119,20 @@ describe("logging in from pi's dialog", () => {
 		return { events, interaction };
 	}
 
-	/** What the browser does: follow the authorize URL to the issuer's redirect. */
-	async function approve(url: string): Promise<string> {
-		const r = await fetch(url, { redirect: "manual" });
+	/**
+	 * What the browser does: open the daemon's one-time start URL (it sets
+	 * the login's cookie and redirects to the issuer), then follow the
+	 * issuer's redirect. Returns the callback URL and the cookie it needs.
+	 */
+	async function approve(url: string): Promise<{ callback: string; cookie: string }> {
+		const start = await fetch(url, { redirect: "manual" });
+		const cookie = (start.headers.get("set-cookie") ?? "").split(";")[0];
+		const issuer = start.headers.get("location");
+		assert.ok(start.status === 302 && cookie && issuer, `the start URL set a cookie and redirected (${start.status})`);
+		const r = await fetch(issuer, { redirect: "manual" });
 		const location = r.headers.get("location");
 		assert.ok(location, `the issuer redirected (${r.status})`);
-		return location;
+		return { callback: location, cookie };
 	}
 
 	test("not logged in: a request says to run /login", async () => {
@@ -144,9 +152,10 @@ describe("logging in from pi's dialog", () => {
 		await until("the authorize URL", () => d.events.some((e) => e.type === "auth_url"));
 		const ev = d.events.find((e) => e.type === "auth_url");
 		assert.ok(ev?.type === "auth_url");
-		const callback = new URL(await approve(ev.url));
+		const browser = await approve(ev.url);
+		const callback = new URL(browser.callback);
 		callback.hostname = "127.0.0.1";
-		const hit = await fetch(callback);
+		const hit = await fetch(callback, { headers: { cookie: browser.cookie } });
 		assert.equal(hit.status, 200);
 		await done;
 		assert.equal(stored(sb.authFile).accountId, "acc-login");
@@ -160,7 +169,7 @@ describe("logging in from pi's dialog", () => {
 			if (pastes === 1) return "not-a-code#wrong-state";
 			const ev = events.find((e) => e.type === "auth_url");
 			assert.ok(ev?.type === "auth_url");
-			return approve(ev.url);
+			return (await approve(ev.url)).callback;
 		});
 		await runLogin(daemon, d.interaction);
 		assert.equal(pastes, 2);

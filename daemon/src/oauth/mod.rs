@@ -11,7 +11,7 @@ mod token;
 
 pub use jwt::{Claims, ClaimsError, read_claims};
 pub use paste::{PasteError, Pasted, parse_paste};
-pub use pkce::{Pkce, SCOPE, authorize_url, challenge_of, new_state, redirect_uri};
+pub use pkce::{Pkce, SCOPE, authorize_url, challenge_of, new_state, redirect_uri, start_uri};
 pub use token::{
     Failure, ResponseError, TokenResponse, classify, error_fields, parse_token_response,
     retry_after_ms,

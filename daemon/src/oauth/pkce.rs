@@ -53,6 +53,13 @@ pub fn redirect_uri(port: u16) -> String {
     format!("http://localhost:{port}/auth/callback")
 }
 
+/// The one-time local URL the browser opens first, on the callback listener
+/// (see `callback::rules`). Also `localhost`, so the cookie it sets is sent
+/// back with the issuer's redirect to [`redirect_uri`].
+pub fn start_uri(port: u16, nonce: &str) -> String {
+    format!("http://localhost:{port}/start/{nonce}")
+}
+
 /// The authorize URL, with the query in the order PROTOCOL.md §1 gives.
 pub fn authorize_url(
     issuer: &str,

@@ -283,9 +283,14 @@ impl pb::auth_server::Auth for AuthService {
 fn login_event(event: LoginEvent) -> pb::LoginEvent {
     use pb::login_event::Event;
     let event = match event {
-        LoginEvent::AuthorizeUrl { url, callback_addr } => Event::AuthorizeUrl(pb::AuthorizeUrl {
+        LoginEvent::AuthorizeUrl {
+            url,
+            issuer_url,
+            callback_addr,
+        } => Event::AuthorizeUrl(pb::AuthorizeUrl {
             url,
             callback_addr: callback_addr.map(|a| a.to_string()).unwrap_or_default(),
+            issuer_url,
         }),
         LoginEvent::Waiting(message) => Event::Waiting(pb::Waiting { message }),
         LoginEvent::DeviceCode {
@@ -304,11 +309,13 @@ fn login_event(event: LoginEvent) -> pb::LoginEvent {
             account_id,
             email,
             plan,
+            replaced,
         } => Event::Success(pb::LoginSuccess {
             provider: broker::DEFAULT_PROVIDER.into(),
             account_id,
             email,
             plan,
+            replaced: replaced.unwrap_or_default(),
         }),
         LoginEvent::Failure { kind, message } => Event::Failure(pb::LoginFailure {
             kind: match kind {
@@ -318,6 +325,7 @@ fn login_event(event: LoginEvent) -> pb::LoginEvent {
                 FailureKind::InvalidToken => pb::LoginFailureKind::InvalidToken,
                 FailureKind::StoreFailed => pb::LoginFailureKind::StoreFailed,
                 FailureKind::DeviceCodeUnavailable => pb::LoginFailureKind::DeviceCodeUnavailable,
+                FailureKind::CallbackPortHeld => pb::LoginFailureKind::CallbackPortHeld,
             } as i32,
             message,
         }),

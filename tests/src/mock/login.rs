@@ -14,13 +14,27 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use super::{CLIENT_ID, MockState};
+use super::{CLIENT_ID, Identity, MockState};
 
 /// An authorization code waiting to be exchanged.
 #[derive(Debug, Clone)]
 pub struct PendingCode {
     challenge: String,
     redirect_uri: String,
+    /// Who signed in, when the authorize request named someone other than
+    /// the configured identity (`login_hint`).
+    identity: Option<Identity>,
+}
+
+/// The account a `login_hint` signs in as: a second user of the same
+/// issuer, e.g. another local user in their own browser.
+fn hinted(email: &str) -> Option<Identity> {
+    let local = email.split('@').next().filter(|l| !l.is_empty())?;
+    Some(Identity {
+        account_id: format!("acc-{local}"),
+        email: email.to_owned(),
+        plan: "free".into(),
+    })
 }
 
 /// A device login in progress.
@@ -50,7 +64,8 @@ fn allowed_redirect(uri: &str) -> bool {
         .is_some_and(|port| port.parse::<u16>().is_ok())
 }
 
-/// `GET /oauth/authorize`: approves at once, as a signed-in user would.
+/// `GET /oauth/authorize`: approves at once, as a signed-in user would. An
+/// optional `login_hint` (an email) signs in as that user instead.
 pub async fn authorize(
     State(state): State<Arc<MockState>>,
     Query(q): Query<HashMap<String, String>>,
@@ -95,6 +110,7 @@ pub async fn authorize(
         PendingCode {
             challenge: challenge.to_owned(),
             redirect_uri: redirect_uri.to_owned(),
+            identity: q.get("login_hint").and_then(|h| hinted(h)),
         },
     );
     let query = encode(&[("code", &code), ("state", st)]);
@@ -119,7 +135,9 @@ pub fn exchange(state: &MockState, f: &HashMap<String, String>) -> Response {
     if s256(get("code_verifier")) != pending.challenge {
         return refused("code_verifier does not match the code_challenge");
     }
-    let who = state.config().login_identity;
+    let who = pending
+        .identity
+        .unwrap_or_else(|| state.config().login_identity);
     let set = state.new_family(&mut ledger, &who.account_id, &who.email, &who.plan);
     state.exchanges.fetch_add(1, Ordering::SeqCst);
     Json(json!({
@@ -212,6 +230,7 @@ pub async fn device_token(
         PendingCode {
             challenge: s256(&verifier),
             redirect_uri: format!("http://{host}/deviceauth/callback"),
+            identity: None,
         },
     );
     Json(json!({

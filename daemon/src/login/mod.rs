@@ -14,10 +14,12 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::{AccountError, Broker, now_ms};
-use crate::callback::{self, CallbackEvent, CallbackServer};
+use crate::callback::{self, CallbackEvent, CallbackServer, Flow, Refusal};
 use crate::oauth::{self, PasteError, Pkce};
 use crate::secret::Secret;
-use crate::upstream::{self, DevicePoll, Issuer, LoginHttpError};
+use crate::upstream::{self, Issuer, LoginHttpError};
+
+mod device;
 
 /// The longest a device login is polled (PROTOCOL.md §1).
 pub const DEVICE_LIMIT: Duration = Duration::from_secs(15 * 60);
@@ -36,13 +38,19 @@ pub enum FailureKind {
     InvalidToken,
     StoreFailed,
     DeviceCodeUnavailable,
+    /// Another user holds a callback port: only the device code is safe.
+    CallbackPortHeld,
 }
 
 /// Progress of a login, for the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LoginEvent {
+    /// Where to sign in. `url` is for a browser on this machine: the
+    /// one-time start URL while the callback listens, else `issuer_url`.
+    /// `issuer_url` holds `state`: it is shown, never put in an argv.
     AuthorizeUrl {
         url: String,
+        issuer_url: String,
         callback_addr: Option<SocketAddr>,
     },
     Waiting(String),
@@ -56,6 +64,9 @@ pub enum LoginEvent {
         account_id: String,
         email: String,
         plan: String,
+        /// The stored account this login replaced (email, else account
+        /// id), when it was another one.
+        replaced: Option<String>,
     },
     Failure {
         kind: FailureKind,
@@ -233,12 +244,20 @@ impl Logins {
         let state = oauth::new_state();
         let (codes_tx, mut codes) = mpsc::channel(4);
         let addrs = &self.settings.callback_addrs;
-        let (server, busy) = match callback::bind_first(addrs).await {
-            Ok(listener) => match CallbackServer::start(listener, state.clone(), codes_tx) {
-                Ok(server) => (Some(server), None),
-                Err(e) => (None, Some(e.to_string())),
-            },
-            Err(errors) => (
+        let (bound, busy) = match callback::bind(addrs).await {
+            Ok(bound) => (Some(bound), None),
+            Err(Refusal::Foreign { addr, holder }) => {
+                tracing::warn!(%addr, %holder, "another user holds the login callback port; browser login refused");
+                return Some(LoginEvent::Failure {
+                    kind: FailureKind::CallbackPortHeld,
+                    message: format!(
+                        "the browser login is not safe here: {addr} is held by {holder}, not by you, \
+                         and a browser could hand it your sign-in. Run `pi-authctl login --device` \
+                         (device-code login) instead, or have that listener stopped"
+                    ),
+                });
+            }
+            Err(Refusal::Unavailable(errors)) => (
                 None,
                 Some(
                     errors
@@ -249,13 +268,13 @@ impl Logins {
                 ),
             ),
         };
-        let port = server
+        let port = bound
             .as_ref()
-            .map(|s| s.addr.port())
+            .map(|b| b.addr.port())
             .or_else(|| addrs.first().map(SocketAddr::port))
             .unwrap_or(1455);
         let redirect = oauth::redirect_uri(port);
-        let url = oauth::authorize_url(
+        let issuer_url = oauth::authorize_url(
             &self.issuer.base(),
             upstream::CLIENT_ID,
             &redirect,
@@ -263,8 +282,29 @@ impl Logins {
             &state,
             &self.settings.originator,
         );
+        let server = bound.map(|bound| {
+            let flow = Flow {
+                port,
+                state: Secret::new(state.clone()),
+                start_nonce: Secret::new(oauth::new_state()),
+                cookie: Secret::new(oauth::new_state()),
+                authorize_url: Secret::new(issuer_url.clone()),
+            };
+            CallbackServer::start(bound, flow, codes_tx)
+        });
         let callback_addr = server.as_ref().map(|s| s.addr);
-        send(events, LoginEvent::AuthorizeUrl { url, callback_addr }).await;
+        let url = server
+            .as_ref()
+            .map_or_else(|| issuer_url.clone(), |s| s.start_url().to_owned());
+        send(
+            events,
+            LoginEvent::AuthorizeUrl {
+                url,
+                issuer_url,
+                callback_addr,
+            },
+        )
+        .await;
         match &busy {
             Some(why) => {
                 send(events, LoginEvent::CallbackUnavailable(format!(
@@ -295,6 +335,14 @@ impl Logins {
                         return Some(LoginEvent::Failure {
                             kind: FailureKind::Denied,
                             message: format!("the sign-in was refused: {reason}"),
+                        });
+                    }
+                    CallbackEvent::StartReused => {
+                        return Some(LoginEvent::Failure {
+                            kind: FailureKind::Denied,
+                            message: "the login's start link was opened a second time, so the login \
+                                      was stopped for safety; run `pi-authctl login` again and open \
+                                      its link in one browser only".into(),
                         });
                     }
                 },
@@ -336,79 +384,6 @@ impl Logins {
         // `server` drops here or on cancel: the port closes with it.
     }
 
-    /// The device-code flow. Returns the final event.
-    async fn device(self: &Arc<Self>, events: &mpsc::Sender<LoginEvent>) -> Option<LoginEvent> {
-        let code = match self.issuer.device_user_code().await {
-            Ok(code) => code,
-            Err(e @ LoginHttpError::DeviceLoginDisabled) => {
-                return Some(LoginEvent::Failure {
-                    kind: FailureKind::DeviceCodeUnavailable,
-                    message: format!("{e}; use the browser login (with paste over SSH) instead"),
-                });
-            }
-            Err(e) => {
-                return Some(LoginEvent::Failure {
-                    kind: FailureKind::DeviceCodeUnavailable,
-                    message: e.to_string(),
-                });
-            }
-        };
-        let base = self.issuer.base();
-        send(
-            events,
-            LoginEvent::DeviceCode {
-                verification_url: format!("{base}/codex/device"),
-                user_code: code.user_code.clone(),
-                expires_at_ms: now_ms() + DEVICE_LIMIT.as_millis() as i64,
-            },
-        )
-        .await;
-        send(
-            events,
-            LoginEvent::Waiting("waiting for the code to be entered".into()),
-        )
-        .await;
-        let mut interval = Duration::from_secs(code.interval_secs.max(1));
-        let deadline = tokio::time::Instant::now() + DEVICE_LIMIT;
-        loop {
-            if tokio::time::Instant::now() + interval > deadline {
-                return Some(LoginEvent::Failure {
-                    kind: FailureKind::Timeout,
-                    message: "the device code expired after 15 minutes; run `pi-authctl login --device` again".into(),
-                });
-            }
-            tokio::time::sleep(interval).await;
-            match self.issuer.device_poll(&code).await {
-                Ok(DevicePoll::Pending) => {}
-                Ok(DevicePoll::SlowDown) => interval += Duration::from_secs(5),
-                Ok(DevicePoll::Approved {
-                    authorization_code,
-                    code_verifier,
-                }) => {
-                    let redirect = format!("{base}/deviceauth/callback");
-                    return Some(
-                        match self
-                            .exchange(&authorization_code, &code_verifier, &redirect)
-                            .await
-                        {
-                            Ok(done) => done,
-                            Err(e) => e.into_failure(),
-                        },
-                    );
-                }
-                Err(LoginHttpError::Network(e)) => {
-                    tracing::warn!(error = %e, "device login poll failed; retrying");
-                }
-                Err(e) => {
-                    return Some(LoginEvent::Failure {
-                        kind: FailureKind::ExchangeFailed,
-                        message: e.to_string(),
-                    });
-                }
-            }
-        }
-    }
-
     /// Exchanges a code, checks the claims, stores the credential.
     async fn exchange(
         &self,
@@ -435,6 +410,7 @@ impl Logins {
             .account_id
             .clone()
             .ok_or_else(|| ExchangeError::Account(AccountError::NoAccountId.to_string()))?;
+        let replaced = self.stored_account().filter(|(id, _)| *id != account_id);
         self.broker
             .install_login(tokens, &claims, sent_at)
             .await
@@ -442,11 +418,24 @@ impl Logins {
                 AccountError::NoAccountId => ExchangeError::Account(e.to_string()),
                 AccountError::Store(e) => ExchangeError::Store(e.to_string()),
             })?;
+        if let Some((id, _)) = &replaced {
+            tracing::info!(previous = %id, now = %account_id, "the login replaced another account");
+        }
         Ok(LoginEvent::Success {
             account_id,
             email,
             plan,
+            replaced: replaced.map(|(id, email)| email.unwrap_or(id)),
         })
+    }
+
+    /// The account stored now: its id, and its email when the token says.
+    fn stored_account(&self) -> Option<(String, Option<String>)> {
+        let view = self.broker.view();
+        let cred = view.codex()?;
+        let claims = oauth::read_claims(cred.access.expose()).unwrap_or_default();
+        let id = cred.account_id.clone().or(claims.account_id)?;
+        Some((id, claims.email))
     }
 }
 

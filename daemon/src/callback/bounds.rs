@@ -1,0 +1,126 @@
+//! The listener's limits: how long to pause after an accept error, and how
+//! often a repeated problem may be logged. Pure, with the clock passed in.
+//!
+//! At the descriptor limit `accept` fails at once and keeps failing, so a
+//! loop that retries immediately spins a core and writes a log line per
+//! turn. The backoff grows from [`FIRST_PAUSE`] to [`LONGEST_PAUSE`] while
+//! the failures last; the [`Throttle`] lets one line through per window and
+//! counts the rest.
+
+use std::io;
+use std::time::{Duration, Instant};
+
+/// The pause after the first resource error.
+pub const FIRST_PAUSE: Duration = Duration::from_millis(20);
+/// The longest pause: a freed descriptor is used within this.
+pub const LONGEST_PAUSE: Duration = Duration::from_secs(1);
+/// The pause after an error that concerns one connection only (it was
+/// reset before we took it): short, but never a busy loop.
+pub const CONNECTION_PAUSE: Duration = Duration::from_millis(1);
+
+/// Whether an accept error means the process or system ran out of
+/// something (descriptors, buffers, memory), which retrying will not fix.
+pub fn is_exhaustion(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}
+
+/// The growing pause between failing accepts.
+#[derive(Debug, Clone, Default)]
+pub struct Backoff {
+    last: Option<Duration>,
+}
+
+impl Backoff {
+    /// The pause to take after `e`.
+    pub fn after(&mut self, e: &io::Error) -> Duration {
+        if !is_exhaustion(e) {
+            return CONNECTION_PAUSE;
+        }
+        let next = match self.last {
+            None => FIRST_PAUSE,
+            Some(d) => (d * 2).min(LONGEST_PAUSE),
+        };
+        self.last = Some(next);
+        next
+    }
+
+    /// An accept succeeded: the next failure starts small again.
+    pub fn reset(&mut self) {
+        self.last = None;
+    }
+}
+
+/// Lets a repeated log line through once per window.
+#[derive(Debug, Clone)]
+pub struct Throttle {
+    window: Duration,
+    open_at: Option<Instant>,
+    suppressed: u64,
+}
+
+impl Throttle {
+    pub fn new(window: Duration) -> Throttle {
+        Throttle {
+            window,
+            open_at: None,
+            suppressed: 0,
+        }
+    }
+
+    /// `Some(n)` when a line may be written now, `n` being how many were
+    /// held back since the last one; `None` to stay quiet.
+    pub fn admit(&mut self, now: Instant) -> Option<u64> {
+        if self.open_at.is_some_and(|t| now < t) {
+            self.suppressed += 1;
+            return None;
+        }
+        self.open_at = Some(now + self.window);
+        Some(std::mem::take(&mut self.suppressed))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn os(code: i32) -> io::Error {
+        io::Error::from_raw_os_error(code)
+    }
+
+    #[test]
+    fn exhaustion_backs_off_up_to_a_second() {
+        let mut b = Backoff::default();
+        let pauses: Vec<u64> = (0..9)
+            .map(|_| b.after(&os(libc::EMFILE)).as_millis() as u64)
+            .collect();
+        assert_eq!(pauses, [20, 40, 80, 160, 320, 640, 1000, 1000, 1000]);
+        b.reset();
+        assert_eq!(b.after(&os(libc::ENFILE)), FIRST_PAUSE);
+    }
+
+    #[test]
+    fn a_connection_error_pauses_briefly_and_keeps_the_backoff() {
+        let mut b = Backoff::default();
+        b.after(&os(libc::EMFILE));
+        assert_eq!(b.after(&os(libc::ECONNABORTED)), CONNECTION_PAUSE);
+        assert_eq!(b.after(&os(libc::EMFILE)), FIRST_PAUSE * 2);
+        assert!(!is_exhaustion(&io::Error::other("x")));
+        assert!(is_exhaustion(&os(libc::ENOBUFS)));
+    }
+
+    #[test]
+    fn the_throttle_admits_one_line_per_window_and_counts_the_rest() {
+        let mut t = Throttle::new(Duration::from_secs(10));
+        let t0 = Instant::now();
+        assert_eq!(t.admit(t0), Some(0));
+        for i in 1..=5 {
+            assert_eq!(t.admit(t0 + Duration::from_secs(i)), None);
+        }
+        assert_eq!(t.admit(t0 + Duration::from_secs(10)), Some(5));
+        assert_eq!(t.admit(t0 + Duration::from_secs(11)), None);
+        assert_eq!(t.admit(t0 + Duration::from_secs(30)), Some(1));
+    }
+}

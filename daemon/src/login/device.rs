@@ -1,0 +1,89 @@
+//! The device-code flow (PROTOCOL.md §1): a user code to enter on any
+//! device, polled until it is approved, refused, or expires.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use super::{DEVICE_LIMIT, FailureKind, LoginEvent, Logins, send};
+use crate::broker::now_ms;
+use crate::upstream::{DevicePoll, LoginHttpError};
+
+impl Logins {
+    /// The device-code flow. Returns the final event.
+    pub(super) async fn device(
+        self: &Arc<Self>,
+        events: &mpsc::Sender<LoginEvent>,
+    ) -> Option<LoginEvent> {
+        let code = match self.issuer.device_user_code().await {
+            Ok(code) => code,
+            Err(e @ LoginHttpError::DeviceLoginDisabled) => {
+                return Some(LoginEvent::Failure {
+                    kind: FailureKind::DeviceCodeUnavailable,
+                    message: format!("{e}; use the browser login (with paste over SSH) instead"),
+                });
+            }
+            Err(e) => {
+                return Some(LoginEvent::Failure {
+                    kind: FailureKind::DeviceCodeUnavailable,
+                    message: e.to_string(),
+                });
+            }
+        };
+        let base = self.issuer.base();
+        send(
+            events,
+            LoginEvent::DeviceCode {
+                verification_url: format!("{base}/codex/device"),
+                user_code: code.user_code.clone(),
+                expires_at_ms: now_ms() + DEVICE_LIMIT.as_millis() as i64,
+            },
+        )
+        .await;
+        send(
+            events,
+            LoginEvent::Waiting("waiting for the code to be entered".into()),
+        )
+        .await;
+        let mut interval = Duration::from_secs(code.interval_secs.max(1));
+        let deadline = tokio::time::Instant::now() + DEVICE_LIMIT;
+        loop {
+            if tokio::time::Instant::now() + interval > deadline {
+                return Some(LoginEvent::Failure {
+                    kind: FailureKind::Timeout,
+                    message: "the device code expired after 15 minutes; run `pi-authctl login --device` again".into(),
+                });
+            }
+            tokio::time::sleep(interval).await;
+            match self.issuer.device_poll(&code).await {
+                Ok(DevicePoll::Pending) => {}
+                Ok(DevicePoll::SlowDown) => interval += Duration::from_secs(5),
+                Ok(DevicePoll::Approved {
+                    authorization_code,
+                    code_verifier,
+                }) => {
+                    let redirect = format!("{base}/deviceauth/callback");
+                    return Some(
+                        match self
+                            .exchange(&authorization_code, &code_verifier, &redirect)
+                            .await
+                        {
+                            Ok(done) => done,
+                            Err(e) => e.into_failure(),
+                        },
+                    );
+                }
+                Err(LoginHttpError::Network(e)) => {
+                    tracing::warn!(error = %e, "device login poll failed; retrying");
+                }
+                Err(e) => {
+                    return Some(LoginEvent::Failure {
+                        kind: FailureKind::ExchangeFailed,
+                        message: e.to_string(),
+                    });
+                }
+            }
+        }
+    }
+}
