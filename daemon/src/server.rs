@@ -161,7 +161,8 @@ pub async fn run_with(
 
     tracing::info!(
         socket = %bound.path().display(),
-        store = %config.auth_file.display(),
+        store = %broker.store().describe(),
+        issuer = %config.issuer,
         "piauthd is serving"
     );
     // Ready: the socket listens and the credentials are loaded.
@@ -181,7 +182,16 @@ pub async fn run_with(
         broker.clone(),
         logins,
         completions,
-        bound.path().display().to_string(),
+        crate::rpc::About {
+            socket_path: bound.path().display().to_string(),
+            issuer: config.issuer.clone(),
+            codex_base_url: config.codex_base_url.clone(),
+            config_file: config
+                .config_file
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+        },
         uid,
         shutdown.clone(),
     );

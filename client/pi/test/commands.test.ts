@@ -19,6 +19,9 @@ test("/piauth shows the daemon, the store, the account, expiry and last refresh,
 		pid: 42,
 		nowMs: now,
 		socketPath: "/run/user/1/piauthd/piauthd.sock",
+		issuer: "https://auth.openai.com",
+		codexBaseUrl: "https://chatgpt.com/backend-api",
+		configFile: "",
 		store: { kind: "file", path: "/home/u/.pi/agent/auth.json", health: "ok", detail: "" },
 		providers: [
 			{

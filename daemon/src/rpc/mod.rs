@@ -18,7 +18,7 @@ use tokio_stream::wrappers::UnixListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Server;
 
-pub use auth::AuthService;
+pub use auth::{About, AuthService};
 pub use completions::CompletionsService;
 pub use peer::{PeerUidLayer, peer_allowed};
 
@@ -38,7 +38,7 @@ pub async fn serve(
     broker: Arc<Broker>,
     logins: Arc<Logins>,
     completions: CompletionsService,
-    socket_path: String,
+    about: About,
     own_uid: u32,
     shutdown: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
@@ -52,14 +52,9 @@ pub async fn serve(
         .build_v1()
         .expect("the embedded descriptor set is valid");
 
-    let auth = AuthServer::new(AuthService::new(
-        broker,
-        logins,
-        socket_path,
-        shutdown.clone(),
-    ))
-    .max_decoding_message_size(MAX_REQUEST_BYTES)
-    .max_encoding_message_size(MAX_RESPONSE_BYTES);
+    let auth = AuthServer::new(AuthService::new(broker, logins, about, shutdown.clone()))
+        .max_decoding_message_size(MAX_REQUEST_BYTES)
+        .max_encoding_message_size(MAX_RESPONSE_BYTES);
     let completions = CompletionsServer::new(completions)
         .max_decoding_message_size(MAX_REQUEST_BYTES)
         .max_encoding_message_size(MAX_RESPONSE_BYTES);
