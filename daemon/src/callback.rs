@@ -6,7 +6,7 @@
 //! only, answers every response with `Connection: close`, and is one-shot:
 //! after a code has been accepted, further hits get 409.
 //!
-//! The rules (PROTOCOL.md §1) are a pure function, [`judge`], tested below.
+//! The rules (docs/PROTOCOL.md §1) are a pure function, [`judge`], tested below.
 
 use std::convert::Infallible;
 use std::io;

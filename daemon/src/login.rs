@@ -19,7 +19,7 @@ use crate::oauth::{self, PasteError, Pkce};
 use crate::secret::Secret;
 use crate::upstream::{self, DevicePoll, Issuer, LoginHttpError};
 
-/// The longest a device login is polled (PROTOCOL.md §1).
+/// The longest a device login is polled (docs/PROTOCOL.md §1).
 pub const DEVICE_LIMIT: Duration = Duration::from_secs(15 * 60);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
