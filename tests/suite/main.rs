@@ -20,6 +20,8 @@ mod keyring;
 mod login;
 /// The mock Codex backend takes pi 1.6.0's requests.
 mod mock_pi16;
+/// A fresh clone follows the README's quick start and mock recipe, as written.
+mod newcomer;
 /// The real pi beside the daemon.
 mod pi_interop;
 /// The real pi 1.6.0 with the package in client/pi.

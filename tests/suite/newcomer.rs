@@ -1,0 +1,262 @@
+//! A newcomer's first hour: a fresh `git clone` of this repository's HEAD
+//! in a temporary directory, then the README's quick start and its mock
+//! recipe run exactly as written, ending with a logged-in
+//! `pi-authctl status` against `mock-openai`.
+//!
+//! The commands are taken from the README itself (the fenced blocks
+//! between the `<!-- quick-start -->` and `<!-- mock-recipe -->` markers),
+//! so this test fails when the README drifts from what works. It tests the
+//! committed HEAD: uncommitted edits to the README are not seen.
+//!
+//! **Build time.** The quick start's `cargo build` in a fresh clone would
+//! rebuild every dependency, which takes far too long in CI. So cargo's
+//! *build directory* (`CARGO_BUILD_BUILD_DIR`, where intermediate artifacts
+//! live) is this suite's own target directory: every dependency the suite
+//! already built is reused, and only the workspace's own crates are
+//! compiled again (about a minute). The final binaries still land in the
+//! clone's `target/debug/`, exactly where the README's commands look, and
+//! never overwrite the binaries the rest of the suite runs. The clone sits
+//! at a fixed path under the target directory, so repeated runs overwrite
+//! their own artifacts rather than pile up new ones. Cargo runs offline.
+//!
+//! The recipe's mock listens on the README's fixed port 8787; the test
+//! fails, saying so, when something else holds it.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use piauth_tests::daemon::bin_path;
+
+/// The fenced code block after `<!-- name ...-->` and before
+/// `<!-- /name -->` in `markdown`, without its fences. Pure.
+fn marked_block(markdown: &str, name: &str) -> Option<String> {
+    let start = markdown.find(&format!("<!-- {name}"))?;
+    let rest = &markdown[start..];
+    let end = rest.find(&format!("<!-- /{name} -->"))?;
+    let region = &rest[..end];
+    let open = region.find("```")?;
+    let body = &region[open..];
+    let body = &body[body.find('\n')? + 1..];
+    let close = body.rfind("```")?;
+    Some(body[..close].to_owned())
+}
+
+/// The repository this suite was built from, and the suite's target dir.
+fn repo_and_target() -> (PathBuf, PathBuf) {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ sits in the repository")
+        .to_owned();
+    // target/<profile>/piauthd -> target
+    let target = bin_path("piauthd")
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>")
+        .to_owned();
+    (repo, target)
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .output()
+        .expect("git runs");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// A fresh clone of `repo`'s HEAD at `dest` (replacing what was there).
+fn fresh_clone(repo: &Path, dest: &Path) {
+    let head = git(repo, &["rev-parse", "HEAD"]);
+    let _ = fs::remove_dir_all(dest);
+    fs::create_dir_all(dest.parent().expect("a parent")).expect("clone parent");
+    let status = Command::new("git")
+        .args(["clone", "--quiet", "--no-checkout"])
+        .arg(repo)
+        .arg(dest)
+        .status()
+        .expect("git clone");
+    assert!(status.success(), "git clone failed");
+    git(dest, &["checkout", "--quiet", "--detach", &head]);
+}
+
+/// A newcomer's environment: a new home, runtime and temp directory, so
+/// nothing of the real user's is read or touched; the real cargo and
+/// rustup, offline; and the suite's target dir as cargo's build directory.
+fn newcomer_env(cmd: &mut Command, home: &Path, target: &Path) {
+    let real_home = std::env::var_os("HOME").map(PathBuf::from);
+    let keep = |name: &str, fallback: Option<PathBuf>| {
+        std::env::var_os(name)
+            .map(PathBuf::from)
+            .or(fallback)
+            .map(|v| (name.to_owned(), v))
+    };
+    let tools = [
+        keep("CARGO_HOME", real_home.as_ref().map(|h| h.join(".cargo"))),
+        keep("RUSTUP_HOME", real_home.as_ref().map(|h| h.join(".rustup"))),
+        keep("RUSTUP_TOOLCHAIN", None),
+    ];
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", home)
+        .env("XDG_RUNTIME_DIR", home.join("run"))
+        .env("TMPDIR", home.join("tmp"))
+        .env("CARGO_BUILD_BUILD_DIR", target)
+        .env("CARGO_NET_OFFLINE", "true")
+        .env("CARGO_TERM_COLOR", "never");
+    for (k, v) in tools.into_iter().flatten() {
+        cmd.env(k, v);
+    }
+}
+
+/// Runs `script` with bash in `dir`, in a process group of its own (so the
+/// servers it starts in the background can be stopped with it), output to
+/// `log`.
+fn spawn_script(script: &str, dir: &Path, home: &Path, target: &Path, log: &Path) -> Child {
+    let out = fs::File::create(log).expect("log");
+    let err = out.try_clone().expect("log");
+    let mut cmd = Command::new("bash");
+    newcomer_env(&mut cmd, home, target);
+    cmd.args(["-e", "-c", script])
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .process_group(0);
+    cmd.spawn().expect("bash runs")
+}
+
+/// Stops `child`'s whole process group: TERM, then KILL.
+fn stop_group(child: &mut Child) {
+    let pgid = child.id() as i32;
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(-pgid, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline && child.try_wait().ok().flatten().is_none() {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    // SAFETY: as above.
+    unsafe { libc::kill(-pgid, libc::SIGKILL) };
+    let _ = child.wait();
+}
+
+/// Waits until `done` holds, `child` exits, or `limit` passes.
+fn wait_for(child: &mut Child, limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if done() {
+            return true;
+        }
+        if child.try_wait().ok().flatten().is_some() {
+            return done();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+#[test]
+fn readme_blocks_are_found_between_their_markers() {
+    let md = "intro\n<!-- a: note -->\n```sh\none\ntwo\n```\n<!-- /a -->\n```sh\nthree\n```\n";
+    assert_eq!(marked_block(md, "a").as_deref(), Some("one\ntwo\n"));
+    assert_eq!(marked_block(md, "b"), None);
+    let readme = include_str!("../../README.md");
+    for name in ["quick-start", "mock-recipe"] {
+        assert!(marked_block(readme, name).is_some(), "README lacks {name}");
+    }
+}
+
+#[test]
+fn a_fresh_clone_follows_the_readme_to_a_logged_in_status() {
+    let (repo, target) = repo_and_target();
+    let clone = target.join("newcomer").join("clone");
+    fresh_clone(&repo, &clone);
+    let readme = fs::read_to_string(clone.join("README.md")).expect("README.md");
+    let quick = marked_block(&readme, "quick-start").expect("the quick-start block");
+    let recipe = marked_block(&readme, "mock-recipe").expect("the mock-recipe block");
+
+    let home = tempfile::Builder::new()
+        .prefix("newcomer")
+        .tempdir_in("/tmp")
+        .expect("home");
+    for d in ["run", "tmp"] {
+        fs::create_dir(home.path().join(d)).expect("dir");
+        fs::set_permissions(home.path().join(d), fs::Permissions::from_mode(0o700)).expect("0700");
+    }
+
+    // 1. The quick start: build everything, start the daemon with its
+    //    defaults. It serves on the default socket once the build is done.
+    let log = home.path().join("quick-start.log");
+    let started = Instant::now();
+    let mut quick_run = spawn_script(&quick, &clone, home.path(), &target, &log);
+    let socket = home.path().join("run/piauthd/piauthd.sock");
+    let served = wait_for(&mut quick_run, Duration::from_secs(900), || socket.exists());
+    let built_in = started.elapsed();
+    let authctl = clone.join("target/debug/pi-authctl");
+    let status = served.then(|| {
+        let mut cmd = Command::new(&authctl);
+        newcomer_env(&mut cmd, home.path(), &target);
+        cmd.arg("status").output().expect("pi-authctl runs")
+    });
+    stop_group(&mut quick_run);
+    let said = fs::read_to_string(&log).unwrap_or_default();
+    assert!(served, "the quick start never served:\n{said}");
+    let status = status.expect("status ran");
+    let out = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        status.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    assert!(out.contains("issuer   https://auth.openai.com\n"), "{out}");
+    assert!(out.contains("openai-codex  not logged in"), "{out}");
+    eprintln!("newcomer: build and start took {built_in:?}");
+
+    // 2. The mock recipe, as one shell script: it ends with `status`.
+    assert!(
+        std::net::TcpListener::bind("127.0.0.1:8787").is_ok(),
+        "port 8787, which the README's mock recipe uses, is taken"
+    );
+    let log = home.path().join("mock-recipe.log");
+    let mut recipe_run = spawn_script(&recipe, &clone, home.path(), &target, &log);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let exit = loop {
+        if let Some(status) = recipe_run.try_wait().expect("wait for bash") {
+            break Some(status);
+        }
+        if Instant::now() >= deadline {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    stop_group(&mut recipe_run);
+    let said = fs::read_to_string(&log).unwrap_or_default();
+    let exit = exit.unwrap_or_else(|| panic!("the recipe did not finish in 120 s:\n{said}"));
+    assert!(exit.success(), "the recipe failed ({exit}):\n{said}");
+    assert!(
+        said.contains("Logged in to openai-codex as login@example.com"),
+        "{said}"
+    );
+    assert!(said.contains("usage: "), "complete was answered:\n{said}");
+    assert!(said.contains("issuer   http://127.0.0.1:8787\n"), "{said}");
+    assert!(
+        said.contains("backend  http://127.0.0.1:8787/backend-api\n"),
+        "{said}"
+    );
+    let last = said.rfind("PROVIDER").map(|i| &said[i..]).unwrap_or("");
+    assert!(
+        last.contains("openai-codex  valid  acc-login"),
+        "the final status is logged in:\n{said}"
+    );
+}
