@@ -12,6 +12,8 @@ mod completions;
 mod crash;
 /// An unwritable store.
 mod degraded;
+/// pi-authctl's exit status: one test per row of the README's table.
+mod exit_codes;
 /// Upstream failures, one by one.
 mod faults;
 /// The OS keyring store against a real Secret Service.
