@@ -43,7 +43,7 @@ pub async fn connect(socket: PathBuf, no_autostart: bool) -> Result<Client, Erro
             service::Platform::Systemd => "systemctl --user start piauthd.socket",
             service::Platform::Launchd => "launchctl kickstart gui/$UID/dev.piauthd",
         };
-        return Err(Error::Autostart(format!(
+        return Err(Error::NotStarted(format!(
             "{err}; the piauthd service is installed but not running: start it with `{hint}`"
         )));
     }
@@ -53,10 +53,10 @@ pub async fn connect(socket: PathBuf, no_autostart: bool) -> Result<Client, Erro
         return Err(err);
     }
     let daemon =
-        service::piauthd_path().map_err(|e| Error::Autostart(format!("{err}, and {e}")))?;
+        service::piauthd_path().map_err(|e| Error::NotStarted(format!("{err}, and {e}")))?;
     let opts = piauth_client::autostart::StartOptions {
         daemon,
-        log: service::log_path().map_err(Error::Autostart)?,
+        log: service::log_path().map_err(Error::NotStarted)?,
     };
     let (client, started) = piauth_client::autostart::connect_or_start(&socket, &opts).await?;
     if let piauth_client::autostart::Started::Started(pid) = started {
@@ -72,8 +72,8 @@ pub async fn connect(socket: PathBuf, no_autostart: bool) -> Result<Client, Erro
 pub fn exit_code(e: &Error) -> u8 {
     match e {
         // Not running, and not started: autostart off or failed, or a
-        // socket nothing serves.
-        Error::NotRunning { .. } | Error::Autostart(_) => 3,
+        // socket nothing serves. (A refused autostart lock is an error, 1.)
+        Error::NotRunning { .. } | Error::NotStarted(_) => 3,
         Error::Unauthenticated { .. } => 4,
         Error::FailedPrecondition { reason, .. } if *reason == Reason::TokenExpiring => 4,
         _ => 1,
@@ -124,7 +124,8 @@ mod tests {
 
     #[test]
     fn a_daemon_that_was_not_started_is_status_3() {
-        assert_eq!(exit_code(&Error::Autostart("piauthd not found".into())), 3);
+        assert_eq!(exit_code(&Error::NotStarted("piauthd not found".into())), 3);
+        assert_eq!(exit_code(&Error::Autostart("the lock is a link".into())), 1);
         let e = Error::InvalidArgument {
             message: "bad".into(),
         };

@@ -28,7 +28,8 @@ yourself (`piauthd --socket PATH`).
 
 Exit status:
   0    success (also when the reader of stdout went away)
-  1    error (the login failed, a socket was refused, the daemon refused)
+  1    error (the login failed, a socket or the autostart lock was refused,
+       the daemon refused the call)
   2    bad usage (an unknown command, flag or value)
   3    piauthd is not running and was not started (autostart off or failed,
        or a --socket that nothing serves)

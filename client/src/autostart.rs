@@ -132,6 +132,10 @@ pub async fn connect_or_start(
             .map_err(|e| Error::Autostart(e.to_string()))?
             .map_err(|e| match e {
                 StartError::Untrusted { socket, problem } => Error::Untrusted { socket, problem },
+                e @ (StartError::Spawn { .. }
+                | StartError::Config { .. }
+                | StartError::Exited { .. }
+                | StartError::NotReady { .. }) => Error::NotStarted(e.to_string()),
                 e => Error::Autostart(e.to_string()),
             })?
     };

@@ -60,9 +60,15 @@ pub enum Error {
     /// socket or server). Nothing was sent to it.
     #[error("refusing to talk to {}: {problem}", socket.display())]
     Untrusted { socket: PathBuf, problem: Untrusted },
-    /// The daemon was not running and could not be started.
+    /// Autostart refused to go on: its lock is a link, another user's, or
+    /// held too long. Nothing was started; the message says what to remove.
     #[error("{0}")]
     Autostart(String),
+    /// The daemon is not running and was not started: no binary to start,
+    /// its configuration was refused, it exited at start or never served,
+    /// or a service that should start it is installed but stopped.
+    #[error("{0}")]
+    NotStarted(String),
     /// No credential is stored, or the issuer rejected it: log in again.
     #[error("{message}")]
     Unauthenticated { reason: Reason, message: String },

@@ -9,15 +9,19 @@
 //! committed HEAD: uncommitted edits to the README are not seen.
 //!
 //! **Build time.** The quick start's `cargo build` in a fresh clone would
-//! rebuild every dependency, which takes far too long in CI. So cargo's
-//! *build directory* (`CARGO_BUILD_BUILD_DIR`, where intermediate artifacts
-//! live) is this suite's own target directory: every dependency the suite
-//! already built is reused, and only the workspace's own crates are
-//! compiled again (about a minute). The final binaries still land in the
-//! clone's `target/debug/`, exactly where the README's commands look, and
-//! never overwrite the binaries the rest of the suite runs. The clone sits
-//! at a fixed path under the target directory, so repeated runs overwrite
-//! their own artifacts rather than pile up new ones. Cargo runs offline.
+//! rebuild every dependency, which takes far too long in CI. So a cargo
+//! config beside the clone (`<temp>/.cargo/config.toml`, outside the
+//! repository; the README's commands are unchanged) makes this suite's own
+//! target directory cargo's *build directory* (`build.build-dir`, where
+//! intermediate artifacts live): every dependency the suite already built
+//! is reused, and only the workspace's own crates are compiled again. The
+//! final binaries land in the clone's `target/debug/`, where the README's
+//! commands look. Cargo names a workspace crate's artifacts by a hash of
+//! its path *relative to the workspace*, which is the same in the clone, so
+//! the same config gives the workspace's crates (and build scripts) a
+//! profile setting of no consequence (`codegen-units = 255`): their
+//! artifacts get names of their own and never overwrite, or pass for, the
+//! ones the rest of the suite runs. Cargo runs offline.
 //!
 //! The recipe's mock listens on the README's fixed port 8787; the test
 //! fails, saying so, when something else holds it.
@@ -75,11 +79,9 @@ fn git(dir: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
-/// A fresh clone of `repo`'s HEAD at `dest` (replacing what was there).
+/// A fresh clone of `repo`'s HEAD at `dest`.
 fn fresh_clone(repo: &Path, dest: &Path) {
     let head = git(repo, &["rev-parse", "HEAD"]);
-    let _ = fs::remove_dir_all(dest);
-    fs::create_dir_all(dest.parent().expect("a parent")).expect("clone parent");
     let status = Command::new("git")
         .args(["clone", "--quiet", "--no-checkout"])
         .arg(repo)
@@ -90,10 +92,35 @@ fn fresh_clone(repo: &Path, dest: &Path) {
     git(dest, &["checkout", "--quiet", "--detach", &head]);
 }
 
+/// The workspace's packages, whose clone-built artifacts must not share
+/// names with the suite's own (see the module doc).
+const MEMBERS: [&str; 5] = [
+    "piauth-proto",
+    "piauthd",
+    "piauth-client",
+    "pi-authctl",
+    "piauth-tests",
+];
+
+/// The cargo config beside the clone: the suite's target dir as the build
+/// directory, and artifacts of the clone's own crates kept apart. Pure.
+fn clone_cargo_config(target: &Path) -> String {
+    let mut config = format!(
+        "# Written by tests/suite/newcomer.rs; see its module doc.\n\
+         [build]\nbuild-dir = {:?}\n\n\
+         [profile.dev.build-override]\ncodegen-units = 255\n",
+        target.display().to_string()
+    );
+    for member in MEMBERS {
+        config += &format!("\n[profile.dev.package.{member}]\ncodegen-units = 255\n");
+    }
+    config
+}
+
 /// A newcomer's environment: a new home, runtime and temp directory, so
 /// nothing of the real user's is read or touched; the real cargo and
-/// rustup, offline; and the suite's target dir as cargo's build directory.
-fn newcomer_env(cmd: &mut Command, home: &Path, target: &Path) {
+/// rustup, offline.
+fn newcomer_env(cmd: &mut Command, home: &Path) {
     let real_home = std::env::var_os("HOME").map(PathBuf::from);
     let keep = |name: &str, fallback: Option<PathBuf>| {
         std::env::var_os(name)
@@ -111,7 +138,6 @@ fn newcomer_env(cmd: &mut Command, home: &Path, target: &Path) {
         .env("HOME", home)
         .env("XDG_RUNTIME_DIR", home.join("run"))
         .env("TMPDIR", home.join("tmp"))
-        .env("CARGO_BUILD_BUILD_DIR", target)
         .env("CARGO_NET_OFFLINE", "true")
         .env("CARGO_TERM_COLOR", "never");
     for (k, v) in tools.into_iter().flatten() {
@@ -122,11 +148,11 @@ fn newcomer_env(cmd: &mut Command, home: &Path, target: &Path) {
 /// Runs `script` with bash in `dir`, in a process group of its own (so the
 /// servers it starts in the background can be stopped with it), output to
 /// `log`.
-fn spawn_script(script: &str, dir: &Path, home: &Path, target: &Path, log: &Path) -> Child {
+fn spawn_script(script: &str, dir: &Path, home: &Path, log: &Path) -> Child {
     let out = fs::File::create(log).expect("log");
     let err = out.try_clone().expect("log");
     let mut cmd = Command::new("bash");
-    newcomer_env(&mut cmd, home, target);
+    newcomer_env(&mut cmd, home);
     cmd.args(["-e", "-c", script])
         .current_dir(dir)
         .stdin(Stdio::null())
@@ -167,6 +193,22 @@ fn wait_for(child: &mut Child, limit: Duration, mut done: impl FnMut() -> bool) 
 }
 
 #[test]
+fn the_clone_config_keeps_every_member_apart() {
+    let config = clone_cargo_config(Path::new("/t/target"));
+    assert!(config.contains("build-dir = \"/t/target\""), "{config}");
+    for member in MEMBERS {
+        assert!(config.contains(&format!("[profile.dev.package.{member}]")));
+    }
+    // Every package of the workspace is listed.
+    let manifest = include_str!("../../Cargo.toml");
+    let members = manifest
+        .lines()
+        .find_map(|l| l.strip_prefix("members = "))
+        .expect("the workspace members");
+    assert_eq!(members.matches('"').count() / 2, MEMBERS.len(), "{members}");
+}
+
+#[test]
 fn readme_blocks_are_found_between_their_markers() {
     let md = "intro\n<!-- a: note -->\n```sh\none\ntwo\n```\n<!-- /a -->\n```sh\nthree\n```\n";
     assert_eq!(marked_block(md, "a").as_deref(), Some("one\ntwo\n"));
@@ -180,33 +222,39 @@ fn readme_blocks_are_found_between_their_markers() {
 #[test]
 fn a_fresh_clone_follows_the_readme_to_a_logged_in_status() {
     let (repo, target) = repo_and_target();
-    let clone = target.join("newcomer").join("clone");
-    fresh_clone(&repo, &clone);
-    let readme = fs::read_to_string(clone.join("README.md")).expect("README.md");
-    let quick = marked_block(&readme, "quick-start").expect("the quick-start block");
-    let recipe = marked_block(&readme, "mock-recipe").expect("the mock-recipe block");
-
+    // The temporary directory is the newcomer's home; the clone goes in it.
     let home = tempfile::Builder::new()
         .prefix("newcomer")
         .tempdir_in("/tmp")
         .expect("home");
-    for d in ["run", "tmp"] {
+    for d in ["run", "tmp", ".cargo"] {
         fs::create_dir(home.path().join(d)).expect("dir");
         fs::set_permissions(home.path().join(d), fs::Permissions::from_mode(0o700)).expect("0700");
     }
+    fs::write(
+        home.path().join(".cargo/config.toml"),
+        clone_cargo_config(&target),
+    )
+    .expect("cargo config");
+    let clone = home.path().join("clone");
+    fresh_clone(&repo, &clone);
+    let readme = fs::read_to_string(clone.join("README.md")).expect("README.md");
+    let quick = marked_block(&readme, "quick-start").expect("the quick-start block");
+    let recipe = marked_block(&readme, "mock-recipe").expect("the mock-recipe block");
+    let suite_authctl = fs::metadata(bin_path("pi-authctl")).expect("the suite's pi-authctl");
 
     // 1. The quick start: build everything, start the daemon with its
     //    defaults. It serves on the default socket once the build is done.
     let log = home.path().join("quick-start.log");
     let started = Instant::now();
-    let mut quick_run = spawn_script(&quick, &clone, home.path(), &target, &log);
+    let mut quick_run = spawn_script(&quick, &clone, home.path(), &log);
     let socket = home.path().join("run/piauthd/piauthd.sock");
     let served = wait_for(&mut quick_run, Duration::from_secs(900), || socket.exists());
     let built_in = started.elapsed();
     let authctl = clone.join("target/debug/pi-authctl");
     let status = served.then(|| {
         let mut cmd = Command::new(&authctl);
-        newcomer_env(&mut cmd, home.path(), &target);
+        newcomer_env(&mut cmd, home.path());
         cmd.arg("status").output().expect("pi-authctl runs")
     });
     stop_group(&mut quick_run);
@@ -222,6 +270,16 @@ fn a_fresh_clone_follows_the_readme_to_a_logged_in_status() {
     assert!(out.contains("issuer   https://auth.openai.com\n"), "{out}");
     assert!(out.contains("openai-codex  not logged in"), "{out}");
     eprintln!("newcomer: build and start took {built_in:?}");
+    // The clone's build left the suite's own binaries alone.
+    use std::os::unix::fs::MetadataExt;
+    let after = fs::metadata(bin_path("pi-authctl")).expect("the suite's pi-authctl");
+    assert_eq!(
+        (after.ino(), after.mtime()),
+        (suite_authctl.ino(), suite_authctl.mtime()),
+        "the clone's build replaced the suite's pi-authctl"
+    );
+    let clone_authctl = fs::metadata(&authctl).expect("the clone's pi-authctl");
+    assert_ne!(clone_authctl.ino(), after.ino(), "one binary for both");
 
     // 2. The mock recipe, as one shell script: it ends with `status`.
     assert!(
@@ -229,7 +287,7 @@ fn a_fresh_clone_follows_the_readme_to_a_logged_in_status() {
         "port 8787, which the README's mock recipe uses, is taken"
     );
     let log = home.path().join("mock-recipe.log");
-    let mut recipe_run = spawn_script(&recipe, &clone, home.path(), &target, &log);
+    let mut recipe_run = spawn_script(&recipe, &clone, home.path(), &log);
     let deadline = Instant::now() + Duration::from_secs(120);
     let exit = loop {
         if let Some(status) = recipe_run.try_wait().expect("wait for bash") {
