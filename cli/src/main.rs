@@ -51,15 +51,21 @@ on the remote host. Either:
 #[derive(Debug, Parser)]
 #[command(version, after_help = EXIT_HELP)]
 struct Cli {
-    /// The daemon's socket [default: $XDG_RUNTIME_DIR/piauthd/piauthd.sock,
-    /// else ~/.local/state/piauthd/piauthd.sock (on macOS the per-user
-    /// temporary directory); it is used only if its directory is yours and
-    /// 0700 and the daemon runs as you]
-    #[arg(long, global = true, env = "PIAUTHD_SOCKET", value_name = "PATH")]
+    /// The daemon's socket, used only when its directory is yours and 0700
+    /// [default: $XDG_RUNTIME_DIR/piauthd/piauthd.sock, else
+    /// ~/.local/state/piauthd/piauthd.sock]
+    #[arg(
+        long,
+        global = true,
+        env = "PIAUTHD_SOCKET",
+        value_name = "PATH",
+        help_heading = "Global options"
+    )]
     socket: Option<PathBuf>,
 
-    /// Do not start piauthd when it is not running (also PIAUTHD_NO_AUTOSTART=1).
-    #[arg(long, global = true)]
+    /// Never start piauthd; exit 3 when it is not running (also
+    /// PIAUTHD_NO_AUTOSTART=1)
+    #[arg(long, global = true, help_heading = "Global options")]
     no_autostart: bool,
 
     #[command(subcommand)]
@@ -68,7 +74,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Show the daemon, the credential store and each provider's login.
+    /// Show the daemon (socket, issuer, backend, config file), the store and
+    /// each provider's login.
     Status {
         /// Print JSON instead of a table.
         #[arg(long)]
@@ -93,7 +100,7 @@ enum Command {
     /// on stdin.
     #[command(after_help = LOGIN_HELP)]
     Login {
-        /// Provider id.
+        /// Provider id (piauthd logs in only to openai-codex).
         #[arg(long, default_value = "openai-codex")]
         provider: String,
         /// Use a device code instead of the browser callback (headless).
@@ -159,7 +166,7 @@ enum Command {
         #[command(subcommand)]
         action: StoreAction,
     },
-    /// Refresh the token now, through the daemon (never directly).
+    /// Refresh the token now; the daemon does it, once, for every client.
     ///
     /// Also the way to retry after a refresh whose outcome was unknown
     /// (status says so); that retry may log you out if the issuer had in
@@ -197,7 +204,7 @@ enum StoreAction {
     /// package in client/pi.
     Migrate {
         /// Where the login goes.
-        #[arg(long, value_parser = ["keyring", "file"])]
+        #[arg(long, value_name = "STORE", value_parser = ["keyring", "file"])]
         to: String,
     },
 }

@@ -91,7 +91,8 @@ struct Args {
 }
 
 const AFTER_HELP: &str = "\
-Docs: README.md (quick start, configuration, exit codes) and docs/PROTOCOL.md.";
+Docs: README.md (quick start, configuration, running it as a service) and
+docs/PROTOCOL.md (what piauthd relies on from the issuer, pi and Codex).";
 
 fn main() -> ExitCode {
     // First thing: other processes of this user may not ptrace us or read
