@@ -53,6 +53,7 @@ pub async fn run(client: &mut Client, p: Prompt) -> Result<bool, Failed> {
         session_id: p.session.unwrap_or_default(),
         ..Default::default()
     };
+    let mut interrupt = crate::out::interrupts()?;
     let mut stream = client.complete(req).await?;
     let mut out = std::io::stdout().lock();
     let mut filter = (!p.raw && out.is_terminal()).then(TerminalText::default);
@@ -61,7 +62,7 @@ pub async fn run(client: &mut Client, p: Prompt) -> Result<bool, Failed> {
     loop {
         let event = tokio::select! {
             e = stream.next() => e?,
-            _ = tokio::signal::ctrl_c() => {
+            _ = interrupt.recv() => {
                 // Dropping the stream makes the daemon abort the request.
                 drop(stream);
                 if wrote_text { let _ = writeln!(out); }

@@ -101,6 +101,10 @@ pub async fn run(
     } else {
         pb::LoginMethod::Browser
     };
+    // Ctrl-C is caught from here on, before the URL is shown: a handler
+    // installed later (at the first poll) would let an early Ctrl-C kill
+    // the process instead of cancelling the login.
+    let mut interrupt = crate::out::interrupts()?;
     let mut events = client.login(provider, method, timeout_secs).await?;
     let mut paster = client.clone();
     let ui = Ui::new();
@@ -157,7 +161,7 @@ pub async fn run(
                 Ok(Some(_)) => {}
                 _ => stdin_open = false,
             },
-            _ = tokio::signal::ctrl_c() => {
+            _ = interrupt.recv() => {
                 ui.done();
                 say!("pi-authctl: login cancelled");
                 break Outcome::Cancelled;

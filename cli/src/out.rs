@@ -59,3 +59,11 @@ pub fn line(text: &str) -> Result<(), Failed> {
 pub fn reader_gone(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::BrokenPipe
 }
+
+/// SIGINT as a stream, caught from the moment this returns (so a Ctrl-C
+/// that comes early cancels rather than kills).
+pub fn interrupts() -> Result<tokio::signal::unix::Signal, Failed> {
+    use tokio::signal::unix::{SignalKind, signal};
+    signal(SignalKind::interrupt())
+        .map_err(|e| Failed::Message(format!("cannot catch Ctrl-C: {e}")))
+}
