@@ -72,6 +72,9 @@ test("a logged-out daemon's status says what to do", () => {
 		pid: 1,
 		nowMs: 0,
 		socketPath: "/s",
+		issuer: "https://auth.openai.com",
+		codexBaseUrl: "https://chatgpt.com/backend-api",
+		configFile: "",
 		store: { kind: "keyring", path: "", health: "missing", detail: "" },
 		providers: [{ ...emptyProvider(), provider: "openai-codex", state: "not logged in", hint: "run `pi-authctl login`" }],
 	});
