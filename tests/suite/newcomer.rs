@@ -318,3 +318,84 @@ fn a_fresh_clone_follows_the_readme_to_a_logged_in_status() {
         "the final status is logged in:\n{said}"
     );
 }
+
+/// A newcomer's config mistakes: each is said once, naming the file, the
+/// line and the key; `--check-config` and `status` show what is in use.
+#[test]
+fn config_mistakes_are_said_once_and_status_shows_the_config_in_use() {
+    let sb = piauth_tests::Sandbox::new();
+    let run = |args: &[&str]| {
+        sb.command("piauthd")
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("piauthd runs")
+    };
+    let missing = sb.dir.path().join("no-such.toml");
+    let out = run(&["--config", &missing.display().to_string()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(
+        err.trim_end(),
+        format!(
+            "piauthd: cannot read the config file {}: No such file or directory (os error 2)",
+            missing.display()
+        )
+    );
+
+    let config = sb.dir.path().join("config.toml");
+    fs::write(
+        &config,
+        "issuer = \"http://127.0.0.1:9\"\nstream_idle_secs = -1\n",
+    )
+    .unwrap();
+    let out = run(&["--config", &config.display().to_string()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!(
+            "the config file {} is invalid at line 2, key `stream_idle_secs`",
+            config.display()
+        )),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+
+    // No Secret Service in this environment (it is cleared): the keyring
+    // error, with its cause, once.
+    let out = run(&["--store", "keyring"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let last = err.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("piauthd: the OS keyring is not usable ("),
+        "{err}"
+    );
+    let cause = last
+        .split_once('(')
+        .and_then(|(_, rest)| rest.split_once(')'))
+        .map(|(cause, _)| cause)
+        .expect("the cause in parentheses");
+    assert_eq!(last.matches(cause).count(), 1, "said once: {last}");
+
+    fs::write(&config, "issuer = \"http://127.0.0.1:9\"\n").unwrap();
+    let out = run(&["--config", &config.display().to_string(), "--check-config"]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains(&format!("config file  {}\n", config.display())),
+        "{said}"
+    );
+    assert!(said.contains("issuer       http://127.0.0.1:9\n"), "{said}");
+
+    let _d = piauth_tests::Daemon::start_with(&sb, |cmd| {
+        cmd.arg("--config")
+            .arg(&config)
+            .env_remove("PIAUTHD_ISSUER");
+    });
+    let out = sb.authctl(&["status", "--json"]);
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(status["config_file"], config.display().to_string());
+    assert_eq!(status["issuer"], "http://127.0.0.1:9");
+    assert_eq!(status["codex_base_url"], "http://127.0.0.1:9/backend-api");
+}
