@@ -18,10 +18,11 @@
 //! final binaries land in the clone's `target/debug/`, where the README's
 //! commands look. Cargo names a workspace crate's artifacts by a hash of
 //! its path *relative to the workspace*, which is the same in the clone, so
-//! the same config gives the workspace's crates (and build scripts) a
-//! profile setting of no consequence (`codegen-units = 255`): their
-//! artifacts get names of their own and never overwrite, or pass for, the
-//! ones the rest of the suite runs. Cargo runs offline.
+//! the same config gives the workspace's packages a profile setting of no
+//! consequence (`codegen-units = 255`; a package's own profile settings
+//! also apply to its build script): their artifacts get names of their own
+//! and never overwrite, or pass for, the ones the rest of the suite runs.
+//! Cargo runs offline.
 //!
 //! The recipe's mock listens on the README's fixed port 8787; the test
 //! fails, saying so, when something else holds it.
@@ -107,8 +108,7 @@ const MEMBERS: [&str; 5] = [
 fn clone_cargo_config(target: &Path) -> String {
     let mut config = format!(
         "# Written by tests/suite/newcomer.rs; see its module doc.\n\
-         [build]\nbuild-dir = {:?}\n\n\
-         [profile.dev.build-override]\ncodegen-units = 255\n",
+         [build]\nbuild-dir = {:?}\n",
         target.display().to_string()
     );
     for member in MEMBERS {
