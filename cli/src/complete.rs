@@ -10,7 +10,9 @@ use std::io::{IsTerminal, Read, Write};
 use crate::render::TerminalText;
 
 use piauth_client::proto::v1 as pb;
-use piauth_client::{Client, Error, text_delta};
+use piauth_client::{Client, text_delta};
+
+use crate::out::Failed;
 use serde_json::json;
 
 /// What to ask.
@@ -37,8 +39,10 @@ pub fn read_prompt(arg: &str) -> std::io::Result<String> {
     }
 }
 
-/// Streams the completion; returns false if it was cancelled.
-pub async fn run(client: &mut Client, p: Prompt) -> Result<bool, Error> {
+/// Streams the completion; returns false if it was cancelled. A stdout
+/// that cannot be written ends it (the stream is dropped, so the daemon
+/// aborts the upstream request rather than finish an unread reply).
+pub async fn run(client: &mut Client, p: Prompt) -> Result<bool, Failed> {
     let input =
         json!([{ "role": "user", "content": [{ "type": "input_text", "text": p.prompt }] }]);
     let req = pb::CompletionRequest {
@@ -49,6 +53,7 @@ pub async fn run(client: &mut Client, p: Prompt) -> Result<bool, Error> {
         session_id: p.session.unwrap_or_default(),
         ..Default::default()
     };
+    let mut interrupt = crate::out::interrupts()?;
     let mut stream = client.complete(req).await?;
     let mut out = std::io::stdout().lock();
     let mut filter = (!p.raw && out.is_terminal()).then(TerminalText::default);
@@ -57,11 +62,11 @@ pub async fn run(client: &mut Client, p: Prompt) -> Result<bool, Error> {
     loop {
         let event = tokio::select! {
             e = stream.next() => e?,
-            _ = tokio::signal::ctrl_c() => {
+            _ = interrupt.recv() => {
                 // Dropping the stream makes the daemon abort the request.
                 drop(stream);
                 if wrote_text { let _ = writeln!(out); }
-                eprintln!("pi-authctl: cancelled");
+                say!("pi-authctl: cancelled");
                 return Ok(false);
             }
         };
@@ -77,24 +82,26 @@ pub async fn run(client: &mut Client, p: Prompt) -> Result<bool, Error> {
                 line["http_status"] = info.http_status.into();
                 line["rate_limits"] = json!(info.rate_limit_headers);
             }
-            let _ = writeln!(out, "{line}");
+            writeln!(out, "{line}").map_err(Failed::Stdout)?;
         } else if let Some(text) = text_delta(&event) {
             let text = match &mut filter {
                 Some(f) => f.push(&text),
                 None => text,
             };
-            let _ = write!(out, "{text}");
+            write!(out, "{text}").map_err(Failed::Stdout)?;
             wrote_text = true;
         }
-        let _ = out.flush();
+        out.flush().map_err(Failed::Stdout)?;
     }
     if wrote_text {
-        let _ = writeln!(out);
+        writeln!(out).map_err(Failed::Stdout)?;
     }
     if let Some(u) = usage {
-        eprintln!(
+        say!(
             "usage: {} input tokens ({} cached), {} output tokens",
-            u.input_tokens, u.cached_input_tokens, u.output_tokens
+            u.input_tokens,
+            u.cached_input_tokens,
+            u.output_tokens
         );
     }
     Ok(true)

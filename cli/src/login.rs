@@ -5,9 +5,11 @@ use std::io::IsTerminal;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
+use piauth_client::Client;
 use piauth_client::proto::v1 as pb;
 use piauth_client::proto::v1::login_event::Event;
-use piauth_client::{Client, Error};
+
+use crate::out::{self, Failed};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 /// How a login ended, for the exit status.
@@ -39,14 +41,14 @@ impl Ui {
     fn say(&self, text: &str) {
         match &self.spinner {
             Some(bar) => bar.println(text),
-            None => eprintln!("{text}"),
+            None => say!("{text}"),
         }
     }
 
     fn status(&self, text: &str) {
         match &self.spinner {
             Some(bar) => bar.set_message(text.to_owned()),
-            None => eprintln!("{text}"),
+            None => say!("{text}"),
         }
     }
 
@@ -141,12 +143,16 @@ pub async fn run(
     device: bool,
     no_browser: bool,
     timeout_secs: u32,
-) -> Result<Outcome, Error> {
+) -> Result<Outcome, Failed> {
     let method = if device {
         pb::LoginMethod::DeviceCode
     } else {
         pb::LoginMethod::Browser
     };
+    // Ctrl-C is caught from here on, before the URL is shown: a handler
+    // installed later (at the first poll) would let an early Ctrl-C kill
+    // the process instead of cancelling the login.
+    let mut interrupt = crate::out::interrupts()?;
     let mut events = client.login(provider, method, timeout_secs).await?;
     let mut paster = client.clone();
     let ui = Ui::new();
@@ -172,20 +178,20 @@ pub async fn run(
                     ui.done();
                     let who = if s.email.is_empty() { s.account_id.clone() } else { s.email.clone() };
                     let plan = if s.plan.is_empty() { String::new() } else { format!(", plan {}", s.plan) };
-                    println!("Logged in to {} as {who} (account {}{plan}).", s.provider, s.account_id);
+                    out::line(&format!("Logged in to {} as {who} (account {}{plan}).", s.provider, s.account_id))?;
                     if !s.replaced.is_empty() {
-                        println!("This replaces the login of {}.", s.replaced);
+                        out::line(&format!("This replaces the login of {}.", s.replaced))?;
                     }
                     break Outcome::Success;
                 }
                 Some(Event::Failure(f)) => {
                     ui.done();
-                    eprintln!("pi-authctl: login failed: {}", f.message);
+                    say!("pi-authctl: login failed: {}", f.message);
                     break Outcome::Failure;
                 }
                 Some(Event::Cancelled(c)) => {
                     ui.done();
-                    eprintln!("pi-authctl: login cancelled: {}", c.message);
+                    say!("pi-authctl: login cancelled: {}", c.message);
                     break Outcome::Cancelled;
                 }
             },
@@ -200,9 +206,9 @@ pub async fn run(
                 Ok(Some(_)) => {}
                 _ => stdin_open = false,
             },
-            _ = tokio::signal::ctrl_c() => {
+            _ = interrupt.recv() => {
                 ui.done();
-                eprintln!("pi-authctl: login cancelled");
+                say!("pi-authctl: login cancelled");
                 break Outcome::Cancelled;
             }
         }

@@ -1,9 +1,13 @@
 //! `pi-authctl`: the command line for piauthd.
 //!
 //! A thin binary: parse with clap, call the client library, print. It never
-//! links the daemon; everything goes over the socket.
+//! links the daemon; everything goes over the socket. Nothing it prints can
+//! panic ([`out`]).
 
+#[macro_use]
+mod out;
 mod complete;
+mod connect;
 mod login;
 mod render;
 mod service;
@@ -11,21 +15,28 @@ mod service;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use crate::out::Failed;
 use clap::{Parser, Subcommand};
-use piauth_client::{Client, Error, Reason};
 
 const EXIT_HELP: &str = "\
-When piauthd is not running and no service is installed, pi-authctl starts it
-in the background (its log: ~/.local/state/piauthd/piauthd.log, or
-~/Library/Logs/piauthd.log on macOS); --no-autostart turns that off.
+When nothing serves the default socket and no service is installed,
+pi-authctl starts piauthd in the background (its log:
+~/.local/state/piauthd/piauthd.log, or ~/Library/Logs/piauthd.log on macOS);
+--no-autostart or PIAUTHD_NO_AUTOSTART=1 turns that off. A --socket or
+PIAUTHD_SOCKET other than the default is never started: start piauthd there
+yourself (`piauthd --socket PATH`).
 
 Exit status:
-  0    success
-  1    error (or the login failed)
-  2    bad usage
-  3    piauthd is not running
+  0    success (also when the reader of stdout went away)
+  1    error (the login failed, a socket or the autostart lock was refused,
+       the daemon refused the call)
+  2    bad usage (an unknown command, flag or value)
+  3    piauthd is not running and was not started (autostart off or failed,
+       or a --socket that nothing serves)
   4    not logged in, or the login must be renewed: run `pi-authctl login`
-  130  cancelled (Ctrl-C)";
+  130  cancelled (Ctrl-C)
+
+Docs: README.md and docs/PROTOCOL.md in the piauthd repository.";
 
 const LOGIN_HELP: &str = "\
 Over SSH, the browser on your own machine cannot reach the daemon's callback
@@ -38,17 +49,23 @@ on the remote host. Either:
 
 /// Control piauthd, the daemon that owns pi's OpenAI Codex login.
 #[derive(Debug, Parser)]
-#[command(version, about, after_help = EXIT_HELP)]
+#[command(version, after_help = EXIT_HELP)]
 struct Cli {
-    /// The daemon's socket [default: $XDG_RUNTIME_DIR/piauthd/piauthd.sock,
-    /// else ~/.local/state/piauthd/piauthd.sock (on macOS the per-user
-    /// temporary directory); it is used only if its directory is yours and
-    /// 0700 and the daemon runs as you]
-    #[arg(long, global = true, env = "PIAUTHD_SOCKET", value_name = "PATH")]
+    /// The daemon's socket, used only when its directory is yours and 0700
+    /// [default: $XDG_RUNTIME_DIR/piauthd/piauthd.sock, else
+    /// ~/.local/state/piauthd/piauthd.sock]
+    #[arg(
+        long,
+        global = true,
+        env = "PIAUTHD_SOCKET",
+        value_name = "PATH",
+        help_heading = "Global options"
+    )]
     socket: Option<PathBuf>,
 
-    /// Do not start piauthd when it is not running (also PIAUTHD_NO_AUTOSTART=1).
-    #[arg(long, global = true)]
+    /// Never start piauthd; exit 3 when it is not running (also
+    /// PIAUTHD_NO_AUTOSTART=1)
+    #[arg(long, global = true, help_heading = "Global options")]
     no_autostart: bool,
 
     #[command(subcommand)]
@@ -57,16 +74,14 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Show the daemon, the credential store and each provider's login.
+    /// Show the daemon (socket, issuer, backend, config file), the store and
+    /// each provider's login.
     Status {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
     /// Print an access token, alone on a line, for scripts.
-    ///
-    /// pi can take its key from this command: set
-    /// `"apiKey": "!pi-authctl token"` in pi's model settings.
     Token {
         /// Provider id.
         #[arg(long, default_value = "openai-codex")]
@@ -85,7 +100,7 @@ enum Command {
     /// on stdin.
     #[command(after_help = LOGIN_HELP)]
     Login {
-        /// Provider id.
+        /// Provider id (piauthd logs in only to openai-codex).
         #[arg(long, default_value = "openai-codex")]
         provider: String,
         /// Use a device code instead of the browser callback (headless).
@@ -94,9 +109,10 @@ enum Command {
         /// Do not open a browser; just print the URL.
         #[arg(long)]
         no_browser: bool,
-        /// Give up after this many seconds [default: the daemon's, 600].
-        #[arg(long, value_name = "SECS", default_value_t = 0)]
-        timeout: u32,
+        /// Give up after this many seconds [default: the daemon's
+        /// login_timeout_secs, 600].
+        #[arg(long, value_name = "SECS")]
+        timeout: Option<u32>,
     },
     /// Log out: remove the provider's credential (others are untouched).
     Logout {
@@ -114,8 +130,8 @@ enum Command {
         /// Model id (see `pi-authctl models`).
         #[arg(long, default_value = "gpt-5.1-codex-mini")]
         model: String,
-        /// Reasoning effort: minimal, low, medium, high or xhigh.
-        #[arg(long)]
+        /// Reasoning effort [default: the model's].
+        #[arg(long, value_parser = ["minimal", "low", "medium", "high", "xhigh"])]
         effort: Option<String>,
         /// The system prompt (instructions).
         #[arg(long, default_value = "You are a helpful assistant.")]
@@ -150,7 +166,7 @@ enum Command {
         #[command(subcommand)]
         action: StoreAction,
     },
-    /// Refresh the token now, through the daemon (never directly).
+    /// Refresh the token now; the daemon does it, once, for every client.
     ///
     /// Also the way to retry after a refresh whose outcome was unknown
     /// (status says so); that retry may log you out if the issuer had in
@@ -161,6 +177,9 @@ enum Command {
         provider: String,
     },
     /// Print the token now and again each time it changes, one per line.
+    ///
+    /// When the provider is not logged in it says so and exits 4, unless
+    /// --wait is given.
     Watch {
         /// Provider id.
         #[arg(long, default_value = "openai-codex")]
@@ -168,6 +187,9 @@ enum Command {
         /// Print JSON lines with the expiry and account id.
         #[arg(long)]
         json: bool,
+        /// When not logged in, wait for a login instead of exiting.
+        #[arg(long)]
+        wait: bool,
     },
 }
 
@@ -178,10 +200,11 @@ enum StoreAction {
     ///
     /// Stop the daemon first, then start it again with `--store keyring`
     /// (or `store = "keyring"` in its config). In keyring mode pi cannot read
-    /// the token from auth.json: give pi `"apiKey": "!pi-authctl token"`.
+    /// the token from auth.json; pi 1.6 or later gets it through the pi
+    /// package in client/pi.
     Migrate {
         /// Where the login goes.
-        #[arg(long, value_parser = ["keyring", "file"])]
+        #[arg(long, value_name = "STORE", value_parser = ["keyring", "file"])]
         to: String,
     },
 }
@@ -206,15 +229,19 @@ enum ServiceAction {
     },
     /// Stop the service and remove its files.
     Uninstall {
+        /// Print what would be stopped and removed; change nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Remove from this directory instead of the service manager's.
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
+        /// Which service manager's files to remove [default: this OS's].
         #[arg(long, value_enum)]
         platform: Option<service::Platform>,
     },
     /// Show whether the service is installed and running.
     Status {
+        /// Which service manager to ask [default: this OS's].
         #[arg(long, value_enum)]
         platform: Option<service::Platform>,
     },
@@ -228,89 +255,102 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("pi-authctl: cannot start: {e}");
+            say!("pi-authctl: cannot start: {e}");
             return ExitCode::FAILURE;
         }
     };
+    let provider = cli.command.provider().map(str::to_owned);
     let result = runtime.block_on(run(cli));
     // A read of stdin may still be pending; do not wait for it.
     runtime.shutdown_background();
     match result {
         Ok(code) => code,
-        Err(e) => {
-            eprintln!("pi-authctl: {e}");
-            ExitCode::from(exit_code(&e))
+        Err(Failed::Stdout(e)) if out::reader_gone(&e) => ExitCode::SUCCESS,
+        Err(Failed::Stdout(e)) => {
+            say!("pi-authctl: cannot write to stdout: {e}");
+            ExitCode::FAILURE
+        }
+        Err(Failed::Message(m)) => {
+            say!("pi-authctl: {m}");
+            ExitCode::FAILURE
+        }
+        Err(Failed::Client(e)) => {
+            say!("pi-authctl: {}", connect::explain(&e, provider.as_deref()));
+            ExitCode::from(connect::exit_code(&e))
         }
     }
 }
 
-async fn run(cli: Cli) -> Result<ExitCode, Error> {
-    if let Command::Store {
-        action: StoreAction::Migrate { to },
-    } = &cli.command
-    {
-        let daemon = match service::piauthd_path() {
-            Ok(d) => d,
-            Err(e) => {
-                eprintln!("pi-authctl: {e}");
-                return Ok(ExitCode::FAILURE);
-            }
-        };
-        // The daemon binary does the move: pi-authctl never touches stores.
-        let status = std::process::Command::new(daemon)
-            .args(["--migrate-store-to", to])
-            .status();
-        return Ok(match status {
-            Ok(s) if s.success() => ExitCode::SUCCESS,
-            Ok(_) => ExitCode::FAILURE,
-            Err(e) => {
-                eprintln!("pi-authctl: cannot run piauthd: {e}");
-                ExitCode::FAILURE
-            }
-        });
+impl Command {
+    /// The `--provider` of the commands that take one.
+    fn provider(&self) -> Option<&str> {
+        match self {
+            Command::Token { provider, .. }
+            | Command::Login { provider, .. }
+            | Command::Logout { provider }
+            | Command::Refresh { provider }
+            | Command::Watch { provider, .. } => Some(provider),
+            _ => None,
+        }
     }
-    if let Command::Service { action } = &cli.command {
-        let result = match action {
-            ServiceAction::Install {
-                dry_run,
-                no_start,
-                dir,
-                platform,
-            } => service::install(
-                platform.unwrap_or_else(service::Platform::current),
-                dir.as_deref(),
-                *dry_run,
-                *no_start,
-            ),
-            ServiceAction::Uninstall {
-                dry_run,
-                dir,
-                platform,
-            } => service::uninstall(
-                platform.unwrap_or_else(service::Platform::current),
-                dir.as_deref(),
-                *dry_run,
-            ),
-            ServiceAction::Status { platform } => {
-                service::status(platform.unwrap_or_else(service::Platform::current))
-            }
-        };
-        return Ok(match result {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("pi-authctl: {e}");
-                ExitCode::FAILURE
-            }
-        });
+}
+
+/// `store migrate`: the daemon binary does the move, so pi-authctl never
+/// touches a store itself.
+fn migrate(to: &str) -> Result<ExitCode, Failed> {
+    let daemon = service::piauthd_path()?;
+    let status = std::process::Command::new(daemon)
+        .args(["--migrate-store-to", to])
+        .status()
+        .map_err(|e| format!("cannot run piauthd: {e}"))?;
+    Ok(if status.success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn service_command(action: &ServiceAction) -> Result<ExitCode, Failed> {
+    let current = service::Platform::current;
+    match action {
+        ServiceAction::Install {
+            dry_run,
+            no_start,
+            dir,
+            platform,
+        } => service::install(
+            platform.unwrap_or_else(current),
+            dir.as_deref(),
+            *dry_run,
+            *no_start,
+        )?,
+        ServiceAction::Uninstall {
+            dry_run,
+            dir,
+            platform,
+        } => service::uninstall(platform.unwrap_or_else(current), dir.as_deref(), *dry_run)?,
+        ServiceAction::Status { platform } => service::status(platform.unwrap_or_else(current))?,
     }
-    let mut client = connect(&cli).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run(cli: Cli) -> Result<ExitCode, Failed> {
+    match &cli.command {
+        Command::Store {
+            action: StoreAction::Migrate { to },
+        } => return migrate(to),
+        Command::Service { action } => return service_command(action),
+        _ => {}
+    }
+    let socket = connect::socket(cli.socket);
+    let mut client = connect::connect(socket, cli.no_autostart).await?;
     match cli.command {
         Command::Status { json } => {
             let status = client.status().await?;
             if json {
-                println!("{}", render::status_json(&status));
+                out::line(&render::status_json(&status).to_string())?;
             } else {
-                print!("{}", render::status_table(&status));
+                out::print(&render::status_table(&status))?;
             }
         }
         Command::Token {
@@ -320,9 +360,9 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
         } => {
             let token = client.get_token(&provider, min_valid).await?;
             if json {
-                println!("{}", render::token_json(&token));
+                out::line(&render::token_json(&token).to_string())?;
             } else {
-                println!("{}", token.access_token);
+                out::line(&token.access_token)?;
             }
         }
         Command::Refresh { provider } => {
@@ -330,7 +370,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as i64);
-            eprintln!(
+            say!(
                 "refreshed {}; the new token expires {}",
                 token.provider,
                 render::relative(token.expires_at_ms - now)
@@ -342,6 +382,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
             no_browser,
             timeout,
         } => {
+            let timeout = timeout.unwrap_or(0);
             return Ok(
                 match login::run(&mut client, &provider, device, no_browser, timeout).await? {
                     login::Outcome::Success => ExitCode::SUCCESS,
@@ -359,13 +400,8 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
             json,
             raw,
         } => {
-            let prompt = match complete::read_prompt(&prompt) {
-                Ok(p) => p,
-                Err(e) => {
-                    eprintln!("pi-authctl: cannot read the prompt from stdin: {e}");
-                    return Ok(ExitCode::FAILURE);
-                }
-            };
+            let prompt = complete::read_prompt(&prompt)
+                .map_err(|e| format!("cannot read the prompt from stdin: {e}"))?;
             let p = complete::Prompt {
                 prompt,
                 model,
@@ -382,97 +418,54 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::Models { json } => {
             let models = client.list_models().await?;
             if json {
-                let list: Vec<_> = models
-                    .iter()
-                    .map(|m| serde_json::json!({"id": m.id, "context_window": m.context_window, "max_output_tokens": m.max_output_tokens}))
-                    .collect();
-                println!("{}", serde_json::Value::from(list));
+                out::line(&render::models_json(&models).to_string())?;
             } else {
-                println!("{:<24} {:>10} {:>10}", "MODEL", "CONTEXT", "MAX OUT");
-                for m in models {
-                    println!(
-                        "{:<24} {:>10} {:>10}",
-                        m.id, m.context_window, m.max_output_tokens
-                    );
-                }
+                out::print(&render::models_table(&models))?;
             }
         }
         Command::Service { .. } | Command::Store { .. } => {}
         Command::Logout { provider } => {
             if client.logout(&provider).await? {
-                eprintln!("Logged out of {provider}.");
+                say!("Logged out of {provider}.");
             } else {
-                eprintln!("{provider} was not logged in.");
+                say!("{provider} was not logged in.");
             }
         }
-        Command::Watch { provider, json } => {
-            let mut stream = client.watch_token(&provider).await?;
-            while let Some(token) = stream.next().await? {
-                if json {
-                    println!("{}", render::token_json(&token));
-                } else {
-                    println!("{}", token.access_token);
-                }
-            }
-        }
+        Command::Watch {
+            provider,
+            json,
+            wait,
+        } => return watch(&mut client, &provider, json, wait).await,
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// Connects to the daemon, starting it in the background when nothing
-/// answers, no service is installed, and autostart is not turned off.
-async fn connect(cli: &Cli) -> Result<Client, Error> {
-    let socket = match &cli.socket {
-        Some(s) => s.clone(),
-        None => {
-            let default = piauth_client::proto::socket::default_socket();
-            if let Some(note) = &default.note {
-                eprintln!("pi-authctl: {note}");
-            }
-            default.path
+/// `watch`: the token now and each new one. Logged out, it says so and
+/// exits 4 (as `token` does), or with `--wait` says that it waits.
+async fn watch(
+    client: &mut piauth_client::Client,
+    provider: &str,
+    json: bool,
+    wait: bool,
+) -> Result<ExitCode, Failed> {
+    let status = client.status().await?;
+    if let Some(state) = render::logged_out(&status, provider) {
+        if !wait {
+            say!(
+                "pi-authctl: {provider} is {state}: run `pi-authctl login` \
+                 (or `pi-authctl watch --wait` to wait for a login)"
+            );
+            return Ok(ExitCode::from(4));
         }
-    };
-    let err = match Client::connect(&socket).await {
-        Ok(c) => return Ok(c),
-        Err(e @ Error::NotRunning { .. }) => e,
-        Err(e) => return Err(e),
-    };
-    let platform = service::Platform::current();
-    if service::installed(platform) {
-        let hint = match platform {
-            service::Platform::Systemd => "systemctl --user start piauthd.socket",
-            service::Platform::Launchd => "launchctl kickstart gui/$UID/dev.piauthd",
-        };
-        return Err(Error::Autostart(format!(
-            "{err}; the piauthd service is installed but not running: start it with `{hint}`"
-        )));
+        say!("pi-authctl: {provider} is {state}; waiting for a login (`pi-authctl login`)");
     }
-    let disabled =
-        cli.no_autostart || std::env::var_os("PIAUTHD_NO_AUTOSTART").is_some_and(|v| v != "0");
-    if disabled {
-        return Err(err);
+    let mut stream = client.watch_token(provider).await?;
+    while let Some(token) = stream.next().await? {
+        if json {
+            out::line(&render::token_json(&token).to_string())?;
+        } else {
+            out::line(&token.access_token)?;
+        }
     }
-    let daemon =
-        service::piauthd_path().map_err(|e| Error::Autostart(format!("{err}, and {e}")))?;
-    let opts = piauth_client::autostart::StartOptions {
-        daemon,
-        log: service::log_path().map_err(Error::Autostart)?,
-    };
-    let (client, started) = piauth_client::autostart::connect_or_start(&socket, &opts).await?;
-    if let piauth_client::autostart::Started::Started(pid) = started {
-        eprintln!(
-            "pi-authctl: started piauthd (pid {pid}) in the background; its log is {}",
-            opts.log.display()
-        );
-    }
-    Ok(client)
-}
-
-fn exit_code(e: &Error) -> u8 {
-    match e {
-        Error::NotRunning { .. } => 3,
-        Error::Unauthenticated { .. } => 4,
-        Error::FailedPrecondition { reason, .. } if *reason == Reason::TokenExpiring => 4,
-        _ => 1,
-    }
+    Ok(ExitCode::SUCCESS)
 }

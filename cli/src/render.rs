@@ -52,6 +52,54 @@ fn or_dash(s: &str) -> &str {
     if s.is_empty() { "-" } else { s }
 }
 
+fn or_none(s: &str) -> &str {
+    if s.is_empty() { "none (defaults)" } else { s }
+}
+
+/// "1 time", "3 times".
+fn times(n: u32) -> String {
+    if n == 1 {
+        "1 time".to_owned()
+    } else {
+        format!("{n} times")
+    }
+}
+
+/// How `provider` stands when it cannot give a token until someone logs
+/// in ("not logged in", "needs login"); `None` when it can. Pure.
+pub fn logged_out(s: &pb::StatusResponse, provider: &str) -> Option<&'static str> {
+    let state = s
+        .providers
+        .iter()
+        .find(|p| p.provider == provider)
+        .map_or(pb::ProviderState::NotLoggedIn as i32, |p| p.state);
+    let out = matches!(
+        pb::ProviderState::try_from(state),
+        Ok(pb::ProviderState::NotLoggedIn | pb::ProviderState::NeedsLogin)
+    );
+    out.then(|| state_name(state))
+}
+
+/// The `models` table.
+pub fn models_table(models: &[pb::Model]) -> String {
+    let mut out = format!("{:<24} {:>10} {:>10}\n", "MODEL", "CONTEXT", "MAX OUT");
+    for m in models {
+        out += &format!(
+            "{:<24} {:>10} {:>10}\n",
+            m.id, m.context_window, m.max_output_tokens
+        );
+    }
+    out
+}
+
+/// The `models --json` output.
+pub fn models_json(models: &[pb::Model]) -> serde_json::Value {
+    models
+        .iter()
+        .map(|m| json!({"id": m.id, "context_window": m.context_window, "max_output_tokens": m.max_output_tokens}))
+        .collect()
+}
+
 /// The human-readable `status` output.
 pub fn status_table(s: &pb::StatusResponse) -> String {
     let mut out = format!(
@@ -63,6 +111,12 @@ pub fn status_table(s: &pb::StatusResponse) -> String {
         if !store.detail.is_empty() {
             out += &format!("         {}\n", store.detail);
         }
+    }
+    // Older daemons do not say; then the lines are left out.
+    if !s.issuer.is_empty() {
+        out += &format!("issuer   {}\n", s.issuer);
+        out += &format!("backend  {}\n", s.codex_base_url);
+        out += &format!("config   {}\n", or_none(&s.config_file));
     }
     let rows: Vec<[String; 6]> = s
         .providers
@@ -110,9 +164,9 @@ pub fn status_table(s: &pb::StatusResponse) -> String {
         let mut facts = Vec::new();
         if p.refresh_count > 0 {
             facts.push(format!(
-                "refreshed {} ({} times by this daemon)",
+                "refreshed {} ({} by this daemon)",
                 relative(p.last_refresh_ms - s.now_ms),
-                p.refresh_count
+                times(p.refresh_count)
             ));
         }
         if p.next_refresh_ms > 0 {
@@ -141,6 +195,9 @@ pub fn status_json(s: &pb::StatusResponse) -> serde_json::Value {
         "daemon_version": s.daemon_version,
         "pid": s.pid,
         "socket": s.socket_path,
+        "issuer": s.issuer,
+        "codex_base_url": s.codex_base_url,
+        "config_file": s.config_file,
         "now_ms": s.now_ms,
         "store": {
             "path": store.path,
@@ -292,6 +349,13 @@ mod tests {
     }
 
     #[test]
+    fn one_refresh_is_one_time() {
+        assert_eq!(times(1), "1 time");
+        assert_eq!(times(3), "3 times");
+        assert_eq!(times(0), "0 times");
+    }
+
+    #[test]
     fn table_lists_providers_and_hints() {
         let s = pb::StatusResponse {
             daemon_version: "0.1.0".into(),
@@ -310,9 +374,20 @@ mod tests {
                 hint: "run `pi-authctl login`".into(),
                 ..Default::default()
             }],
+            issuer: "http://127.0.0.1:8787".into(),
+            codex_base_url: "http://127.0.0.1:8787/backend-api".into(),
+            config_file: String::new(),
         };
         let t = status_table(&s);
         assert!(t.contains("store    /h/auth.json (ok)"), "{t}");
+        assert!(t.contains("issuer   http://127.0.0.1:8787\n"), "{t}");
+        assert!(
+            t.contains("backend  http://127.0.0.1:8787/backend-api\n"),
+            "{t}"
+        );
+        assert!(t.contains("config   none (defaults)\n"), "{t}");
+        assert_eq!(logged_out(&s, "openai-codex"), Some("not logged in"));
+        assert_eq!(logged_out(&s, "absent"), Some("not logged in"));
         assert!(t.contains("openai-codex  not logged in"), "{t}");
         assert!(t.contains("openai-codex: run `pi-authctl login`"), "{t}");
         let j = status_json(&s);

@@ -6,6 +6,8 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::out::{self, Failed};
+
 const SERVICE_UNIT: &str = include_str!("../../systemd/piauthd.service");
 const SOCKET_UNIT: &str = include_str!("../../systemd/piauthd.socket");
 const PLIST: &str = include_str!("../../launchd/dev.piauthd.plist");
@@ -231,14 +233,14 @@ pub fn install(
     dir: Option<&Path>,
     dry_run: bool,
     no_start: bool,
-) -> Result<(), String> {
+) -> Result<(), Failed> {
     let files = plan(platform, dir, &piauthd_path()?)?;
     let start = start_commands(platform, &files);
     if dry_run {
         for f in &files {
-            println!("# {}\n{}", f.path.display(), f.contents);
+            out::line(&format!("# {}\n{}", f.path.display(), f.contents))?;
         }
-        println!("# then:\n{}", show(&start));
+        out::line(&format!("# then:\n{}", show(&start)))?;
         return Ok(());
     }
     for f in &files {
@@ -247,21 +249,21 @@ pub fn install(
                 .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
         }
         write_no_follow(&f.path, &f.contents)?;
-        eprintln!("wrote {}", f.path.display());
+        say!("wrote {}", f.path.display());
     }
     if no_start || dir.is_some() {
-        eprintln!("To start it:\n{}", show(&start));
+        say!("To start it:\n{}", show(&start));
     } else if manager_available(platform) {
         run_all(&start)?;
-        eprintln!("piauthd is installed and starts on demand.");
+        say!("piauthd is installed and starts on demand.");
     } else {
-        eprintln!(
+        say!(
             "The service manager is not reachable from here. Run:\n{}",
             show(&start)
         );
     }
     if platform == Platform::Systemd && headless() {
-        eprintln!(
+        say!(
             "This looks like a headless host: to keep piauthd running while you are logged out, run\n  loginctl enable-linger $USER"
         );
     }
@@ -317,13 +319,13 @@ fn headless() -> bool {
         || (std::env::var_os("DISPLAY").is_none() && std::env::var_os("WAYLAND_DISPLAY").is_none())
 }
 
-pub fn uninstall(platform: Platform, dir: Option<&Path>, dry_run: bool) -> Result<(), String> {
+pub fn uninstall(platform: Platform, dir: Option<&Path>, dry_run: bool) -> Result<(), Failed> {
     let files = plan(platform, dir, Path::new("/x"))?;
     let stop = stop_commands(platform);
     if dry_run {
-        println!("# would run:\n{}", show(&stop));
+        out::line(&format!("# would run:\n{}", show(&stop)))?;
         for f in &files {
-            println!("# would remove {}", f.path.display());
+            out::line(&format!("# would remove {}", f.path.display()))?;
         }
         return Ok(());
     }
@@ -333,9 +335,9 @@ pub fn uninstall(platform: Platform, dir: Option<&Path>, dry_run: bool) -> Resul
     }
     for f in &files {
         match std::fs::remove_file(&f.path) {
-            Ok(()) => eprintln!("removed {}", f.path.display()),
+            Ok(()) => say!("removed {}", f.path.display()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(format!("cannot remove {}: {e}", f.path.display())),
+            Err(e) => return Err(format!("cannot remove {}: {e}", f.path.display()).into()),
         }
     }
     if dir.is_none() && manager_available(platform) {
@@ -344,7 +346,7 @@ pub fn uninstall(platform: Platform, dir: Option<&Path>, dry_run: bool) -> Resul
     Ok(())
 }
 
-pub fn status(platform: Platform) -> Result<(), String> {
+pub fn status(platform: Platform) -> Result<(), Failed> {
     let files = plan(platform, None, Path::new("/x"))?;
     for f in &files {
         let state = if f.path.exists() {
@@ -352,7 +354,7 @@ pub fn status(platform: Platform) -> Result<(), String> {
         } else {
             "not installed"
         };
-        println!("{:<60} {state}", f.path.display());
+        out::line(&format!("{:<60} {state}", f.path.display()))?;
     }
     if manager_available(platform) {
         let cmd = match platform {
@@ -368,7 +370,7 @@ pub fn status(platform: Platform) -> Result<(), String> {
         };
         let _ = Command::new(cmd[0]).args(&cmd[1..]).status();
     } else {
-        println!("(the service manager is not reachable from here)");
+        out::line("(the service manager is not reachable from here)")?;
     }
     Ok(())
 }

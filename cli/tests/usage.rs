@@ -16,28 +16,114 @@ fn help_explains_exit_codes() {
     assert!(help.contains("status") && help.contains("token"), "{help}");
 }
 
-#[test]
-fn no_daemon_says_how_to_start_one() {
+/// A private runtime directory, so the default socket is
+/// `<it>/piauthd/piauthd.sock` and nothing serves it.
+fn runtime_dir() -> tempfile::TempDir {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
     // A private directory, as the daemon makes it (tempfile's may be 0755).
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    dir
+}
+
+#[test]
+fn no_daemon_on_the_default_socket_says_how_to_start_one() {
+    let dir = runtime_dir();
     let out = Command::new(env!("CARGO_BIN_EXE_pi-authctl"))
-        .arg("--socket")
-        .arg(dir.path().join("none.sock"))
-        .arg("--no-autostart")
-        .arg("status")
+        .env_remove("PIAUTHD_SOCKET")
+        .env("XDG_RUNTIME_DIR", dir.path())
+        .args(["--no-autostart", "status"])
         .output()
         .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(3),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let err = String::from_utf8(out.stderr).unwrap();
-    assert!(err.contains("piauthd is not running"), "{err}");
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    let default = dir.path().join("piauthd/piauthd.sock");
+    assert!(
+        err.contains(&format!(
+            "piauthd is not running (nothing is listening on {})",
+            default.display()
+        )),
+        "{err}"
+    );
     assert!(err.contains("start it with `piauthd`"), "{err}");
+}
+
+/// A mistyped `--socket` (or `PIAUTHD_SOCKET`) is never autostarted and no
+/// directory is made for it; the message gives both paths and the command
+/// that would serve the one asked for. Autostart is on here.
+#[test]
+fn a_socket_nothing_serves_is_not_autostarted_and_nothing_is_created() {
+    let dir = runtime_dir();
+    let guess = dir.path().join("typo/piauthd.scok");
+    let default = dir.path().join("piauthd/piauthd.sock");
+    for how in ["flag", "env"] {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pi-authctl"));
+        cmd.env_remove("PIAUTHD_NO_AUTOSTART")
+            .env("XDG_RUNTIME_DIR", dir.path())
+            .env("XDG_STATE_HOME", dir.path().join("state"));
+        if how == "flag" {
+            cmd.env_remove("PIAUTHD_SOCKET").arg("--socket").arg(&guess);
+        } else {
+            cmd.env("PIAUTHD_SOCKET", &guess);
+        }
+        let out = cmd.arg("status").output().unwrap();
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(out.status.code(), Some(3), "{how}: {err}");
+        assert!(
+            err.contains(&format!(
+                "nothing serves {}; the default is {}; start one with `piauthd --socket {}`",
+                guess.display(),
+                default.display(),
+                guess.display()
+            )),
+            "{how}: {err}"
+        );
+        assert!(!err.contains("started piauthd"), "{how}: {err}");
+    }
+    let made: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(made.is_empty(), "created for a guess: {made:?}");
+}
+
+/// Output into a pipe that is already closed ends quietly: no panic, no
+/// message, status 0.
+#[test]
+fn a_closed_stdout_ends_the_command_quietly() {
+    use std::process::Stdio;
+    // `install` names the piauthd it finds; beside pi-authctl, else on PATH.
+    let bin = runtime_dir();
+    std::fs::write(bin.path().join("piauthd"), "").unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pi-authctl"))
+        .args(["service", "install", "--dry-run", "--platform", "systemd"])
+        .env("PATH", bin.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Close the read end before it writes anything.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.is_empty(), "{err}");
+}
+
+#[test]
+fn usage_errors_are_status_2() {
+    for args in [
+        &["complete", "hi", "--effort", "huge"][..],
+        &["status", "--bogus"],
+        &["frobnicate"],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_pi-authctl"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+    }
 }
 
 #[test]

@@ -6,6 +6,16 @@
 //! them starts a daemon and the others wait for it. (The daemon's own
 //! one-instance lock would refuse a second one anyway.)
 //!
+//! Only the default socket is ever started on. A `--socket` or
+//! `PIAUTHD_SOCKET` that nothing serves may be a typo: starting a second
+//! daemon there would refresh the same `auth.json` beside the first one, so
+//! the caller gets [`Error::NotRunning`] (which names both paths) and
+//! nothing is created.
+//!
+//! Before the daemon is forked, `piauthd --check-config` runs with the same
+//! environment, so a bad config file is reported by its first error line
+//! (file, key and line) rather than as "exited at start".
+//!
 //! Every step assumes the socket's directory may not be what it seems:
 //! * the directory is checked (ours, 0700, not a link: [`crate::verify`])
 //!   before anything is created in it, and the daemon that answers is
@@ -81,8 +91,16 @@ pub enum StartError {
         LOCK_WAIT.as_secs()
     )]
     LockBusy { path: PathBuf, holder: String },
-    #[error("piauthd exited at start ({status}); see its log, {}", log.display())]
-    Exited { status: String, log: PathBuf },
+    /// `piauthd --check-config` refused the configuration; `first` is its
+    /// first error line.
+    #[error("piauthd cannot start: {first}")]
+    Config { first: String },
+    #[error("piauthd exited at start ({status}): {first}; its log is {}", log.display())]
+    Exited {
+        status: String,
+        first: String,
+        log: PathBuf,
+    },
     #[error("piauthd did not start serving within {}s; see its log, {}", READY_WAIT.as_secs(), log.display())]
     NotReady { log: PathBuf },
 }
@@ -103,7 +121,7 @@ pub async fn connect_or_start(
 ) -> Result<(Client, Started), Error> {
     match Client::connect(socket).await {
         Ok(c) => return Ok((c, Started::AlreadyRunning)),
-        Err(Error::NotRunning { .. }) => {}
+        Err(e) if e.is_default_not_running() => {}
         Err(e) => return Err(e),
     }
     let started = {
@@ -114,6 +132,10 @@ pub async fn connect_or_start(
             .map_err(|e| Error::Autostart(e.to_string()))?
             .map_err(|e| match e {
                 StartError::Untrusted { socket, problem } => Error::Untrusted { socket, problem },
+                e @ (StartError::Spawn { .. }
+                | StartError::Config { .. }
+                | StartError::Exited { .. }
+                | StartError::NotReady { .. }) => Error::NotStarted(e.to_string()),
                 e => Error::Autostart(e.to_string()),
             })?
     };
@@ -293,6 +315,7 @@ fn start_locked(socket: &Path, opts: &StartOptions) -> Result<Started, StartErro
     if serving(socket) {
         return Ok(Started::AlreadyRunning);
     }
+    check_config(socket, opts)?;
     if let Some(dir) = opts.log.parent() {
         DirBuilder::new()
             .recursive(true)
@@ -304,6 +327,8 @@ fn start_locked(socket: &Path, opts: &StartOptions) -> Result<Started, StartErro
             })?;
     }
     let log = open_private(&opts.log, verify::euid(), OpenOptions::new().append(true))?;
+    // Where this start's output begins, to quote its first error line.
+    let log_start = log.metadata().map_or(0, |m| m.len());
     let log_err = log.try_clone().map_err(|source| StartError::Prepare {
         path: opts.log.clone(),
         source,
@@ -327,8 +352,12 @@ fn start_locked(socket: &Path, opts: &StartOptions) -> Result<Started, StartErro
             return Ok(Started::Started(pid));
         }
         if let Ok(Some(status)) = child.try_wait() {
+            let said = read_from(&opts.log, log_start);
             return Err(StartError::Exited {
                 status: status.to_string(),
+                first: first_error_line(&said)
+                    .unwrap_or("it said nothing")
+                    .to_owned(),
                 log: opts.log.clone(),
             });
         }
@@ -337,6 +366,58 @@ fn start_locked(socket: &Path, opts: &StartOptions) -> Result<Started, StartErro
     Err(StartError::NotReady {
         log: opts.log.clone(),
     })
+}
+
+/// Runs `piauthd --check-config` as the daemon would run (same environment
+/// and socket), so a configuration it refuses is reported by its first
+/// error line before anything is forked.
+fn check_config(socket: &Path, opts: &StartOptions) -> Result<(), StartError> {
+    let mut cmd = Command::new(&opts.daemon);
+    crate::launch::prepare(&mut cmd);
+    let out = cmd
+        .arg("--check-config")
+        .env("PIAUTHD_SOCKET", socket)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|source| StartError::Spawn {
+            daemon: opts.daemon.clone(),
+            source,
+        })?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let said = String::from_utf8_lossy(&out.stderr);
+    Err(StartError::Config {
+        first: first_error_line(&said)
+            .unwrap_or("its configuration check failed without a message")
+            .to_owned(),
+    })
+}
+
+/// What `path` holds from byte `start` on (lossy); empty if unreadable.
+fn read_from(path: &Path, start: u64) -> String {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut text = Vec::new();
+    let read = File::open(path).and_then(|mut f| {
+        f.seek(SeekFrom::Start(start))?;
+        f.take(64 * 1024).read_to_end(&mut text)
+    });
+    match read {
+        Ok(_) => String::from_utf8_lossy(&text).into_owned(),
+        Err(_) => String::new(),
+    }
+}
+
+/// The daemon's first error line in `output`: its own `piauthd: ...` line
+/// (what `main` prints on a fatal error), else the first logged `ERROR`,
+/// else the last non-empty line. Pure.
+fn first_error_line(output: &str) -> Option<&str> {
+    let lines = || output.lines().map(str::trim).filter(|l| !l.is_empty());
+    lines()
+        .find(|l| l.starts_with("piauthd: "))
+        .map(|l| l.trim_start_matches("piauthd: "))
+        .or_else(|| lines().find(|l| l.contains(" ERROR ")))
+        .or_else(|| lines().next_back())
 }
 
 #[cfg(test)]
@@ -360,6 +441,24 @@ mod tests {
         assert_eq!(flock_holder(LOCKS, 0x801, 5678), None);
         assert_eq!(flock_holder(LOCKS, 0x802, 9999), None);
         assert_eq!(flock_holder("garbage\n1: FLOCK x", 1, 1), None);
+    }
+
+    #[test]
+    fn the_first_error_line_is_the_daemons_own() {
+        let log = "\x1b[2m2026\x1b[0m  INFO piauthd: starting\n\
+                   piauthd: the config file /c.toml is invalid at line 3, key `x`: bad\n\
+                   later noise\n";
+        assert_eq!(
+            first_error_line(log),
+            Some("the config file /c.toml is invalid at line 3, key `x`: bad")
+        );
+        let traced = "2026 INFO serving\n2026 ERROR piauthd::server: keyring locked\nbye\n";
+        assert_eq!(
+            first_error_line(traced),
+            Some("2026 ERROR piauthd::server: keyring locked")
+        );
+        assert_eq!(first_error_line("\n  \nonly this\n"), Some("only this"));
+        assert_eq!(first_error_line(""), None);
     }
 
     #[test]

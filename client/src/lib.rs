@@ -39,12 +39,14 @@ pub use verify::{Owner, Untrusted};
 /// What went wrong, in terms a caller can act on.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error(
-        "piauthd is not running (nothing is listening on {}): start it with `piauthd`",
-        socket.display()
-    )]
+    /// Nothing serves `socket`. When it is not `default` (a `--socket` or
+    /// `PIAUTHD_SOCKET` of the user's), the message says both paths, since
+    /// a mistyped path looks exactly like this.
+    #[error("{}", not_running_message(socket, default))]
     NotRunning {
         socket: PathBuf,
+        /// The default socket of this environment.
+        default: PathBuf,
         #[source]
         source: io::Error,
     },
@@ -58,9 +60,15 @@ pub enum Error {
     /// socket or server). Nothing was sent to it.
     #[error("refusing to talk to {}: {problem}", socket.display())]
     Untrusted { socket: PathBuf, problem: Untrusted },
-    /// The daemon was not running and could not be started.
+    /// Autostart refused to go on: its lock is a link, another user's, or
+    /// held too long. Nothing was started; the message says what to remove.
     #[error("{0}")]
     Autostart(String),
+    /// The daemon is not running and was not started: no binary to start,
+    /// its configuration was refused, it exited at start or never served,
+    /// or a service that should start it is installed but stopped.
+    #[error("{0}")]
+    NotStarted(String),
     /// No credential is stored, or the issuer rejected it: log in again.
     #[error("{message}")]
     Unauthenticated { reason: Reason, message: String },
@@ -93,7 +101,45 @@ pub enum Error {
 /// The daemon's machine-readable error reason (`ErrorInfo.reason`).
 pub type Reason = pb::ErrorReason;
 
+/// What [`Error::NotRunning`] says: how to start the daemon that was
+/// looked for, and, for a path other than the default, what the default is.
+fn not_running_message(socket: &Path, default: &Path) -> String {
+    if socket == default {
+        format!(
+            "piauthd is not running (nothing is listening on {}): start it with `piauthd`",
+            socket.display()
+        )
+    } else {
+        format!(
+            "nothing serves {}; the default is {}; start one with `piauthd --socket {}`",
+            socket.display(),
+            default.display(),
+            shell_word(&socket.display().to_string())
+        )
+    }
+}
+
+/// `word` quoted for a POSIX shell when it needs it, so a hint can be pasted.
+fn shell_word(word: &str) -> String {
+    let plain = !word.is_empty()
+        && word
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-+,:@%=".contains(&b));
+    if plain {
+        word.to_owned()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
+    }
+}
+
 impl Error {
+    /// Whether this is "nothing serves the default socket", the only case in
+    /// which a client may start a daemon: any other path is the user's own,
+    /// and may be a typo, so no daemon (and no directory) is made for it.
+    pub fn is_default_not_running(&self) -> bool {
+        matches!(self, Error::NotRunning { socket, default, .. } if socket == default)
+    }
+
     /// The daemon's machine-readable reason, when it gave one.
     pub fn reason(&self) -> Option<Reason> {
         match self {
@@ -305,6 +351,7 @@ async fn dial(socket: &Path) -> Result<UnixStream, Error> {
     if verify::check_path(socket, euid).map_err(checked)? == verify::Presence::Absent {
         return Err(Error::NotRunning {
             socket: socket.to_owned(),
+            default: default_socket_path(),
             source: io::ErrorKind::NotFound.into(),
         });
     }
@@ -316,6 +363,7 @@ async fn dial(socket: &Path) -> Result<UnixStream, Error> {
         if absent {
             Error::NotRunning {
                 socket: socket.to_owned(),
+                default: default_socket_path(),
                 source,
             }
         } else {
@@ -408,4 +456,28 @@ pub fn text_delta(event: &pb::CompletionEvent) -> Option<String> {
     }
     let v: serde_json::Value = serde_json::from_str(&event.data_json).ok()?;
     v.get("delta")?.as_str().map(str::to_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn not_running_names_the_default_only_for_another_path() {
+        let d = Path::new("/run/user/1/piauthd/piauthd.sock");
+        let msg = not_running_message(d, d);
+        assert!(msg.contains("start it with `piauthd`"), "{msg}");
+        let typo = Path::new("/run/user/1/piauthd/piauthd.scok");
+        assert_eq!(
+            not_running_message(typo, d),
+            "nothing serves /run/user/1/piauthd/piauthd.scok; the default is \
+             /run/user/1/piauthd/piauthd.sock; start one with \
+             `piauthd --socket /run/user/1/piauthd/piauthd.scok`"
+        );
+        let spaced = not_running_message(Path::new("/tmp/my dir/it's.sock"), d);
+        assert!(
+            spaced.ends_with("`piauthd --socket '/tmp/my dir/it'\\''s.sock'`"),
+            "{spaced}"
+        );
+    }
 }

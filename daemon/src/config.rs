@@ -83,6 +83,9 @@ pub struct FileConfig {
     /// Models added to (or replacing) the built-in list.
     #[serde(default)]
     pub models: Vec<crate::codex::models::Model>,
+    /// The file this was read from; `None` when there was none.
+    #[serde(skip)]
+    pub loaded_from: Option<PathBuf>,
 }
 
 /// The facts of the environment that defaults depend on.
@@ -132,6 +135,8 @@ pub struct Config {
     pub refresh_lead_secs: u64,
     pub models: Vec<crate::codex::models::Model>,
     pub store: StoreKind,
+    /// The config file that was read, for `status`; `None` when none was.
+    pub config_file: Option<PathBuf>,
 }
 
 impl Config {
@@ -150,8 +155,15 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
-    #[error("the config file {path} is invalid: {message}")]
-    Parse { path: PathBuf, message: String },
+    /// The file does not parse or has a bad value. `line` (1-based) and
+    /// `key` locate it, when the parser says where.
+    #[error("{}", parse_message(path, *line, key.as_deref(), message))]
+    Parse {
+        path: PathBuf,
+        line: Option<usize>,
+        key: Option<String>,
+        message: String,
+    },
     #[error("HOME is not set, so {what} has no default; set {hint}")]
     NoHome {
         what: &'static str,
@@ -201,10 +213,63 @@ pub fn load_file(path: &Path, required: bool) -> Result<FileConfig, ConfigError>
             });
         }
     };
-    toml::from_str(&text).map_err(|e| ConfigError::Parse {
-        path: path.to_owned(),
-        message: e.message().to_owned(),
-    })
+    let mut file: FileConfig = toml::from_str(&text).map_err(|e| {
+        let (line, key) = match e.span() {
+            Some(span) => {
+                let (line, key) = locate(&text, span.start);
+                (Some(line), key)
+            }
+            None => (None, None),
+        };
+        ConfigError::Parse {
+            path: path.to_owned(),
+            line,
+            key,
+            message: e.message().trim_end().to_owned(),
+        }
+    })?;
+    file.loaded_from = Some(path.to_owned());
+    Ok(file)
+}
+
+/// "the config file F is invalid at line 3, key `login_timeout_secs`: ...".
+fn parse_message(path: &Path, line: Option<usize>, key: Option<&str>, message: &str) -> String {
+    let at = match (line, key) {
+        (Some(l), Some(k)) => format!(" at line {l}, key `{k}`"),
+        (Some(l), None) => format!(" at line {l}"),
+        (None, _) => String::new(),
+    };
+    format!(
+        "the config file {} is invalid{at}: {message}",
+        path.display()
+    )
+}
+
+/// The 1-based line of byte `offset` in `text`, and the key that line sets
+/// (`models.id` inside a `[[models]]` table), for an error message. Pure.
+fn locate(text: &str, offset: usize) -> (usize, Option<String>) {
+    let mut offset = offset.min(text.len());
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    let before = &text[..offset];
+    let line_no = before.matches('\n').count() + 1;
+    let start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line = text[start..].lines().next().unwrap_or("").trim();
+    let key = line
+        .split_once('=')
+        .map(|(k, _)| k.trim().trim_matches('"').to_owned())
+        .filter(|k| !k.is_empty() && !k.starts_with(['[', '#']));
+    let table = before
+        .lines()
+        .map(str::trim)
+        .rfind(|l| l.starts_with('['))
+        .map(|l| l.trim_matches(['[', ']', ' ']).to_owned());
+    let key = match (table, key) {
+        (Some(t), Some(k)) => Some(format!("{t}.{k}")),
+        (_, k) => k,
+    };
+    (line_no, key)
 }
 
 /// Combines defaults, the file and the overrides.
@@ -300,6 +365,7 @@ pub fn resolve(
         connection_idle_secs,
         refresh_lead_secs,
         models: file.models,
+        config_file: file.loaded_from,
         store: over.store.or(file.store).unwrap_or_default(),
         callback_fallback_addr,
         originator,
@@ -547,7 +613,54 @@ mod tests {
         let f = load_file(&p, false).unwrap();
         assert_eq!(f.socket, Some("/x".into()));
         assert_eq!(f.refresh_lead_secs, Some(2400));
-        assert!(load_file(&dir.path().join("none.toml"), false).is_ok());
+        assert_eq!(f.loaded_from.as_deref(), Some(p.as_path()));
+        let none = load_file(&dir.path().join("none.toml"), false).unwrap();
+        assert_eq!(none.loaded_from, None, "no file was read");
         assert!(load_file(&dir.path().join("none.toml"), true).is_err());
+    }
+
+    #[test]
+    fn a_bad_value_names_the_file_the_key_and_the_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("config.toml");
+        std::fs::write(
+            &p,
+            "# mine\nissuer = \"http://127.0.0.1:8787\"\nlogin_timeout_secs = \"10\"\n",
+        )
+        .unwrap();
+        let msg = load_file(&p, false).unwrap_err().to_string();
+        assert_eq!(
+            msg,
+            format!(
+                "the config file {} is invalid at line 3, key `login_timeout_secs`: \
+                 invalid type: string \"10\", expected u64",
+                p.display()
+            )
+        );
+        std::fs::write(&p, "store = \"file\"\nsokcet = \"/x\"\n").unwrap();
+        let msg = load_file(&p, false).unwrap_err().to_string();
+        assert!(
+            msg.contains("at line 2, key `sokcet`: unknown field `sokcet`"),
+            "{msg}"
+        );
+        std::fs::write(&p, "[[models]]\nid = \"m\"\ncontext_window = \"big\"\n").unwrap();
+        let msg = load_file(&p, false).unwrap_err().to_string();
+        assert!(
+            msg.contains("at line 3, key `models.context_window`"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn locate_finds_the_line_and_key_of_an_offset() {
+        let text = "a = 1\n\n[t]\n\"b\" = 2\n";
+        assert_eq!(locate(text, 0), (1, Some("a".into())));
+        assert_eq!(locate(text, 6), (2, None));
+        assert_eq!(
+            locate(text, text.find("2").unwrap()),
+            (4, Some("t.b".into()))
+        );
+        assert_eq!(locate(text, 999), (5, None));
+        assert_eq!(locate("é = 1", 1), (1, Some("é".into())));
     }
 }

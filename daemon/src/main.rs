@@ -16,11 +16,13 @@ use tracing_subscriber::EnvFilter;
 ///
 /// Settings come from, lowest to highest: built-in defaults,
 /// $XDG_CONFIG_HOME/piauthd/config.toml, environment variables, flags.
+/// `pi-authctl status` shows the issuer, backend and config file in use.
 #[derive(Debug, Parser)]
-#[command(version, about, long_about)]
+#[command(version, about, long_about, after_help = AFTER_HELP)]
 struct Args {
     /// Unix socket to serve on [default: $XDG_RUNTIME_DIR/piauthd/piauthd.sock,
-    /// or /tmp/piauthd-<uid>/piauthd.sock when XDG_RUNTIME_DIR is unset]
+    /// else ~/.local/state/piauthd/piauthd.sock (on macOS the per-user
+    /// temporary directory)]
     #[arg(long, env = "PIAUTHD_SOCKET", value_name = "PATH")]
     socket: Option<PathBuf>,
 
@@ -77,15 +79,26 @@ struct Args {
     #[arg(long, value_enum, value_name = "STORE")]
     migrate_store_to: Option<config::StoreKind>,
 
-    /// Config file [default: $XDG_CONFIG_HOME/piauthd/config.toml]
+    /// Config file [default: $XDG_CONFIG_HOME/piauthd/config.toml, else
+    /// ~/.config/piauthd/config.toml; a missing default file is fine, a
+    /// missing --config file is an error]
     #[arg(long, env = "PIAUTHD_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
+
+    /// Check the configuration (config file, environment, flags), print
+    /// what it resolves to, and exit: 0 when it is valid, 1 when not.
+    #[arg(long)]
+    check_config: bool,
 
     /// More logging: -v for piauthd's debug, -vv for its trace, -vvv for
     /// every library's trace too (HTTP/2 frames). RUST_LOG, when set, wins.
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
 }
+
+const AFTER_HELP: &str = "\
+Docs: README.md (quick start, configuration, running it as a service) and
+docs/PROTOCOL.md (what piauthd relies on from the issuer, pi and Codex).";
 
 fn main() -> ExitCode {
     // First thing: other processes of this user may not ptrace us or read
@@ -100,10 +113,28 @@ fn main() -> ExitCode {
     match start(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("piauthd: {e:#}");
+            let causes: Vec<String> = e.chain().map(ToString::to_string).collect();
+            eprintln!("piauthd: {}", error_line(&causes));
             ExitCode::FAILURE
         }
     }
+}
+
+/// One line for an error and its causes, each said once: a cause whose
+/// text the line already holds (an error that quotes its source) is not
+/// repeated. Pure.
+fn error_line(causes: &[String]) -> String {
+    let mut line = String::new();
+    for cause in causes {
+        if line.contains(cause.as_str()) {
+            continue;
+        }
+        if !line.is_empty() {
+            line += ": ";
+        }
+        line += cause;
+    }
+    line
 }
 
 fn init_logging(verbose: u8) {
@@ -147,6 +178,10 @@ fn start(args: Args) -> anyhow::Result<()> {
         store: args.store,
     };
     let config = config::resolve(overrides, file, &env)?;
+    if args.check_config {
+        println!("{}", describe(&config));
+        return Ok(());
+    }
     if let Some(to) = args.migrate_store_to {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -231,6 +266,30 @@ fn raise_nofile_limit() {
     }
 }
 
+/// What `--check-config` prints: the settings a user most often needs to
+/// confirm.
+fn describe(config: &config::Config) -> String {
+    let file = config
+        .config_file
+        .as_ref()
+        .map_or_else(|| "none".to_owned(), |p| p.display().to_string());
+    format!(
+        "piauthd: the configuration is valid\n\
+         config file  {file}\n\
+         socket       {}\n\
+         store        {}\n\
+         issuer       {}\n\
+         backend      {}",
+        config.socket.display(),
+        match config.store {
+            config::StoreKind::File => config.auth_file.display().to_string(),
+            config::StoreKind::Keyring => "the OS keyring".to_owned(),
+        },
+        config.issuer,
+        config.codex_base_url
+    )
+}
+
 /// Cancels `shutdown` on SIGTERM or SIGINT.
 async fn stop_on_signal(shutdown: CancellationToken) {
     use tokio::signal::unix::{SignalKind, signal};
@@ -246,4 +305,27 @@ async fn stop_on_signal(shutdown: CancellationToken) {
         _ = int.recv() => tracing::info!("SIGINT received; shutting down"),
     }
     shutdown.cancel();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cause_the_message_already_quotes_is_said_once() {
+        let causes = [
+            "cannot read the config file /x.toml: No such file or directory (os error 2)"
+                .to_owned(),
+            "No such file or directory (os error 2)".to_owned(),
+        ];
+        assert_eq!(error_line(&causes), causes[0]);
+        let chained = [
+            "cannot start the async runtime".to_owned(),
+            "out of memory".to_owned(),
+        ];
+        assert_eq!(
+            error_line(&chained),
+            "cannot start the async runtime: out of memory"
+        );
+    }
 }

@@ -251,7 +251,8 @@ async fn serve(
 
     tracing::info!(
         socket = %bound.path().display(),
-        store = %config.auth_file.display(),
+        store = %broker.store().describe(),
+        issuer = %config.issuer,
         "piauthd is serving"
     );
     // Ready: the socket listens and the credentials are loaded.
@@ -267,7 +268,16 @@ async fn serve(
         logins,
         completions,
         crate::rpc::Serving {
-            socket_path: bound.path().display().to_string(),
+            about: crate::rpc::About {
+                socket_path: bound.path().display().to_string(),
+                issuer: config.issuer.clone(),
+                codex_base_url: config.codex_base_url.clone(),
+                config_file: config
+                    .config_file
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+            },
             own_uid: uid,
             idle_timeout: Duration::from_secs(config.connection_idle_secs),
         },

@@ -13,7 +13,7 @@ use std::time::Duration;
 use crate::oauth::{self, Failure, TokenResponse};
 use crate::secret::Secret;
 
-/// The OAuth client id of the Codex CLI and pi (PROTOCOL.md §1).
+/// The OAuth client id of the Codex CLI and pi (docs/PROTOCOL.md §1).
 pub const CLIENT_ID: &str = "app_EMoamEEZ73f0CkXaXp7hrann";
 
 /// How long to wait for a TCP/TLS connection. Short: nothing was sent yet,
@@ -202,7 +202,7 @@ impl Issuer {
         format!("{}{path}", self.token_url.trim_end_matches("/oauth/token"))
     }
 
-    /// Exchanges an authorization code (PROTOCOL.md §1, "Code exchange").
+    /// Exchanges an authorization code (docs/PROTOCOL.md §1, "Code exchange").
     pub async fn exchange_code(
         &self,
         code: &Secret<String>,

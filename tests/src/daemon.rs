@@ -98,8 +98,10 @@ impl Sandbox {
         self.agent_dir().join("auth.json")
     }
 
+    /// The default socket of the sandbox's environment (`XDG_STATE_HOME`
+    /// is the sandbox), so clients may autostart a daemon on it.
     pub fn socket(&self) -> PathBuf {
-        self.dir.path().join("run").join("piauthd.sock")
+        self.dir.path().join("piauthd").join("piauthd.sock")
     }
 
     /// Writes `auth.json` as pi would (owned by the sandbox's user).
@@ -133,6 +135,7 @@ impl Sandbox {
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("HOME", self.dir.path())
             .env("XDG_CONFIG_HOME", self.dir.path().join("config"))
+            .env("XDG_STATE_HOME", self.dir.path())
             .env("PI_CODING_AGENT_DIR", self.agent_dir())
             .env("PIAUTHD_SOCKET", self.socket())
             // Tests start daemons themselves; the autostart test removes this.

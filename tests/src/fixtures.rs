@@ -3,7 +3,7 @@
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
-/// An unsigned JWT carrying the claims of PROTOCOL.md §1. `nonce` makes each
+/// An unsigned JWT carrying the claims of docs/PROTOCOL.md §1. `nonce` makes each
 /// token unique, so a test can grep logs for it.
 pub fn access_token(account: &str, email: &str, plan: &str, exp_secs: i64, nonce: &str) -> String {
     let header = URL_SAFE_NO_PAD.encode(r#"{"alg":"none","typ":"JWT"}"#);

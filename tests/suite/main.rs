@@ -16,6 +16,8 @@ mod completions;
 mod crash;
 /// An unwritable store.
 mod degraded;
+/// pi-authctl's exit status: one test per row of the README's table.
+mod exit_codes;
 /// Upstream failures, one by one.
 mod faults;
 /// The OS keyring store against a real Secret Service.
@@ -24,6 +26,8 @@ mod keyring;
 mod login;
 /// The mock Codex backend takes pi 1.6.0's requests.
 mod mock_pi16;
+/// A fresh clone follows the README's quick start and mock recipe, as written.
+mod newcomer;
 /// The real pi beside the daemon.
 mod pi_interop;
 /// The real pi 1.6.0 with the package in client/pi.

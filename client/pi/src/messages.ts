@@ -88,6 +88,10 @@ export interface Status {
 	store: StoreStatus;
 	providers: ProviderStatus[];
 	socketPath: string;
+	/** The issuer, the Codex backend and the config file the daemon uses. */
+	issuer: string;
+	codexBaseUrl: string;
+	configFile: string;
 }
 
 function decodeStore(buf: Uint8Array): StoreStatus {
@@ -141,6 +145,9 @@ export function decodeStatus(buf: Uint8Array): Status {
 		store: { kind: "unspecified", path: "", health: "unspecified", detail: "" },
 		providers: [],
 		socketPath: "",
+		issuer: "",
+		codexBaseUrl: "",
+		configFile: "",
 	};
 	for (const f of fields(buf)) {
 		switch (f.field) {
@@ -150,6 +157,9 @@ export function decodeStatus(buf: Uint8Array): Status {
 			case 4: s.store = decodeStore(bytes(f)); break;
 			case 5: s.providers.push(decodeProvider(bytes(f))); break;
 			case 6: s.socketPath = string(f); break;
+			case 7: s.issuer = string(f); break;
+			case 8: s.codexBaseUrl = string(f); break;
+			case 9: s.configFile = string(f); break;
 		}
 	}
 	return s;

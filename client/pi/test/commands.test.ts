@@ -19,6 +19,9 @@ test("/piauth shows the daemon, the store, the account, expiry and last refresh,
 		pid: 42,
 		nowMs: now,
 		socketPath: "/run/user/1/piauthd/piauthd.sock",
+		issuer: "https://auth.openai.com",
+		codexBaseUrl: "https://chatgpt.com/backend-api",
+		configFile: "",
 		store: { kind: "file", path: "/home/u/.pi/agent/auth.json", health: "ok", detail: "" },
 		providers: [
 			{
@@ -69,6 +72,9 @@ test("a logged-out daemon's status says what to do", () => {
 		pid: 1,
 		nowMs: 0,
 		socketPath: "/s",
+		issuer: "https://auth.openai.com",
+		codexBaseUrl: "https://chatgpt.com/backend-api",
+		configFile: "",
 		store: { kind: "keyring", path: "", health: "missing", detail: "" },
 		providers: [{ ...emptyProvider(), provider: "openai-codex", state: "not logged in", hint: "run `pi-authctl login`" }],
 	});

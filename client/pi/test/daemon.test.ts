@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { chmodSync, mkdirSync, readFileSync } from "node:fs";
 import net from "node:net";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { after, before, describe, test } from "node:test";
 
 import type { AuthEvent, AuthPrompt, ProviderAuthInteraction } from "@earendil-works/pi-ai";
@@ -243,7 +243,7 @@ describe("without a daemon", () => {
 
 	test("an open socket directory is refused before anything is sent", async () => {
 		const sb = new Sandbox();
-		const run = join(sb.root, "run");
+		const run = dirname(sb.socket);
 		mkdirSync(run, { mode: 0o700 });
 		let connections = 0;
 		const server = net.createServer((c) => {

@@ -32,7 +32,9 @@ export class Sandbox {
 		this.root = mkdtempSync("/tmp/piauth-node-");
 		this.agentDir = join(this.root, "agent");
 		mkdirSync(this.agentDir, { mode: 0o700 });
-		this.socket = join(this.root, "run", "piauthd.sock");
+		// The default socket of env() (XDG_STATE_HOME is the root), so
+		// pi-authctl may autostart a daemon on it.
+		this.socket = join(this.root, "piauthd", "piauthd.sock");
 	}
 
 	get authFile(): string {
@@ -45,7 +47,8 @@ export class Sandbox {
 			PATH: `${BIN_DIR}:${process.env.PATH ?? ""}`,
 			HOME: this.root,
 			XDG_CONFIG_HOME: join(this.root, "config"),
-			XDG_STATE_HOME: join(this.root, "state"),
+			XDG_STATE_HOME: this.root,
+			XDG_RUNTIME_DIR: "",
 			PI_CODING_AGENT_DIR: this.agentDir,
 			PIAUTHD_SOCKET: this.socket,
 			...extra,

@@ -123,7 +123,7 @@ impl InFlight {
     /// wire, so it is never taken for "none".
     pub async fn read(&self) -> io::Result<Option<Record>> {
         let path = self.path.clone();
-        let bytes = blocking(move || durable::read(&path)).await?;
+        let bytes = blocking(move || durable::read(&path).map_err(io::Error::other)).await?;
         bytes
             .map(|b| serde_json::from_slice::<Record>(&b).map_err(io::Error::other))
             .transpose()

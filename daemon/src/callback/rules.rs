@@ -1,7 +1,7 @@
 //! What the callback listener answers: a pure function of one request and
 //! the login's [`Flow`], tested below.
 //!
-//! Besides PROTOCOL.md §1 (`state`, `code`, `error`), it binds the login to
+//! Besides docs/PROTOCOL.md §1 (`state`, `code`, `error`), it binds the login to
 //! one browser: the user opens a one-time start URL (`/start/<nonce>`) that
 //! sets a random cookie and redirects to the issuer, and `/auth/callback`
 //! accepts a code only from a browser that carries that cookie. So a code
@@ -181,7 +181,7 @@ pub fn judge(req: &Asked<'_>, flow: &Flow, progress: Progress) -> (Answer, Optio
     callback_query(req.query, flow.state.expose())
 }
 
-/// The PROTOCOL.md §1 part: `state`, then `error` or `code`.
+/// The docs/PROTOCOL.md §1 part: `state`, then `error` or `code`.
 fn callback_query(query: Option<&str>, expected_state: &str) -> (Answer, Option<CallbackEvent>) {
     let (mut code, mut state, mut error, mut description) = (None, None, None, None);
     for (k, v) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {

@@ -1,5 +1,5 @@
 //! What went wrong with a completion, sorted so the client gets a status
-//! that says what to do (PROTOCOL.md §3). Pure functions.
+//! that says what to do (docs/PROTOCOL.md §3). Pure functions.
 
 use serde_json::Value;
 

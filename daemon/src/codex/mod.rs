@@ -1,4 +1,4 @@
-//! The Codex Responses relay (PROTOCOL.md §3): clients stream completions
+//! The Codex Responses relay (docs/PROTOCOL.md §3): clients stream completions
 //! through the daemon and never hold the token.
 //!
 //! * [`sse`]: the incremental SSE parser (pure, property-tested).

@@ -59,7 +59,7 @@ pub enum RelayError {
     Codex(#[from] CodexError),
 }
 
-/// Whether a header is one clients should see (PROTOCOL.md §3).
+/// Whether a header is one clients should see (docs/PROTOCOL.md §3).
 pub fn is_rate_limit_header(name: &str) -> bool {
     name.starts_with("x-codex-")
         || name == "retry-after"

@@ -1,4 +1,4 @@
-//! Building a Codex Responses request (PROTOCOL.md §3): the body and the
+//! Building a Codex Responses request (docs/PROTOCOL.md §3): the body and the
 //! headers, as pure functions.
 
 use serde_json::{Map, Value, json};

@@ -1,4 +1,4 @@
-//! Server-Sent Events, parsed incrementally (PROTOCOL.md §3).
+//! Server-Sent Events, parsed incrementally (docs/PROTOCOL.md §3).
 //!
 //! Events are separated by a blank line; CRLF is tolerated; only `data:`
 //! lines count, joined with `\n`; `[DONE]` and empty payloads are skipped; a

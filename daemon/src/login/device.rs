@@ -1,4 +1,4 @@
-//! The device-code flow (PROTOCOL.md §1): a user code to enter on any
+//! The device-code flow (docs/PROTOCOL.md §1): a user code to enter on any
 //! device, polled until it is approved, refused, or expires.
 
 use std::sync::Arc;

@@ -21,7 +21,7 @@ use crate::upstream::{self, Issuer, LoginHttpError};
 
 mod device;
 
-/// The longest a device login is polled (PROTOCOL.md §1).
+/// The longest a device login is polled (docs/PROTOCOL.md §1).
 pub const DEVICE_LIMIT: Duration = Duration::from_secs(15 * 60);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -3,7 +3,7 @@
 //! The daemon never decides trust from these claims: the issuer and the Codex
 //! backend do. It only needs the account id, plan, e-mail and expiry to label
 //! the credential and to schedule refreshes, so a lenient decoder is right
-//! here (PROTOCOL.md §1: padding optional, standard base64 accepted).
+//! here (docs/PROTOCOL.md §1: padding optional, standard base64 accepted).
 
 use base64::Engine;
 use base64::engine::DecodePaddingMode;

@@ -1,6 +1,6 @@
 //! What a user pastes when the browser cannot reach the callback: the
 //! redirect URL from the address bar, `code#state`, a query string, or a
-//! bare code (PROTOCOL.md §1).
+//! bare code (docs/PROTOCOL.md §1).
 
 use crate::secret::Secret;
 

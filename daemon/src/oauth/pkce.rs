@@ -1,4 +1,4 @@
-//! PKCE, `state`, and the authorize URL (PROTOCOL.md §1).
+//! PKCE, `state`, and the authorize URL (docs/PROTOCOL.md §1).
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -60,7 +60,7 @@ pub fn start_uri(port: u16, nonce: &str) -> String {
     format!("http://localhost:{port}/start/{nonce}")
 }
 
-/// The authorize URL, with the query in the order PROTOCOL.md §1 gives.
+/// The authorize URL, with the query in the order docs/PROTOCOL.md §1 gives.
 pub fn authorize_url(
     issuer: &str,
     client_id: &str,

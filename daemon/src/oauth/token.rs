@@ -1,9 +1,9 @@
 //! The issuer's token responses and errors, as pure functions.
 //!
 //! Every field of a refresh response is optional except `access_token`;
-//! missing ones keep their old values (PROTOCOL.md §1). Errors are sorted
+//! missing ones keep their old values (docs/PROTOCOL.md §1). Errors are sorted
 //! into terminal (log in again) and transient (back off and retry) by the
-//! rules of PROTOCOL.md §1, so the broker never guesses.
+//! rules of docs/PROTOCOL.md §1, so the broker never guesses.
 
 use serde_json::Value;
 
@@ -102,7 +102,7 @@ const TERMINAL_CODES: [&str; 3] = [
     "refresh_token_invalidated",
 ];
 
-/// Classifies a non-2xx answer to a refresh (PROTOCOL.md §1): any 401, a
+/// Classifies a non-2xx answer to a refresh (docs/PROTOCOL.md §1): any 401, a
 /// terminal code at any status, or a 400 `invalid_grant` is terminal; the
 /// rest is transient.
 pub fn classify(status: u16, body: &[u8], retry_after_ms: Option<u64>) -> Failure {

@@ -19,12 +19,23 @@ use crate::broker::{self, Broker, CredentialKind, Grant, ProviderState, StoreHea
 use crate::login::{FailureKind, LoginEvent, Logins, Method, SubmitError};
 use crate::secret::Secret;
 
+/// The daemon's own settings that Status reports, so a user can confirm
+/// which socket, issuer, backend and config file are in use.
+#[derive(Debug, Clone, Default)]
+pub struct About {
+    pub socket_path: String,
+    pub issuer: String,
+    pub codex_base_url: String,
+    /// Empty when no config file was read.
+    pub config_file: String,
+}
+
 /// Serves `piauth.v1.Auth` from a broker.
 #[derive(Debug, Clone)]
 pub struct AuthService {
     broker: Arc<Broker>,
     logins: Arc<Logins>,
-    socket_path: String,
+    about: About,
     /// Ends open streams (WatchToken) at shutdown.
     shutdown: CancellationToken,
     /// Bounds the WatchToken streams open at once (each holds a task).
@@ -35,13 +46,13 @@ impl AuthService {
     pub fn new(
         broker: Arc<Broker>,
         logins: Arc<Logins>,
-        socket_path: String,
+        about: About,
         shutdown: CancellationToken,
     ) -> AuthService {
         AuthService {
             broker,
             logins,
-            socket_path,
+            about,
             shutdown,
             watchers: Arc::new(tokio::sync::Semaphore::new(super::MAX_WATCHERS)),
         }
@@ -119,7 +130,10 @@ impl pb::auth_server::Auth for AuthService {
                 detail: view.detail.clone(),
             }),
             providers,
-            socket_path: self.socket_path.clone(),
+            socket_path: self.about.socket_path.clone(),
+            issuer: self.about.issuer.clone(),
+            codex_base_url: self.about.codex_base_url.clone(),
+            config_file: self.about.config_file.clone(),
         }))
     }
 

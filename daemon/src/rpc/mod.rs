@@ -20,7 +20,7 @@ use tokio::net::UnixListener;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Server;
 
-pub use auth::AuthService;
+pub use auth::{About, AuthService};
 pub use completions::CompletionsService;
 pub use limits::{
     Backoff, IDLE_TIMEOUT, MAX_COMPLETIONS, MAX_CONNECTIONS, MAX_WATCHERS, RateLimit,
@@ -41,8 +41,8 @@ pub const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
 /// How the socket is served.
 #[derive(Debug, Clone)]
 pub struct Serving {
-    /// Shown in Status.
-    pub socket_path: String,
+    /// Shown in Status: the socket, issuer, backend and config file.
+    pub about: About,
     /// Only this uid's calls are answered.
     pub own_uid: u32,
     /// A connection with no open call is closed after this long.
@@ -60,7 +60,7 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
     let Serving {
-        socket_path,
+        about,
         own_uid,
         idle_timeout,
     } = serving;
@@ -74,14 +74,9 @@ pub async fn serve(
         .build_v1()
         .expect("the embedded descriptor set is valid");
 
-    let auth = AuthServer::new(AuthService::new(
-        broker,
-        logins,
-        socket_path,
-        shutdown.clone(),
-    ))
-    .max_decoding_message_size(MAX_REQUEST_BYTES)
-    .max_encoding_message_size(MAX_RESPONSE_BYTES);
+    let auth = AuthServer::new(AuthService::new(broker, logins, about, shutdown.clone()))
+        .max_decoding_message_size(MAX_REQUEST_BYTES)
+        .max_encoding_message_size(MAX_RESPONSE_BYTES);
     let completions = CompletionsServer::new(completions)
         .max_decoding_message_size(MAX_REQUEST_BYTES)
         .max_encoding_message_size(MAX_RESPONSE_BYTES);

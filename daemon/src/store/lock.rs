@@ -10,7 +10,7 @@
 //!   use 30 s, its readers 10 s);
 //! * while holding the lock it touches the mtime every [`HEARTBEAT`], far
 //!   inside pi's 10 s reader limit, so a slow refresh is never "stale" to pi
-//!   (PROTOCOL.md §2 describes the token-family revocation that otherwise
+//!   (docs/PROTOCOL.md §2 describes the token-family revocation that otherwise
 //!   follows);
 //! * it releases with `rmdir`, and never puts a file inside the directory.
 //!

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! mock-openai --port 8787 --expires-in 60
-//! PIAUTHD_ISSUER=http://127.0.0.1:8787 piauthd
+//! piauthd --issuer http://127.0.0.1:8787 --codex-base-url http://127.0.0.1:8787/backend-api
 //! ```
 //!
 //! The Codex backend is at `{codex_base}/codex/responses` with
@@ -15,7 +15,8 @@
 //! Control endpoints: `GET /_mock/stats` (counters), `GET /_mock/responses`
 //! (what the last responses requests carried), `POST /_mock/faults`
 //! (JSON list of faults for the next token requests, e.g.
-//! `[{"kind":"status","code":503},{"kind":"reset_after"}]`), and
+//! `[{"kind":"status","code":503},{"kind":"reset_after"}]`; it answers
+//! `{"queued":N}`), and
 //! `POST /_mock/seed` (creates a login and returns its tokens; with
 //! `--seed-auth FILE` the mock writes one into a pi `auth.json` at start).
 //!

@@ -1,5 +1,5 @@
 //! The mock Codex backend: `POST /backend-api/codex/responses`, streamed
-//! as Server-Sent Events (PROTOCOL.md §3).
+//! as Server-Sent Events (docs/PROTOCOL.md §3).
 //!
 //! It checks what the real backend checks: a bearer token the issuer issued
 //! (live, unexpired, not revoked), a `chatgpt-account-id` matching the

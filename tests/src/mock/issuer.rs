@@ -229,8 +229,10 @@ pub async fn push_faults(
     State(state): State<Arc<MockState>>,
     Json(faults): Json<Vec<Fault>>,
 ) -> Response {
+    // Say what was queued, so `curl` shows that the request took.
+    let queued = faults.len();
     state.push_faults(faults);
-    StatusCode::NO_CONTENT.into_response()
+    Json(serde_json::json!({ "queued": queued })).into_response()
 }
 
 #[derive(serde::Deserialize)]

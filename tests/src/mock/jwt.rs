@@ -53,7 +53,7 @@ fn sign(claims: &serde_json::Value, atob_safe: bool) -> String {
     format!("{message}.{sig}")
 }
 
-/// An access token with the claims of PROTOCOL.md §1.
+/// An access token with the claims of docs/PROTOCOL.md §1.
 pub fn access_token(
     account: &str,
     email: &str,

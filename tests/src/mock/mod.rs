@@ -1,7 +1,7 @@
 //! A faithful stand-in for OpenAI's issuer (`auth.openai.com`) and Codex
 //! backend, on loopback, for tests and for trying piauthd without an account.
 //!
-//! What it models (PROTOCOL.md §1):
+//! What it models (docs/PROTOCOL.md §1):
 //! * `POST /oauth/token` with `grant_type=refresh_token`, form-encoded (as pi
 //!   sends it) or JSON (as Codex CLI sends it). Refresh tokens are
 //!   **single-use and rotate**: each refresh spends the old one and issues a
@@ -10,7 +10,7 @@
 //! * Access tokens are real HS256 JWTs signed with a test key, carrying the
 //!   ChatGPT account, plan and e-mail claims; `expires_in` is configurable so
 //!   tests run many expiry cycles in seconds.
-//! * Login (PROTOCOL.md §1): `GET /oauth/authorize` approves at once (or
+//! * Login (docs/PROTOCOL.md §1): `GET /oauth/authorize` approves at once (or
 //!   denies with `access_denied`) by redirecting to the `redirect_uri`; the
 //!   authorization-code grant checks the PKCE verifier against the
 //!   challenge and the `redirect_uri` against the one authorized; the
@@ -46,7 +46,7 @@ pub use jwt::TEST_SIGNING_KEY;
 /// How many responses requests [`MockState::responses_seen`] remembers.
 pub const SEEN_KEPT: usize = 256;
 
-/// The client id piauthd and pi use (PROTOCOL.md §1).
+/// The client id piauthd and pi use (docs/PROTOCOL.md §1).
 pub const CLIENT_ID: &str = "app_EMoamEEZ73f0CkXaXp7hrann";
 
 /// One injected fault, consumed by the next token request.
