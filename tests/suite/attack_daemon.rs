@@ -15,10 +15,15 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use piauth_client::proto::v1 as pb;
+use piauth_client::proto::v1::login_event::Event;
 use piauth_client::{Client, Reason};
+use piauth_tests::daemon::free_addr;
 use piauth_tests::daemon::{cpu_percent, eventually, limit_nofile, open_fds, peak_rss_kb, rss_kb};
 use piauth_tests::fixtures::{access_token, auth_json, now_ms};
+use piauth_tests::mock::{MockConfig, MockOpenAi};
 use piauth_tests::{Daemon, Sandbox};
+
+use crate::login::{Begun, begin, browse, outcome};
 
 /// The throwaway uid that owns the victim's home in the `sudo` test.
 const VICTIM: u32 = 4242;
@@ -246,13 +251,47 @@ async fn a_100_mb_auth_json_is_refused_with_little_memory() {
 }
 
 /// Starts a daemon at the flood tests' descriptor limit with a valid login.
-fn flood_daemon(sb: &Sandbox) -> Daemon {
+/// A daemon at `NOFILE` descriptors, logged in, with the mock as its
+/// issuer so that a browser login can run during the flood.
+fn flood_daemon(sb: &Sandbox, mock: &MockOpenAi) -> Daemon {
     seed_valid(sb);
+    let issuer = mock.issuer();
     Daemon::start_with(sb, |cmd| {
         limit_nofile(cmd, NOFILE);
+        cmd.env("PIAUTHD_ISSUER", &issuer)
+            .env("PIAUTHD_CALLBACK_ADDR", free_addr().to_string())
+            .env("PIAUTHD_CALLBACK_FALLBACK_ADDR", free_addr().to_string());
         // Debug level, as a user asks for it: -v.
         cmd.env_remove("RUST_LOG").arg("-v");
     })
+}
+
+/// A real browser login through the flooded daemon (a fresh connection,
+/// the Login stream, Chromium on the start URL); returns the browser's time.
+async fn browser_login(sb: &Sandbox) -> Duration {
+    let mut c = Client::connect(sb.socket()).await.unwrap();
+    let Begun {
+        mut stream, start, ..
+    } = begin(&mut c, 0).await;
+    let t = Instant::now();
+    match crate::browser::chromium() {
+        Some(browser) => {
+            let out = crate::browser::headless(&browser, &start).await;
+            let dom = String::from_utf8_lossy(&out.stdout);
+            assert!(dom.contains("You can close this window"), "{dom}");
+        }
+        None => {
+            assert!(std::env::var_os("CI").is_none(), "CI must install chromium");
+            eprintln!("no chromium here: the login goes through a plain HTTP client");
+            assert_eq!(browse(&start).await.status(), 200);
+        }
+    }
+    let took = t.elapsed();
+    assert!(
+        matches!(outcome(&mut stream).await, Event::Success(_)),
+        "the login succeeds"
+    );
+    took
 }
 
 /// What a flood left the daemon at, measured over a window.
@@ -293,7 +332,8 @@ async fn fresh_client_served(sb: &Sandbox, limit: Duration) -> Result<Duration, 
 async fn five_thousand_watch_streams_leave_the_daemon_serving() {
     // The flood comes from the daemon's own uid: no one else can connect.
     let sb = Sandbox::new();
-    let d = flood_daemon(&sb);
+    let mock = MockOpenAi::start(MockConfig::default()).await.unwrap();
+    let d = flood_daemon(&sb, &mock);
     let mut clients = Vec::new();
     for _ in 0..40 {
         clients.push(Client::connect(sb.socket()).await.unwrap());
@@ -332,6 +372,9 @@ async fn five_thousand_watch_streams_leave_the_daemon_serving() {
     let (cpu, rss) = measure(&d, "5,000 WatchToken streams");
     let served = fresh_client_served(&sb, Duration::from_secs(2)).await;
     eprintln!("fresh GetToken during the flood: {served:?}");
+    let login = browser_login(&sb).await;
+    eprintln!("a browser login during the flood took {login:?}");
+    assert!(login < Duration::from_secs(2), "the login took {login:?}");
     assert!(held > 0, "legitimate watchers are served");
     assert!(cpu < MAX_CPU_PERCENT, "CPU {cpu:.1} %");
     assert!(rss < MAX_RSS_KB, "RSS {} kB", rss);
@@ -346,7 +389,8 @@ async fn five_thousand_watch_streams_leave_the_daemon_serving() {
 async fn two_thousand_idle_connections_leave_the_daemon_serving() {
     // The flood comes from the daemon's own uid: no one else can connect.
     let sb = Sandbox::new();
-    let d = flood_daemon(&sb);
+    let mock = MockOpenAi::start(MockConfig::default()).await.unwrap();
+    let d = flood_daemon(&sb, &mock);
     let socket = sb.socket();
     // Connect in a thread of its own: a full backlog blocks connect().
     let (tx, rx) = std::sync::mpsc::channel();
@@ -384,6 +428,9 @@ async fn two_thousand_idle_connections_leave_the_daemon_serving() {
     let (cpu, rss) = measure(&d, "2,000 idle connections");
     let served = fresh_client_served(&sb, Duration::from_secs(2)).await;
     eprintln!("fresh GetToken during the flood: {served:?}");
+    let login = browser_login(&sb).await;
+    eprintln!("a browser login during the flood took {login:?}");
+    assert!(login < Duration::from_secs(2), "the login took {login:?}");
     let fds = open_fds(d.pid() as u32);
     let log = d.logs();
     assert_eq!(connected, Ok(2000), "every connect went through");
