@@ -20,6 +20,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
 use piauth_proto::v1 as pb;
@@ -187,6 +188,23 @@ pub struct Client {
     socket: PathBuf,
 }
 
+/// Deadlines of the calls, so a wedged or hostile daemon never hangs a
+/// client. A call that reads memory in the daemon gets [`QUICK`].
+const QUICK: Duration = Duration::from_secs(10);
+/// GetToken and Refresh may wait for a refresh in flight: pi's lock (up to
+/// 40 s) and the issuer's answer (up to 60 s), with room to spare.
+const TOKEN: Duration = Duration::from_secs(150);
+/// A stream (WatchToken, Login, a completion) must start within this; once
+/// it has, it lasts as long as it needs to.
+const STREAM_START: Duration = Duration::from_secs(30);
+
+/// `msg` as a request that fails with DEADLINE_EXCEEDED after `limit`.
+fn deadline<T>(msg: T, limit: Duration) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(msg);
+    req.set_timeout(limit);
+    req
+}
+
 impl Client {
     /// Connects to the default socket (see [`default_socket_path`]), or to
     /// `$PIAUTHD_SOCKET` when set.
@@ -239,7 +257,11 @@ impl Client {
 
     /// Daemon, store and provider state.
     pub async fn status(&mut self) -> Result<pb::StatusResponse, Error> {
-        Ok(self.auth.status(pb::StatusRequest {}).await?.into_inner())
+        Ok(self
+            .auth
+            .status(deadline(pb::StatusRequest {}, QUICK))
+            .await?
+            .into_inner())
     }
 
     /// An access token for `provider` (empty: `openai-codex`) that stays
@@ -253,7 +275,11 @@ impl Client {
             provider: provider.to_owned(),
             min_valid_secs,
         };
-        Ok(self.auth.get_token(req).await?.into_inner())
+        Ok(self
+            .auth
+            .get_token(deadline(req, TOKEN))
+            .await?
+            .into_inner())
     }
 
     /// Forces a refresh now (through the daemon's single flight) and returns
@@ -262,7 +288,7 @@ impl Client {
         let req = pb::RefreshRequest {
             provider: provider.to_owned(),
         };
-        Ok(self.auth.refresh(req).await?.into_inner())
+        Ok(self.auth.refresh(deadline(req, TOKEN)).await?.into_inner())
     }
 
     /// The current token, then each new one as the daemon obtains it.
@@ -270,7 +296,12 @@ impl Client {
         let req = pb::WatchTokenRequest {
             provider: provider.to_owned(),
         };
-        Ok(TokenStream(self.auth.watch_token(req).await?.into_inner()))
+        Ok(TokenStream(
+            self.auth
+                .watch_token(deadline(req, STREAM_START))
+                .await?
+                .into_inner(),
+        ))
     }
 
     /// Starts a login; its progress arrives on the stream. Dropping the
@@ -286,7 +317,12 @@ impl Client {
             method: method as i32,
             timeout_secs,
         };
-        Ok(LoginStream(self.auth.login(req).await?.into_inner()))
+        Ok(LoginStream(
+            self.auth
+                .login(deadline(req, STREAM_START))
+                .await?
+                .into_inner(),
+        ))
     }
 
     /// Hands a pasted redirect URL or code to the login in progress.
@@ -295,7 +331,7 @@ impl Client {
             provider: provider.to_owned(),
             input: input.to_owned(),
         };
-        self.auth.submit_code(req).await?;
+        self.auth.submit_code(deadline(req, QUICK)).await?;
         Ok(())
     }
 
@@ -304,7 +340,12 @@ impl Client {
         let req = pb::LogoutRequest {
             provider: provider.to_owned(),
         };
-        Ok(self.auth.logout(req).await?.into_inner().removed)
+        Ok(self
+            .auth
+            .logout(deadline(req, QUICK))
+            .await?
+            .into_inner()
+            .removed)
     }
 
     /// The generated Auth client, for calls this wrapper does not cover yet.
@@ -318,14 +359,22 @@ impl Client {
         req: pb::CompletionRequest,
     ) -> Result<CompletionStream, Error> {
         Ok(CompletionStream(
-            self.completions.stream(req).await?.into_inner(),
+            self.completions
+                .stream(deadline(req, STREAM_START))
+                .await?
+                .into_inner(),
         ))
     }
 
     /// The models the daemon knows.
     pub async fn list_models(&mut self) -> Result<Vec<pb::Model>, Error> {
         let req = pb::ListModelsRequest::default();
-        Ok(self.completions.list_models(req).await?.into_inner().models)
+        Ok(self
+            .completions
+            .list_models(deadline(req, QUICK))
+            .await?
+            .into_inner()
+            .models)
     }
 
     /// The generated Completions client.
@@ -461,6 +510,44 @@ pub fn text_delta(event: &pb::CompletionEvent) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A daemon that accepts and then says nothing never hangs a call: it
+    /// fails with DEADLINE_EXCEEDED after the call's deadline.
+    #[tokio::test]
+    async fn a_silent_daemon_fails_a_call_at_its_deadline() {
+        let dir = tempfile::Builder::new()
+            .prefix("dl")
+            .tempdir_in("/tmp")
+            .expect("tempdir");
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )
+        .expect("chmod 700");
+        let path = dir.path().join("s.sock");
+        let listener = tokio::net::UnixListener::bind(&path).expect("bind");
+        let held = tokio::spawn(async move {
+            let mut conns = Vec::new();
+            while let Ok((c, _)) = listener.accept().await {
+                conns.push(c);
+            }
+        });
+        let started = std::time::Instant::now();
+        let outcome = tokio::time::timeout(Duration::from_secs(60), async {
+            let mut c = Client::connect(&path).await?;
+            c.status().await.map(|_| ())
+        })
+        .await
+        .expect("the call ends by itself");
+        let took = started.elapsed();
+        let err = outcome.expect_err("a silent daemon answers nothing");
+        eprintln!("{err}");
+        assert!(
+            took >= QUICK && took < QUICK + Duration::from_secs(5),
+            "ended after {took:?}: {err}"
+        );
+        held.abort();
+    }
 
     #[test]
     fn not_running_names_the_default_only_for_another_path() {
