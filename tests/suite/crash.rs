@@ -27,9 +27,10 @@ use sha2::{Digest, Sha256};
 const KILLS: u32 = 100;
 const ISSUER_DELAY: Duration = Duration::from_millis(200);
 
-/// The refresh records in piauthd's state directory (`$HOME/.local/state`).
+/// The refresh records in piauthd's state directory (the sandbox sets
+/// `XDG_STATE_HOME` to its own directory).
 fn records(sb: &Sandbox) -> Vec<PathBuf> {
-    let dir = sb.dir.path().join(".local/state/piauthd");
+    let dir = sb.dir.path().join("piauthd");
     std::fs::read_dir(dir)
         .map(|entries| {
             entries

@@ -163,7 +163,8 @@ async fn status_1_a_login_the_issuer_denies() {
     let sb = Sandbox::new();
     let _d = login_daemon(&sb, &mock);
     let (mut child, mut lines, url) = begin_login(&sb);
-    let landed = reqwest::get(&url).await.unwrap();
+    // As a browser: the start URL's cookie, the issuer, back to the callback.
+    let landed = crate::login::browse(&url).await;
     assert_eq!(landed.status(), 400, "the callback refuses a denied login");
     let status = tokio::task::spawn_blocking(move || {
         exit_within(&mut child, Duration::from_secs(10), "a denied login")
