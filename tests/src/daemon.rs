@@ -412,3 +412,16 @@ pub fn have_tool(tool: &str) -> bool {
     }
     found
 }
+
+/// The `openai-codex` entry of the daemon's Status.
+pub async fn codex_status(
+    c: &mut piauth_client::Client,
+) -> piauth_client::proto::v1::ProviderStatus {
+    c.status()
+        .await
+        .expect("Status answers")
+        .providers
+        .into_iter()
+        .find(|p| p.provider == "openai-codex")
+        .expect("an openai-codex entry")
+}

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use piauth_client::Client;
 use piauth_client::proto::v1 as pb;
-use piauth_tests::daemon::{read_auth, stored_refresh, wait_until};
+use piauth_tests::daemon::{codex_status, read_auth, stored_refresh, wait_until};
 use piauth_tests::fixtures::write_codex_login;
 use piauth_tests::mock::{MockConfig, MockOpenAi};
 use piauth_tests::{Daemon, Sandbox};
@@ -59,16 +59,6 @@ fn names(record: &Path, refresh: &str) -> bool {
         .map(|b| format!("{b:02x}"))
         .collect();
     v["refresh_sha256"].as_str() == Some(want.as_str())
-}
-
-async fn codex_status(c: &mut Client) -> pb::ProviderStatus {
-    c.status()
-        .await
-        .unwrap()
-        .providers
-        .into_iter()
-        .find(|p| p.provider == "openai-codex")
-        .expect("an openai-codex entry")
 }
 
 fn says_outcome_unknown(st: &pb::ProviderStatus) -> bool {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use piauth_client::proto::v1 as pb;
 use piauth_client::{Client, Error, Reason};
-use piauth_tests::daemon::{read_auth, stored_refresh, wait_until};
+use piauth_tests::daemon::{codex_status as codex, read_auth, stored_refresh, wait_until};
 use piauth_tests::fixtures::{now_ms, write_codex_login};
 use piauth_tests::mock::{Fault, MockConfig, MockOpenAi, TokenSet};
 use piauth_tests::{Daemon, Sandbox};
@@ -46,16 +46,6 @@ async fn wait_codex(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     false
-}
-
-async fn codex(c: &mut Client) -> pb::ProviderStatus {
-    c.status()
-        .await
-        .unwrap()
-        .providers
-        .into_iter()
-        .find(|p| p.provider == "openai-codex")
-        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

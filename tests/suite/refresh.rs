@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use piauth_client::Client;
 use piauth_client::proto::v1 as pb;
-use piauth_tests::daemon::{read_auth, stored_refresh, wait_until};
+use piauth_tests::daemon::{codex_status, read_auth, stored_refresh, wait_until};
 use piauth_tests::fixtures::write_codex_login;
 use piauth_tests::mock::{MockConfig, MockOpenAi, TokenSet};
 use piauth_tests::{Daemon, Sandbox};
@@ -33,14 +33,6 @@ fn seed_expired(sb: &Sandbox, mock: &MockOpenAi) -> TokenSet {
     doc["openai-codex"]["expires"] = (piauth_tests::fixtures::now_ms() - 1000).into();
     std::fs::write(sb.auth_file(), serde_json::to_string_pretty(&doc).unwrap()).unwrap();
     set
-}
-
-async fn codex_status(c: &mut Client) -> pb::ProviderStatus {
-    let s = c.status().await.unwrap();
-    s.providers
-        .into_iter()
-        .find(|p| p.provider == "openai-codex")
-        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
