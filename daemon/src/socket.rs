@@ -4,7 +4,9 @@
 //! * The directory is created 0700 and must belong to us; one owned by
 //!   someone else (a squatter in `/tmp`) is refused, not used.
 //! * The socket is created 0600 (umask narrowed around `bind`, then chmod).
-//! * An advisory `flock` on `<socket>.lock` makes one daemon per socket. The
+//! * An advisory `flock` on `<socket>.piauthd-instance` makes one daemon per
+//!   socket (never `<socket>.lock`: that is pi's lock-directory name when the
+//!   path given is auth.json). The
 //!   kernel drops it when the process dies, so whoever takes it knows that
 //!   any socket file present is stale and may replace it.
 
@@ -41,7 +43,11 @@ pub enum SocketError {
     NotADirectory { path: PathBuf },
     #[error("{path} is not a regular file; remove it")]
     NotARegularFile { path: PathBuf },
-    #[error("{path} exists and is not a socket; refusing to replace it")]
+    #[error(
+        "{path} exists and is not a socket; refusing to replace it or create anything beside \
+         it: pass the daemon's socket with --socket (the default is \
+         $XDG_RUNTIME_DIR/piauthd/piauthd.sock)"
+    )]
     NotASocket { path: PathBuf },
     #[error("cannot {action} {path}: {source}")]
     Io {
@@ -97,6 +103,7 @@ pub fn adopt(
     listener: std::os::unix::net::UnixListener,
     path: &Path,
 ) -> Result<(UnixListener, SocketGuard), SocketError> {
+    check_socket_path(path)?;
     let instance = instance_lock(path)?;
     let meta = fs::symlink_metadata(path).map_err(|source| SocketError::Io {
         action: "inspect",
@@ -111,7 +118,28 @@ pub fn adopt(
     Ok((listener, SocketGuard::new(path, false, &meta, instance)))
 }
 
-/// Takes the one-instance lock `<socket>.lock`, recording our pid in it.
+/// Suffix of the instance lock beside the socket. Not `.lock`: pi takes
+/// `<auth.json>.lock` as a directory, and a file there breaks every refresh.
+pub const INSTANCE_SUFFIX: &str = ".piauthd-instance";
+
+/// Refuses a socket path that exists and is not a socket, before anything is
+/// created beside it.
+pub fn check_socket_path(path: &Path) -> Result<(), SocketError> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_socket() => Ok(()),
+        Ok(_) => Err(SocketError::NotASocket {
+            path: path.to_owned(),
+        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(SocketError::Io {
+            action: "inspect",
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
+/// Takes the one-instance lock `<socket>.piauthd-instance`, recording our pid.
 fn instance_lock(path: &Path) -> Result<File, SocketError> {
     let io = |action: &'static str, p: &Path| {
         let p = p.to_owned();
@@ -122,7 +150,7 @@ fn instance_lock(path: &Path) -> Result<File, SocketError> {
         }
     };
     let mut lock_name = path.as_os_str().to_owned();
-    lock_name.push(".lock");
+    lock_name.push(INSTANCE_SUFFIX);
     let lock_path = PathBuf::from(lock_name);
     // O_NOFOLLOW: a symlink here would have us truncate and write its
     // target; O_NONBLOCK: a FIFO would block the open.
@@ -189,6 +217,7 @@ pub fn bind(path: &Path, uid: u32) -> Result<(UnixListener, SocketGuard), Socket
             source,
         }
     };
+    check_socket_path(path)?;
     let dir = path.parent().unwrap_or(Path::new("/"));
     private_dir(dir, uid)?;
 
@@ -322,7 +351,7 @@ mod tests {
         ));
         let victim = tmp.path().join("victim");
         fs::write(&victim, b"untouched").unwrap();
-        std::os::unix::fs::symlink(&victim, dir.join("l.sock.lock")).unwrap();
+        std::os::unix::fs::symlink(&victim, dir.join("l.sock.piauthd-instance")).unwrap();
         assert!(matches!(
             bind(&dir.join("l.sock"), uid()),
             Err(SocketError::Symlink { .. })
@@ -333,5 +362,25 @@ mod tests {
             bind(&dir.join("s.sock"), uid()),
             Err(SocketError::NotASocket { .. })
         ));
+    }
+
+    #[test]
+    fn a_regular_file_is_refused_before_any_lock_is_made() {
+        let tmp = tempfile::tempdir().unwrap();
+        let auth = tmp.path().join("auth.json");
+        fs::write(&auth, b"{}").unwrap();
+        assert!(matches!(
+            check_socket_path(&auth),
+            Err(SocketError::NotASocket { .. })
+        ));
+        assert!(check_socket_path(&tmp.path().join("absent.sock")).is_ok());
+        let err = bind(&auth, uid()).unwrap_err();
+        assert!(err.to_string().contains("--socket"), "{err}");
+        let names: Vec<_> = fs::read_dir(tmp.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("auth.json")]);
+        assert_eq!(fs::read(&auth).unwrap(), b"{}");
     }
 }

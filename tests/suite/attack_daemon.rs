@@ -501,7 +501,7 @@ async fn symlinked_lock_files_are_not_followed() {
     drop(d);
 
     // The socket's instance lock: refused, and its target untouched.
-    let lock = PathBuf::from(format!("{}.lock", sb.socket().display()));
+    let lock = PathBuf::from(format!("{}.piauthd-instance", sb.socket().display()));
     std::fs::remove_file(&lock).unwrap();
     std::os::unix::fs::symlink(&victim, &lock).unwrap();
     let out = sb.command("piauthd").stdin(Stdio::null()).output().unwrap();
