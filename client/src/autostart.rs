@@ -124,6 +124,7 @@ pub async fn connect_or_start(
         Err(e) if e.is_default_not_running() => {}
         Err(e) => return Err(e),
     }
+    crate::check_not_other_file(socket)?;
     let started = {
         let path = socket.to_owned();
         let opts = opts.clone();

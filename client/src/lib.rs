@@ -51,6 +51,19 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// `socket` exists and is not a socket (auth.json passed as --socket,
+    /// say). Nothing was created beside it.
+    #[error(
+        "{} is {kind}, not a socket: pass the daemon's socket with --socket, e.g. {}",
+        socket.display(),
+        default.display()
+    )]
+    NotASocket {
+        socket: PathBuf,
+        /// What is there instead, in words ("a regular file").
+        kind: &'static str,
+        default: PathBuf,
+    },
     #[error("cannot connect to piauthd at {}: {source}", socket.display())]
     Connect {
         socket: PathBuf,
@@ -385,7 +398,32 @@ impl Client {
 
 /// Checks the socket's directory and the socket, connects, and checks the
 /// server's uid: only then is the stream handed to gRPC.
+/// Refuses a path that exists and is not a socket, before anything is
+/// created beside it (the daemon's instance lock, the autostart lock).
+pub fn check_not_other_file(socket: &Path) -> Result<(), Error> {
+    use std::os::unix::fs::FileTypeExt;
+    let Ok(meta) = std::fs::metadata(socket) else {
+        return Ok(());
+    };
+    let t = meta.file_type();
+    let kind = if t.is_socket() {
+        return Ok(());
+    } else if t.is_file() {
+        "a regular file"
+    } else if t.is_dir() {
+        "a directory"
+    } else {
+        "a special file"
+    };
+    Err(Error::NotASocket {
+        socket: socket.to_owned(),
+        kind,
+        default: default_socket_path(),
+    })
+}
+
 async fn dial(socket: &Path) -> Result<UnixStream, Error> {
+    check_not_other_file(socket)?;
     let euid = verify::euid();
     let checked = |e: verify::CheckError| match e {
         verify::CheckError::Untrusted(problem) => Error::Untrusted {
@@ -509,6 +547,19 @@ pub fn text_delta(event: &pb::CompletionEvent) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_regular_file_is_not_taken_for_a_socket() {
+        let tmp = tempfile::tempdir().unwrap();
+        let auth = tmp.path().join("auth.json");
+        std::fs::write(&auth, b"{}").unwrap();
+        let err = super::check_not_other_file(&auth).unwrap_err();
+        assert!(matches!(err, super::Error::NotASocket { .. }), "{err:?}");
+        let msg = err.to_string();
+        assert!(msg.contains("is a regular file, not a socket"), "{msg}");
+        assert!(msg.contains("--socket"), "{msg}");
+        assert!(super::check_not_other_file(&tmp.path().join("absent.sock")).is_ok());
+    }
+
     use super::*;
 
     /// A daemon that accepts and then says nothing never hangs a call: it
