@@ -10,6 +10,8 @@ mod attack_daemon;
 mod browser;
 /// Load with faults.
 mod chaos;
+/// auth.json passed as the socket: refused, nothing created beside it.
+mod collide;
 /// Completions relayed from the mock Codex backend.
 mod completions;
 /// SIGKILL in the middle of refreshes.
