@@ -49,7 +49,7 @@ fn authctl_with_auth_json_as_socket_creates_nothing() {
     let out = sb
         .command("pi-authctl")
         .env_remove("PIAUTHD_NO_AUTOSTART")
-        .env("PIAUTHD_SOCKET", &sb.auth_file())
+        .env("PIAUTHD_SOCKET", sb.auth_file())
         .arg("status")
         .stdin(Stdio::null())
         .output()
