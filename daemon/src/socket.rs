@@ -45,8 +45,8 @@ pub enum SocketError {
     NotARegularFile { path: PathBuf },
     #[error(
         "{path} exists and is not a socket; refusing to replace it or create anything beside \
-         it: pass the daemon's socket with --socket (the default is \
-         $XDG_RUNTIME_DIR/piauthd/piauthd.sock)"
+         it: pass the daemon's socket with --socket, e.g. {default}",
+        default = piauth_proto::socket::default_path().display()
     )]
     NotASocket { path: PathBuf },
     #[error("cannot {action} {path}: {source}")]
