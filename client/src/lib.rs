@@ -396,8 +396,6 @@ impl Client {
     }
 }
 
-/// Checks the socket's directory and the socket, connects, and checks the
-/// server's uid: only then is the stream handed to gRPC.
 /// Refuses a path that exists and is not a socket, before anything is
 /// created beside it (the daemon's instance lock, the autostart lock).
 pub fn check_not_other_file(socket: &Path) -> Result<(), Error> {
@@ -422,6 +420,8 @@ pub fn check_not_other_file(socket: &Path) -> Result<(), Error> {
     })
 }
 
+/// Checks the socket's directory and the socket, connects, and checks the
+/// server's uid: only then is the stream handed to gRPC.
 async fn dial(socket: &Path) -> Result<UnixStream, Error> {
     check_not_other_file(socket)?;
     let euid = verify::euid();
