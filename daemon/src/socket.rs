@@ -6,9 +6,9 @@
 //! * The socket is created 0600 (umask narrowed around `bind`, then chmod).
 //! * An advisory `flock` on `<socket>.piauthd-instance` makes one daemon per
 //!   socket (never `<socket>.lock`: that is pi's lock-directory name when the
-//!   path given is auth.json). The
-//!   kernel drops it when the process dies, so whoever takes it knows that
-//!   any socket file present is stale and may replace it.
+//!   path given is auth.json). The kernel drops it when the process dies, so
+//!   whoever takes it knows that any socket file present is stale and may
+//!   replace it.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, Write};
