@@ -83,19 +83,31 @@ pub fn lock_path(target: &Path) -> io::Result<PathBuf> {
 }
 
 /// A held pi lock. Dropping it releases the lock.
+///
+/// It has two parts. The sidecar `flock` queues piauthd processes among
+/// themselves and is held for the guard's whole life. The lock directory is
+/// what pi sees; [`PiLock::pause`] gives it back to pi while the flock stays
+/// held (a refresh on the wire), and [`PiLock::resume`] takes it again.
 #[derive(Debug)]
 pub struct PiLock {
     dir: PathBuf,
+    /// Holds the advisory flock for as long as the guard lives; `None` if
+    /// the sidecar could not be opened (crash recovery then falls back to
+    /// the 30 s stale rule, and the guard cannot pause).
+    sidecar: Option<File>,
+    /// The directory while we hold it; `None` while paused.
+    held: Option<Held>,
+}
+
+/// The lock directory, while held.
+#[derive(Debug)]
+struct Held {
     /// Device, inode and birth time of the directory we created, so that
     /// release never removes a lock someone else has taken over meanwhile
     /// (a re-created directory can get the same inode back).
     identity: Identity,
-    /// Holds the advisory flock for as long as the lock is held; `None` if
-    /// the sidecar could not be opened (crash recovery then falls back to
-    /// the 30 s stale rule).
-    sidecar: Option<File>,
-    stop_heartbeat: Option<mpsc::Sender<()>>,
-    heartbeat: Option<thread::JoinHandle<()>>,
+    stop_heartbeat: mpsc::Sender<()>,
+    heartbeat: thread::JoinHandle<()>,
 }
 
 impl PiLock {
@@ -129,17 +141,9 @@ impl PiLock {
             path: target.to_owned(),
             source,
         })?;
-        let io_err = |path: &Path| {
-            let path = path.to_owned();
-            move |source: io::Error| LockError::Io { path, source }
-        };
         let deadline = Instant::now() + wait;
-        let timeout = || LockError::Timeout {
-            path: dir.clone(),
-            waited: wait,
-        };
         let side_path = sidecar_path(&dir);
-        let mut sidecar = match open_sidecar(&side_path, true) {
+        let sidecar = match open_sidecar(&side_path, true) {
             Ok(f) => Some(f),
             Err(e) => {
                 tracing::warn!(path = %side_path.display(), error = %e,
@@ -154,27 +158,53 @@ impl PiLock {
             match side.try_lock() {
                 Ok(()) => break,
                 Err(fs::TryLockError::WouldBlock) => {}
-                Err(fs::TryLockError::Error(e)) => return Err(io_err(&side_path)(e)),
+                Err(fs::TryLockError::Error(source)) => {
+                    return Err(LockError::Io {
+                        path: side_path,
+                        source,
+                    });
+                }
             }
             if Instant::now() >= deadline {
-                return Err(timeout());
+                return Err(LockError::Timeout {
+                    path: dir,
+                    waited: wait,
+                });
             }
             thread::sleep(pause);
             pause = (pause * 2).min(Duration::from_millis(100));
         }
+        let mut lock = PiLock {
+            dir,
+            sidecar,
+            held: None,
+        };
+        // On error the guard drops here, which unlocks the sidecar.
+        lock.take_dir(deadline, wait)?;
+        Ok(lock)
+    }
 
+    /// Creates the lock directory, waiting until `deadline` while someone
+    /// else holds it. The caller holds the sidecar flock (when there is one).
+    fn take_dir(&mut self, deadline: Instant, wait: Duration) -> Result<(), LockError> {
+        let dir = self.dir.clone();
+        let io_err = |source: io::Error| LockError::Io {
+            path: dir.clone(),
+            source,
+        };
         let mut pause = Duration::from_millis(5);
         loop {
             match fs::DirBuilder::new().mode(0o700).create(&dir) {
                 Ok(()) => break,
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                    let removed = remove_if_abandoned(&dir, sidecar.as_mut()).map_err(|e| {
-                        if e.kind() == io::ErrorKind::AlreadyExists {
-                            LockError::NotADirectory { path: dir.clone() }
-                        } else {
-                            io_err(&dir)(e)
-                        }
-                    })?;
+                    let removed =
+                        remove_if_abandoned(&dir, self.sidecar.as_mut()).map_err(|e| {
+                            if e.kind() == io::ErrorKind::AlreadyExists {
+                                LockError::NotADirectory { path: dir.clone() }
+                            } else {
+                                io_err(e)
+                            }
+                        })?;
                     if removed {
                         continue;
                     }
@@ -187,10 +217,13 @@ impl PiLock {
                         source: e,
                     });
                 }
-                Err(e) => return Err(io_err(&dir)(e)),
+                Err(e) => return Err(io_err(e)),
             }
             if Instant::now() >= deadline {
-                return Err(timeout());
+                return Err(LockError::Timeout {
+                    path: dir.clone(),
+                    waited: wait,
+                });
             }
             thread::sleep(pause);
             pause = (pause * 2).min(Duration::from_millis(100));
@@ -199,32 +232,32 @@ impl PiLock {
         // From here on the directory is ours: never leave it behind on error.
         let setup = (|| {
             let identity = identity_of(&fs::metadata(&dir)?);
-            if let Some(side) = sidecar.as_mut()
+            if let Some(side) = self.sidecar.as_mut()
                 && let Err(e) = write_record(side, Some(identity))
             {
                 tracing::warn!(error = %e, "cannot record the lock in the sidecar");
             }
-            let heartbeat = start_heartbeat(&dir)?;
-            Ok::<_, io::Error>((identity, heartbeat))
+            let (stop_heartbeat, heartbeat) = start_heartbeat(&dir)?;
+            Ok::<_, io::Error>(Held {
+                identity,
+                stop_heartbeat,
+                heartbeat,
+            })
         })();
-        let (identity, (stop, heartbeat)) = match setup {
-            Ok(v) => v,
+        match setup {
+            Ok(held) => {
+                self.held = Some(held);
+                tracing::trace!(lock = %dir.display(), "took pi's auth.json lock");
+                Ok(())
+            }
             Err(e) => {
-                if let Some(side) = sidecar.as_mut() {
+                if let Some(side) = self.sidecar.as_mut() {
                     let _ = write_record(side, None);
                 }
                 let _ = fs::remove_dir(&dir);
-                return Err(io_err(&dir)(e));
+                Err(io_err(e))
             }
-        };
-        tracing::trace!(lock = %dir.display(), "took pi's auth.json lock");
-        Ok(PiLock {
-            dir,
-            identity,
-            sidecar,
-            stop_heartbeat: Some(stop),
-            heartbeat: Some(heartbeat),
-        })
+        }
     }
 
     /// The lock directory's path.
@@ -232,22 +265,81 @@ impl PiLock {
         &self.dir
     }
 
-    /// Releases the lock, reporting a failure to remove the directory. The
-    /// file system work runs off the async runtime; if it hangs, the lock
-    /// is released by that thread whenever the file system answers.
-    pub async fn release(self) -> io::Result<()> {
+    /// Whether the guard can give the directory back to pi and stay first
+    /// in line among piauthd processes: only with the sidecar flock.
+    pub fn can_pause(&self) -> bool {
+        self.sidecar.is_some()
+    }
+
+    /// Whether the guard holds the lock directory now (not paused).
+    pub fn holds_dir(&self) -> bool {
+        self.held.is_some()
+    }
+
+    /// Gives the lock directory back to pi while keeping the sidecar flock,
+    /// so no other piauthd can start a refresh meanwhile. Returns the guard,
+    /// paused; a guard without a sidecar is returned as it was.
+    pub async fn pause(self) -> io::Result<PiLock> {
+        self.blocking("piauthd-lock-pause", |lock| {
+            if lock.can_pause() {
+                lock.drop_dir()?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Takes the lock directory again after [`PiLock::pause`], waiting up to
+    /// `wait` for pi to give it back.
+    pub async fn resume(self, wait: Duration) -> Result<PiLock, LockError> {
         let dir = self.dir.clone();
-        match super::within("piauthd-unlock", super::IO_DEADLINE, move || {
-            self.release_blocking()
+        let limit = wait + super::IO_DEADLINE;
+        let resumed = super::within("piauthd-lock-resume", limit, move || {
+            let mut lock = self;
+            if lock.held.is_none() {
+                lock.take_dir(Instant::now() + wait, wait)?;
+            }
+            Ok(lock)
+        })
+        .await;
+        match resumed {
+            Ok(Ok(result)) => result,
+            Ok(Err(source)) => Err(LockError::Io { path: dir, source }),
+            Err(_) => Err(LockError::Timeout {
+                path: dir,
+                waited: limit,
+            }),
+        }
+    }
+
+    /// Runs `step` on the guard off the runtime, within the I/O deadline.
+    async fn blocking(
+        self,
+        name: &'static str,
+        step: impl FnOnce(&mut PiLock) -> io::Result<()> + Send + 'static,
+    ) -> io::Result<PiLock> {
+        let dir = self.dir.clone();
+        match super::within(name, super::IO_DEADLINE, move || {
+            let mut lock = self;
+            step(&mut lock).map(|()| lock)
         })
         .await
         {
             Ok(result) => result?,
             Err(overdue) => Err(io::Error::other(format!(
-                "releasing {} {overdue}",
+                "{name} on {} {overdue}",
                 dir.display()
             ))),
         }
+    }
+
+    /// Releases the lock, reporting a failure to remove the directory. The
+    /// file system work runs off the async runtime; if it hangs, the lock
+    /// is released by that thread whenever the file system answers.
+    pub async fn release(self) -> io::Result<()> {
+        self.blocking("piauthd-unlock", |lock| lock.release_inner())
+            .await
+            .map(drop)
     }
 
     /// Releases `lock`, if any, logging a failure: for callers that go on
@@ -266,20 +358,27 @@ impl PiLock {
     }
 
     fn release_inner(&mut self) -> io::Result<()> {
-        let Some(stop) = self.stop_heartbeat.take() else {
+        let result = self.drop_dir();
+        if let Some(side) = self.sidecar.take() {
+            let _ = side.unlock();
+        }
+        result
+    }
+
+    /// Stops the heartbeat and removes the directory, if held.
+    fn drop_dir(&mut self) -> io::Result<()> {
+        let Some(held) = self.held.take() else {
             return Ok(());
         };
-        drop(stop);
-        if let Some(h) = self.heartbeat.take() {
-            let _ = h.join();
-        }
+        drop(held.stop_heartbeat);
+        let _ = held.heartbeat.join();
         // Forget the holding before the directory goes, so a crash between
         // the two never makes a later pi lock look like ours.
         if let Some(side) = self.sidecar.as_mut() {
             let _ = write_record(side, None);
         }
         let result = match fs::metadata(&self.dir) {
-            Ok(m) if identity_of(&m) == self.identity => fs::remove_dir(&self.dir),
+            Ok(m) if identity_of(&m) == held.identity => fs::remove_dir(&self.dir),
             Ok(_) => {
                 tracing::warn!(lock = %self.dir.display(),
                     "our auth.json lock was taken over by another process; leaving theirs in place");
@@ -291,9 +390,6 @@ impl PiLock {
             }
             Err(e) => Err(e),
         };
-        if let Some(side) = &self.sidecar {
-            let _ = side.unlock();
-        }
         tracing::trace!(lock = %self.dir.display(), "released pi's auth.json lock");
         result
     }
