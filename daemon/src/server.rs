@@ -251,7 +251,7 @@ async fn serve(
 
     tracing::info!(
         socket = %bound.path().display(),
-        store = %broker.store().describe(),
+        store = %broker.store_describe(),
         issuer = %config.issuer,
         "piauthd is serving"
     );

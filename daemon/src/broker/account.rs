@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use super::{Broker, DEFAULT_PROVIDER, Phase, StoreHealth, now_ms};
 use crate::oauth::{Claims, TokenResponse};
-use crate::store::{Document, LockError, OAuthCredential, PiLock, StoreError};
+use crate::store::{Document, OAuthCredential, StoreError, Transaction, Unlockable};
 
 /// Why a login's credential could not be stored, or a logout made.
 #[derive(Debug, thiserror::Error)]
@@ -38,27 +38,18 @@ impl Broker {
             account_id: Some(account_id),
         };
         let _gate = self.gate.lock().await;
-        let lock = match PiLock::acquire(self.store.path(), super::refresh::LOCK_WAIT).await {
-            Ok(lock) => Some(lock),
-            Err(LockError::Unwritable { .. }) => None,
-            Err(e) => return Err(StoreError::Lock(e).into()),
-        };
         // A corrupt file is never overwritten, not even by a login.
-        let read = self.store.read_locked().await;
-        let mut doc = match read {
-            Ok(doc) => doc.unwrap_or_default(),
-            Err(e) => {
-                PiLock::release_logged(lock).await;
-                return Err(e.into());
-            }
-        };
-        if let Err(e) = self
-            .save_and_publish(&mut doc, fresh, lifetime, now_ms(), false)
-            .await
-        {
+        let mut tx = self
+            .store
+            .begin_waiting(super::refresh::LOCK_WAIT, Unlockable::Proceed)
+            .await?;
+        let on_disk = super::refresh::codex_refresh(&tx.document());
+        let written = super::refresh::write_credential(&mut tx, &fresh).await;
+        tx.finish().await;
+        if let Err(e) = &written {
             tracing::error!(error = %e, "logged in, but cannot save the tokens yet; keeping them in memory");
         }
-        PiLock::release_logged(lock).await;
+        self.publish(fresh, lifetime, now_ms(), false, on_disk, &written);
         tracing::info!("logged in to {DEFAULT_PROVIDER}");
         Ok(())
     }
@@ -67,9 +58,12 @@ impl Broker {
     /// as it was. Returns whether there was one.
     pub async fn logout(self: &Arc<Self>, provider: &str) -> Result<bool, StoreError> {
         let _gate = self.gate.lock().await;
-        let lock = PiLock::acquire(self.store.path(), super::refresh::LOCK_WAIT).await?;
-        let result = self.remove_locked(provider).await;
-        PiLock::release_logged(Some(lock)).await;
+        let mut tx = self
+            .store
+            .begin_waiting(super::refresh::LOCK_WAIT, Unlockable::Fail)
+            .await?;
+        let result = Self::remove_from(&mut tx, provider).await;
+        tx.finish().await;
         let Some((doc, removed)) = result? else {
             self.forget(provider);
             return Ok(false);
@@ -82,23 +76,18 @@ impl Broker {
         Ok(removed || was_in_memory)
     }
 
-    /// Removes `provider` from the file (the caller holds pi's lock).
-    /// `None` when there is no file.
-    async fn remove_locked(&self, provider: &str) -> Result<Option<(Document, bool)>, StoreError> {
-        let Some(mut doc) = self.store.read_locked().await? else {
+    /// Removes `provider` from the document of `tx`. `None` when there is
+    /// no file.
+    async fn remove_from(
+        tx: &mut Transaction<'_>,
+        provider: &str,
+    ) -> Result<Option<(Document, bool)>, StoreError> {
+        if !tx.exists() {
             return Ok(None);
-        };
-        let removed = doc.remove(provider);
-        if removed {
-            self.store
-                .write(&doc)
-                .await
-                .map_err(|source| StoreError::Io {
-                    path: self.store.path().to_owned(),
-                    action: "write",
-                    source,
-                })?;
         }
+        let mut doc = tx.document();
+        let removed = doc.remove(provider);
+        tx.commit(&doc).await?;
         Ok(Some((doc, removed)))
     }
 

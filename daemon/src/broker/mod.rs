@@ -281,8 +281,14 @@ impl Broker {
         })
     }
 
-    pub fn store(&self) -> &FileStore {
-        &self.store
+    /// Whether the credentials live in the OS keyring.
+    pub fn store_is_keyring(&self) -> bool {
+        self.store.is_keyring()
+    }
+
+    /// Where the credentials are, for people.
+    pub fn store_describe(&self) -> String {
+        self.store.describe()
     }
 
     /// The current snapshot.

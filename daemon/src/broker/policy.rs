@@ -34,6 +34,20 @@ pub const BACKOFF_CAP_MS: i64 = 60 * 1000;
 /// The longest `retry-after` honoured.
 pub const RETRY_AFTER_CAP_MS: i64 = 5 * 60 * 1000;
 
+/// The earliest any pi refreshes by itself: `pi auth print-bearer-token`
+/// (pi 1.x), 30 minutes before expiry. pi 1.x's requests refresh at 5
+/// minutes, pi 0.73.1 at expiry.
+pub const PI_EARLIEST_REFRESH_MS: i64 = 30 * 60 * 1000;
+
+/// Whether a refresh of a token with `remaining_ms` left may give pi's lock
+/// back while it is on the wire (`round_trip_ms` bounds the request and the
+/// wait to re-take the lock). Only when pi cannot decide to refresh before
+/// the answer is stored: inside pi's thresholds, a pi process that found
+/// the lock free would refresh with the same token, which is reuse.
+pub fn may_release_pi_lock(remaining_ms: i64, round_trip_ms: i64) -> bool {
+    remaining_ms.saturating_sub(round_trip_ms.max(0)) > PI_EARLIEST_REFRESH_MS
+}
+
 /// How far ahead of expiry to refresh a token with this lifetime, given the
 /// configured lead: the lead, or half the lifetime if that is shorter.
 pub fn margin_ms(lifetime_ms: i64, lead_ms: i64) -> i64 {
@@ -83,6 +97,30 @@ mod tests {
     use super::*;
 
     const DAY: i64 = 86_400_000;
+
+    #[test]
+    fn pi_lock_is_given_back_only_outside_every_pi_threshold() {
+        let round_trip = 4 * MIN;
+        // The default schedule (35 min before expiry) leaves room for a
+        // round trip of up to 5 minutes.
+        assert!(may_release_pi_lock(DEFAULT_LEAD_MS, round_trip));
+        assert!(!may_release_pi_lock(DEFAULT_LEAD_MS, 5 * MIN));
+        // A forced refresh of a fresh hour-long token.
+        assert!(may_release_pi_lock(60 * MIN, round_trip));
+        // pi's own thresholds, and the boundary itself.
+        assert!(!may_release_pi_lock(
+            PI_EARLIEST_REFRESH_MS + round_trip,
+            round_trip
+        ));
+        assert!(may_release_pi_lock(
+            PI_EARLIEST_REFRESH_MS + round_trip + 1,
+            round_trip
+        ));
+        assert!(!may_release_pi_lock(5 * MIN, round_trip));
+        assert!(!may_release_pi_lock(-MIN, round_trip));
+        assert!(!may_release_pi_lock(i64::MIN, round_trip));
+        assert!(may_release_pi_lock(DAY, -1), "a negative bound counts as 0");
+    }
 
     const MIN: i64 = 60_000;
 

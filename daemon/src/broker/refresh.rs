@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use super::{Broker, DEFAULT_PROVIDER, Phase, StoreHealth, TokenError, View, now_ms, policy};
 use crate::oauth::{self, Failure};
-use crate::store::{Credential, Document, LockError, OAuthCredential, PiLock, StoreError};
-use crate::upstream::RefreshError;
+use crate::secret::Secret;
+use crate::store::{Credential, Document, OAuthCredential, StoreError, Transaction, Unlockable};
+use crate::upstream::{REFRESH_BOUND, RefreshError};
 
 /// How long a refresh waits for pi's lock before giving up for now.
 pub(super) const LOCK_WAIT: Duration = Duration::from_secs(40);
@@ -18,6 +19,10 @@ const SPENT_KEPT: usize = 16;
 const ASSUMED_LIFETIME_MS: i64 = 3600 * 1000;
 /// Retries of a request that never left the machine (connection refused).
 const NOT_SENT_RETRIES: u32 = 2;
+/// The longest a refresh can keep pi's lock away: every attempt at its
+/// bound, then the wait to re-take the lock.
+const ROUND_TRIP_BOUND_MS: i64 = (REFRESH_BOUND.as_millis() as i64) * (1 + NOT_SENT_RETRIES as i64)
+    + LOCK_WAIT.as_millis() as i64;
 
 /// What a caller of the flight wants to be true afterwards.
 #[derive(Debug, Clone, Copy)]
@@ -146,33 +151,16 @@ impl Broker {
     }
 
     async fn refresh_under_lock(self: &Arc<Self>, need: Need) -> Result<(), TokenError> {
-        let path = self.store.path().to_owned();
-        let lock = match PiLock::acquire(&path, LOCK_WAIT).await {
-            Ok(lock) => Some(lock),
-            // Nobody can lock or write a read-only or full directory, pi
-            // included; refresh anyway so clients keep being served, and keep
-            // the result in memory until the disk recovers.
-            Err(e @ LockError::Unwritable { .. }) => {
-                tracing::warn!(error = %e, "refreshing without pi's lock");
-                None
-            }
-            Err(e) => return Err(self.transient(&e.to_string(), None)),
-        };
-        let mut lock = lock;
-        let result = self.refresh_holding(need, &mut lock).await;
-        PiLock::release_logged(lock).await;
-        result
-    }
-
-    /// The refresh proper, with pi's lock (if it could be had) in `lock`;
-    /// it is released as soon as the new token is saved.
-    async fn refresh_holding(
-        self: &Arc<Self>,
-        need: Need,
-        lock: &mut Option<PiLock>,
-    ) -> Result<(), TokenError> {
-        let mut doc = match self.store.read_locked().await {
-            Ok(doc) => doc.unwrap_or_default(),
+        // Nobody can lock or write a read-only or full directory, pi
+        // included; refresh anyway so clients keep being served, and keep
+        // the result in memory until the disk recovers.
+        let mut tx = match self
+            .store
+            .begin_waiting(LOCK_WAIT, Unlockable::Proceed)
+            .await
+        {
+            Ok(tx) => tx,
+            Err(e @ StoreError::Lock(_)) => return Err(self.transient(&e.to_string(), None)),
             Err(e) => {
                 let corrupt = matches!(e, StoreError::Corrupt { .. });
                 self.modify(|v| {
@@ -186,16 +174,25 @@ impl Broker {
                 return Err(self.transient(&format!("{e}; not refreshing until it is fixed"), None));
             }
         };
+        let result = self.refresh_in(need, &mut tx).await;
+        tx.finish().await;
+        result
+    }
 
+    /// The refresh proper, inside the store transaction `tx`.
+    async fn refresh_in(
+        self: &Arc<Self>,
+        need: Need,
+        tx: &mut Transaction<'_>,
+    ) -> Result<(), TokenError> {
         // Another process may have refreshed (or logged out) meanwhile.
-        let unpersisted = self.view().refresh.unpersisted;
-        if unpersisted {
-            self.persist(&mut doc).await;
+        if self.view().refresh.unpersisted {
+            self.persist(tx).await;
         } else {
             let now = now_ms();
+            let doc = tx.document();
             self.modify(|v| super::adopt_document(v, &doc, now));
-            let view = self.view();
-            if need.satisfied(&view, now) {
+            if need.satisfied(&self.view(), now) {
                 tracing::info!("another process already refreshed the token; adopted it");
                 return Ok(());
             }
@@ -207,10 +204,12 @@ impl Broker {
             });
         };
 
-        tracing::info!("refreshing the {DEFAULT_PROVIDER} token");
         // Expiry counts from when the request left: the token cannot have
         // been issued earlier, so `expires` never overstates its life.
         let sent_at = now_ms();
+        let short = tx.can_pause()
+            && codex_refresh(&tx.document()).as_ref() == Some(&current.refresh)
+            && policy::may_release_pi_lock(current.expires_ms - sent_at, ROUND_TRIP_BOUND_MS);
         if let Err(e) = self.inflight.begin(&current.refresh, sent_at).await {
             let detail = format!(
                 "cannot record the refresh before sending it ({}: {e}); not refreshing until it can be recorded",
@@ -218,15 +217,15 @@ impl Broker {
             );
             return Err(self.transient(&detail, None));
         }
-        let mut result = self.issuer.refresh(&current.refresh).await;
-        for attempt in 1..=NOT_SENT_RETRIES {
-            let Err(RefreshError::NotSent { .. }) = &result else {
-                break;
-            };
-            tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
-            result = self.issuer.refresh(&current.refresh).await;
+        if short && let Err(e) = tx.pause().await {
+            self.settle_in_flight().await;
+            return Err(self.transient(&e.to_string(), None));
         }
-        let now = now_ms();
+        tracing::info!(
+            holds_pi_lock = !short,
+            "refreshing the {DEFAULT_PROVIDER} token"
+        );
+        let result = self.send(&current).await;
         if matches!(
             result,
             Err(RefreshError::Rejected(_) | RefreshError::NotSent { .. })
@@ -235,45 +234,83 @@ impl Broker {
             self.settle_in_flight().await;
         }
         match result {
-            Ok(response) => {
-                // Without expires_in or a JWT exp, assume an hour rather
-                // than inherit the old expiry (which would refresh ever sooner).
-                let expires_ms = match response.expires_in {
-                    Some(secs) => sent_at.saturating_add(secs.saturating_mul(1000)),
-                    None => oauth::read_claims(response.access_token.expose())
-                        .ok()
-                        .and_then(|c| c.exp_secs)
-                        .map_or(sent_at + ASSUMED_LIFETIME_MS, |s| s.saturating_mul(1000)),
-                };
-                let claims = oauth::read_claims(response.access_token.expose()).ok();
-                let fresh = OAuthCredential {
-                    account_id: claims
-                        .as_ref()
-                        .and_then(|c| c.account_id.clone())
-                        .or(current.account_id.clone()),
-                    access: response.access_token,
-                    refresh: response.refresh_token.unwrap_or(current.refresh.clone()),
-                    expires_ms,
-                };
-                let lifetime = response
-                    .expires_in
-                    .map_or((expires_ms - sent_at).max(0), |s| s.saturating_mul(1000));
-                let written = self
-                    .save_and_publish(&mut doc, fresh, lifetime, now, true)
-                    .await;
-                PiLock::release_logged(lock.take()).await;
-                match written {
-                    Ok(()) => {
-                        tracing::info!("refreshed and saved the {DEFAULT_PROVIDER} token");
-                        self.settle_in_flight().await;
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "refreshed, but cannot save the new token; keeping it in memory");
-                    }
-                }
-                Ok(())
+            Ok(response) => self.on_tokens(tx, short, &current, response, sent_at).await,
+            Err(e) => Err(self.on_refusal(&current, e)),
+        }
+    }
+
+    /// Sends the refresh, retrying only what never left the machine.
+    async fn send(
+        &self,
+        current: &OAuthCredential,
+    ) -> Result<crate::oauth::TokenResponse, RefreshError> {
+        let mut result = self.issuer.refresh(&current.refresh).await;
+        for attempt in 1..=NOT_SENT_RETRIES {
+            let Err(RefreshError::NotSent { .. }) = &result else {
+                break;
+            };
+            tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
+            result = self.issuer.refresh(&current.refresh).await;
+        }
+        result
+    }
+
+    /// Stores and serves the tokens the issuer answered with. If pi's lock
+    /// was given back meanwhile (`paused`), it is re-taken and the file
+    /// re-read first: a file that no longer holds the token just sent was
+    /// changed by a new login or a logout, and the file wins.
+    async fn on_tokens(
+        self: &Arc<Self>,
+        tx: &mut Transaction<'_>,
+        paused: bool,
+        current: &OAuthCredential,
+        response: crate::oauth::TokenResponse,
+        sent_at: i64,
+    ) -> Result<(), TokenError> {
+        let now = now_ms();
+        let fresh = fresh_credential(current, response, sent_at);
+        let resumed = if paused {
+            tx.resume().await
+        } else {
+            Ok(tx.document())
+        };
+        let written = match resumed {
+            Ok(doc) if paused && codex_refresh(&doc).as_ref() != Some(&current.refresh) => {
+                tracing::warn!(
+                    "auth.json changed while the refresh was on the wire (a new login or a logout); using the file's"
+                );
+                self.modify(|v| super::adopt_document(v, &doc, now));
+                self.settle_in_flight().await;
+                return Ok(());
             }
-            Err(RefreshError::Rejected(Failure::Terminal { code, message })) => {
+            Ok(_) => write_credential(tx, &fresh.credential).await,
+            Err(e) => Err(e),
+        };
+        self.publish(
+            fresh.credential,
+            fresh.lifetime_ms,
+            now,
+            true,
+            Some(current.refresh.clone()),
+            &written,
+        );
+        match written {
+            Ok(()) => {
+                tracing::info!("refreshed and saved the {DEFAULT_PROVIDER} token");
+                self.settle_in_flight().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "refreshed, but cannot save the new token; keeping it in memory");
+            }
+        }
+        Ok(())
+    }
+
+    /// Records a refusal or an unknown outcome, and says what to do.
+    fn on_refusal(&self, current: &OAuthCredential, error: RefreshError) -> TokenError {
+        let now = now_ms();
+        match error {
+            RefreshError::Rejected(Failure::Terminal { code, message }) => {
                 let reason = format!("the issuer answered {code}: {message}");
                 tracing::warn!(%code, "the refresh token was rejected; the login must be renewed");
                 self.modify(|v| {
@@ -283,18 +320,18 @@ impl Broker {
                     };
                     v.refresh.last_error = reason.clone();
                 });
-                Err(TokenError::NeedsLogin {
+                TokenError::NeedsLogin {
                     provider: DEFAULT_PROVIDER.into(),
                     reason,
-                })
+                }
             }
-            Err(RefreshError::Rejected(Failure::Transient {
+            RefreshError::Rejected(Failure::Transient {
                 message,
                 retry_after_ms,
                 ..
-            })) => Err(self.transient(&message, retry_after_ms)),
-            Err(e @ RefreshError::NotSent { .. }) => Err(self.transient(&e.to_string(), None)),
-            Err(e @ RefreshError::OutcomeUnknown { .. }) => {
+            }) => self.transient(&message, retry_after_ms),
+            e @ RefreshError::NotSent { .. } => self.transient(&e.to_string(), None),
+            e @ RefreshError::OutcomeUnknown { .. } => {
                 let reason = format!(
                     "{e}; the issuer may have spent the refresh token, so piauthd will not resend it. \
                      Run `pi-authctl refresh` to try anyway, or `pi-authctl login`"
@@ -307,11 +344,11 @@ impl Broker {
                     };
                     v.refresh.last_error = reason.clone();
                 });
-                Err(TokenError::Unavailable {
+                TokenError::Unavailable {
                     provider: DEFAULT_PROVIDER.into(),
                     when: super::describe_remaining(current.expires_ms - now),
                     reason,
-                })
+                }
             }
         }
     }
@@ -324,25 +361,21 @@ impl Broker {
         }
     }
 
-    /// Writes `fresh` into `doc` durably, then publishes it. Durability
-    /// first: the snapshot changes only after the write returned. If the
-    /// write fails, the token is published anyway (it exists nowhere else),
-    /// marked unpersisted, and a retry loop is started.
-    pub(super) async fn save_and_publish(
+    /// Publishes `fresh` after the attempt to store it (`written`).
+    /// Durability first: callers write, then publish. If the write failed,
+    /// the token is published anyway (it exists nowhere else), marked
+    /// unpersisted, and a retry loop is started. `on_disk` is the codex
+    /// refresh token the file held before.
+    pub(super) fn publish(
         self: &Arc<Self>,
-        doc: &mut Document,
         fresh: OAuthCredential,
         lifetime_ms: i64,
         now: i64,
         refreshed: bool,
-    ) -> std::io::Result<()> {
-        let on_disk = match doc.credential(DEFAULT_PROVIDER) {
-            Some(Credential::OAuth(c)) => Some(c.refresh),
-            _ => None,
-        };
-        doc.set_oauth(DEFAULT_PROVIDER, &fresh);
+        on_disk: Option<Secret<String>>,
+        written: &Result<(), StoreError>,
+    ) {
         let claims = oauth::read_claims(fresh.access.expose()).ok();
-        let written = self.store.write(doc).await;
         let path = self.store.describe();
         self.modify(|v| {
             if refreshed
@@ -363,7 +396,7 @@ impl Broker {
             v.refresh.failures = 0;
             v.refresh.retry_at_ms = 0;
             v.refresh.last_error.clear();
-            match &written {
+            match written {
                 Ok(()) => {
                     v.refresh.unpersisted = false;
                     v.refresh.superseded = None;
@@ -385,7 +418,6 @@ impl Broker {
         if written.is_err() {
             self.spawn_persist_retry();
         }
-        written
     }
 
     /// Records a transient failure and schedules the retry.
@@ -409,17 +441,14 @@ impl Broker {
         }
     }
 
-    /// Writes the in-memory credential over `doc`. The caller holds pi's
-    /// lock, or knows the directory cannot be locked by anyone.
-    async fn persist(&self, doc: &mut Document) -> bool {
+    /// Writes the in-memory credential into the document of `tx`.
+    async fn persist(&self, tx: &mut Transaction<'_>) -> bool {
+        let mut doc = tx.document();
         let view = self.view();
         let Some(mine) = view.codex().cloned() else {
             return false;
         };
-        let on_disk = match doc.credential(DEFAULT_PROVIDER) {
-            Some(Credential::OAuth(c)) => Some(c.refresh),
-            _ => None,
-        };
+        let on_disk = codex_refresh(&doc);
         let stale = on_disk
             .as_ref()
             .is_some_and(|t| view.refresh.spent.contains(t));
@@ -436,12 +465,12 @@ impl Broker {
             self.modify(|v| {
                 v.refresh.unpersisted = false;
                 v.refresh.superseded = None;
-                super::adopt_document(v, doc, now);
+                super::adopt_document(v, &doc, now);
             });
             return true;
         }
         doc.set_oauth(DEFAULT_PROVIDER, &mine);
-        match self.store.write(doc).await {
+        match tx.commit(&doc).await {
             Ok(()) => {
                 tracing::info!("saved the token that was kept in memory");
                 self.modify(|v| {
@@ -466,14 +495,11 @@ impl Broker {
         if !self.view().refresh.unpersisted {
             return true;
         }
-        let Ok(lock) = PiLock::acquire(self.store.path(), LOCK_WAIT).await else {
+        let Ok(mut tx) = self.store.begin_waiting(LOCK_WAIT, Unlockable::Fail).await else {
             return false;
         };
-        let saved = match self.store.read_locked().await {
-            Ok(doc) => self.persist(&mut doc.unwrap_or_default()).await,
-            Err(_) => false,
-        };
-        PiLock::release_logged(Some(lock)).await;
+        let saved = self.persist(&mut tx).await;
+        tx.finish().await;
         saved
     }
 
@@ -501,6 +527,62 @@ impl Broker {
     pub async fn quiesce(self: &Arc<Self>) {
         self.closing.store(true, Ordering::SeqCst);
         let _ = self.persist_pending().await;
+    }
+}
+
+/// The codex refresh token a document holds, if any.
+pub(super) fn codex_refresh(doc: &Document) -> Option<Secret<String>> {
+    match doc.credential(DEFAULT_PROVIDER) {
+        Some(Credential::OAuth(c)) => Some(c.refresh),
+        _ => None,
+    }
+}
+
+/// Writes `fresh` as the codex credential of the document of `tx`.
+pub(super) async fn write_credential(
+    tx: &mut Transaction<'_>,
+    fresh: &OAuthCredential,
+) -> Result<(), StoreError> {
+    let mut doc = tx.document();
+    doc.set_oauth(DEFAULT_PROVIDER, fresh);
+    tx.commit(&doc).await
+}
+
+/// A refreshed credential and its lifetime.
+struct Fresh {
+    credential: OAuthCredential,
+    lifetime_ms: i64,
+}
+
+/// The credential an answer to a refresh sent at `sent_at` gives. Without
+/// `expires_in` or a JWT `exp`, an hour is assumed rather than the old
+/// expiry inherited (which would refresh ever sooner). Pure.
+fn fresh_credential(
+    current: &OAuthCredential,
+    response: crate::oauth::TokenResponse,
+    sent_at: i64,
+) -> Fresh {
+    let claims = oauth::read_claims(response.access_token.expose()).ok();
+    let expires_ms = match response.expires_in {
+        Some(secs) => sent_at.saturating_add(secs.saturating_mul(1000)),
+        None => claims
+            .as_ref()
+            .and_then(|c| c.exp_secs)
+            .map_or(sent_at + ASSUMED_LIFETIME_MS, |s| s.saturating_mul(1000)),
+    };
+    let lifetime_ms = response
+        .expires_in
+        .map_or((expires_ms - sent_at).max(0), |s| s.saturating_mul(1000));
+    Fresh {
+        credential: OAuthCredential {
+            account_id: claims
+                .and_then(|c| c.account_id)
+                .or(current.account_id.clone()),
+            access: response.access_token,
+            refresh: response.refresh_token.unwrap_or(current.refresh.clone()),
+            expires_ms,
+        },
+        lifetime_ms,
     }
 }
 

@@ -120,12 +120,12 @@ impl pb::auth_server::Auth for AuthService {
             pid: std::process::id(),
             now_ms: now,
             store: Some(pb::StoreStatus {
-                kind: if self.broker.store().is_keyring() {
+                kind: if self.broker.store_is_keyring() {
                     pb::StoreKind::Keyring
                 } else {
                     pb::StoreKind::File
                 } as i32,
-                path: self.broker.store().describe(),
+                path: self.broker.store_describe(),
                 health: health as i32,
                 detail: view.detail.clone(),
             }),

@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use super::{Credential, DEFAULT_WAIT, FileStore, KeyringStore, PiLock, StoreError};
+use super::{Credential, DEFAULT_WAIT, FileStore, KeyringStore, StoreError, Unlockable};
 
 /// The provider that moves.
 const PROVIDER: &str = piauth_proto::DEFAULT_PROVIDER;
@@ -28,14 +28,6 @@ pub enum MigrateError {
     Store(#[from] StoreError),
 }
 
-fn io(store: &FileStore) -> impl Fn(std::io::Error) -> StoreError + '_ {
-    move |source| StoreError::Io {
-        path: store.path().to_owned(),
-        action: "write",
-        source,
-    }
-}
-
 /// Moves the login. `auth_file` is pi's `auth.json`; `keyring_lock` is the
 /// lock path keyring-mode daemons use.
 pub async fn migrate(
@@ -43,39 +35,46 @@ pub async fn migrate(
     keyring_lock: &Path,
     direction: Direction,
 ) -> Result<(), MigrateError> {
-    let file = FileStore::new(auth_file);
-    let keyring = FileStore::keyring(keyring_lock, KeyringStore::default());
-    let _file_lock = PiLock::acquire(file.path(), DEFAULT_WAIT)
-        .await
-        .map_err(StoreError::from)?;
-    let _keyring_lock = PiLock::acquire(keyring.path(), DEFAULT_WAIT)
-        .await
-        .map_err(StoreError::from)?;
+    let file = FileStore::new(auth_file).with_lock_wait(DEFAULT_WAIT);
+    let keyring =
+        FileStore::keyring(keyring_lock, KeyringStore::default()).with_lock_wait(DEFAULT_WAIT);
+    // Both stores are locked for the whole move, the file first: every
+    // mover takes them in this order, so two moves cannot deadlock.
+    let mut file_tx = file.begin(Unlockable::Fail).await?;
+    let mut keyring_tx = keyring.begin(Unlockable::Fail).await?;
     let (from, to) = match direction {
-        Direction::ToKeyring => (&file, &keyring),
-        Direction::ToFile => (&keyring, &file),
+        Direction::ToKeyring => (&mut file_tx, &mut keyring_tx),
+        Direction::ToFile => (&mut keyring_tx, &mut file_tx),
     };
-    let mut source = from.read_locked().await?.unwrap_or_default();
+    let (from_name, to_name) = match direction {
+        Direction::ToKeyring => (file.describe(), keyring.describe()),
+        Direction::ToFile => (keyring.describe(), file.describe()),
+    };
+    let mut source = from.document();
     let Some(Credential::OAuth(cred)) = source.credential(PROVIDER) else {
-        return Err(MigrateError::Nothing(from.describe()));
+        return Err(MigrateError::Nothing(from_name));
     };
-    let mut target = to.read_locked().await?.unwrap_or_default();
+    let mut target = to.document();
     target.set_oauth(PROVIDER, &cred);
-    to.write(&target).await.map_err(io(to))?;
-    let back = to.read_locked().await?.unwrap_or_default();
+    to.commit(&target).await?;
+    let back = to.reread().await?;
     if back.credential(PROVIDER) != Some(Credential::OAuth(cred)) {
-        return Err(MigrateError::Mismatch(to.describe()));
+        return Err(MigrateError::Mismatch(to_name));
     }
     source.remove(PROVIDER);
-    match direction {
-        Direction::ToKeyring => from.write(&source).await.map_err(io(from))?,
-        Direction::ToFile => {
-            if source.providers().next().is_none() {
-                KeyringStore::default().delete().await.map_err(io(from))?;
-            } else {
-                from.write(&source).await.map_err(io(from))?;
-            }
-        }
+    if direction == Direction::ToFile && source.providers().next().is_none() {
+        KeyringStore::default()
+            .delete()
+            .await
+            .map_err(|source| StoreError::Io {
+                path: keyring.path().to_owned(),
+                action: "delete the keyring item locked by",
+                source,
+            })?;
+    } else {
+        from.commit(&source).await?;
     }
+    keyring_tx.finish().await;
+    file_tx.finish().await;
     Ok(())
 }

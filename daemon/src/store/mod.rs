@@ -15,6 +15,7 @@ mod lock;
 mod migrate;
 mod owner;
 mod sidecar;
+mod transaction;
 mod watch;
 
 use std::io;
@@ -32,6 +33,7 @@ pub use lock::{
 };
 pub use migrate::{Direction, MigrateError, migrate};
 pub use owner::{ForeignOwner, OwnerError, check_dir, check_store, may_create_in, owner_hint};
+pub use transaction::{Transaction, Unlockable};
 pub use watch::{FileWatcher, watch_file};
 
 /// Why the store could not be read or written.
@@ -71,6 +73,10 @@ pub enum StoreError {
     },
     #[error(transparent)]
     Lock(#[from] LockError),
+    /// A write was attempted while the transaction had given pi's lock
+    /// back: a bug, refused rather than written unlocked.
+    #[error("internal error: a write to the credential store without pi's lock was refused")]
+    Paused,
 }
 
 /// How many unlocked re-reads a parse failure gets before the locked one.
@@ -128,7 +134,14 @@ impl FileStore {
     }
 
     /// Reads the document with no retry, for callers holding pi's lock.
-    pub async fn read_locked(&self) -> Result<Option<Document>, StoreError> {
+    /// Private: writers go through a [`Transaction`].
+    ///
+    /// ```compile_fail
+    /// # async fn f(store: piauthd::store::FileStore) {
+    /// let _ = store.read_locked().await;
+    /// # }
+    /// ```
+    async fn read_locked(&self) -> Result<Option<Document>, StoreError> {
         match &self.backend {
             Backend::File => self.read_parsed().await,
             Backend::Keyring(k) => {
@@ -142,8 +155,15 @@ impl FileStore {
         }
     }
 
-    /// Writes the document durably (the caller holds pi's lock).
-    pub async fn write(&self, doc: &Document) -> io::Result<()> {
+    /// Writes the document durably (the caller holds pi's lock). Private:
+    /// writers go through a [`Transaction`].
+    ///
+    /// ```compile_fail
+    /// # async fn f(store: piauthd::store::FileStore, doc: piauthd::store::Document) {
+    /// let _ = store.write(&doc).await;
+    /// # }
+    /// ```
+    async fn write(&self, doc: &Document) -> io::Result<()> {
         let mut bytes = doc.to_bytes();
         match &self.backend {
             // No deadline: a rotated token must land, and an abandoned
@@ -215,20 +235,12 @@ impl FileStore {
                 source,
             })?;
         }
-        let guard = PiLock::acquire(&self.path, self.lock_wait).await?;
-        let before = self.read_locked().await?.unwrap_or_default();
-        let mut doc = before.clone();
+        let mut tx = self.begin(Unlockable::Fail).await?;
+        let mut doc = tx.document();
         let result = edit(&mut doc);
-        if doc != before {
-            self.write(&doc).await.map_err(|source| StoreError::Io {
-                path: self.path.clone(),
-                action: "write",
-                source,
-            })?;
-        }
-        if let Err(e) = guard.release().await {
-            tracing::warn!(error = %e, "could not remove pi's lock directory after a write");
-        }
+        let written = tx.commit(&doc).await;
+        tx.finish().await;
+        written?;
         Ok(result)
     }
 
