@@ -42,6 +42,8 @@ mod refresh;
 mod security;
 /// Service units, socket activation, autostart.
 mod service;
+/// pi's lock while a refresh is on the wire: given back, held, or overruled by the file.
+mod short_lock;
 /// The socket: modes, one instance, stale sockets, signals, foreign uids.
 mod socket;
 /// The credential store: pi's format, pi's lock, corrupt files.
