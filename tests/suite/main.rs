@@ -30,6 +30,8 @@ mod login;
 mod mock_pi16;
 /// A fresh clone follows the README's quick start and mock recipe, as written.
 mod newcomer;
+/// What the tests with the real pi share: clients, output, a file watch.
+mod pi_harness;
 /// The real pi beside the daemon.
 mod pi_interop;
 /// The real pi 1.6.0 with the package in client/pi.
