@@ -44,6 +44,8 @@ mod refresh;
 mod security;
 /// Service units, socket activation, autostart.
 mod service;
+/// A 12 s issuer: pi beside the daemon stalls no more than pi alone.
+mod slow_issuer;
 /// The socket: modes, one instance, stale sockets, signals, foreign uids.
 mod socket;
 /// The credential store: pi's format, pi's lock, corrupt files.
