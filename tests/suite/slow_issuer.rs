@@ -349,7 +349,10 @@ async fn pi_beside_a_slow_issuer(pi: impl FnOnce(&MockOpenAi) -> Pi, atob_safe_j
     let daemon_refreshes = u64::from(c.status().await.unwrap().providers[0].refresh_count);
     eprintln!(
         "{} ({daemon_refreshes} by piauthd; {reads} file reads, {bad_reads} unparsable; {stats:?})",
-        beside.summary(&format!("{name} beside piauthd, 12 s issuer"))
+        beside.summary(&format!(
+            "{name} beside piauthd, {} s issuer",
+            ISSUER_DELAY.as_secs()
+        ))
     );
 
     assert_eq!(stats.reuse_attempts, 0, "{stats:?}");
