@@ -12,7 +12,9 @@
 // refresh by pi goes to HTTPS_PROXY, which the test points at a listener that
 // refuses and counts. Prints one JSON line per call:
 // {"t": <ms at the end>, "ms": <call duration>, "key": "<token>"} or
-// {"t", "ms", "error"}, then {"done": true, "calls": N}.
+// {"t", "ms", "error"}, then {"done": true, "calls": N,
+// "startupMs": <Node start to credentials loaded>}. It makes at least
+// one call, so a durationMs of 0 is a single cold start.
 
 const [agentDir, durationMs, intervalMs] = process.argv.slice(2);
 if (!intervalMs) {
@@ -33,6 +35,8 @@ if (VERSION !== "1.6.0") {
   process.exit(2);
 }
 const runtime = await ModelRuntime.create();
+// Milliseconds from Node's start until pi's credentials are loaded.
+const startupMs = performance.now();
 const model = runtime.getModels("openai-codex")[0];
 if (!model) {
   console.error("pi has no openai-codex model");
@@ -47,7 +51,7 @@ const describe = (e) => {
 
 const end = Date.now() + Number(durationMs);
 let calls = 0;
-while (Date.now() < end) {
+for (;;) {
   const start = performance.now();
   let line;
   try {
@@ -61,6 +65,7 @@ while (Date.now() < end) {
   line.t = Date.now();
   calls += 1;
   console.log(JSON.stringify(line));
+  if (Date.now() >= end) break;
   await new Promise((r) => setTimeout(r, Number(intervalMs)));
 }
-console.log(JSON.stringify({ done: true, calls }));
+console.log(JSON.stringify({ done: true, calls, startupMs }));

@@ -5,7 +5,12 @@
 //
 // pi's OpenAI token URL is hard-coded to https://auth.openai.com, so global
 // fetch is wrapped to send that origin to the mock issuer instead. Prints
-// one JSON line per call: {"t": <ms>, "key": "<token>"} or {"t", "error"}.
+// one JSON line per call: {"t": <ms at the end>, "ms": <call duration>,
+// "key": "<token>"} or {"t", "ms", "error"}, then
+// {"done": true, "redirected": N, "startupMs": <Node start to credentials loaded>}.
+// It makes at least one call, so a durationMs of 0 is a single cold start:
+// AuthStorage.create() reads auth.json under pi's lock, and an error there
+// is reported with that first call.
 
 const [agentDir, issuerBase, durationMs, intervalMs] = process.argv.slice(2);
 if (!intervalMs) {
@@ -28,19 +33,25 @@ globalThis.fetch = (input, init) => {
 
 const { AuthStorage } = await import("@mariozechner/pi-coding-agent");
 const auth = AuthStorage.create();
+// Milliseconds from Node's start until pi's credentials are loaded.
+const startupMs = performance.now();
 const end = Date.now() + Number(durationMs);
-while (Date.now() < end) {
+for (;;) {
+  const start = performance.now();
   let line;
   try {
     const key = await auth.getApiKey("openai-codex");
-    line = key ? { t: Date.now(), key } : { t: Date.now(), error: "no key" };
+    line = key ? { key } : { error: "no key" };
   } catch (e) {
-    line = { t: Date.now(), error: String(e?.message ?? e) };
+    line = { error: String(e?.message ?? e) };
   }
+  line.ms = performance.now() - start;
+  line.t = Date.now();
   for (const e of auth.drainErrors?.() ?? []) {
     line.error = (line.error ? line.error + "; " : "") + String(e?.message ?? e);
   }
   console.log(JSON.stringify(line));
+  if (Date.now() >= end) break;
   await new Promise((r) => setTimeout(r, Number(intervalMs)));
 }
-console.log(JSON.stringify({ done: true, redirected }));
+console.log(JSON.stringify({ done: true, redirected, startupMs }));

@@ -30,6 +30,8 @@ mod login;
 mod mock_pi16;
 /// A fresh clone follows the README's quick start and mock recipe, as written.
 mod newcomer;
+/// What the tests with the real pi share: clients, output, a file watch.
+mod pi_harness;
 /// The real pi beside the daemon.
 mod pi_interop;
 /// The real pi 1.6.0 with the package in client/pi.
@@ -44,6 +46,8 @@ mod security;
 mod service;
 /// pi's lock while a refresh is on the wire: given back, held, or overruled by the file.
 mod short_lock;
+/// A 12 s issuer: pi beside the daemon stalls no more than pi alone.
+mod slow_issuer;
 /// The socket: modes, one instance, stale sockets, signals, foreign uids.
 mod socket;
 /// The credential store: pi's format, pi's lock, corrupt files.

@@ -7,12 +7,8 @@
 //! reused refresh token, every pi call must get a valid token, pi must never
 //! call the token endpoint itself, and the file must parse at every moment.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::thread::JoinHandle;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use piauth_client::Client;
@@ -21,98 +17,10 @@ use piauth_tests::mock::{MockConfig, MockOpenAi};
 use piauth_tests::proxy::RefusingProxy;
 use piauth_tests::{Daemon, Sandbox};
 
-const PROVIDER: &str = "openai-codex";
-
-fn suite_dir(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(name)
-}
-
-/// Reads `auth.json` every 2 ms until stopped; counts reads that do not
-/// parse as a file with a codex refresh token.
-struct FileWatch {
-    stop: Arc<AtomicBool>,
-    reads: Arc<AtomicU64>,
-    bad: Arc<AtomicU64>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl FileWatch {
-    fn start(path: PathBuf) -> FileWatch {
-        let stop = Arc::new(AtomicBool::new(false));
-        let (reads, bad) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-        let thread = {
-            let (stop, reads, bad) = (stop.clone(), reads.clone(), bad.clone());
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    let ok = std::fs::read(&path)
-                        .ok()
-                        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-                        .is_some_and(|v| v[PROVIDER]["refresh"].is_string());
-                    reads.fetch_add(1, Ordering::Relaxed);
-                    if !ok {
-                        bad.fetch_add(1, Ordering::Relaxed);
-                    }
-                    std::thread::sleep(Duration::from_millis(2));
-                }
-            })
-        };
-        FileWatch {
-            stop,
-            reads,
-            bad,
-            thread: Some(thread),
-        }
-    }
-
-    /// Stops watching; returns (reads, reads that did not parse).
-    fn finish(mut self) -> (u64, u64) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            t.join().unwrap();
-        }
-        (
-            self.reads.load(Ordering::Relaxed),
-            self.bad.load(Ordering::Relaxed),
-        )
-    }
-}
-
-/// Starts `n` copies of `cmd()` and waits for all of them off the runtime.
-async fn run_all(n: usize, cmd: impl Fn() -> Command) -> Vec<Output> {
-    let children: Vec<_> = (0..n)
-        .map(|_| {
-            let mut c = cmd();
-            c.stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap_or_else(|e| panic!("cannot run {c:?}: {e}"))
-        })
-        .collect();
-    tokio::task::spawn_blocking(move || {
-        children
-            .into_iter()
-            .map(|c| c.wait_with_output().unwrap())
-            .collect()
-    })
-    .await
-    .unwrap()
-}
-
-/// The JSON lines of every client, after checking each exited cleanly.
-fn lines(outputs: &[Output]) -> Vec<serde_json::Value> {
-    let mut all = Vec::new();
-    for out in outputs {
-        assert!(
-            out.status.success(),
-            "pi client failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        for line in BufReader::new(&out.stdout[..]).lines() {
-            all.push(serde_json::from_str(&line.unwrap()).unwrap());
-        }
-    }
-    all
-}
+use crate::pi_harness::{
+    FileWatch, PROVIDER, current_client, current_node, legacy_client, legacy_node, lines,
+    percentile, run_all,
+};
 
 const LEGACY_PROCESSES: usize = 4;
 const LEGACY_RUN_MS: u64 = 24_000;
@@ -122,13 +30,7 @@ const LEGACY_LIFETIME_SECS: u64 = 2;
 /// ahead of it about every second.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn real_pi_processes_share_the_login_with_zero_reuse() {
-    let dir = suite_dir("pi-interop");
-    assert!(
-        dir.join("node_modules/@mariozechner/pi-coding-agent")
-            .exists(),
-        "pi is not installed: run the suite with `tests/run` (it runs `npm ci` in {})",
-        dir.display()
-    );
+    let node = legacy_node();
     let mock = MockOpenAi::start(MockConfig {
         expires_in: LEGACY_LIFETIME_SECS,
         atob_safe_jwt: true,
@@ -143,16 +45,8 @@ async fn real_pi_processes_share_the_login_with_zero_reuse() {
 
     // Watch the file the whole time: every read must parse.
     let watch = FileWatch::start(sb.auth_file());
-    let node = std::env::var("PIAUTHD_TEST_NODE").unwrap_or_else(|_| "node".into());
     let outputs = run_all(LEGACY_PROCESSES, || {
-        let mut c = Command::new(&node);
-        c.current_dir(&dir)
-            .arg("pi-client.mjs")
-            .arg(sb.agent_dir())
-            .arg(mock.issuer())
-            .arg(LEGACY_RUN_MS.to_string())
-            .arg("100");
-        c
+        legacy_client(&node, &sb.agent_dir(), &mock.issuer(), LEGACY_RUN_MS, 100)
     })
     .await;
     let (reads, bad_reads) = watch.finish();
@@ -211,18 +105,7 @@ const FORCED_REFRESH_EVERY: Duration = Duration::from_secs(1);
 /// a proxy that refuses and counts: any refresh by pi fails and is seen.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn pi_1_6_processes_share_the_login_while_piauthd_rotates_it() {
-    let dir = suite_dir("pi-current");
-    let node = std::env::var_os("PIAUTHD_TEST_NODE22")
-        .map(PathBuf::from)
-        .expect("PIAUTHD_TEST_NODE22 is not set: run the suite with `tests/run`, which installs pi 1.6.0 and Node 22");
-    assert!(
-        node.exists()
-            && dir
-                .join("node_modules/@earendil-works/pi-coding-agent")
-                .exists(),
-        "pi 1.6.0 or Node 22 is not installed: run the suite with `tests/run` (it runs `npm ci` in {})",
-        dir.display()
-    );
+    let node = current_node();
     let mock = MockOpenAi::start(MockConfig {
         expires_in: CURRENT_LIFETIME_SECS,
         ..MockConfig::default()
@@ -257,17 +140,13 @@ async fn pi_1_6_processes_share_the_login_while_piauthd_rotates_it() {
         })
     };
     let outputs = run_all(CURRENT_PROCESSES, || {
-        let mut c = Command::new(&node);
-        c.current_dir(&dir)
-            .arg("pi-client.mjs")
-            .arg(sb.agent_dir())
-            .arg(CURRENT_RUN_MS.to_string())
-            .arg(CURRENT_INTERVAL_MS.to_string())
-            .env("HTTPS_PROXY", &proxy_url)
-            .env("HTTP_PROXY", &proxy_url)
-            .env("NO_PROXY", "127.0.0.1,localhost")
-            .env("PI_OFFLINE", "1");
-        c
+        current_client(
+            &node,
+            &sb.agent_dir(),
+            &proxy_url,
+            CURRENT_RUN_MS,
+            CURRENT_INTERVAL_MS,
+        )
     })
     .await;
     stop.store(true, Ordering::Relaxed);
@@ -313,7 +192,7 @@ async fn pi_1_6_processes_share_the_login_while_piauthd_rotates_it() {
         calls += 1;
     }
     millis.sort_by(f64::total_cmp);
-    let pct = |p: f64| millis[((millis.len() - 1) as f64 * p) as usize];
+    let pct = |p: f64| percentile(&millis, p);
     let stats = mock.stats();
     let mut c = Client::connect(sb.socket()).await.unwrap();
     let daemon_refreshes = u64::from(c.status().await.unwrap().providers[0].refresh_count);
