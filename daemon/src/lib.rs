@@ -24,6 +24,7 @@
 //! * [`rpc`]: the tonic services; the only module that sees proto types.
 //! * [`supervisor`]: systemd socket activation and readiness notification.
 //! * [`server`]: wires them together and runs until shutdown.
+//! * [`wire`]: the leniency shared by the JSON shapes read from peers.
 
 pub mod broker;
 pub mod callback;
@@ -38,6 +39,7 @@ pub mod socket;
 pub mod store;
 pub mod supervisor;
 pub mod upstream;
+pub mod wire;
 
 pub use config::Config;
 pub use server::{Listen, RunError, run, run_with};

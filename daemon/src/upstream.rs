@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use crate::oauth::{self, Failure, TokenResponse};
 use crate::secret::Secret;
+use crate::wire::{self, Loose, Number};
 
 /// The OAuth client id of the Codex CLI and pi (docs/PROTOCOL.md §1).
 pub const CLIENT_ID: &str = "app_EMoamEEZ73f0CkXaXp7hrann";
@@ -138,8 +139,26 @@ pub fn outcome_unknown(status: u16, body: &[u8]) -> bool {
 
 /// The issuer's errors are JSON objects with an `error` member.
 fn is_issuer_error(body: &[u8]) -> bool {
-    serde_json::from_slice::<serde_json::Value>(body)
-        .is_ok_and(|v| v.get("error").is_some_and(|e| !e.is_null()))
+    #[derive(serde::Deserialize)]
+    struct Head {
+        error: Option<serde::de::IgnoredAny>,
+    }
+    wire::object::<Head>(body).is_some_and(|h| h.error.is_some())
+}
+
+/// The answer to `deviceauth/usercode`.
+#[derive(serde::Deserialize)]
+struct UserCodeAnswer {
+    device_auth_id: Option<Loose<String>>,
+    user_code: Option<Loose<String>>,
+    interval: Option<Number>,
+}
+
+/// The answer to `deviceauth/token` once the user approved.
+#[derive(serde::Deserialize)]
+struct ApprovedAnswer {
+    authorization_code: Option<Loose<String>>,
+    code_verifier: Option<Loose<String>>,
 }
 
 /// Sorts a transport error by whether the request may have been sent.
@@ -247,18 +266,16 @@ impl Issuer {
         if !(200..300).contains(&status) {
             return Err(refused(status, &body));
         }
-        let v: serde_json::Value = serde_json::from_slice(&body)
-            .map_err(|_| LoginHttpError::BadAnswer("not JSON".into()))?;
-        let text = |k: &str| {
-            v.get(k)
-                .and_then(serde_json::Value::as_str)
-                .map(str::to_owned)
-        };
-        let interval = v.get("interval").and_then(|i| {
-            i.as_u64()
-                .or_else(|| i.as_str().and_then(|s| s.trim().parse().ok()))
-        });
-        match (text("device_auth_id"), text("user_code")) {
+        let answer: UserCodeAnswer =
+            wire::object(&body).ok_or_else(|| LoginHttpError::BadAnswer("not JSON".into()))?;
+        let interval = answer
+            .interval
+            .and_then(|n| n.whole())
+            .and_then(|n| u64::try_from(n).ok());
+        match (
+            answer.device_auth_id.and_then(Loose::text),
+            answer.user_code.and_then(Loose::text),
+        ) {
             (Some(device_auth_id), Some(user_code)) => Ok(DeviceCode {
                 device_auth_id,
                 user_code,
@@ -291,15 +308,10 @@ impl Issuer {
             }
             (_, Some("slow_down")) => Ok(DevicePoll::SlowDown),
             (200..=299, _) => {
-                let v: serde_json::Value = serde_json::from_slice(&body)
-                    .map_err(|_| LoginHttpError::BadAnswer("not JSON".into()))?;
-                let text = |k: &str| {
-                    v.get(k)
-                        .and_then(serde_json::Value::as_str)
-                        .filter(|s| !s.is_empty())
-                        .map(Secret::from)
-                };
-                match (text("authorization_code"), text("code_verifier")) {
+                let answer: ApprovedAnswer = wire::object(&body)
+                    .ok_or_else(|| LoginHttpError::BadAnswer("not JSON".into()))?;
+                let text = |v: Option<Loose<String>>| v.and_then(Loose::text).map(Secret::new);
+                match (text(answer.authorization_code), text(answer.code_verifier)) {
                     (Some(authorization_code), Some(code_verifier)) => Ok(DevicePoll::Approved {
                         authorization_code,
                         code_verifier,

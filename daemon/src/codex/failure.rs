@@ -1,7 +1,9 @@
 //! What went wrong with a completion, sorted so the client gets a status
 //! that says what to do (docs/PROTOCOL.md §3). Pure functions.
 
-use serde_json::Value;
+use serde::Deserialize;
+
+use crate::wire::{Loose, Number};
 
 /// A failed completion. Messages are for people and never hold a token.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -57,13 +59,64 @@ fn after(events: u64) -> String {
     }
 }
 
-fn text(v: Option<&Value>) -> Option<String> {
-    v.and_then(|v| {
-        v.as_str()
-            .map(str::to_owned)
-            .or_else(|| v.as_i64().map(|n| n.to_string()))
-    })
-    .map(|s| s.chars().filter(|c| !c.is_control()).take(500).collect())
+/// An error object of the Codex backend, in HTTP bodies and in events.
+#[derive(Debug, Default, Deserialize)]
+struct ErrorObject {
+    code: Option<Loose<Label>>,
+    #[serde(rename = "type")]
+    kind: Option<Loose<Label>>,
+    message: Option<Loose<Label>>,
+    plan_type: Option<Loose<Label>>,
+    resets_at: Option<Number>,
+}
+
+/// A code or message: text, or a number some answers send as a code.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Label {
+    Text(String),
+    Int(i64),
+}
+
+/// An HTTP error body: `{"error": {...}}` or `{"error": "code"}`.
+#[derive(Deserialize)]
+struct HttpBody {
+    error: Option<Loose<ErrorMember>>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ErrorMember {
+    Object(ErrorObject),
+    Code(String),
+}
+
+/// A `response.failed` event: the error sits under `response`.
+#[derive(Deserialize)]
+struct FailedEvent {
+    response: Option<Loose<FailedResponse>>,
+}
+
+#[derive(Deserialize)]
+struct FailedResponse {
+    error: Option<Loose<ErrorObject>>,
+}
+
+/// An `error` event: the error under `error`, or the event itself.
+#[derive(Deserialize)]
+struct ErrorEvent {
+    error: Option<Loose<ErrorObject>>,
+    #[serde(flatten)]
+    inline: ErrorObject,
+}
+
+/// Printable text for people, at most 500 characters.
+fn text(v: Option<Loose<Label>>) -> Option<String> {
+    let s = match v.and_then(Loose::fit)? {
+        Label::Text(s) => s,
+        Label::Int(n) => n.to_string(),
+    };
+    Some(s.chars().filter(|c| !c.is_control()).take(500).collect())
 }
 
 /// "resets in 2h 5m (at <epoch>)" for people.
@@ -84,15 +137,21 @@ pub fn from_http(
     retry_after_secs: Option<u64>,
     now_secs: i64,
 ) -> CodexError {
-    let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
-    let err = v.get("error").unwrap_or(&Value::Null);
-    let code = text(err.get("code"))
-        .or_else(|| text(err.get("type")))
-        .or_else(|| err.as_str().map(str::to_owned))
+    let member = crate::wire::object::<HttpBody>(body)
+        .and_then(|b| b.error)
+        .and_then(Loose::fit);
+    let (err, bare_code) = match member {
+        Some(ErrorMember::Object(err)) => (err, None),
+        Some(ErrorMember::Code(code)) => (ErrorObject::default(), Some(code)),
+        None => (ErrorObject::default(), None),
+    };
+    let code = text(err.code)
+        .or_else(|| text(err.kind))
+        .or(bare_code)
         .unwrap_or_default();
-    let message = text(err.get("message")).unwrap_or_else(|| format!("HTTP {status}"));
-    let plan = text(err.get("plan_type"));
-    let resets_at = err.get("resets_at").and_then(Value::as_i64);
+    let message = text(err.message).unwrap_or_else(|| format!("HTTP {status}"));
+    let plan = text(err.plan_type);
+    let resets_at = err.resets_at.and_then(|n| n.whole());
     match code.as_str() {
         "usage_not_included" => CodexError::PlanExcludesCodex {
             message: format!(
@@ -131,19 +190,28 @@ pub fn from_http(
     }
 }
 
-/// The error carried by a `response.failed` or `error` event, if the event
-/// is one.
-pub fn from_event(event_type: &str, data: &Value) -> Option<CodexError> {
+/// Whether events of this type carry an error ([`from_event`]).
+pub fn is_failure(event_type: &str) -> bool {
+    matches!(event_type, "response.failed" | "error")
+}
+
+/// The error carried by a `response.failed` or `error` event (its JSON
+/// `payload`), if the event is one.
+pub fn from_event(event_type: &str, payload: &str) -> Option<CodexError> {
+    let bytes = payload.as_bytes();
     let err = match event_type {
-        "response.failed" => data
-            .get("response")
-            .and_then(|r| r.get("error"))
-            .unwrap_or(&Value::Null),
-        "error" => data.get("error").filter(|e| e.is_object()).unwrap_or(data),
+        "response.failed" => crate::wire::object::<FailedEvent>(bytes)
+            .and_then(|e| e.response)
+            .and_then(Loose::fit)
+            .and_then(|r| r.error)
+            .and_then(Loose::fit),
+        "error" => crate::wire::object::<ErrorEvent>(bytes)
+            .map(|e| e.error.and_then(Loose::fit).unwrap_or(e.inline)),
         _ => return None,
-    };
-    let code = text(err.get("code")).unwrap_or_default();
-    let message = text(err.get("message")).unwrap_or_else(|| "no message".into());
+    }
+    .unwrap_or_default();
+    let code = text(err.code).unwrap_or_default();
+    let message = text(err.message).unwrap_or_else(|| "no message".into());
     Some(match code.as_str() {
         "context_length_exceeded" => CodexError::ContextLength { message },
         "insufficient_quota" => CodexError::UsageLimit {
@@ -253,7 +321,9 @@ mod tests {
 
     #[test]
     fn failed_events_map_to_distinct_errors() {
-        let failed = |code: &str| json!({"type":"response.failed","response":{"error":{"code":code,"message":"m, try again in 7 s"}}});
+        let failed = |code: &str| {
+            json!({"type":"response.failed","response":{"error":{"code":code,"message":"m, try again in 7 s"}}}).to_string()
+        };
         assert!(matches!(
             from_event("response.failed", &failed("context_length_exceeded")),
             Some(CodexError::ContextLength { .. })
@@ -288,11 +358,22 @@ mod tests {
         assert!(matches!(
             from_event(
                 "error",
-                &json!({"type":"error","code":"server_is_overloaded","message":"busy"})
+                &json!({"type":"error","code":"server_is_overloaded","message":"busy"}).to_string()
             ),
             Some(CodexError::Overloaded { .. })
         ));
-        assert_eq!(from_event("response.output_text.delta", &json!({})), None);
+        assert!(matches!(
+            from_event(
+                "error",
+                &json!({"type":"error","error":{"code":"context_length_exceeded","message":"long"}}).to_string()
+            ),
+            Some(CodexError::ContextLength { .. })
+        ));
+        assert!(matches!(
+            from_event("response.failed", "[1]"),
+            Some(CodexError::Failed { .. })
+        ));
+        assert_eq!(from_event("response.output_text.delta", "{}"), None);
     }
 
     #[test]

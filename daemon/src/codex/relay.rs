@@ -11,7 +11,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::Value;
+use std::borrow::Cow;
+
+use serde::Deserialize;
+
+use crate::wire::Loose;
 use tokio::sync::mpsc;
 
 use super::failure::{self, CodexError};
@@ -67,16 +71,61 @@ pub fn is_rate_limit_header(name: &str) -> bool {
         || (name.starts_with("x-") && (name.contains("-primary-") || name.contains("-secondary-")))
 }
 
-/// Usage of a terminal event: `response.usage`.
-pub fn usage_of(data: &Value) -> Option<Usage> {
-    let u = data.get("response")?.get("usage")?;
-    let n = |v: Option<&Value>| v.and_then(Value::as_u64).unwrap_or(0);
+/// The one field read from every event; the rest is decoded only for the
+/// few events that need it (terminal and failed ones).
+#[derive(Deserialize)]
+struct Head<'a> {
+    #[serde(borrow, rename = "type")]
+    kind: Option<Loose<Cow<'a, str>>>,
+}
+
+/// The type of an event (its JSON `payload`): `Some("")` when it has none,
+/// `None` when the payload is not a JSON object.
+pub fn event_type(payload: &str) -> Option<String> {
+    let head: Head<'_> = crate::wire::object(payload.as_bytes())?;
+    Some(
+        head.kind
+            .and_then(Loose::fit)
+            .map(Cow::into_owned)
+            .unwrap_or_default(),
+    )
+}
+
+/// A terminal event, as far as its usage goes.
+#[derive(Deserialize)]
+struct TerminalEvent {
+    response: Option<Loose<TerminalResponse>>,
+}
+
+#[derive(Deserialize)]
+struct TerminalResponse {
+    usage: Option<Loose<UsageBody>>,
+}
+
+#[derive(Deserialize)]
+struct UsageBody {
+    input_tokens: Option<Loose<u64>>,
+    output_tokens: Option<Loose<u64>>,
+    input_tokens_details: Option<Loose<UsageDetails>>,
+}
+
+#[derive(Deserialize)]
+struct UsageDetails {
+    cached_tokens: Option<Loose<u64>>,
+}
+
+/// Usage of a terminal event (its JSON `payload`): `response.usage`.
+pub fn usage_of(payload: &str) -> Option<Usage> {
+    let event: TerminalEvent = crate::wire::object(payload.as_bytes())?;
+    let u = event.response?.fit()?.usage?.fit()?;
+    let n = |v: Option<Loose<u64>>| v.and_then(Loose::fit).unwrap_or(0);
     Some(Usage {
-        input_tokens: n(u.get("input_tokens")),
-        output_tokens: n(u.get("output_tokens")),
+        input_tokens: n(u.input_tokens),
+        output_tokens: n(u.output_tokens),
         cached_input_tokens: n(u
-            .get("input_tokens_details")
-            .and_then(|d| d.get("cached_tokens"))),
+            .input_tokens_details
+            .and_then(Loose::fit)
+            .and_then(|d| d.cached_tokens)),
     })
 }
 
@@ -244,22 +293,14 @@ impl Codex {
             })?;
             for payload in payloads {
                 last_event = tokio::time::Instant::now();
-                let data: Value = match serde_json::from_str(&payload) {
-                    Ok(v) => v,
-                    Err(_) => {
-                        tracing::debug!("skipped an SSE event that is not JSON");
-                        continue;
-                    }
+                let Some(event_type) = event_type(&payload) else {
+                    tracing::debug!("skipped an SSE event that is not a JSON object");
+                    continue;
                 };
-                let event_type = data
-                    .get("type")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_owned();
                 let terminal = is_terminal(&event_type);
-                let failed = failure::from_event(&event_type, &data);
+                let failed = failure::from_event(&event_type, &payload);
                 let relayed = Relayed {
-                    usage: if terminal { usage_of(&data) } else { None },
+                    usage: if terminal { usage_of(&payload) } else { None },
                     response: info.take(),
                     event_type,
                     data_json: payload,
@@ -329,13 +370,37 @@ mod tests {
     fn usage_comes_from_the_terminal_event() {
         let data = json!({"type":"response.completed","response":{"usage":{"input_tokens":10,"output_tokens":3,"input_tokens_details":{"cached_tokens":4}}}});
         assert_eq!(
-            usage_of(&data),
+            usage_of(&data.to_string()),
             Some(Usage {
                 input_tokens: 10,
                 output_tokens: 3,
                 cached_input_tokens: 4
             })
         );
+        // A usage of an odd shape counts as zeros, not as a broken event.
+        let odd = r#"{"type":"response.completed","response":{"usage":{"input_tokens":"10","output_tokens":2}}}"#;
+        assert_eq!(
+            usage_of(odd).map(|u| (u.input_tokens, u.output_tokens)),
+            Some((0, 2))
+        );
+        assert_eq!(usage_of(r#"{"type":"response.completed"}"#), None);
+    }
+
+    #[test]
+    fn the_event_type_is_read_without_decoding_the_rest() {
+        assert_eq!(
+            event_type(r#"{"type":"response.output_text.delta","delta":"h\u00e9"}"#).as_deref(),
+            Some("response.output_text.delta")
+        );
+        assert_eq!(
+            event_type(r#"{"type":"resp\u006fnse.done"}"#).as_deref(),
+            Some("response.done"),
+            "an escaped type is decoded"
+        );
+        assert_eq!(event_type(r#"{"delta":"x"}"#).as_deref(), Some(""));
+        assert_eq!(event_type(r#"{"type":7}"#).as_deref(), Some(""));
+        assert_eq!(event_type("[DONE]"), None);
+        assert_eq!(event_type(r#"{"type":"x""#), None, "truncated JSON");
         assert!(
             is_terminal("response.completed")
                 && is_terminal("response.done")

@@ -8,7 +8,9 @@
 use base64::Engine;
 use base64::engine::DecodePaddingMode;
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
-use serde_json::Value;
+use serde::Deserialize;
+
+use crate::wire::{Loose, Number};
 
 /// The claims piauthd reads from an OpenAI access token.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -36,8 +38,35 @@ pub enum ClaimsError {
     BadJson,
 }
 
-const AUTH_CLAIM: &str = "https://api.openai.com/auth";
-const PROFILE_CLAIM: &str = "https://api.openai.com/profile";
+/// A token's payload, as far as piauthd reads it. Every field is
+/// [`Loose`]: a claim of an unexpected shape is ignored, not fatal.
+#[derive(Deserialize)]
+struct Payload {
+    #[serde(rename = "https://api.openai.com/auth")]
+    auth: Option<Loose<AuthClaim>>,
+    #[serde(rename = "https://api.openai.com/profile")]
+    profile: Option<Loose<ProfileClaim>>,
+    email: Option<Loose<String>>,
+    exp: Option<Number>,
+    iat: Option<Number>,
+}
+
+#[derive(Deserialize)]
+struct AuthClaim {
+    chatgpt_account_id: Option<Loose<String>>,
+    chatgpt_plan_type: Option<Loose<String>>,
+}
+
+#[derive(Deserialize)]
+struct ProfileClaim {
+    email: Option<Loose<String>>,
+}
+
+/// Seconds since the epoch, up to year 5138; anything else is ignored.
+fn epoch_secs(n: Option<Number>) -> Option<i64> {
+    n.and_then(|n| n.whole())
+        .filter(|s| (0..=100_000_000_000).contains(s))
+}
 
 /// Reads the claims of a JWT access token. The signature is not checked.
 pub fn read_claims(token: &str) -> Result<Claims, ClaimsError> {
@@ -48,37 +77,20 @@ pub fn read_claims(token: &str) -> Result<Claims, ClaimsError> {
         return Err(ClaimsError::NotAJwt);
     };
     let bytes = decode_lenient(payload).ok_or(ClaimsError::BadBase64)?;
-    let value: Value = serde_json::from_slice(&bytes).map_err(|_| ClaimsError::BadJson)?;
-    let obj = value.as_object().ok_or(ClaimsError::BadJson)?;
-
-    let auth = obj.get(AUTH_CLAIM);
-    let text = |v: Option<&Value>, key: &str| {
-        v.and_then(|v| v.get(key))
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-    };
-    let email = obj
-        .get("email")
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .or_else(|| text(obj.get(PROFILE_CLAIM), "email"));
-    // Seconds since the epoch, up to year 5138; anything else is ignored.
-    let secs = |key: &str| {
-        obj.get(key)
-            .and_then(|v| {
-                v.as_i64()
-                    .or_else(|| v.as_f64().filter(|f| f.is_finite()).map(|f| f as i64))
-            })
-            .filter(|s| (0..=100_000_000_000).contains(s))
+    let p: Payload = crate::wire::object(&bytes).ok_or(ClaimsError::BadJson)?;
+    let auth = p.auth.and_then(Loose::fit);
+    let text = |v: Option<Loose<String>>| v.and_then(Loose::text);
+    let profile_email = p.profile.and_then(Loose::fit).and_then(|c| text(c.email));
+    let (account_id, plan) = match auth {
+        Some(a) => (text(a.chatgpt_account_id), text(a.chatgpt_plan_type)),
+        None => (None, None),
     };
     Ok(Claims {
-        account_id: text(auth, "chatgpt_account_id"),
-        plan: text(auth, "chatgpt_plan_type"),
-        email,
-        exp_secs: secs("exp"),
-        iat_secs: secs("iat"),
+        account_id,
+        plan,
+        email: text(p.email).or(profile_email),
+        exp_secs: epoch_secs(p.exp),
+        iat_secs: epoch_secs(p.iat),
     })
 }
 
@@ -135,6 +147,22 @@ mod tests {
         assert_eq!(read_claims("a.!!!.c"), Err(ClaimsError::BadBase64));
         let not_json = format!("a.{}.c", URL_SAFE_NO_PAD.encode("[1,2]"));
         assert_eq!(read_claims(&not_json), Err(ClaimsError::BadJson));
+        let not_json = format!("a.{}.c", URL_SAFE_NO_PAD.encode("{\"exp\":"));
+        assert_eq!(read_claims(&not_json), Err(ClaimsError::BadJson));
+    }
+
+    #[test]
+    fn claims_of_an_unexpected_shape_are_ignored() {
+        let p = r#"{"email":5,"exp":"1767225600","iat":1.5e9,"https://api.openai.com/auth":"x","https://api.openai.com/profile":{"email":"p@q.r"}}"#;
+        let c = read_claims(&jwt_with(p, &URL_SAFE_NO_PAD)).unwrap();
+        assert_eq!(c.email.as_deref(), Some("p@q.r"));
+        assert_eq!(c.account_id, None);
+        assert_eq!(c.exp_secs, Some(1_767_225_600));
+        assert_eq!(c.iat_secs, Some(1_500_000_000));
+        let p = r#"{"exp":-5,"iat":1e30,"https://api.openai.com/auth":{"chatgpt_account_id":7,"chatgpt_plan_type":"pro"}}"#;
+        let c = read_claims(&jwt_with(p, &URL_SAFE_NO_PAD)).unwrap();
+        assert_eq!((c.exp_secs, c.iat_secs), (None, None));
+        assert_eq!((c.account_id, c.plan.as_deref()), (None, Some("pro")));
     }
 
     #[test]

@@ -5,7 +5,9 @@
 //! into terminal (log in again) and transient (back off and retry) by the
 //! rules of docs/PROTOCOL.md §1, so the broker never guesses.
 
-use serde_json::Value;
+use serde::Deserialize;
+
+use crate::wire::{Loose, Number};
 
 use crate::secret::Secret;
 
@@ -33,33 +35,34 @@ pub enum ResponseError {
 /// The longest lifetime believed: ten years.
 pub const MAX_EXPIRES_IN_SECS: i64 = 10 * 365 * 86_400;
 
+/// A 2xx token answer on the wire. Only `access_token` is required.
+#[derive(Deserialize)]
+struct TokenBody {
+    access_token: Option<Loose<String>>,
+    refresh_token: Option<Loose<String>>,
+    id_token: Option<Loose<String>>,
+    expires_in: Option<Number>,
+}
+
 /// Parses a 2xx token response body.
 pub fn parse_token_response(body: &[u8]) -> Result<TokenResponse, ResponseError> {
-    let v: Value = serde_json::from_slice(body).map_err(|_| ResponseError::NotJson)?;
-    let obj = v.as_object().ok_or(ResponseError::NotJson)?;
-    let text = |k: &str| {
-        obj.get(k)
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty())
-            .map(Secret::from)
-    };
-    let access_token = text("access_token").ok_or(ResponseError::NoAccessToken)?;
+    let b: TokenBody = crate::wire::object(body).ok_or(ResponseError::NotJson)?;
+    let secret = |v: Option<Loose<String>>| v.and_then(Loose::text).map(Secret::new);
+    let access_token = secret(b.access_token).ok_or(ResponseError::NoAccessToken)?;
     // Clamped to ten years: a wild value must not overflow time arithmetic,
     // and must not make a successful (token-rotating) answer unusable.
-    let expires_in = match obj.get("expires_in") {
-        None | Some(Value::Null) => None,
-        Some(v) => Some(
-            v.as_i64()
-                .or_else(|| v.as_f64().filter(|f| f.is_finite()).map(|f| f as i64))
-                .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+    let expires_in = match b.expires_in {
+        None => None,
+        Some(n) => Some(
+            n.whole()
                 .ok_or(ResponseError::BadExpiresIn)?
                 .clamp(0, MAX_EXPIRES_IN_SECS),
         ),
     };
     Ok(TokenResponse {
         access_token,
-        refresh_token: text("refresh_token"),
-        id_token: text("id_token"),
+        refresh_token: secret(b.refresh_token),
+        id_token: secret(b.id_token),
         expires_in,
     })
 }
@@ -78,21 +81,37 @@ pub enum Failure {
     },
 }
 
-/// The error code and message of an error body, in any of its shapes:
+/// An error answer on the wire, in any of its shapes:
 /// `{"error": "...", "error_description": "..."}`,
 /// `{"error": {"code", "message", "type"}}`, or a top-level `code`.
+#[derive(Deserialize)]
+struct ErrorBody {
+    error: Option<Loose<ErrorMember>>,
+    error_description: Option<Loose<String>>,
+    code: Option<Loose<String>>,
+    message: Option<Loose<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ErrorMember {
+    Code(String),
+    Object {
+        code: Option<Loose<String>>,
+        message: Option<Loose<String>>,
+    },
+}
+
+/// The error code and message of an error body (see [`ErrorBody`]).
 pub fn error_fields(body: &[u8]) -> (Option<String>, Option<String>) {
-    let Ok(v) = serde_json::from_slice::<Value>(body) else {
+    let Some(b) = crate::wire::object::<ErrorBody>(body) else {
         return (None, None);
     };
-    let s = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_owned);
-    match v.get("error") {
-        Some(Value::String(code)) => (Some(code.clone()), s(v.get("error_description"))),
-        Some(obj @ Value::Object(_)) => (
-            s(obj.get("code")).or_else(|| s(v.get("code"))),
-            s(obj.get("message")),
-        ),
-        _ => (s(v.get("code")), s(v.get("message"))),
+    let s = |v: Option<Loose<String>>| v.and_then(Loose::fit);
+    match b.error.and_then(Loose::fit) {
+        Some(ErrorMember::Code(code)) => (Some(code), s(b.error_description)),
+        Some(ErrorMember::Object { code, message }) => (s(code).or(s(b.code)), s(message)),
+        None => (s(b.code), s(b.message)),
     }
 }
 

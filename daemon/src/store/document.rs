@@ -9,6 +9,7 @@
 
 use std::fmt;
 
+use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::secret::Secret;
@@ -207,9 +208,15 @@ fn credential_from_value(value: &Value) -> Credential {
 const MAX_EXPIRES_MS: i64 = 100_000_000_000_000;
 
 /// `expires` is written by JavaScript, so it may be a float (`1.7e12`).
+/// Unlike a peer's answer, pi's file never holds it as a string: pi would
+/// not read one as a time, so neither does piauthd.
 fn json_millis(v: &Value) -> Option<i64> {
-    v.as_i64()
-        .or_else(|| v.as_f64().filter(|f| f.is_finite()).map(|f| f as i64))
+    if !v.is_number() {
+        return None;
+    }
+    crate::wire::Number::deserialize(v)
+        .ok()?
+        .whole()
         .filter(|ms| (0..=MAX_EXPIRES_MS).contains(ms))
 }
 
