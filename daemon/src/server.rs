@@ -223,9 +223,9 @@ async fn mark_serving(
         );
         return Ok(None);
     };
-    let (name, socket) = (store.describe(), socket.to_owned());
+    let (store, socket) = (store.clone(), socket.to_owned());
     let held = off_runtime("piauthd-serving", move || {
-        crate::serving::serve(&dir, &name, &socket)
+        crate::serving::serve(&dir, &crate::serving::store_key(&store), &socket)
     })
     .await??;
     Ok(Some(held))

@@ -77,6 +77,32 @@ pub fn path(state_dir: &Path, store: &str) -> PathBuf {
     state_dir.join(format!("piauthd-serving-{tag}.lock"))
 }
 
+/// What names `store` for its serving file: the keyring item's
+/// description, or `auth.json`'s path with its directory resolved, so a
+/// daemon and a move that reach one file by two paths (a symlinked or
+/// relative agent directory) still meet on one lock. Blocking (a stat).
+pub fn store_key(store: &crate::store::FileStore) -> String {
+    if store.is_keyring() {
+        return store.describe();
+    }
+    let path = store.path();
+    let resolved = match (path.parent(), path.file_name()) {
+        (Some(dir), Some(name)) => {
+            let dir = if dir.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                dir
+            };
+            std::fs::canonicalize(dir).ok().map(|d| d.join(name))
+        }
+        _ => None,
+    };
+    resolved
+        .unwrap_or_else(|| path.to_owned())
+        .display()
+        .to_string()
+}
+
 /// piauthd's state directory, from the process environment.
 pub fn state_dir_from_env() -> Option<PathBuf> {
     let xdg = std::env::var_os("XDG_STATE_HOME").map(PathBuf::from);
@@ -250,6 +276,23 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn two_paths_to_one_auth_json_name_one_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("agent");
+        std::fs::create_dir(&real).unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let direct = crate::store::FileStore::new(real.join("auth.json"));
+        let linked = crate::store::FileStore::new(link.join("auth.json"));
+        assert_eq!(store_key(&direct), store_key(&linked));
+        let keyring = crate::store::FileStore::keyring(
+            real.join("piauthd-keyring"),
+            crate::store::KeyringStore::default(),
+        );
+        assert!(store_key(&keyring).starts_with("OS keyring"));
     }
 
     #[test]

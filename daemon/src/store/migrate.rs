@@ -61,7 +61,7 @@ fn served_message(store: &str, holder: &Holder, to: &str) -> String {
 /// serves either. Held until the move ends, so no daemon starts on a store
 /// half moved.
 fn claim(stores: [&FileStore; 2], direction: Direction) -> Result<Vec<Serving>, MigrateError> {
-    let names = stores.map(FileStore::describe);
+    let names = stores.map(serving::store_key);
     let Some(state_dir) = serving::state_dir_from_env() else {
         return Err(MigrateError::ServingUnknown {
             store: names.join(" and "),
@@ -73,7 +73,15 @@ fn claim(stores: [&FileStore; 2], direction: Direction) -> Result<Vec<Serving>, 
         Direction::ToFile => "file",
     };
     serving::claim_for_move(&state_dir, &names).map_err(|e| match e {
-        ServingError::Busy { store, holder } => MigrateError::Served { store, holder, to },
+        ServingError::Busy { store, holder } => {
+            // Named for people as status names it, not by its lock key.
+            let store = names
+                .iter()
+                .zip(stores)
+                .find_map(|(key, s)| (*key == store).then(|| s.describe()))
+                .unwrap_or(store);
+            MigrateError::Served { store, holder, to }
+        }
         e @ ServingError::Io { .. } => MigrateError::ServingUnknown {
             store: names.join(" and "),
             reason: e.to_string(),
