@@ -75,7 +75,8 @@ struct Args {
     store: Option<config::StoreKind>,
 
     /// Move the openai-codex login to this store, under the locks, then exit.
-    /// Stop the running daemon first, and restart it with the new --store.
+    /// Refused while a daemon serves either store: stop it first, and
+    /// restart it with the new --store.
     #[arg(long, value_enum, value_name = "STORE")]
     migrate_store_to: Option<config::StoreKind>,
 
