@@ -23,6 +23,8 @@
 //! * [`socket`]: the private socket directory and one-instance lock.
 //! * [`rpc`]: the tonic services; the only module that sees proto types.
 //! * [`supervisor`]: systemd socket activation and readiness notification.
+//! * [`serving`]: which stores a running daemon serves, so a store move
+//!   refuses to pull one from under it.
 //! * [`server`]: wires them together and runs until shutdown.
 //! * [`wire`]: the leniency shared by the JSON shapes read from peers.
 
@@ -35,6 +37,7 @@ pub mod oauth;
 pub mod rpc;
 pub mod secret;
 pub mod server;
+pub mod serving;
 pub mod socket;
 pub mod store;
 pub mod supervisor;

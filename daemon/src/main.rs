@@ -75,7 +75,8 @@ struct Args {
     store: Option<config::StoreKind>,
 
     /// Move the openai-codex login to this store, under the locks, then exit.
-    /// Stop the running daemon first, and restart it with the new --store.
+    /// Refused while a daemon serves either store: stop it first, and
+    /// restart it with the new --store.
     #[arg(long, value_enum, value_name = "STORE")]
     migrate_store_to: Option<config::StoreKind>,
 
@@ -205,10 +206,15 @@ fn start(args: Args) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    // Before any thread exists: reads and clears LISTEN_* variables.
-    let listen = match piauthd::supervisor::take_listener()
-        .context("cannot use the socket passed by systemd")?
-    {
+    // SAFETY: no thread has been started yet: the runtime is built below,
+    // and the migrate path above, which builds one, returns before this.
+    // Logging writes to stderr from this thread only. Descriptor 3, when
+    // LISTEN_FDS says it was passed, is owned by nothing else: piauthd opens
+    // no file before this point that it keeps (the config file is read and
+    // closed), and an fd 3 opened by chance is refused unless it is a
+    // listening Unix stream socket.
+    let taken = unsafe { piauthd::supervisor::take_listener() };
+    let listen = match taken.context("cannot use the socket passed by systemd")? {
         Some((listener, path)) => piauthd::Listen::Activated(listener, path),
         None => piauthd::Listen::Bind,
     };

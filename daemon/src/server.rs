@@ -63,6 +63,8 @@ pub enum RunError {
     Owner(#[from] store::OwnerError),
     #[error("cannot start a thread: {0}")]
     Thread(#[from] std::io::Error),
+    #[error("{0}; start piauthd again when the move is done")]
+    Serving(#[from] crate::serving::ServingError),
 }
 
 /// Where the daemon's socket comes from.
@@ -89,6 +91,8 @@ struct Started {
     /// Keeps the OS watch alive (file store only).
     _watcher: Option<store::FileWatcher>,
     changes: tokio::sync::mpsc::Receiver<()>,
+    /// Says "this store is served" to a store move, until the daemon exits.
+    _serving: Option<crate::serving::Serving>,
 }
 
 /// Runs the daemon until `shutdown` is cancelled.
@@ -134,6 +138,8 @@ async fn start(config: &Config, listen: Listen) -> Result<Started, RunError> {
             socket::adopt(listener, &path)?
         }
     };
+
+    let serving = mark_serving(&store, bound.path()).await?;
 
     let auth_file = config.auth_file.clone();
     match off_runtime("piauthd-recover", move || store::recover_orphan(&auth_file)).await {
@@ -199,7 +205,30 @@ async fn start(config: &Config, listen: Listen) -> Result<Started, RunError> {
         bound,
         _watcher: watcher,
         changes,
+        _serving: serving,
     })
+}
+
+/// Marks `store` as served (see [`crate::serving`]), after the socket is
+/// bound (a second instance on the same socket fails there first) and
+/// before the store is read. Without a state directory there is nowhere
+/// to mark it, and a store move cannot tell either: it refuses to run.
+async fn mark_serving(
+    store: &FileStore,
+    socket: &Path,
+) -> Result<Option<crate::serving::Serving>, RunError> {
+    let Some(dir) = crate::serving::state_dir_from_env() else {
+        tracing::warn!(
+            "neither XDG_STATE_HOME nor HOME is set: a store move cannot see this daemon"
+        );
+        return Ok(None);
+    };
+    let (store, socket) = (store.clone(), socket.to_owned());
+    let held = off_runtime("piauthd-serving", move || {
+        crate::serving::serve(&dir, &crate::serving::store_key(&store), &socket)
+    })
+    .await??;
+    Ok(Some(held))
 }
 
 /// The store's directory and file must be ours; the directory is created
@@ -229,6 +258,7 @@ async fn serve(
         bound,
         _watcher,
         mut changes,
+        _serving,
     } = started;
     let schedule = tokio::spawn(broker::run_schedule(broker.clone(), shutdown.clone()));
 

@@ -151,3 +151,91 @@ fn without_a_reachable_keyring_the_daemon_refuses_to_start() {
     assert!(!sb.socket().exists(), "it never served");
     assert_eq!(std::fs::read_to_string(sb.auth_file()).unwrap(), original);
 }
+
+/// Runs `pi-authctl store migrate --to <to>` (which runs the real piauthd's
+/// `--migrate-store-to`) on the private Secret Service.
+fn migrate(sb: &Sandbox, ss: &SecretService, to: &str) -> std::process::Output {
+    sb.command("pi-authctl")
+        .env("DBUS_SESSION_BUS_ADDRESS", &ss.address)
+        .args(["store", "migrate", "--to", to])
+        .output()
+        .unwrap()
+}
+
+/// A move while a daemon serves either store is refused before anything
+/// is touched: the daemon named, `auth.json` byte for byte as it was, the
+/// token still served. Once the daemon is stopped the same move goes
+/// through, and a keyring daemon blocks the move back the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migration_is_refused_while_a_daemon_serves_the_store() {
+    let Some(ss) = SecretService::start() else {
+        panic!("this test needs dbus-daemon, gnome-keyring-daemon and dbus-send");
+    };
+    let mock = MockOpenAi::start(MockConfig::default()).await.unwrap();
+    let sb = Sandbox::new();
+    let set = mock
+        .state
+        .seed_login("acc-busy", "busy@example.com", "plus");
+    write_codex_login(&sb.auth_file(), &set).unwrap();
+    let before = std::fs::read(sb.auth_file()).unwrap();
+
+    let d = Daemon::start_against(&sb, &mock.issuer());
+    let out = migrate(&sb, &ss, "keyring");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    let expected = format!(
+        "piauthd (pid {}, socket {}) is serving {}: stop it first (systemctl --user stop \
+         piauthd), then run the move again, and start it with --store keyring",
+        d.pid(),
+        sb.socket().display(),
+        sb.auth_file().display()
+    );
+    assert!(err.contains(&expected), "{err}");
+    assert_eq!(std::fs::read(sb.auth_file()).unwrap(), before, "untouched");
+    let mut c = Client::connect(sb.socket()).await.unwrap();
+    assert_eq!(
+        c.get_token("", 60).await.unwrap().access_token,
+        set.access_token,
+        "the daemon still serves the login"
+    );
+    drop(c);
+    stop(d);
+
+    let out = migrate(&sb, &ss, "keyring");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        read_auth(&sb.auth_file())
+            .unwrap()
+            .get("openai-codex")
+            .is_none()
+    );
+
+    // The keyring store is held the same way.
+    let d = keyring_daemon(&sb, &ss, &mock);
+    let out = migrate(&sb, &ss, "file");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!("piauthd (pid {}, socket", d.pid()))
+            && err.contains("is serving OS keyring")
+            && err.contains("start it with --store file"),
+        "{err}"
+    );
+    let mut c = Client::connect(sb.socket()).await.unwrap();
+    assert_eq!(
+        c.get_token("", 60).await.unwrap().access_token,
+        set.access_token
+    );
+    assert!(
+        read_auth(&sb.auth_file())
+            .unwrap()
+            .get("openai-codex")
+            .is_none()
+    );
+    drop(c);
+    stop(d);
+}

@@ -221,6 +221,59 @@ async fn socket_activation_with_readiness_notification() {
     let _ = activator.wait();
 }
 
+/// A `.socket` unit with `ListenDatagram=` (or anything but a listening
+/// Unix stream socket) passed as fd 3: the real daemon refuses it at once,
+/// naming the descriptor and what it is, and binds nothing of its own.
+#[test]
+fn socket_activation_with_a_datagram_socket_is_refused() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let sb = Sandbox::new();
+    let datagram = UnixDatagram::bind(sb.dir.path().join("dgram")).unwrap();
+    let fd = datagram.as_raw_fd();
+    let mut cmd = Command::new("sh");
+    // `$$` is the shell's pid, which `exec` hands to piauthd: LISTEN_PID
+    // names the daemon, as systemd's does.
+    cmd.arg("-c")
+        .arg("LISTEN_PID=$$ LISTEN_FDS=1 exec \"$0\"")
+        .arg(bin_path("piauthd"))
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", sb.dir.path())
+        .env("XDG_STATE_HOME", sb.dir.path())
+        .env("XDG_CONFIG_HOME", sb.dir.path().join("config"))
+        .env("PI_CODING_AGENT_DIR", sb.agent_dir())
+        .env("PIAUTHD_SOCKET", sb.socket())
+        .stdin(Stdio::null());
+    // SAFETY: dup2 and fcntl are async-signal-safe and touch only the
+    // child's descriptor table. The new fd 3 has no close-on-exec flag; when
+    // the socket already is fd 3, dup2 does nothing, so the flag is cleared.
+    unsafe {
+        cmd.pre_exec(move || {
+            let rc = if fd == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(fd, 3)
+            };
+            if rc < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(
+            "cannot use the socket passed by systemd: fd 3 is a datagram socket, \
+             not a listening stream socket: check the .socket unit's ListenStream="
+        ),
+        "{stderr}"
+    );
+    assert!(!sb.socket().exists(), "nothing bound instead");
+}
+
 /// Ten clients at once, no daemon: exactly one daemon is started, and all
 /// ten are served by it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,8 +2,9 @@ use std::time::Duration;
 
 use piauth_client::proto::v1 as pb;
 use piauth_client::{Client, Error, Reason};
-use piauth_tests::daemon::eventually;
-use piauth_tests::fixtures::{access_token, auth_json, now_ms};
+use piauth_tests::daemon::{codex_status, eventually};
+use piauth_tests::fixtures::{access_token, auth_json, now_ms, write_codex_login};
+use piauth_tests::mock::{MockConfig, MockOpenAi};
 use piauth_tests::{Daemon, Sandbox};
 
 const DAY_MS: i64 = 86_400_000;
@@ -235,6 +236,66 @@ async fn corruption_while_running_keeps_the_last_good_token() {
         std::fs::read_to_string(sb.auth_file()).unwrap(),
         "{ not json"
     );
+}
+
+/// A corrupt `auth.json` while the token runs out: refreshes fail and back
+/// off. Restoring the file ends the backoff: the very next GetToken
+/// refreshes and serves, not seconds later when the backoff timer fires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repaired_file_is_served_at_the_next_call_not_after_the_backoff() {
+    let mock = MockOpenAi::start(MockConfig {
+        expires_in: 4,
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap();
+    let sb = Sandbox::new();
+    let set = mock.state.seed_login("acc-fix", "fix@example.com", "plus");
+    write_codex_login(&sb.auth_file(), &set).unwrap();
+    let good = std::fs::read(sb.auth_file()).unwrap();
+    let _d = Daemon::start_against(&sb, &mock.issuer());
+    let mut c = Client::connect(sb.socket()).await.unwrap();
+    assert_eq!(
+        c.get_token("", 0).await.unwrap().access_token,
+        set.access_token
+    );
+
+    sb.write_auth("{ not json");
+    // The token expires with the file unreadable; the refreshes fail and
+    // back off until the next attempt is at least 2 s away.
+    let mut st = codex_status(&mut c).await;
+    for _ in 0..250 {
+        let waiting = st.next_refresh_ms - now_ms();
+        if st.expires_at_ms < now_ms() && !st.last_error.is_empty() && waiting >= 2_000 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        st = codex_status(&mut c).await;
+    }
+    assert!(
+        st.last_error.contains("not refreshing until it is fixed"),
+        "{st:?}"
+    );
+    assert!(
+        st.next_refresh_ms - now_ms() >= 1_500,
+        "backing off: {st:?}"
+    );
+    let e = c.get_token("", 0).await.unwrap_err();
+    assert!(matches!(e, Error::Unavailable { .. }), "{e:?}");
+
+    std::fs::write(sb.auth_file(), &good).unwrap();
+    let asked = std::time::Instant::now();
+    let t = c
+        .get_token("", 0)
+        .await
+        .expect("the next call after the repair is served");
+    let took = asked.elapsed();
+    assert_ne!(t.access_token, set.access_token, "a refreshed token");
+    assert!(mock.state.access_token_live(&t.access_token));
+    assert!(t.expires_at_ms > now_ms());
+    assert!(took < Duration::from_secs(1), "served in {took:?}");
+    let st = codex_status(&mut c).await;
+    assert!(st.last_error.is_empty(), "{st:?}");
 }
 
 /// Runs a full GetToken at trace level, by library and by CLI, and checks

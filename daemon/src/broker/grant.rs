@@ -58,6 +58,25 @@ pub fn decide(view: &View, min_valid_secs: u32, now: i64) -> Decision {
     }
 }
 
+/// Whether GetToken can be answered from `view` as it is: always while the
+/// store reads fine; with a corrupt or unreadable store only when a token
+/// kept from the last good read can be served. Pure.
+pub(super) fn answers_from_snapshot(
+    view: &View,
+    provider: &str,
+    min_valid_secs: u32,
+    now: i64,
+) -> bool {
+    if !matches!(view.health, StoreHealth::Corrupt | StoreHealth::Unreadable) {
+        return true;
+    }
+    if provider == DEFAULT_PROVIDER {
+        matches!(decide(view, min_valid_secs, now), Decision::Serve(_))
+    } else {
+        grant_static(view, provider, min_valid_secs, now).is_ok()
+    }
+}
+
 pub(super) fn unavailable(view: &View, now: i64, reason: &str) -> TokenError {
     let remaining = view.codex().map_or(0, |c| c.expires_ms - now);
     TokenError::Unavailable {

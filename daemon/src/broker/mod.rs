@@ -27,7 +27,7 @@ mod report;
 mod schedule;
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{Mutex, watch};
@@ -39,7 +39,7 @@ use crate::upstream::Issuer;
 
 pub use account::AccountError;
 pub use grant::{Decision, current_grant, decide, grant_static};
-use grant::{describe_remaining, grant_codex, unavailable};
+use grant::{answers_from_snapshot, describe_remaining, grant_codex, unavailable};
 pub use policy::{
     DEFAULT_LEAD_MS, MAX_MIN_VALID_MS, effective_min_valid_ms, margin_ms, refresh_at,
 };
@@ -247,6 +247,9 @@ pub struct Broker {
     /// The durable record of a refresh on the wire, so that not even a
     /// crash re-sends a token the issuer may have rotated.
     inflight: inflight::InFlight,
+    /// Completed reloads, so callers that asked for one at the same time
+    /// share it.
+    loads: AtomicU64,
 }
 
 impl Broker {
@@ -278,6 +281,7 @@ impl Broker {
             last_outcome: std::sync::Mutex::new(Ok(())),
             closing: std::sync::atomic::AtomicBool::new(false),
             inflight,
+            loads: AtomicU64::new(0),
         })
     }
 
@@ -309,6 +313,21 @@ impl Broker {
     /// in flight, so an older file never replaces a newer token.
     pub async fn reload(self: &Arc<Self>) {
         let _gate = self.gate.lock().await;
+        self.reload_holding_gate().await;
+    }
+
+    /// A reload for a call that found the store unusable, skipped when
+    /// another reload finished after the caller read `seen`: that one read
+    /// the store as recently, so a burst of calls costs one read.
+    async fn reload_unless_reloaded_since(self: &Arc<Self>, seen: u64) {
+        let _gate = self.gate.lock().await;
+        if self.loads.load(Ordering::Acquire) == seen {
+            self.reload_holding_gate().await;
+        }
+    }
+
+    /// The body of [`Broker::reload`], for a caller holding the gate.
+    async fn reload_holding_gate(self: &Arc<Self>) {
         let loaded = self.store.load().await;
         let path = self.store.path().display().to_string();
         let was_unpersisted = self.view().refresh.unpersisted;
@@ -334,6 +353,7 @@ impl Broker {
         if view.refresh.unpersisted && !was_unpersisted {
             self.persist_soon();
         }
+        self.loads.fetch_add(1, Ordering::AcqRel);
     }
 
     /// A token for `provider` valid for at least `min_valid_secs` (capped,
@@ -344,6 +364,14 @@ impl Broker {
         provider: &str,
         min_valid_secs: u32,
     ) -> Result<Grant, TokenError> {
+        // A store last seen corrupt or unreadable may have been repaired
+        // before the watcher said so: look again, rather than answer from
+        // the bad read. Only when the snapshot cannot serve the call, so a
+        // token kept from the last good read is still served without I/O.
+        let seen = self.loads.load(Ordering::Acquire);
+        if !answers_from_snapshot(&self.view(), provider, min_valid_secs, now_ms()) {
+            self.reload_unless_reloaded_since(seen).await;
+        }
         if provider != DEFAULT_PROVIDER {
             return grant_static(&self.view(), provider, min_valid_secs, now_ms());
         }
@@ -412,8 +440,18 @@ pub fn adopt_document(view: &mut View, doc: &Document, now: i64) {
     let before = view.codex().cloned();
     view.entries = entries;
     if !view.refresh.unpersisted {
+        let repaired = matches!(view.health, StoreHealth::Corrupt | StoreHealth::Unreadable);
         view.health = StoreHealth::Ok;
         view.detail.clear();
+        if repaired {
+            // The backoff was for a store that could not be read; it reads
+            // now, so the next call is served (and refreshes) at once.
+            view.refresh.failures = 0;
+            view.refresh.retry_at_ms = 0;
+            if view.refresh.phase == Phase::Idle {
+                view.refresh.last_error.clear();
+            }
+        }
     }
     let after = view.codex().cloned();
     if before.as_ref().map(|c| &c.access) != after.as_ref().map(|c| &c.access) {

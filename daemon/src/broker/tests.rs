@@ -210,3 +210,120 @@ fn a_restored_old_file_never_brings_back_a_spent_token() {
     );
     assert!(v.refresh.unpersisted, "and will be written back");
 }
+
+/// `auth.json` holding a codex login whose token expires at `expires`.
+fn codex_doc(expires: i64) -> Document {
+    Document::parse(
+        format!(
+            r#"{{"openai-codex":{{"type":"oauth","access":"a.b.c","refresh":"r","expires":{expires}}}}}"#
+        )
+        .as_bytes(),
+    )
+    .unwrap()
+}
+
+#[test]
+fn a_repaired_store_ends_the_backoff_its_corruption_caused() {
+    let mut v = codex(NOW - 5_000);
+    // A refresh found auth.json corrupt and backed off.
+    v.health = StoreHealth::Corrupt;
+    v.detail = "auth.json is not valid JSON".into();
+    v.refresh.failures = 3;
+    v.refresh.retry_at_ms = NOW + 30_000;
+    v.refresh.last_error = "auth.json is corrupt; not refreshing until it is fixed".into();
+    assert!(matches!(
+        decide(&v, 0, NOW),
+        Decision::Fail(TokenError::Unavailable { .. })
+    ));
+    // The same login, readable again.
+    adopt_document(&mut v, &codex_doc(NOW - 5_000), NOW);
+    assert_eq!(v.health, StoreHealth::Ok);
+    assert_eq!((v.refresh.failures, v.refresh.retry_at_ms), (0, 0));
+    assert!(v.refresh.last_error.is_empty(), "{}", v.refresh.last_error);
+    assert!(
+        matches!(decide(&v, 0, NOW), Decision::Refresh { .. }),
+        "refreshed at once, not after the backoff"
+    );
+
+    // Unreadable is repaired the same way.
+    v.health = StoreHealth::Unreadable;
+    v.refresh.failures = 1;
+    v.refresh.retry_at_ms = NOW + 8_000;
+    adopt_document(&mut v, &codex_doc(NOW - 5_000), NOW);
+    assert_eq!((v.refresh.failures, v.refresh.retry_at_ms), (0, 0));
+}
+
+#[test]
+fn a_reload_of_a_store_that_read_fine_keeps_the_issuers_backoff() {
+    let mut v = codex(NOW - 5_000);
+    v.refresh.failures = 2;
+    v.refresh.retry_at_ms = NOW + 30_000;
+    v.refresh.last_error = "the issuer answered 503".into();
+    adopt_document(&mut v, &codex_doc(NOW - 5_000), NOW);
+    assert_eq!(
+        (v.refresh.failures, v.refresh.retry_at_ms),
+        (2, NOW + 30_000)
+    );
+    assert_eq!(v.refresh.last_error, "the issuer answered 503");
+}
+
+#[test]
+fn a_repair_keeps_the_reason_of_a_stuck_phase() {
+    let mut v = codex(NOW - 5_000);
+    v.health = StoreHealth::Corrupt;
+    v.refresh.phase = Phase::OutcomeUnknown {
+        refresh_used: Secret::from("r"),
+        reason: "no answer".into(),
+    };
+    v.refresh.last_error = "no answer".into();
+    adopt_document(&mut v, &codex_doc(NOW - 5_000), NOW);
+    assert!(matches!(v.refresh.phase, Phase::OutcomeUnknown { .. }));
+    assert_eq!(v.refresh.last_error, "no answer");
+}
+
+#[test]
+fn only_a_bad_store_that_cannot_serve_the_call_is_read_again() {
+    let mut v = codex(NOW + 120_000);
+    assert!(answers_from_snapshot(&v, DEFAULT_PROVIDER, 60, NOW));
+    v.health = StoreHealth::Corrupt;
+    // The token kept from the last good read still serves: no I/O.
+    assert!(answers_from_snapshot(&v, DEFAULT_PROVIDER, 60, NOW));
+    assert!(answers_from_snapshot(&v, "openai", 0, NOW));
+    // Too short, or a provider the bad read did not have: read again.
+    assert!(!answers_from_snapshot(&v, DEFAULT_PROVIDER, 600, NOW));
+    assert!(!answers_from_snapshot(&v, "google", 0, NOW));
+    v.health = StoreHealth::Unreadable;
+    assert!(!answers_from_snapshot(&v, DEFAULT_PROVIDER, 600, NOW));
+    // Missing is not "bad": a missing file is what there is.
+    v.health = StoreHealth::Missing;
+    assert!(answers_from_snapshot(&v, "google", 0, NOW));
+}
+
+/// GetToken on a store last read as corrupt reads it again before it
+/// answers, so a repair the watcher has not reported yet (there is no
+/// watcher here) is served at once.
+#[tokio::test]
+async fn get_token_reads_a_corrupt_store_again_before_it_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let auth = dir.path().join("auth.json");
+    std::fs::write(&auth, b"{\"openai-codex\": ").unwrap();
+    let issuer = Issuer::new("http://127.0.0.1:9").unwrap();
+    let inflight = inflight::InFlight::new(dir.path(), "test");
+    let broker = Broker::new(FileStore::new(&auth), issuer, DEFAULT_LEAD_MS, inflight);
+    broker.reload().await;
+    assert_eq!(broker.view().health, StoreHealth::Corrupt);
+    let e = broker.get_token(DEFAULT_PROVIDER, 60).await.unwrap_err();
+    assert!(matches!(e, TokenError::StoreCorrupt { .. }), "{e:?}");
+
+    let expires = now_ms() + 3_600_000;
+    std::fs::write(
+        &auth,
+        format!(
+            r#"{{"openai-codex":{{"type":"oauth","access":"a.b.c","refresh":"r","expires":{expires}}}}}"#
+        ),
+    )
+    .unwrap();
+    let grant = broker.get_token(DEFAULT_PROVIDER, 60).await.unwrap();
+    assert_eq!(grant.access.expose(), "a.b.c");
+    assert_eq!(broker.view().health, StoreHealth::Ok);
+}

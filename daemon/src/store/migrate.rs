@@ -7,6 +7,7 @@
 use std::path::Path;
 
 use super::{Credential, DEFAULT_WAIT, FileStore, KeyringStore, StoreError, Unlockable};
+use crate::serving::{self, Holder, Serving, ServingError};
 
 /// The provider that moves.
 const PROVIDER: &str = piauth_proto::DEFAULT_PROVIDER;
@@ -24,12 +25,73 @@ pub enum MigrateError {
     Nothing(String),
     #[error("the copy in {0} did not read back the same; the original was kept")]
     Mismatch(String),
+    /// A daemon (or another move) holds one of the two stores: moving the
+    /// login now would leave it serving a store that no longer has one.
+    #[error("{}", served_message(store, holder, to))]
+    Served {
+        store: String,
+        holder: Holder,
+        /// The store the move was asked for (`file` or `keyring`).
+        to: &'static str,
+    },
+    /// Whether a daemon serves the stores cannot be told, so nothing moves.
+    #[error("cannot tell whether piauthd serves {store}, so nothing was moved: {reason}")]
+    ServingUnknown { store: String, reason: String },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
 
+/// What to do about a held store, for people.
+fn served_message(store: &str, holder: &Holder, to: &str) -> String {
+    let stop = if cfg!(target_os = "macos") {
+        "launchctl bootout gui/$(id -u)/dev.piauthd"
+    } else {
+        "systemctl --user stop piauthd"
+    };
+    match holder.socket {
+        Some(_) => format!(
+            "{holder} is serving {store}: stop it first ({stop}), then run the move again, \
+             and start it with --store {to}"
+        ),
+        None => format!("{holder} holds {store}: let it finish, then run the move again"),
+    }
+}
+
+/// Takes both stores' serving locks for the move, refusing while a daemon
+/// serves either. Held until the move ends, so no daemon starts on a store
+/// half moved.
+fn claim(stores: [&FileStore; 2], direction: Direction) -> Result<Vec<Serving>, MigrateError> {
+    let names = stores.map(serving::store_key);
+    let Some(state_dir) = serving::state_dir_from_env() else {
+        return Err(MigrateError::ServingUnknown {
+            store: names.join(" and "),
+            reason: "neither XDG_STATE_HOME nor HOME is set".to_owned(),
+        });
+    };
+    let to = match direction {
+        Direction::ToKeyring => "keyring",
+        Direction::ToFile => "file",
+    };
+    serving::claim_for_move(&state_dir, &names).map_err(|e| match e {
+        ServingError::Busy { store, holder } => {
+            // Named for people as status names it, not by its lock key.
+            let store = names
+                .iter()
+                .zip(stores)
+                .find_map(|(key, s)| (*key == store).then(|| s.describe()))
+                .unwrap_or(store);
+            MigrateError::Served { store, holder, to }
+        }
+        e @ ServingError::Io { .. } => MigrateError::ServingUnknown {
+            store: names.join(" and "),
+            reason: e.to_string(),
+        },
+    })
+}
+
 /// Moves the login. `auth_file` is pi's `auth.json`; `keyring_lock` is the
-/// lock path keyring-mode daemons use.
+/// lock path keyring-mode daemons use. Refuses, before it locks or reads
+/// anything, while a daemon serves either store.
 pub async fn migrate(
     auth_file: &Path,
     keyring_lock: &Path,
@@ -38,6 +100,7 @@ pub async fn migrate(
     let file = FileStore::new(auth_file).with_lock_wait(DEFAULT_WAIT);
     let keyring =
         FileStore::keyring(keyring_lock, KeyringStore::default()).with_lock_wait(DEFAULT_WAIT);
+    let _serving = claim([&file, &keyring], direction)?;
     // Both stores are locked for the whole move, the file first: every
     // mover takes them in this order, so two moves cannot deadlock.
     let mut file_tx = file.begin(Unlockable::Fail).await?;
