@@ -172,3 +172,58 @@ async fn a_logout_while_the_refresh_is_on_the_wire_is_not_undone() {
     assert!(err.to_string().contains("not logged in"), "{err}");
     assert_eq!(mock.stats().reuse_attempts, 0);
 }
+
+/// Two daemons on one `auth.json`, each forced to refresh at the same
+/// moment, over and over: while one gives pi's lock back, the sidecar
+/// flock keeps the other queued, so the issuer never sees a reuse.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_daemons_never_refresh_at_once_while_pi_lock_is_given_back() {
+    const ROUNDS: usize = 5;
+    let mock = MockOpenAi::start(MockConfig {
+        expires_in: 3600,
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap();
+    let sb = Sandbox::new();
+    let set = mock.state.seed_login("acc-two", "two@example.com", "plus");
+    write_codex_login(&sb.auth_file(), &set).unwrap();
+    mock.state.set_token_delay(Duration::from_millis(500));
+    let _a = Daemon::start_against(&sb, &mock.issuer());
+    let other_socket = sb.dir.path().join("run2").join("piauthd.sock");
+    let (other, issuer) = (other_socket.clone(), mock.issuer());
+    let _b = Daemon::start_with(&sb, move |cmd| {
+        cmd.env("PIAUTHD_SOCKET", &other)
+            .env("PIAUTHD_ISSUER", &issuer);
+    });
+    let a = Client::connect(sb.socket()).await.unwrap();
+    let b = Client::connect(&other_socket).await.unwrap();
+    for round in 0..ROUNDS {
+        let both = [a.clone(), b.clone()]
+            .map(|mut c| tokio::spawn(async move { c.refresh(PROVIDER).await }));
+        for call in both {
+            let token = call
+                .await
+                .unwrap()
+                .unwrap_or_else(|e| panic!("round {round}: {e}"));
+            assert!(mock.state.access_token_live(&token.access_token));
+        }
+    }
+    let stats = mock.stats();
+    assert_eq!(
+        (stats.reuse_attempts, stats.revocations),
+        (0, 0),
+        "{stats:?}"
+    );
+    // Each round rotates once or twice (the second daemon may find the
+    // first one's token newer than what it held, or refresh after it).
+    assert!(
+        (ROUNDS as u64..=2 * ROUNDS as u64).contains(&stats.refreshes),
+        "{stats:?}"
+    );
+    let on_disk = stored_refresh(&sb.auth_file()).unwrap();
+    assert!(
+        mock.state.is_live_refresh(&on_disk),
+        "the file holds the live login"
+    );
+}
