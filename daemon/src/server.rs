@@ -343,7 +343,7 @@ async fn serve(
 fn ready_status(broker: &Broker, socket: &std::path::Path) -> String {
     let view = broker.view();
     let login = match view.codex() {
-        Some(c) if c.expires_ms > broker::now_ms() => "openai-codex logged in",
+        Some(c) if c.expires_ms > broker.now_ms() => "openai-codex logged in",
         Some(_) => "openai-codex token expired (refreshing)",
         None => "not logged in: run pi-authctl login",
     };

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use super::{Broker, DEFAULT_PROVIDER, Phase, StoreHealth, now_ms};
+use super::{Broker, DEFAULT_PROVIDER, Phase, StoreHealth};
 use crate::oauth::{Claims, TokenResponse};
 use crate::store::{Document, OAuthCredential, StoreError, Transaction, Unlockable};
 
@@ -49,7 +49,7 @@ impl Broker {
         if let Err(e) = &written {
             tracing::error!(error = %e, "logged in, but cannot save the tokens yet; keeping them in memory");
         }
-        self.publish(fresh, lifetime, now_ms(), false, on_disk, &written);
+        self.publish(fresh, lifetime, self.now_ms(), false, on_disk, &written);
         tracing::info!("logged in to {DEFAULT_PROVIDER}");
         Ok(())
     }
@@ -70,7 +70,7 @@ impl Broker {
         };
         let was_in_memory = self.view().entry(provider).is_some();
         self.forget(provider);
-        let now = now_ms();
+        let now = self.now_ms();
         self.modify(|v| super::adopt_document(v, &doc, now));
         tracing::info!(provider, "logged out");
         Ok(removed || was_in_memory)

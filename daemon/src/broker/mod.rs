@@ -19,6 +19,7 @@
 //! The broker is the only writer of the store.
 
 mod account;
+pub mod clock;
 mod grant;
 pub mod inflight;
 mod policy;
@@ -28,14 +29,16 @@ mod schedule;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
+use futures_util::future::BoxFuture;
 use tokio::sync::{Mutex, watch};
 
+use crate::oauth::TokenResponse;
 use crate::oauth::{self, Claims};
 use crate::secret::Secret;
 use crate::store::{Credential, Document, FileStore, OAuthCredential, StoreError};
-use crate::upstream::Issuer;
+use crate::upstream::{Issuer, RefreshError};
+pub use clock::Clock;
 
 pub use account::AccountError;
 pub use grant::{Decision, current_grant, decide, grant_static};
@@ -229,11 +232,31 @@ pub enum TokenError {
     Unusable { provider: String, reason: String },
 }
 
+/// Who answers a refresh: the issuer over HTTP, or a script in tests.
+pub trait Refresher: std::fmt::Debug + Send + Sync {
+    /// Sends one refresh with `token` (see [`Issuer::refresh`]).
+    fn refresh<'a>(
+        &'a self,
+        token: &'a Secret<String>,
+    ) -> BoxFuture<'a, Result<TokenResponse, RefreshError>>;
+}
+
+impl Refresher for Issuer {
+    fn refresh<'a>(
+        &'a self,
+        token: &'a Secret<String>,
+    ) -> BoxFuture<'a, Result<TokenResponse, RefreshError>> {
+        Box::pin(Issuer::refresh(self, token))
+    }
+}
+
 /// Owns the credentials for every provider in the store.
 #[derive(Debug)]
 pub struct Broker {
     store: FileStore,
-    issuer: Issuer,
+    issuer: Arc<dyn Refresher>,
+    /// Where every time the broker decides on comes from.
+    clock: Clock,
     view: watch::Sender<Arc<View>>,
     /// The single flight: held for the whole of a refresh, and by reloads,
     /// so snapshots never go backwards.
@@ -262,6 +285,24 @@ impl Broker {
         refresh_lead_ms: i64,
         inflight: inflight::InFlight,
     ) -> Arc<Broker> {
+        Broker::with_parts(
+            store,
+            Arc::new(issuer),
+            refresh_lead_ms,
+            inflight,
+            Clock::system(),
+        )
+    }
+
+    /// [`Broker::new`] with any [`Refresher`] and [`Clock`]: how tests run
+    /// the broker with a scripted issuer under a paused clock.
+    pub fn with_parts(
+        store: FileStore,
+        issuer: Arc<dyn Refresher>,
+        refresh_lead_ms: i64,
+        inflight: inflight::InFlight,
+        clock: Clock,
+    ) -> Arc<Broker> {
         let empty = View {
             health: StoreHealth::Missing,
             detail: String::new(),
@@ -275,6 +316,7 @@ impl Broker {
         Arc::new(Broker {
             store,
             issuer,
+            clock,
             view: watch::Sender::new(Arc::new(empty)),
             gate: Mutex::new(()),
             attempts: AtomicU64::new(0),
@@ -283,6 +325,11 @@ impl Broker {
             inflight,
             loads: AtomicU64::new(0),
         })
+    }
+
+    /// The broker's time, in ms since the epoch (see [`Clock`]).
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
     }
 
     /// Whether the credentials live in the OS keyring.
@@ -332,9 +379,9 @@ impl Broker {
         let path = self.store.path().display().to_string();
         let was_unpersisted = self.view().refresh.unpersisted;
         self.modify(|view| match loaded {
-            Ok(Some(doc)) => adopt_document(view, &doc, now_ms()),
+            Ok(Some(doc)) => adopt_document(view, &doc, self.now_ms()),
             Ok(None) => {
-                adopt_document(view, &Document::default(), now_ms());
+                adopt_document(view, &Document::default(), self.now_ms());
                 view.health = StoreHealth::Missing;
                 view.detail = format!("{path} does not exist yet: run `pi-authctl login`");
             }
@@ -369,13 +416,13 @@ impl Broker {
         // the bad read. Only when the snapshot cannot serve the call, so a
         // token kept from the last good read is still served without I/O.
         let seen = self.loads.load(Ordering::Acquire);
-        if !answers_from_snapshot(&self.view(), provider, min_valid_secs, now_ms()) {
+        if !answers_from_snapshot(&self.view(), provider, min_valid_secs, self.now_ms()) {
             self.reload_unless_reloaded_since(seen).await;
         }
         if provider != DEFAULT_PROVIDER {
-            return grant_static(&self.view(), provider, min_valid_secs, now_ms());
+            return grant_static(&self.view(), provider, min_valid_secs, self.now_ms());
         }
-        match decide(&self.view(), min_valid_secs, now_ms()) {
+        match decide(&self.view(), min_valid_secs, self.now_ms()) {
             Decision::Serve(grant) => Ok(grant),
             Decision::Fail(e) => Err(e),
             Decision::Refresh { wanted_ms } => {
@@ -383,7 +430,7 @@ impl Broker {
                     .refresh_flight(refresh::Need::ValidFor(wanted_ms))
                     .await;
                 let view = self.view();
-                let now = now_ms();
+                let now = self.now_ms();
                 // Serve whatever is valid now; a failed refresh only matters
                 // if nothing valid is left.
                 match (grant_codex(&view, now), outcome) {
@@ -490,11 +537,11 @@ pub fn adopt_document(view: &mut View, doc: &Document, now: i64) {
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    clock::system_now_ms()
 }
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod paused_tests;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use super::{Broker, DEFAULT_PROVIDER, Phase, StoreHealth, TokenError, View, now_ms, policy};
+use super::{Broker, DEFAULT_PROVIDER, Phase, StoreHealth, TokenError, View, policy};
 use crate::oauth::{self, Failure};
 use crate::secret::Secret;
 use crate::store::{Credential, Document, OAuthCredential, StoreError, Transaction, Unlockable};
@@ -58,7 +58,7 @@ impl Broker {
             let seen = me.attempts.load(Ordering::SeqCst);
             let _gate = me.gate.lock().await;
             let view = me.view();
-            if need.satisfied(&view, now_ms()) {
+            if need.satisfied(&view, me.now_ms()) {
                 return Ok(());
             }
             if me.attempts.load(Ordering::SeqCst) != seen {
@@ -189,7 +189,7 @@ impl Broker {
         if self.view().refresh.unpersisted {
             self.persist(tx).await;
         } else {
-            let now = now_ms();
+            let now = self.now_ms();
             let doc = tx.document();
             self.modify(|v| super::adopt_document(v, &doc, now));
             if need.satisfied(&self.view(), now) {
@@ -206,7 +206,7 @@ impl Broker {
 
         // Expiry counts from when the request left: the token cannot have
         // been issued earlier, so `expires` never overstates its life.
-        let sent_at = now_ms();
+        let sent_at = self.now_ms();
         let short = tx.can_pause()
             && codex_refresh(&tx.document()).as_ref() == Some(&current.refresh)
             && policy::may_release_pi_lock(current.expires_ms - sent_at, ROUND_TRIP_BOUND_MS);
@@ -267,7 +267,7 @@ impl Broker {
         response: crate::oauth::TokenResponse,
         sent_at: i64,
     ) -> Result<(), TokenError> {
-        let now = now_ms();
+        let now = self.now_ms();
         let fresh = fresh_credential(current, response, sent_at);
         let resumed = if paused {
             tx.resume().await
@@ -308,7 +308,7 @@ impl Broker {
 
     /// Records a refusal or an unknown outcome, and says what to do.
     fn on_refusal(&self, current: &OAuthCredential, error: RefreshError) -> TokenError {
-        let now = now_ms();
+        let now = self.now_ms();
         match error {
             RefreshError::Rejected(Failure::Terminal { code, message }) => {
                 let reason = format!("the issuer answered {code}: {message}");
@@ -423,7 +423,7 @@ impl Broker {
     /// Records a transient failure and schedules the retry.
     fn transient(&self, message: &str, retry_after_ms: Option<u64>) -> TokenError {
         use rand::Rng;
-        let now = now_ms();
+        let now = self.now_ms();
         let jitter: f64 = rand::rng().random();
         let mut when = String::new();
         self.modify(|v| {
@@ -461,7 +461,7 @@ impl Broker {
             tracing::warn!(
                 "auth.json holds a newer login than the unsaved token; using the file's"
             );
-            let now = now_ms();
+            let now = self.now_ms();
             self.modify(|v| {
                 v.refresh.unpersisted = false;
                 v.refresh.superseded = None;

@@ -1,14 +1,16 @@
 //! Refresh ahead of expiry, on a timer: no polling. The task sleeps until
 //! the next due time of the current snapshot and wakes early whenever the
-//! snapshot changes (a refresh, a reload, a login).
+//! snapshot changes (a refresh, a reload, a login). The due time is wall
+//! clock; the sleep looks at the wall clock again at least every minute
+//! ([`super::clock::RECHECK`]), so a laptop that slept through it refreshes
+//! within a minute of waking, not after the suspend's length again.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use super::Broker;
 use super::refresh::Need;
-use super::{Broker, now_ms};
 
 /// Runs the refresh schedule until `shutdown` is cancelled.
 pub async fn run_schedule(broker: Arc<Broker>, shutdown: CancellationToken) {
@@ -17,10 +19,7 @@ pub async fn run_schedule(broker: Arc<Broker>, shutdown: CancellationToken) {
         let due = changes.borrow_and_update().next_refresh_ms();
         let sleep = async {
             match due {
-                Some(at) => {
-                    let wait = (at - now_ms()).max(0) as u64;
-                    tokio::time::sleep(Duration::from_millis(wait)).await;
-                }
+                Some(at) => broker.clock.sleep_until_ms(at).await,
                 None => std::future::pending().await,
             }
         };

@@ -13,7 +13,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::broker::{AccountError, Broker, now_ms};
+use crate::broker::{AccountError, Broker};
 use crate::callback::{self, CallbackEvent, CallbackServer, Flow, Refusal};
 use crate::oauth::{self, PasteError, Pkce};
 use crate::secret::Secret;
@@ -244,29 +244,9 @@ impl Logins {
         let state = oauth::new_state();
         let (codes_tx, mut codes) = mpsc::channel(4);
         let addrs = &self.settings.callback_addrs;
-        let (bound, busy) = match callback::bind(addrs).await {
-            Ok(bound) => (Some(bound), None),
-            Err(Refusal::Foreign { addr, holder }) => {
-                tracing::warn!(%addr, %holder, "another user holds the login callback port; browser login refused");
-                return Some(LoginEvent::Failure {
-                    kind: FailureKind::CallbackPortHeld,
-                    message: format!(
-                        "the browser login is not safe here: {addr} is held by {holder}, not by you, \
-                         and a browser could hand it your sign-in. Run `pi-authctl login --device` \
-                         (device-code login) instead, or have that listener stopped"
-                    ),
-                });
-            }
-            Err(Refusal::Unavailable(errors)) => (
-                None,
-                Some(
-                    errors
-                        .iter()
-                        .map(ToString::to_string)
-                        .collect::<Vec<_>>()
-                        .join("; "),
-                ),
-            ),
+        let (bound, busy) = match bind_callback(addrs).await {
+            Ok(bound) => bound,
+            Err(failure) => return Some(failure),
         };
         let port = bound
             .as_ref()
@@ -323,65 +303,87 @@ impl Logins {
         .await;
 
         loop {
-            tokio::select! {
-                Some(event) = codes.recv() => match event {
-                    CallbackEvent::Code(code) => {
-                        return Some(match self.exchange(&code, &pkce.verifier, &redirect).await {
-                            Ok(done) => done,
-                            Err(e) => e.into_failure(),
-                        });
-                    }
-                    CallbackEvent::Denied(reason) => {
-                        return Some(LoginEvent::Failure {
-                            kind: FailureKind::Denied,
-                            message: format!("the sign-in was refused: {reason}"),
-                        });
-                    }
-                    CallbackEvent::StartReused => {
-                        return Some(LoginEvent::Failure {
-                            kind: FailureKind::Denied,
-                            message: "the login's start link was opened a second time, so the login \
-                                      was stopped for safety; run `pi-authctl login` again and open \
-                                      its link in one browser only".into(),
-                        });
-                    }
-                },
-                Some(paste) = pastes.recv() => {
-                    let parsed = oauth::parse_paste(paste.input.expose(), &state);
-                    let pasted = match parsed {
-                        Ok(p) => p,
-                        Err(PasteError::Denied(reason)) => {
-                            let _ = paste.reply.send(Err(PasteError::Denied(reason.clone()).into()));
-                            return Some(LoginEvent::Failure {
-                                kind: FailureKind::Denied,
-                                message: format!("the sign-in was refused: {reason}"),
-                            });
-                        }
-                        Err(e) => {
-                            let _ = paste.reply.send(Err(e.into()));
-                            continue;
-                        }
-                    };
-                    match self.exchange(&pasted.code, &pkce.verifier, &redirect).await {
-                        Ok(done) => {
-                            let _ = paste.reply.send(Ok(()));
-                            return Some(done);
-                        }
-                        Err(ExchangeError::Http(e)) => {
-                            // A mistyped code: the login stays open.
-                            let _ = paste.reply.send(Err(SubmitError::Exchange(e.to_string())));
-                        }
-                        Err(e) => {
-                            let message = e.to_string();
-                            let _ = paste.reply.send(Err(SubmitError::Exchange(message.clone())));
-                            return Some(e.into_failure());
-                        }
-                    }
+            let step = tokio::select! {
+                Some(event) = codes.recv() => {
+                    Step::Done(self.on_callback(event, &pkce.verifier, &redirect).await)
                 }
+                Some(paste) = pastes.recv() => self.on_paste(paste, &state, &pkce.verifier, &redirect).await,
                 else => return None,
+            };
+            if let Step::Done(last) = step {
+                return Some(last);
             }
         }
         // `server` drops here or on cancel: the port closes with it.
+    }
+
+    /// What a return to the callback ends the login with.
+    async fn on_callback(
+        &self,
+        event: CallbackEvent,
+        verifier: &Secret<String>,
+        redirect: &str,
+    ) -> LoginEvent {
+        match event {
+            CallbackEvent::Code(code) => match self.exchange(&code, verifier, redirect).await {
+                Ok(done) => done,
+                Err(e) => e.into_failure(),
+            },
+            CallbackEvent::Denied(reason) => LoginEvent::Failure {
+                kind: FailureKind::Denied,
+                message: format!("the sign-in was refused: {reason}"),
+            },
+            CallbackEvent::StartReused => LoginEvent::Failure {
+                kind: FailureKind::Denied,
+                message: "the login's start link was opened a second time, so the login \
+                          was stopped for safety; run `pi-authctl login` again and open \
+                          its link in one browser only"
+                    .into(),
+            },
+        }
+    }
+
+    /// Judges a pasted URL or code and answers the paster. A paste that does
+    /// not parse, or a code the issuer refuses (mistyped), leaves the login
+    /// open.
+    async fn on_paste(
+        &self,
+        paste: Paste,
+        state: &str,
+        verifier: &Secret<String>,
+        redirect: &str,
+    ) -> Step {
+        let pasted = match oauth::parse_paste(paste.input.expose(), state) {
+            Ok(p) => p,
+            Err(PasteError::Denied(reason)) => {
+                let _ = paste
+                    .reply
+                    .send(Err(PasteError::Denied(reason.clone()).into()));
+                return Step::Done(LoginEvent::Failure {
+                    kind: FailureKind::Denied,
+                    message: format!("the sign-in was refused: {reason}"),
+                });
+            }
+            Err(e) => {
+                let _ = paste.reply.send(Err(e.into()));
+                return Step::Open;
+            }
+        };
+        match self.exchange(&pasted.code, verifier, redirect).await {
+            Ok(done) => {
+                let _ = paste.reply.send(Ok(()));
+                Step::Done(done)
+            }
+            Err(ExchangeError::Http(e)) => {
+                let _ = paste.reply.send(Err(SubmitError::Exchange(e.to_string())));
+                Step::Open
+            }
+            Err(e) => {
+                let message = e.to_string();
+                let _ = paste.reply.send(Err(SubmitError::Exchange(message)));
+                Step::Done(e.into_failure())
+            }
+        }
     }
 
     /// Exchanges a code, checks the claims, stores the credential.
@@ -391,7 +393,7 @@ impl Logins {
         verifier: &Secret<String>,
         redirect: &str,
     ) -> Result<LoginEvent, ExchangeError> {
-        let sent_at = now_ms();
+        let sent_at = self.broker.now_ms();
         let tokens = self
             .issuer
             .exchange_code(code, verifier, redirect)
@@ -465,4 +467,42 @@ impl ExchangeError {
 
 async fn send(events: &mpsc::Sender<LoginEvent>, event: LoginEvent) {
     let _ = events.send(event).await;
+}
+
+/// Whether a browser login goes on after an event.
+enum Step {
+    Open,
+    Done(LoginEvent),
+}
+
+/// Binds the callback listener. `Ok((None, Some(why)))` when the port is
+/// unavailable (the login goes on by paste); an error ends the login when
+/// another user holds the port, since a browser could hand them the code.
+async fn bind_callback(
+    addrs: &[SocketAddr],
+) -> Result<(Option<callback::Bound>, Option<String>), LoginEvent> {
+    match callback::bind(addrs).await {
+        Ok(bound) => Ok((Some(bound), None)),
+        Err(Refusal::Foreign { addr, holder }) => {
+            tracing::warn!(%addr, %holder, "another user holds the login callback port; browser login refused");
+            Err(LoginEvent::Failure {
+                kind: FailureKind::CallbackPortHeld,
+                message: format!(
+                    "the browser login is not safe here: {addr} is held by {holder}, not by you, \
+                     and a browser could hand it your sign-in. Run `pi-authctl login --device` \
+                     (device-code login) instead, or have that listener stopped"
+                ),
+            })
+        }
+        Err(Refusal::Unavailable(errors)) => Ok((
+            None,
+            Some(
+                errors
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            ),
+        )),
+    }
 }

@@ -77,7 +77,7 @@ impl pb::auth_server::Auth for AuthService {
         _req: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusResponse>, Status> {
         let view = self.broker.view();
-        let now = broker::now_ms();
+        let now = self.broker.now_ms();
         let health = match view.health {
             StoreHealth::Ok => pb::StoreHealth::Ok,
             StoreHealth::Missing => pb::StoreHealth::Missing,
@@ -171,6 +171,7 @@ impl pb::auth_server::Auth for AuthService {
             )
         })?;
         let mut changes = self.broker.subscribe();
+        let me = self.broker.clone();
         let shutdown = self.shutdown.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         tokio::spawn(async move {
@@ -178,7 +179,7 @@ impl pb::auth_server::Auth for AuthService {
             let mut last_sent: Option<Secret<String>> = None;
             loop {
                 let view = changes.borrow_and_update().clone();
-                match broker::current_grant(&view, &provider, broker::now_ms()) {
+                match broker::current_grant(&view, &provider, me.now_ms()) {
                     Ok(Some(grant)) if last_sent.as_ref() != Some(&grant.access) => {
                         last_sent = Some(grant.access.clone());
                         if tx.send(Ok(token_of(grant))).await.is_err() {

@@ -90,6 +90,10 @@ enum Backend {
     File,
     /// The OS keyring; `path` then only names the lock.
     Keyring(KeyringStore),
+    /// A document held in memory: the broker's logic under test, with no
+    /// disk, no lock and no D-Bus. Nobody else can write it, so it is not
+    /// locked.
+    Memory(std::sync::Arc<std::sync::Mutex<Option<Vec<u8>>>>),
 }
 
 /// The credential store: pi's `auth.json` at a fixed path, or the OS
@@ -120,6 +124,23 @@ impl FileStore {
         }
     }
 
+    /// A store in memory holding `bytes` (`None`: no file yet), named
+    /// `name` for people. Clones share the one document.
+    pub fn memory(name: &str, bytes: Option<&[u8]>) -> FileStore {
+        FileStore {
+            path: PathBuf::from(format!("memory:{name}")),
+            lock_wait: DEFAULT_WAIT,
+            backend: Backend::Memory(std::sync::Arc::new(std::sync::Mutex::new(
+                bytes.map(<[u8]>::to_vec),
+            ))),
+        }
+    }
+
+    /// Whether pi's lock guards this store (not for a store in memory).
+    fn is_locked_by_pi(&self) -> bool {
+        !matches!(self.backend, Backend::Memory(_))
+    }
+
     /// Whether this is the OS keyring.
     pub fn is_keyring(&self) -> bool {
         matches!(self.backend, Backend::Keyring(_))
@@ -128,7 +149,7 @@ impl FileStore {
     /// Where the credentials are, for people.
     pub fn describe(&self) -> String {
         match &self.backend {
-            Backend::File => self.path.display().to_string(),
+            Backend::File | Backend::Memory(_) => self.path.display().to_string(),
             Backend::Keyring(k) => k.describe(),
         }
     }
@@ -150,6 +171,10 @@ impl FileStore {
                     action: "read the keyring item for",
                     source,
                 })?;
+                self.parse(bytes)
+            }
+            Backend::Memory(doc) => {
+                let bytes = doc.lock().unwrap_or_else(|p| p.into_inner()).clone();
                 self.parse(bytes)
             }
         }
@@ -182,6 +207,10 @@ impl FileStore {
                 zeroize::Zeroize::zeroize(&mut bytes);
                 written
             }
+            Backend::Memory(doc) => {
+                *doc.lock().unwrap_or_else(|p| p.into_inner()) = Some(bytes);
+                Ok(())
+            }
         }
     }
 
@@ -197,8 +226,8 @@ impl FileStore {
 
     /// Reads the document; `Ok(None)` when the file does not exist.
     pub async fn load(&self) -> Result<Option<Document>, StoreError> {
-        if self.is_keyring() {
-            // Keyring writes are atomic: there is no half-written item.
+        if !matches!(self.backend, Backend::File) {
+            // Keyring and memory writes are atomic: there is no half-written item.
             return self.read_locked().await;
         }
         for _ in 0..UNLOCKED_RETRIES {

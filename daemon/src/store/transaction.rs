@@ -50,13 +50,19 @@ impl FileStore {
         wait: Duration,
         unlockable: Unlockable,
     ) -> Result<Transaction<'_>, StoreError> {
-        let lock = match PiLock::acquire(self.path(), wait).await {
-            Ok(lock) => Some(lock),
-            Err(e @ LockError::Unwritable { .. }) if unlockable == Unlockable::Proceed => {
+        let acquired = if self.is_locked_by_pi() {
+            Some(PiLock::acquire(self.path(), wait).await)
+        } else {
+            None
+        };
+        let lock = match acquired {
+            None => None,
+            Some(Ok(lock)) => Some(lock),
+            Some(Err(e @ LockError::Unwritable { .. })) if unlockable == Unlockable::Proceed => {
                 tracing::warn!(error = %e, "going on without pi's lock");
                 None
             }
-            Err(e) => return Err(e.into()),
+            Some(Err(e)) => return Err(e.into()),
         };
         let mut tx = Transaction {
             store: self,
