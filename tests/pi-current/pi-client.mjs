@@ -49,7 +49,17 @@ const describe = (e) => {
   return parts.join(": ");
 };
 
-const end = Date.now() + Number(durationMs);
+// The run lasts durationMs from the first call, so a slow start-up never
+// shortens it. With PI_CLIENT_READY set, the first call also leaves the
+// file $PI_CLIENT_READY.<pid>, so a test can wait until every session runs.
+let end = Infinity;
+const ready = async () => {
+  end = Date.now() + Number(durationMs);
+  if (process.env.PI_CLIENT_READY) {
+    const { writeFileSync } = await import("node:fs");
+    writeFileSync(`${process.env.PI_CLIENT_READY}.${process.pid}`, "");
+  }
+};
 let calls = 0;
 for (;;) {
   const start = performance.now();
@@ -65,6 +75,7 @@ for (;;) {
   line.t = Date.now();
   calls += 1;
   console.log(JSON.stringify(line));
+  if (end === Infinity) await ready();
   if (Date.now() >= end) break;
   await new Promise((r) => setTimeout(r, Number(intervalMs)));
 }

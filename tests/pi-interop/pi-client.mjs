@@ -35,7 +35,17 @@ const { AuthStorage } = await import("@mariozechner/pi-coding-agent");
 const auth = AuthStorage.create();
 // Milliseconds from Node's start until pi's credentials are loaded.
 const startupMs = performance.now();
-const end = Date.now() + Number(durationMs);
+// The run lasts durationMs from the first call, so a slow start-up never
+// shortens it. With PI_CLIENT_READY set, the first call also leaves the
+// file $PI_CLIENT_READY.<pid>, so a test can wait until every session runs.
+let end = Infinity;
+const ready = async () => {
+  end = Date.now() + Number(durationMs);
+  if (process.env.PI_CLIENT_READY) {
+    const { writeFileSync } = await import("node:fs");
+    writeFileSync(`${process.env.PI_CLIENT_READY}.${process.pid}`, "");
+  }
+};
 for (;;) {
   const start = performance.now();
   let line;
@@ -51,6 +61,7 @@ for (;;) {
     line.error = (line.error ? line.error + "; " : "") + String(e?.message ?? e);
   }
   console.log(JSON.stringify(line));
+  if (end === Infinity) await ready();
   if (Date.now() >= end) break;
   await new Promise((r) => setTimeout(r, Number(intervalMs)));
 }

@@ -374,7 +374,8 @@ async fn five_thousand_watch_streams_leave_the_daemon_serving() {
     eprintln!("fresh GetToken during the flood: {served:?}");
     let login = browser_login(&sb).await;
     eprintln!("a browser login during the flood took {login:?}");
-    assert!(login < Duration::from_secs(2), "the login took {login:?}");
+    // Served, not timed: a loaded CI host may be slow, a starved one never answers.
+    assert!(login < Duration::from_secs(10), "the login took {login:?}");
     assert!(held > 0, "legitimate watchers are served");
     assert!(cpu < MAX_CPU_PERCENT, "CPU {cpu:.1} %");
     assert!(rss < MAX_RSS_KB, "RSS {} kB", rss);
@@ -430,7 +431,8 @@ async fn two_thousand_idle_connections_leave_the_daemon_serving() {
     eprintln!("fresh GetToken during the flood: {served:?}");
     let login = browser_login(&sb).await;
     eprintln!("a browser login during the flood took {login:?}");
-    assert!(login < Duration::from_secs(2), "the login took {login:?}");
+    // Served, not timed: a loaded CI host may be slow, a starved one never answers.
+    assert!(login < Duration::from_secs(10), "the login took {login:?}");
     let fds = open_fds(d.pid() as u32);
     let log = d.logs();
     assert_eq!(connected, Ok(2000), "every connect went through");

@@ -39,7 +39,12 @@ fn records(sb: &Sandbox) -> Vec<PathBuf> {
                 .filter(|p| {
                     p.file_name()
                         .and_then(|n| n.to_str())
-                        .is_some_and(|n| n.starts_with("piauthd-refresh-in-flight-"))
+                        // Not a temporary sibling a kill left mid-write
+                        // (`<record>.piauthd-<pid>.tmp`): that was never
+                        // renamed into place, so nothing was sent.
+                        .is_some_and(|n| {
+                            n.starts_with("piauthd-refresh-in-flight-") && n.ends_with(".json")
+                        })
                 })
                 .collect()
         })

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use piauth_client::Client;
+use piauth_tests::daemon::wait_until;
 use piauth_tests::fixtures::write_codex_login;
 use piauth_tests::mock::{MockConfig, MockOpenAi};
 use piauth_tests::proxy::RefusingProxy;
@@ -41,14 +42,15 @@ const COLD_STARTS: usize = 12;
 /// and piauthd has no hurry either.
 const LIFETIME_SECS: u64 = 3600;
 const ISSUER_DELAY: Duration = Duration::from_secs(12);
-/// The sessions start this long before the cold starts and the refreshes,
-/// so each has read `auth.json` at start-up while nobody held pi's lock.
-const LEAD: Duration = Duration::from_secs(3);
+/// The longest the sessions may take to make their first call (Node and
+/// pi start-up on a loaded host). Cold starts and refreshes begin once
+/// every session has, so each read `auth.json` while nobody held pi's lock.
+const START_LIMIT: Duration = Duration::from_secs(90);
 /// The baseline's sessions run this long; its cold starts are spread over
-/// `BASELINE_WINDOW` after `LEAD`.
+/// `BASELINE_WINDOW` once every session runs.
 const BASELINE_RUN_MS: u64 = 16_000;
 const BASELINE_WINDOW: Duration = Duration::from_secs(12);
-/// Beside the daemon, refreshes start during `SLOW_WINDOW` after `LEAD`:
+/// Beside the daemon, refreshes start during `SLOW_WINDOW` once every session runs:
 /// two of 12 s back to back, the second ending before the sessions do.
 const SLOW_RUN_MS: u64 = 28_000;
 const SLOW_WINDOW: Duration = Duration::from_secs(20);
@@ -225,7 +227,7 @@ fn read_sessions(fig: &mut Figures, outputs: &[Output], mock: &MockOpenAi, locke
         assert!(
             first < locked_from,
             "a session's first call ended at {first}, after the refreshes began at \
-             {locked_from}: the phase did not measure what it should (raise LEAD)"
+             {locked_from}: the phase did not measure what it should"
         );
     }
 }
@@ -265,7 +267,7 @@ fn read_cold_starts(fig: &mut Figures, outputs: &[Output], mock: &MockOpenAi) {
     }
 }
 
-/// One phase: the sessions for `run_ms`; after `LEAD`, cold starts spread
+/// One phase: the sessions for `run_ms`; once all run, cold starts spread
 /// over `window` and, with a daemon's `socket`, refreshes forced back to
 /// back through it for as long as they start within `window`.
 async fn phase(
@@ -277,12 +279,29 @@ async fn phase(
     socket: Option<PathBuf>,
 ) -> Figures {
     let proxied_before = pi.proxied_to_issuer();
+    let ready = tempfile::tempdir().unwrap();
+    let marker = ready.path().join("ready");
     let sessions = {
-        let (pi, dir) = (pi.clone(), agent_dir.to_owned());
-        tokio::spawn(async move { run_all(SESSIONS, || pi.client(&dir, run_ms)).await })
+        let (pi, dir, marker) = (pi.clone(), agent_dir.to_owned(), marker.clone());
+        tokio::spawn(async move {
+            run_all(SESSIONS, || {
+                let mut c = pi.client(&dir, run_ms);
+                c.env("PI_CLIENT_READY", &marker);
+                c
+            })
+            .await
+        })
     };
-    let start = Instant::now() + LEAD;
-    tokio::time::sleep_until(start).await;
+    let started = wait_until(START_LIMIT, || {
+        let dir = ready.path().to_owned();
+        async move { std::fs::read_dir(dir).map_or(0, Iterator::count) >= SESSIONS }
+    })
+    .await;
+    assert!(
+        started,
+        "the pi sessions did not all start within {START_LIMIT:?}"
+    );
+    let start = Instant::now();
     let refresher = socket.map(|s| force_refreshes(s, start + window));
     let every = window / COLD_STARTS as u32;
     let cold = cold_starts(start, every, || pi.client(agent_dir, 0)).await;

@@ -192,12 +192,7 @@ impl super::Broker {
         }
         let when = sent_at_ms.map_or_else(
             || "at an unknown time".to_owned(),
-            |ms| {
-                format!(
-                    "{} s before this start",
-                    (super::now_ms() - ms).max(0) / 1000
-                )
-            },
+            |ms| format!("{} s before this start", (self.now_ms() - ms).max(0) / 1000),
         );
         let reason = format!(
             "piauthd stopped while a refresh was on the wire (sent {when}); the issuer may have \
