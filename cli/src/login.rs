@@ -9,8 +9,20 @@ use piauth_client::Client;
 use piauth_client::proto::v1 as pb;
 use piauth_client::proto::v1::login_event::Event;
 
-use crate::out::{self, Failed};
+use crate::out::{self, SignalError, WriteError};
 use tokio::io::{AsyncBufReadExt, BufReader};
+
+/// Why a login could not be followed to its end. (A login that the issuer
+/// or the user ends is an [`Outcome`], not an error.)
+#[derive(Debug, thiserror::Error)]
+pub enum LoginError {
+    #[error("{0}")]
+    Client(#[from] piauth_client::Error),
+    #[error("{0}")]
+    Stdout(#[from] WriteError),
+    #[error("{0}")]
+    Signal(#[from] SignalError),
+}
 
 /// How a login ended, for the exit status.
 pub enum Outcome {
@@ -143,7 +155,7 @@ pub async fn run(
     device: bool,
     no_browser: bool,
     timeout_secs: u32,
-) -> Result<Outcome, Failed> {
+) -> Result<Outcome, LoginError> {
     let method = if device {
         pb::LoginMethod::DeviceCode
     } else {

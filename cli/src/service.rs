@@ -1,18 +1,71 @@
 //! `pi-authctl service`: install piauthd as a user service (systemd on
 //! Linux, launchd on macOS), or say exactly what to run.
 
-use std::io::Write;
+use std::ffi::OsString;
+use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, ExitStatus};
 
-use crate::out::{self, Failed};
+use crate::out::{self, WriteError};
 
 const SERVICE_UNIT: &str = include_str!("../../systemd/piauthd.service");
 const SOCKET_UNIT: &str = include_str!("../../systemd/piauthd.socket");
 const PLIST: &str = include_str!("../../launchd/dev.piauthd.plist");
 /// The launchd label.
 pub const LABEL: &str = "dev.piauthd";
+
+/// Why a service command (or finding piauthd and its log) failed. Each
+/// variant names the path or command it is about, so the message says
+/// what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("HOME is not set")]
+    NoHome,
+    #[error("cannot find the piauthd binary beside pi-authctl or on PATH")]
+    NoDaemon,
+    /// The units' `ExecStart=` and the plist split on white space.
+    #[error("the piauthd path {path:?} contains white space; move it to a simpler path")]
+    WhiteSpace { path: PathBuf },
+    #[error(
+        "{} is a symbolic link; refusing to write through it. Remove it (and check where it points), then install again",
+        path.display()
+    )]
+    Symlink { path: PathBuf },
+    #[error(
+        "{} exists and is not a regular file; remove it, then install again",
+        path.display()
+    )]
+    NotAFile { path: PathBuf },
+    #[error("cannot create {}: {source}", path.display())]
+    CreateDir {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot write {}: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot remove {}: {source}", path.display())]
+    Remove {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot run {program}: {source}")]
+    Run {
+        program: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("`{command}` failed ({status})")]
+    Failed { command: String, status: ExitStatus },
+    #[error("{0}")]
+    Stdout(#[from] WriteError),
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Platform {
@@ -30,45 +83,113 @@ impl Platform {
             Platform::Systemd
         }
     }
+
+    /// The files this service manager needs, in the order they are written.
+    fn units(self) -> &'static [Unit] {
+        match self {
+            Platform::Systemd => &[Unit::Service, Unit::Socket],
+            Platform::Launchd => &[Unit::Plist],
+        }
+    }
+
+    /// Where the service manager looks for them.
+    fn default_dir(self) -> Result<PathBuf, ServiceError> {
+        match self {
+            Platform::Systemd => systemd_dir(),
+            Platform::Launchd => Ok(home()?.join("Library").join("LaunchAgents")),
+        }
+    }
+}
+
+/// One file of a service.
+#[derive(Debug, Clone, Copy)]
+enum Unit {
+    Service,
+    Socket,
+    Plist,
+}
+
+impl Unit {
+    fn file_name(self) -> &'static str {
+        match self {
+            Unit::Service => "piauthd.service",
+            Unit::Socket => "piauthd.socket",
+            Unit::Plist => "dev.piauthd.plist",
+        }
+    }
+
+    /// The file's text with `bin` (already checked for white space) as the
+    /// daemon; the plist also gets the real log path.
+    fn render(self, bin: &str) -> Result<String, ServiceError> {
+        Ok(match self {
+            Unit::Service => SERVICE_UNIT.replace(
+                "ExecStart=/usr/local/bin/piauthd",
+                &format!("ExecStart={bin}"),
+            ),
+            Unit::Socket => SOCKET_UNIT.to_owned(),
+            Unit::Plist => {
+                let log = home()?.join("Library").join("Logs").join("piauthd.log");
+                PLIST
+                    .replace(
+                        "<string>/usr/local/bin/piauthd</string>",
+                        &format!("<string>{}</string>", xml(bin)),
+                    )
+                    .replace(
+                        "/Users/USER/Library/Logs/piauthd.log",
+                        &xml(&log.display().to_string()),
+                    )
+            }
+        })
+    }
 }
 
 /// A file to write.
+#[derive(Debug)]
 pub struct Planned {
     pub path: PathBuf,
     pub contents: String,
 }
 
-fn home() -> Result<PathBuf, String> {
+fn home() -> Result<PathBuf, ServiceError> {
     std::env::var_os("HOME")
         .filter(|h| !h.is_empty())
         .map(PathBuf::from)
-        .ok_or_else(|| "HOME is not set".to_owned())
+        .ok_or(ServiceError::NoHome)
+}
+
+/// An XDG base directory variable's value, when it is usable: the spec
+/// says a relative path is invalid and must be ignored (an empty one is
+/// not absolute either). Pure.
+fn xdg_base(value: Option<OsString>) -> Option<PathBuf> {
+    value.map(PathBuf::from).filter(|d| d.is_absolute())
+}
+
+/// `$var` when usable, else `~/fallback`.
+fn xdg_dir(var: &str, fallback: &[&str]) -> Result<PathBuf, ServiceError> {
+    match xdg_base(std::env::var_os(var)) {
+        Some(dir) => Ok(dir),
+        None => Ok(fallback.iter().fold(home()?, |dir, part| dir.join(part))),
+    }
 }
 
 /// Where an autostarted daemon logs: `$XDG_STATE_HOME/piauthd/piauthd.log`
 /// (`~/.local/state/...`), or `~/Library/Logs/piauthd.log` on macOS.
-pub fn log_path() -> Result<PathBuf, String> {
+pub fn log_path() -> Result<PathBuf, ServiceError> {
     if cfg!(target_os = "macos") {
         return Ok(home()?.join("Library").join("Logs").join("piauthd.log"));
     }
-    let state = std::env::var_os("XDG_STATE_HOME")
-        .filter(|d| !d.is_empty())
-        .map(PathBuf::from)
-        .map_or_else(|| home().map(|h| h.join(".local").join("state")), Ok)?;
+    let state = xdg_dir("XDG_STATE_HOME", &[".local", "state"])?;
     Ok(state.join("piauthd").join("piauthd.log"))
 }
 
 /// Where the unit files go: `$XDG_CONFIG_HOME/systemd/user`.
-pub fn systemd_dir() -> Result<PathBuf, String> {
-    let config = std::env::var_os("XDG_CONFIG_HOME")
-        .filter(|d| !d.is_empty())
-        .map(PathBuf::from)
-        .map_or_else(|| home().map(|h| h.join(".config")), Ok)?;
+pub fn systemd_dir() -> Result<PathBuf, ServiceError> {
+    let config = xdg_dir("XDG_CONFIG_HOME", &[".config"])?;
     Ok(config.join("systemd").join("user"))
 }
 
 /// The piauthd binary: beside this pi-authctl, else on PATH.
-pub fn piauthd_path() -> Result<PathBuf, String> {
+pub fn piauthd_path() -> Result<PathBuf, ServiceError> {
     if let Ok(me) = std::env::current_exe()
         && let Some(dir) = me.parent()
     {
@@ -82,7 +203,22 @@ pub fn piauthd_path() -> Result<PathBuf, String> {
         .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
         .map(|d| d.join("piauthd"))
         .find(|p| p.is_file())
-        .ok_or_else(|| "cannot find the piauthd binary beside pi-authctl or on PATH".to_owned())
+        .ok_or(ServiceError::NoDaemon)
+}
+
+/// Where the service's files are (or would go): `dir`, else the service
+/// manager's own directory. Knowing them needs no piauthd binary, so
+/// `status`, `uninstall` and the autostart check use this alone.
+pub fn unit_paths(platform: Platform, dir: Option<&Path>) -> Result<Vec<PathBuf>, ServiceError> {
+    let dir = match dir {
+        Some(d) => d.to_owned(),
+        None => platform.default_dir()?,
+    };
+    Ok(platform
+        .units()
+        .iter()
+        .map(|u| dir.join(u.file_name()))
+        .collect())
 }
 
 /// The files `install` writes, with real paths filled in.
@@ -90,55 +226,25 @@ pub fn plan(
     platform: Platform,
     dir: Option<&Path>,
     piauthd: &Path,
-) -> Result<Vec<Planned>, String> {
+) -> Result<Vec<Planned>, ServiceError> {
     let bin = piauthd.display().to_string();
     if bin.contains(char::is_whitespace) {
-        return Err(format!(
-            "the piauthd path {bin:?} contains white space; move it to a simpler path"
-        ));
+        return Err(ServiceError::WhiteSpace {
+            path: piauthd.to_owned(),
+        });
     }
-    match platform {
-        Platform::Systemd => {
-            let dir = match dir {
-                Some(d) => d.to_owned(),
-                None => systemd_dir()?,
-            };
-            Ok(vec![
-                Planned {
-                    path: dir.join("piauthd.service"),
-                    contents: SERVICE_UNIT.replace(
-                        "ExecStart=/usr/local/bin/piauthd",
-                        &format!("ExecStart={bin}"),
-                    ),
-                },
-                Planned {
-                    path: dir.join("piauthd.socket"),
-                    contents: SOCKET_UNIT.to_owned(),
-                },
-            ])
-        }
-        Platform::Launchd => {
-            let home = home()?;
-            let dir = match dir {
-                Some(d) => d.to_owned(),
-                None => home.join("Library").join("LaunchAgents"),
-            };
-            let log = home.join("Library").join("Logs").join("piauthd.log");
-            let contents = PLIST
-                .replace(
-                    "<string>/usr/local/bin/piauthd</string>",
-                    &format!("<string>{}</string>", xml(&bin)),
-                )
-                .replace(
-                    "/Users/USER/Library/Logs/piauthd.log",
-                    &xml(&log.display().to_string()),
-                );
-            Ok(vec![Planned {
-                path: dir.join(format!("{LABEL}.plist")),
-                contents,
-            }])
-        }
-    }
+    let paths = unit_paths(platform, dir)?;
+    platform
+        .units()
+        .iter()
+        .zip(paths)
+        .map(|(unit, path)| {
+            Ok(Planned {
+                path,
+                contents: unit.render(&bin)?,
+            })
+        })
+        .collect()
 }
 
 fn xml(s: &str) -> String {
@@ -160,12 +266,16 @@ pub fn start_commands(platform: Platform, files: &[Planned]) -> Vec<Vec<String>>
             s(&["systemctl", "--user", "daemon-reload"]),
             s(&["systemctl", "--user", "enable", "--now", "piauthd.socket"]),
         ],
-        Platform::Launchd => vec![vec![
-            "launchctl".into(),
-            "bootstrap".into(),
-            format!("gui/{}", uid()),
-            files[0].path.display().to_string(),
-        ]],
+        Platform::Launchd => vec![
+            [
+                "launchctl".to_owned(),
+                "bootstrap".to_owned(),
+                format!("gui/{}", uid()),
+            ]
+            .into_iter()
+            .chain(files.iter().map(|f| f.path.display().to_string()))
+            .collect(),
+        ],
     }
 }
 
@@ -202,14 +312,23 @@ fn manager_available(platform: Platform) -> bool {
     probe.is_ok_and(|o| o.status.success())
 }
 
-fn run_all(cmds: &[Vec<String>]) -> Result<(), String> {
+fn run_all(cmds: &[Vec<String>]) -> Result<(), ServiceError> {
     for cmd in cmds {
-        let status = Command::new(&cmd[0])
-            .args(&cmd[1..])
+        let Some((program, args)) = cmd.split_first() else {
+            continue;
+        };
+        let status = Command::new(program)
+            .args(args)
             .status()
-            .map_err(|e| format!("cannot run {}: {e}", cmd[0]))?;
+            .map_err(|source| ServiceError::Run {
+                program: program.clone(),
+                source,
+            })?;
         if !status.success() {
-            return Err(format!("`{}` failed ({status})", cmd.join(" ")));
+            return Err(ServiceError::Failed {
+                command: cmd.join(" "),
+                status,
+            });
         }
     }
     Ok(())
@@ -223,9 +342,7 @@ fn show(cmds: &[Vec<String>]) -> String {
 
 /// Whether a service is installed (its files exist).
 pub fn installed(platform: Platform) -> bool {
-    plan(platform, None, Path::new("/x"))
-        .map(|files| files.iter().any(|f| f.path.exists()))
-        .unwrap_or(false)
+    unit_paths(platform, None).is_ok_and(|paths| paths.iter().any(|p| p.exists()))
 }
 
 pub fn install(
@@ -233,7 +350,7 @@ pub fn install(
     dir: Option<&Path>,
     dry_run: bool,
     no_start: bool,
-) -> Result<(), Failed> {
+) -> Result<(), ServiceError> {
     let files = plan(platform, dir, &piauthd_path()?)?;
     let start = start_commands(platform, &files);
     if dry_run {
@@ -245,8 +362,10 @@ pub fn install(
     }
     for f in &files {
         if let Some(parent) = f.path.parent() {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+            std::fs::create_dir_all(parent).map_err(|source| ServiceError::CreateDir {
+                path: parent.to_owned(),
+                source,
+            })?;
         }
         write_no_follow(&f.path, &f.contents)?;
         say!("wrote {}", f.path.display());
@@ -276,19 +395,17 @@ pub fn install(
 /// exclusively, `O_NOFOLLOW`) that is then renamed over `path`. A rename
 /// replaces a link swapped in after the check instead of following it, so
 /// the file a planted link points at is never touched.
-fn write_no_follow(path: &Path, contents: &str) -> Result<(), String> {
+fn write_no_follow(path: &Path, contents: &str) -> Result<(), ServiceError> {
     match std::fs::symlink_metadata(path) {
         Ok(m) if m.file_type().is_symlink() => {
-            return Err(format!(
-                "{} is a symbolic link; refusing to write through it. Remove it (and check where it points), then install again",
-                path.display()
-            ));
+            return Err(ServiceError::Symlink {
+                path: path.to_owned(),
+            });
         }
         Ok(m) if !m.is_file() => {
-            return Err(format!(
-                "{} exists and is not a regular file; remove it, then install again",
-                path.display()
-            ));
+            return Err(ServiceError::NotAFile {
+                path: path.to_owned(),
+            });
         }
         _ => {}
     }
@@ -308,9 +425,12 @@ fn write_no_follow(path: &Path, contents: &str) -> Result<(), String> {
             f.sync_all()
         })
         .and_then(|()| std::fs::rename(&tmp, path));
-    written.map_err(|e| {
+    written.map_err(|source| {
         let _ = std::fs::remove_file(&tmp);
-        format!("cannot write {}: {e}", path.display())
+        ServiceError::Write {
+            path: path.to_owned(),
+            source,
+        }
     })
 }
 
@@ -319,13 +439,17 @@ fn headless() -> bool {
         || (std::env::var_os("DISPLAY").is_none() && std::env::var_os("WAYLAND_DISPLAY").is_none())
 }
 
-pub fn uninstall(platform: Platform, dir: Option<&Path>, dry_run: bool) -> Result<(), Failed> {
-    let files = plan(platform, dir, Path::new("/x"))?;
+pub fn uninstall(
+    platform: Platform,
+    dir: Option<&Path>,
+    dry_run: bool,
+) -> Result<(), ServiceError> {
+    let paths = unit_paths(platform, dir)?;
     let stop = stop_commands(platform);
     if dry_run {
         out::line(&format!("# would run:\n{}", show(&stop)))?;
-        for f in &files {
-            out::line(&format!("# would remove {}", f.path.display()))?;
+        for path in &paths {
+            out::line(&format!("# would remove {}", path.display()))?;
         }
         return Ok(());
     }
@@ -333,11 +457,11 @@ pub fn uninstall(platform: Platform, dir: Option<&Path>, dry_run: bool) -> Resul
         // Stopping may fail when it was never started; removal goes on.
         let _ = run_all(&stop[..1]);
     }
-    for f in &files {
-        match std::fs::remove_file(&f.path) {
-            Ok(()) => say!("removed {}", f.path.display()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(format!("cannot remove {}: {e}", f.path.display()).into()),
+    for path in paths {
+        match std::fs::remove_file(&path) {
+            Ok(()) => say!("removed {}", path.display()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(source) => return Err(ServiceError::Remove { path, source }),
         }
     }
     if dir.is_none() && manager_available(platform) {
@@ -346,15 +470,14 @@ pub fn uninstall(platform: Platform, dir: Option<&Path>, dry_run: bool) -> Resul
     Ok(())
 }
 
-pub fn status(platform: Platform) -> Result<(), Failed> {
-    let files = plan(platform, None, Path::new("/x"))?;
-    for f in &files {
-        let state = if f.path.exists() {
+pub fn status(platform: Platform) -> Result<(), ServiceError> {
+    for path in unit_paths(platform, None)? {
+        let state = if path.exists() {
             "installed"
         } else {
             "not installed"
         };
-        out::line(&format!("{:<60} {state}", f.path.display()))?;
+        out::line(&format!("{:<60} {state}", path.display()))?;
     }
     if manager_available(platform) {
         let cmd = match platform {
@@ -394,6 +517,75 @@ mod tests {
     }
 
     #[test]
+    fn unit_paths_need_no_binary_and_match_the_plan() {
+        let dir = Path::new("/u");
+        assert_eq!(
+            unit_paths(Platform::Systemd, Some(dir)).unwrap(),
+            [dir.join("piauthd.service"), dir.join("piauthd.socket")]
+        );
+        assert_eq!(
+            unit_paths(Platform::Launchd, Some(dir)).unwrap(),
+            [dir.join("dev.piauthd.plist")]
+        );
+        for platform in [Platform::Systemd, Platform::Launchd] {
+            let planned: Vec<_> = plan(platform, Some(dir), Path::new("/opt/piauthd"))
+                .unwrap()
+                .into_iter()
+                .map(|f| f.path)
+                .collect();
+            assert_eq!(planned, unit_paths(platform, Some(dir)).unwrap());
+        }
+    }
+
+    #[test]
+    fn a_relative_or_empty_xdg_directory_is_ignored() {
+        assert_eq!(
+            xdg_base(Some("/home/me/.state".into())),
+            Some(PathBuf::from("/home/me/.state"))
+        );
+        assert_eq!(xdg_base(Some("state".into())), None);
+        assert_eq!(xdg_base(Some("./state".into())), None);
+        assert_eq!(xdg_base(Some("".into())), None);
+        assert_eq!(xdg_base(None), None);
+    }
+
+    #[test]
+    fn service_errors_name_the_path_or_command() {
+        let spaced = plan(Platform::Systemd, None, Path::new("/a b/piauthd")).unwrap_err();
+        assert_eq!(
+            spaced.to_string(),
+            "the piauthd path \"/a b/piauthd\" contains white space; move it to a simpler path"
+        );
+        use std::os::unix::process::ExitStatusExt;
+        let failed = ServiceError::Failed {
+            command: "systemctl --user daemon-reload".into(),
+            status: ExitStatus::from_raw(1 << 8),
+        };
+        assert_eq!(
+            failed.to_string(),
+            "`systemctl --user daemon-reload` failed (exit status: 1)"
+        );
+        let missing = run_all(&[vec!["/nonexistent/systemctl".into()]]).unwrap_err();
+        assert!(
+            missing
+                .to_string()
+                .starts_with("cannot run /nonexistent/systemctl: "),
+            "{missing}"
+        );
+        assert!(std::error::Error::source(&missing).is_some());
+        let removed = ServiceError::Remove {
+            path: "/u/piauthd.socket".into(),
+            source: io::ErrorKind::PermissionDenied.into(),
+        };
+        assert!(
+            removed
+                .to_string()
+                .starts_with("cannot remove /u/piauthd.socket: "),
+            "{removed}"
+        );
+    }
+
+    #[test]
     fn the_plist_gets_real_paths() {
         let files = plan(
             Platform::Launchd,
@@ -419,7 +611,11 @@ mod tests {
         let unit = dir.path().join("piauthd.service");
         std::os::unix::fs::symlink(&target, &unit).unwrap();
         let err = write_no_follow(&unit, "[Unit]\n").unwrap_err();
-        assert!(err.contains("is a symbolic link"), "{err}");
+        assert!(
+            matches!(&err, ServiceError::Symlink { path } if *path == unit),
+            "{err}"
+        );
+        assert!(err.to_string().contains("is a symbolic link"), "{err}");
         assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep me");
         // A dangling link is refused too: nothing is created at its target.
         let dangling = dir.path().join("piauthd.socket");

@@ -33,7 +33,7 @@ use std::fs::{DirBuilder, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::verify::{self, CheckError, Owner, Untrusted};
@@ -97,12 +97,37 @@ pub enum StartError {
     Config { first: String },
     #[error("piauthd exited at start ({status}): {first}; its log is {}", log.display())]
     Exited {
-        status: String,
+        status: ExitStatus,
         first: String,
         log: PathBuf,
     },
     #[error("piauthd did not start serving within {}s; see its log, {}", READY_WAIT.as_secs(), log.display())]
     NotReady { log: PathBuf },
+    /// The thread that starts the daemon panicked or was cancelled (the
+    /// runtime shutting down); whether a daemon runs now is unknown.
+    #[error("the autostart of piauthd was interrupted: {source}")]
+    Interrupted {
+        #[source]
+        source: tokio::task::JoinError,
+    },
+}
+
+impl StartError {
+    /// Whether piauthd itself was tried and failed: it could not be run,
+    /// refused its configuration, exited at start or never served. The
+    /// other errors are autostart refusing to go on (a lock or directory it
+    /// will not use) or being interrupted; callers tell the user different
+    /// things for the two (`pi-authctl` exits 3 for the first, 1 for the
+    /// rest).
+    pub fn daemon_failed(&self) -> bool {
+        matches!(
+            self,
+            StartError::Spawn { .. }
+                | StartError::Config { .. }
+                | StartError::Exited { .. }
+                | StartError::NotReady { .. }
+        )
+    }
 }
 
 /// What happened.
@@ -130,14 +155,12 @@ pub async fn connect_or_start(
         let opts = opts.clone();
         tokio::task::spawn_blocking(move || start_blocking(&path, &opts))
             .await
-            .map_err(|e| Error::Autostart(e.to_string()))?
+            .unwrap_or_else(|source| Err(StartError::Interrupted { source }))
             .map_err(|e| match e {
+                // The same refusal as a socket that fails the checks of
+                // `Client::connect`, so callers handle one variant for both.
                 StartError::Untrusted { socket, problem } => Error::Untrusted { socket, problem },
-                e @ (StartError::Spawn { .. }
-                | StartError::Config { .. }
-                | StartError::Exited { .. }
-                | StartError::NotReady { .. }) => Error::NotStarted(e.to_string()),
-                e => Error::Autostart(e.to_string()),
+                e => Error::from(e),
             })?
     };
     // After: whoever answers now is checked again, directory and peer.
@@ -355,7 +378,7 @@ fn start_locked(socket: &Path, opts: &StartOptions) -> Result<Started, StartErro
         if let Ok(Some(status)) = child.try_wait() {
             let said = read_from(&opts.log, log_start);
             return Err(StartError::Exited {
-                status: status.to_string(),
+                status,
                 first: first_error_line(&said)
                     .unwrap_or("it said nothing")
                     .to_owned(),
@@ -483,6 +506,67 @@ mod tests {
             "{msg}"
         );
         assert!(msg.contains("has been locked for 5s"), "{msg}");
+    }
+
+    #[test]
+    fn an_exit_at_start_says_the_status_the_first_line_and_the_log() {
+        use std::os::unix::process::ExitStatusExt;
+        let exited = |raw| StartError::Exited {
+            status: ExitStatus::from_raw(raw),
+            first: "the keyring is locked".into(),
+            log: PathBuf::from("/state/piauthd/piauthd.log"),
+        };
+        assert_eq!(
+            exited(1 << 8).to_string(),
+            "piauthd exited at start (exit status: 1): the keyring is locked; \
+             its log is /state/piauthd/piauthd.log"
+        );
+        let killed = exited(libc::SIGKILL).to_string();
+        assert!(
+            killed.starts_with("piauthd exited at start (signal: 9"),
+            "{killed}"
+        );
+        // The client's error says the same, and keeps the cause for callers.
+        let e = Error::from(exited(1 << 8));
+        assert_eq!(e.to_string(), exited(1 << 8).to_string());
+        assert!(matches!(&e, Error::Autostart(s) if matches!(**s, StartError::Exited { .. })));
+        assert!(std::error::Error::source(&e).is_some());
+    }
+
+    #[test]
+    fn only_a_daemon_that_was_tried_counts_as_failed() {
+        let log = || PathBuf::from("/l");
+        let failed = [
+            StartError::Spawn {
+                daemon: "/bin/piauthd".into(),
+                source: io::ErrorKind::PermissionDenied.into(),
+            },
+            StartError::Config {
+                first: "bad".into(),
+            },
+            StartError::NotReady { log: log() },
+        ];
+        for e in &failed {
+            assert!(e.daemon_failed(), "{e}");
+        }
+        let refused = [
+            StartError::Symlink { path: log() },
+            StartError::ForeignLock {
+                path: log(),
+                owner: 0,
+            },
+            StartError::LockBusy {
+                path: log(),
+                holder: "pid 1".into(),
+            },
+            StartError::Prepare {
+                path: log(),
+                source: io::ErrorKind::NotFound.into(),
+            },
+        ];
+        for e in &refused {
+            assert!(!e.daemon_failed(), "{e}");
+        }
     }
 
     #[test]

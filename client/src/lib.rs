@@ -33,6 +33,7 @@ pub mod autostart;
 mod launch;
 pub mod verify;
 
+pub use autostart::StartError;
 pub use piauth_proto as proto;
 pub use piauth_proto::socket::default_path as default_socket_path;
 pub use verify::{Owner, Untrusted};
@@ -74,15 +75,14 @@ pub enum Error {
     /// socket or server). Nothing was sent to it.
     #[error("refusing to talk to {}: {problem}", socket.display())]
     Untrusted { socket: PathBuf, problem: Untrusted },
-    /// Autostart refused to go on: its lock is a link, another user's, or
-    /// held too long. Nothing was started; the message says what to remove.
+    /// Nothing served the default socket and autostart did not change
+    /// that: either it refused to go on (its lock is a link, another
+    /// user's, or held too long; the message says what to remove) or the
+    /// daemon it started failed ([`StartError::daemon_failed`]: no binary,
+    /// a refused configuration, an exit at start, never serving). Boxed:
+    /// a `StartError` is large, and every call's `Result` carries this.
     #[error("{0}")]
-    Autostart(String),
-    /// The daemon is not running and was not started: no binary to start,
-    /// its configuration was refused, it exited at start or never served,
-    /// or a service that should start it is installed but stopped.
-    #[error("{0}")]
-    NotStarted(String),
+    Autostart(#[source] Box<StartError>),
     /// No credential is stored, or the issuer rejected it: log in again.
     #[error("{message}")]
     Unauthenticated { reason: Reason, message: String },
@@ -163,6 +163,12 @@ impl Error {
             | Error::ResourceExhausted { reason, .. } => Some(*reason),
             _ => None,
         }
+    }
+}
+
+impl From<StartError> for Error {
+    fn from(e: StartError) -> Error {
+        Error::Autostart(Box::new(e))
     }
 }
 
