@@ -10,7 +10,8 @@ use std::path::PathBuf;
 
 use piauth_client::{Client, Error, Reason};
 
-use crate::service::{self, Platform, ServiceError};
+use crate::paths::{self, PathError};
+use crate::service::{self, Platform};
 
 /// Why no daemon could be reached, in the CLI's own terms: the cases the
 /// client library cannot know about (a service of this machine's, finding
@@ -36,14 +37,14 @@ pub enum ConnectError {
     NoDaemon {
         not_running: Error,
         #[source]
-        source: ServiceError,
+        source: PathError,
     },
     /// Autostart found no place for the daemon's log (no HOME).
     #[error("{not_running}, and the log of an autostarted piauthd has no place: {source}")]
     NoLog {
         not_running: Error,
         #[source]
-        source: ServiceError,
+        source: PathError,
     },
 }
 
@@ -101,7 +102,7 @@ pub async fn connect(socket: PathBuf, no_autostart: bool) -> Result<Client, Conn
     if disabled {
         return Err(not_running.into());
     }
-    let daemon = match service::piauthd_path() {
+    let daemon = match paths::piauthd_path() {
         Ok(d) => d,
         Err(source) => {
             return Err(ConnectError::NoDaemon {
@@ -110,7 +111,7 @@ pub async fn connect(socket: PathBuf, no_autostart: bool) -> Result<Client, Conn
             });
         }
     };
-    let log = match service::log_path() {
+    let log = match paths::log_path() {
         Ok(l) => l,
         Err(source) => {
             return Err(ConnectError::NoLog {
@@ -219,7 +220,7 @@ mod tests {
         );
         let no_daemon = ConnectError::NoDaemon {
             not_running: not_running(),
-            source: ServiceError::NoDaemon,
+            source: PathError::NoDaemon,
         };
         assert!(
             no_daemon.to_string().ends_with(
@@ -229,7 +230,7 @@ mod tests {
         );
         let no_log = ConnectError::NoLog {
             not_running: not_running(),
-            source: ServiceError::NoHome,
+            source: PathError::NoHome,
         };
         assert!(
             no_log

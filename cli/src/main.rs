@@ -14,6 +14,7 @@ mod args;
 mod complete;
 mod connect;
 mod login;
+mod paths;
 mod render;
 mod service;
 
@@ -280,7 +281,7 @@ fn service_command(action: &ServiceAction) -> Result<ExitCode> {
 /// touches a store itself. piauthd says what it did or why not on the
 /// stderr it shares with us; a failure is status 1.
 fn migrate(to: &str) -> Result<ExitCode> {
-    let daemon = service::piauthd_path()?;
+    let daemon = paths::piauthd_path()?;
     let status = std::process::Command::new(&daemon)
         .args(["--migrate-store-to", to])
         .status()
@@ -335,7 +336,7 @@ mod tests {
             problem: piauth_client::Untrusted::NotADirectory { dir: "/s".into() },
         });
         assert_eq!(exit_code(&wrapped.into()), 1);
-        assert_eq!(exit_code(&ServiceError::NoHome.into()), 1);
+        assert_eq!(exit_code(&paths::PathError::NoHome.into()), 1);
     }
 
     #[test]
@@ -349,7 +350,7 @@ mod tests {
         assert_eq!(exit_code(&Error::from(config).into()), 3);
         let no_daemon = connect::ConnectError::NoDaemon {
             not_running: not_running(),
-            source: ServiceError::NoDaemon,
+            source: paths::PathError::NoDaemon,
         };
         assert_eq!(exit_code(&no_daemon.into()), 3);
         let stopped = connect::ConnectError::ServiceStopped {

@@ -1,29 +1,23 @@
 //! `pi-authctl service`: install piauthd as a user service (systemd on
 //! Linux, launchd on macOS), or say exactly what to run.
 
-use std::ffi::OsString;
+mod units;
+
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
 
 use crate::out::{self, WriteError};
+use crate::paths::{PathError, piauthd_path};
+pub use units::{LABEL, Planned, Platform, plan, unit_paths};
 
-const SERVICE_UNIT: &str = include_str!("../../systemd/piauthd.service");
-const SOCKET_UNIT: &str = include_str!("../../systemd/piauthd.socket");
-const PLIST: &str = include_str!("../../launchd/dev.piauthd.plist");
-/// The launchd label.
-pub const LABEL: &str = "dev.piauthd";
-
-/// Why a service command (or finding piauthd and its log) failed. Each
-/// variant names the path or command it is about, so the message says
-/// what to fix.
+/// Why a service command failed. Each variant names the path or command
+/// it is about, so the message says what to fix.
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
-    #[error("HOME is not set")]
-    NoHome,
-    #[error("cannot find the piauthd binary beside pi-authctl or on PATH")]
-    NoDaemon,
+    #[error("{0}")]
+    Path(#[from] PathError),
     /// The units' `ExecStart=` and the plist split on white space.
     #[error("the piauthd path {path:?} contains white space; move it to a simpler path")]
     WhiteSpace { path: PathBuf },
@@ -65,192 +59,6 @@ pub enum ServiceError {
     Failed { command: String, status: ExitStatus },
     #[error("{0}")]
     Stdout(#[from] WriteError),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Platform {
-    /// systemd user units
-    Systemd,
-    /// a launchd LaunchAgent
-    Launchd,
-}
-
-impl Platform {
-    pub fn current() -> Platform {
-        if cfg!(target_os = "macos") {
-            Platform::Launchd
-        } else {
-            Platform::Systemd
-        }
-    }
-
-    /// The files this service manager needs, in the order they are written.
-    fn units(self) -> &'static [Unit] {
-        match self {
-            Platform::Systemd => &[Unit::Service, Unit::Socket],
-            Platform::Launchd => &[Unit::Plist],
-        }
-    }
-
-    /// Where the service manager looks for them.
-    fn default_dir(self) -> Result<PathBuf, ServiceError> {
-        match self {
-            Platform::Systemd => systemd_dir(),
-            Platform::Launchd => Ok(home()?.join("Library").join("LaunchAgents")),
-        }
-    }
-}
-
-/// One file of a service.
-#[derive(Debug, Clone, Copy)]
-enum Unit {
-    Service,
-    Socket,
-    Plist,
-}
-
-impl Unit {
-    fn file_name(self) -> &'static str {
-        match self {
-            Unit::Service => "piauthd.service",
-            Unit::Socket => "piauthd.socket",
-            Unit::Plist => "dev.piauthd.plist",
-        }
-    }
-
-    /// The file's text with `bin` (already checked for white space) as the
-    /// daemon; the plist also gets the real log path.
-    fn render(self, bin: &str) -> Result<String, ServiceError> {
-        Ok(match self {
-            Unit::Service => SERVICE_UNIT.replace(
-                "ExecStart=/usr/local/bin/piauthd",
-                &format!("ExecStart={bin}"),
-            ),
-            Unit::Socket => SOCKET_UNIT.to_owned(),
-            Unit::Plist => {
-                let log = home()?.join("Library").join("Logs").join("piauthd.log");
-                PLIST
-                    .replace(
-                        "<string>/usr/local/bin/piauthd</string>",
-                        &format!("<string>{}</string>", xml(bin)),
-                    )
-                    .replace(
-                        "/Users/USER/Library/Logs/piauthd.log",
-                        &xml(&log.display().to_string()),
-                    )
-            }
-        })
-    }
-}
-
-/// A file to write.
-#[derive(Debug)]
-pub struct Planned {
-    pub path: PathBuf,
-    pub contents: String,
-}
-
-fn home() -> Result<PathBuf, ServiceError> {
-    std::env::var_os("HOME")
-        .filter(|h| !h.is_empty())
-        .map(PathBuf::from)
-        .ok_or(ServiceError::NoHome)
-}
-
-/// An XDG base directory variable's value, when it is usable: the spec
-/// says a relative path is invalid and must be ignored (an empty one is
-/// not absolute either). Pure.
-fn xdg_base(value: Option<OsString>) -> Option<PathBuf> {
-    value.map(PathBuf::from).filter(|d| d.is_absolute())
-}
-
-/// `$var` when usable, else `~/fallback`.
-fn xdg_dir(var: &str, fallback: &[&str]) -> Result<PathBuf, ServiceError> {
-    match xdg_base(std::env::var_os(var)) {
-        Some(dir) => Ok(dir),
-        None => Ok(fallback.iter().fold(home()?, |dir, part| dir.join(part))),
-    }
-}
-
-/// Where an autostarted daemon logs: `$XDG_STATE_HOME/piauthd/piauthd.log`
-/// (`~/.local/state/...`), or `~/Library/Logs/piauthd.log` on macOS.
-pub fn log_path() -> Result<PathBuf, ServiceError> {
-    if cfg!(target_os = "macos") {
-        return Ok(home()?.join("Library").join("Logs").join("piauthd.log"));
-    }
-    let state = xdg_dir("XDG_STATE_HOME", &[".local", "state"])?;
-    Ok(state.join("piauthd").join("piauthd.log"))
-}
-
-/// Where the unit files go: `$XDG_CONFIG_HOME/systemd/user`.
-pub fn systemd_dir() -> Result<PathBuf, ServiceError> {
-    let config = xdg_dir("XDG_CONFIG_HOME", &[".config"])?;
-    Ok(config.join("systemd").join("user"))
-}
-
-/// The piauthd binary: beside this pi-authctl, else on PATH.
-pub fn piauthd_path() -> Result<PathBuf, ServiceError> {
-    if let Ok(me) = std::env::current_exe()
-        && let Some(dir) = me.parent()
-    {
-        let beside = dir.join("piauthd");
-        if beside.is_file() {
-            return Ok(std::fs::canonicalize(&beside).unwrap_or(beside));
-        }
-    }
-    std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .map(|d| d.join("piauthd"))
-        .find(|p| p.is_file())
-        .ok_or(ServiceError::NoDaemon)
-}
-
-/// Where the service's files are (or would go): `dir`, else the service
-/// manager's own directory. Knowing them needs no piauthd binary, so
-/// `status`, `uninstall` and the autostart check use this alone.
-pub fn unit_paths(platform: Platform, dir: Option<&Path>) -> Result<Vec<PathBuf>, ServiceError> {
-    let dir = match dir {
-        Some(d) => d.to_owned(),
-        None => platform.default_dir()?,
-    };
-    Ok(platform
-        .units()
-        .iter()
-        .map(|u| dir.join(u.file_name()))
-        .collect())
-}
-
-/// The files `install` writes, with real paths filled in.
-pub fn plan(
-    platform: Platform,
-    dir: Option<&Path>,
-    piauthd: &Path,
-) -> Result<Vec<Planned>, ServiceError> {
-    let bin = piauthd.display().to_string();
-    if bin.contains(char::is_whitespace) {
-        return Err(ServiceError::WhiteSpace {
-            path: piauthd.to_owned(),
-        });
-    }
-    let paths = unit_paths(platform, dir)?;
-    platform
-        .units()
-        .iter()
-        .zip(paths)
-        .map(|(unit, path)| {
-            Ok(Planned {
-                path,
-                contents: unit.render(&bin)?,
-            })
-        })
-        .collect()
-}
-
-fn xml(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
 }
 
 fn uid() -> u32 {
@@ -503,59 +311,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn units_get_the_real_binary() {
-        let files = plan(
-            Platform::Systemd,
-            Some(Path::new("/u")),
-            Path::new("/opt/bin/piauthd"),
-        )
-        .unwrap();
-        assert!(files[0].contents.contains("\nExecStart=/opt/bin/piauthd\n"));
-        assert!(!files[0].contents.contains("/usr/local/bin"));
-        assert_eq!(files[1].path, Path::new("/u/piauthd.socket"));
-        assert!(plan(Platform::Systemd, None, Path::new("/a b/piauthd")).is_err());
-    }
-
-    #[test]
-    fn unit_paths_need_no_binary_and_match_the_plan() {
-        let dir = Path::new("/u");
-        assert_eq!(
-            unit_paths(Platform::Systemd, Some(dir)).unwrap(),
-            [dir.join("piauthd.service"), dir.join("piauthd.socket")]
-        );
-        assert_eq!(
-            unit_paths(Platform::Launchd, Some(dir)).unwrap(),
-            [dir.join("dev.piauthd.plist")]
-        );
-        for platform in [Platform::Systemd, Platform::Launchd] {
-            let planned: Vec<_> = plan(platform, Some(dir), Path::new("/opt/piauthd"))
-                .unwrap()
-                .into_iter()
-                .map(|f| f.path)
-                .collect();
-            assert_eq!(planned, unit_paths(platform, Some(dir)).unwrap());
-        }
-    }
-
-    #[test]
-    fn a_relative_or_empty_xdg_directory_is_ignored() {
-        assert_eq!(
-            xdg_base(Some("/home/me/.state".into())),
-            Some(PathBuf::from("/home/me/.state"))
-        );
-        assert_eq!(xdg_base(Some("state".into())), None);
-        assert_eq!(xdg_base(Some("./state".into())), None);
-        assert_eq!(xdg_base(Some("".into())), None);
-        assert_eq!(xdg_base(None), None);
-    }
-
-    #[test]
     fn service_errors_name_the_path_or_command() {
-        let spaced = plan(Platform::Systemd, None, Path::new("/a b/piauthd")).unwrap_err();
-        assert_eq!(
-            spaced.to_string(),
-            "the piauthd path \"/a b/piauthd\" contains white space; move it to a simpler path"
-        );
         use std::os::unix::process::ExitStatusExt;
         let failed = ServiceError::Failed {
             command: "systemctl --user daemon-reload".into(),
@@ -583,24 +339,6 @@ mod tests {
                 .starts_with("cannot remove /u/piauthd.socket: "),
             "{removed}"
         );
-    }
-
-    #[test]
-    fn the_plist_gets_real_paths() {
-        let files = plan(
-            Platform::Launchd,
-            Some(Path::new("/la")),
-            Path::new("/opt/bin/piauthd"),
-        )
-        .unwrap();
-        assert!(
-            files[0]
-                .contents
-                .contains("<string>/opt/bin/piauthd</string>")
-        );
-        assert!(files[0].contents.contains("/Library/Logs/piauthd.log"));
-        assert!(!files[0].contents.contains("/Users/USER"));
-        assert_eq!(files[0].path, Path::new("/la/dev.piauthd.plist"));
     }
 
     #[test]
