@@ -122,31 +122,7 @@ pub enum Command {
     ///
     /// The text goes to stdout as it arrives; usage goes to stderr at the
     /// end. The token never leaves the daemon.
-    Complete {
-        /// The prompt, or `-` to read it from stdin.
-        prompt: String,
-        /// Model id (see `pi-authctl models`).
-        #[arg(long, default_value = "gpt-5.1-codex-mini")]
-        model: String,
-        /// Reasoning effort [default: the model's].
-        #[arg(long, value_parser = ["minimal", "low", "medium", "high", "xhigh"])]
-        effort: Option<String>,
-        /// The system prompt (instructions).
-        #[arg(long, default_value = "You are a helpful assistant.")]
-        system: String,
-        /// Session id, for prompt caching across calls.
-        #[arg(long)]
-        session: Option<String>,
-        /// Print one raw event per line, as JSON.
-        #[arg(long)]
-        json: bool,
-        /// Print the model's text byte for byte. Without it, control
-        /// sequences (escape codes, OSC 52 clipboard writes, other control
-        /// characters but newline and tab) are removed when stdout is a
-        /// terminal.
-        #[arg(long)]
-        raw: bool,
-    },
+    Complete(CompleteArgs),
     /// List the models the daemon relays, with their limits.
     Models {
         /// Print JSON.
@@ -189,6 +165,34 @@ pub enum Command {
         #[arg(long)]
         wait: bool,
     },
+}
+
+/// What `complete` asks, and how it prints the answer.
+#[derive(Debug, Args)]
+pub struct CompleteArgs {
+    /// The prompt, or `-` to read it from stdin.
+    pub prompt: String,
+    /// Model id (see `pi-authctl models`).
+    #[arg(long, default_value = "gpt-5.1-codex-mini")]
+    pub model: String,
+    /// Reasoning effort [default: the model's].
+    #[arg(long, value_parser = ["minimal", "low", "medium", "high", "xhigh"])]
+    pub effort: Option<String>,
+    /// The system prompt (instructions).
+    #[arg(long, default_value = "You are a helpful assistant.")]
+    pub system: String,
+    /// Session id, for prompt caching across calls.
+    #[arg(long)]
+    pub session: Option<String>,
+    /// Print one raw event per line, as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Print the model's text byte for byte. Without it, control
+    /// sequences (escape codes, OSC 52 clipboard writes, other control
+    /// characters but newline and tab) are removed when stdout is a
+    /// terminal.
+    #[arg(long)]
+    pub raw: bool,
 }
 
 #[derive(Debug, Subcommand)]

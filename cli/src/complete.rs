@@ -7,6 +7,7 @@
 
 use std::io::{IsTerminal, Read, Write};
 
+use crate::args::CompleteArgs;
 use crate::render::TerminalText;
 
 use piauth_client::proto::v1 as pb;
@@ -28,19 +29,6 @@ pub enum CompleteError {
     Signal(#[from] SignalError),
 }
 
-/// What to ask.
-pub struct Prompt {
-    pub prompt: String,
-    pub model: String,
-    pub effort: Option<String>,
-    pub system: String,
-    pub session: Option<String>,
-    pub json: bool,
-    /// Print the model's text as it is, control sequences included, even
-    /// on a terminal.
-    pub raw: bool,
-}
-
 /// Reads the prompt: `-` means standard input.
 pub fn read_prompt(arg: &str) -> Result<String, CompleteError> {
     if arg == "-" {
@@ -57,7 +45,7 @@ pub fn read_prompt(arg: &str) -> Result<String, CompleteError> {
 /// Streams the completion; returns false if it was cancelled. A stdout
 /// that cannot be written ends it (the stream is dropped, so the daemon
 /// aborts the upstream request rather than finish an unread reply).
-pub async fn run(client: &mut Client, p: Prompt) -> Result<bool, CompleteError> {
+pub async fn run(client: &mut Client, p: CompleteArgs) -> Result<bool, CompleteError> {
     let input =
         json!([{ "role": "user", "content": [{ "type": "input_text", "text": p.prompt }] }]);
     let req = pb::CompletionRequest {

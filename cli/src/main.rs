@@ -24,7 +24,7 @@ use anyhow::Result;
 use clap::Parser;
 use piauth_client::Client;
 
-use crate::args::{Cli, Command, DaemonArgs, ServiceAction, StoreAction};
+use crate::args::{Cli, Command, CompleteArgs, DaemonArgs, ServiceAction, StoreAction};
 use crate::service::{Platform, ServiceError};
 
 /// Exit status 130: cancelled with Ctrl-C (128 + SIGINT, as shells do).
@@ -82,29 +82,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             login(&mut client, &provider, device, no_browser, timeout).await
         }
         Command::Logout { provider } => logout(&mut connect(daemon).await?, &provider).await,
-        Command::Complete {
-            prompt,
-            model,
-            effort,
-            system,
-            session,
-            json,
-            raw,
-        } => {
-            // Read before connecting, so a prompt piped in is never lost to
-            // an autostart that fails.
-            let prompt = complete::read_prompt(&prompt)?;
-            let p = complete::Prompt {
-                prompt,
-                model,
-                effort,
-                system,
-                session,
-                json,
-                raw,
-            };
-            complete(&mut connect(daemon).await?, p).await
-        }
+        Command::Complete(args) => complete(daemon, args).await,
         Command::Models { json } => models(&mut connect(daemon).await?, json).await,
         Command::Watch {
             provider,
@@ -216,8 +194,12 @@ async fn logout(client: &mut Client, provider: &str) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn complete(client: &mut Client, prompt: complete::Prompt) -> Result<ExitCode> {
-    Ok(if complete::run(client, prompt).await? {
+/// `complete`: the prompt is read before connecting, so a prompt piped in
+/// is never lost to an autostart that fails.
+async fn complete(daemon: DaemonArgs, mut args: CompleteArgs) -> Result<ExitCode> {
+    args.prompt = complete::read_prompt(&args.prompt)?;
+    let mut client = connect(daemon).await?;
+    Ok(if complete::run(&mut client, args).await? {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(CANCELLED)
