@@ -46,7 +46,7 @@ pub fn print(text: &str) -> Result<(), WriteError> {
         .map_err(WriteError)
 }
 
-/// [`print`] with a newline.
+/// [`print()`] with a newline.
 pub fn line(text: &str) -> Result<(), WriteError> {
     print(&format!("{text}\n"))
 }

@@ -27,7 +27,7 @@
 //!   go (a hung client, or another user's process holding a descriptor)
 //!   gets a clear error naming it instead of a hang;
 //! * the daemon inherits only descriptors 0-2 and an allow-listed
-//!   environment ([`crate::launch`]).
+//!   environment (the private `launch` module).
 
 use std::fs::{DirBuilder, File, OpenOptions};
 use std::io;
