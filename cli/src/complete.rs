@@ -7,32 +7,35 @@
 
 use std::io::{IsTerminal, Read, Write};
 
+use crate::args::CompleteArgs;
 use crate::render::TerminalText;
 
 use piauth_client::proto::v1 as pb;
 use piauth_client::{Client, text_delta};
 
-use crate::out::Failed;
+use crate::out::{SignalError, WriteError};
 use serde_json::json;
 
-/// What to ask.
-pub struct Prompt {
-    pub prompt: String,
-    pub model: String,
-    pub effort: Option<String>,
-    pub system: String,
-    pub session: Option<String>,
-    pub json: bool,
-    /// Print the model's text as it is, control sequences included, even
-    /// on a terminal.
-    pub raw: bool,
+/// Why a completion stopped before its end.
+#[derive(Debug, thiserror::Error)]
+pub enum CompleteError {
+    #[error("cannot read the prompt from stdin: {0}")]
+    Prompt(#[source] std::io::Error),
+    #[error("{0}")]
+    Client(#[from] piauth_client::Error),
+    #[error("{0}")]
+    Stdout(#[from] WriteError),
+    #[error("{0}")]
+    Signal(#[from] SignalError),
 }
 
 /// Reads the prompt: `-` means standard input.
-pub fn read_prompt(arg: &str) -> std::io::Result<String> {
+pub fn read_prompt(arg: &str) -> Result<String, CompleteError> {
     if arg == "-" {
         let mut text = String::new();
-        std::io::stdin().read_to_string(&mut text)?;
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .map_err(CompleteError::Prompt)?;
         Ok(text)
     } else {
         Ok(arg.to_owned())
@@ -42,7 +45,7 @@ pub fn read_prompt(arg: &str) -> std::io::Result<String> {
 /// Streams the completion; returns false if it was cancelled. A stdout
 /// that cannot be written ends it (the stream is dropped, so the daemon
 /// aborts the upstream request rather than finish an unread reply).
-pub async fn run(client: &mut Client, p: Prompt) -> Result<bool, Failed> {
+pub async fn run(client: &mut Client, p: CompleteArgs) -> Result<bool, CompleteError> {
     let input =
         json!([{ "role": "user", "content": [{ "type": "input_text", "text": p.prompt }] }]);
     let req = pb::CompletionRequest {
@@ -82,19 +85,19 @@ pub async fn run(client: &mut Client, p: Prompt) -> Result<bool, Failed> {
                 line["http_status"] = info.http_status.into();
                 line["rate_limits"] = json!(info.rate_limit_headers);
             }
-            writeln!(out, "{line}").map_err(Failed::Stdout)?;
+            writeln!(out, "{line}").map_err(WriteError)?;
         } else if let Some(text) = text_delta(&event) {
             let text = match &mut filter {
                 Some(f) => f.push(&text),
                 None => text,
             };
-            write!(out, "{text}").map_err(Failed::Stdout)?;
+            write!(out, "{text}").map_err(WriteError)?;
             wrote_text = true;
         }
-        out.flush().map_err(Failed::Stdout)?;
+        out.flush().map_err(WriteError)?;
     }
     if wrote_text {
-        writeln!(out).map_err(Failed::Stdout)?;
+        writeln!(out).map_err(WriteError)?;
     }
     if let Some(u) = usage {
         say!(

@@ -9,8 +9,20 @@ use piauth_client::Client;
 use piauth_client::proto::v1 as pb;
 use piauth_client::proto::v1::login_event::Event;
 
-use crate::out::{self, Failed};
+use crate::out::{self, SignalError, WriteError};
 use tokio::io::{AsyncBufReadExt, BufReader};
+
+/// Why a login could not be followed to its end. (A login that the issuer
+/// or the user ends is an [`Outcome`], not an error.)
+#[derive(Debug, thiserror::Error)]
+pub enum LoginError {
+    #[error("{0}")]
+    Client(#[from] piauth_client::Error),
+    #[error("{0}")]
+    Stdout(#[from] WriteError),
+    #[error("{0}")]
+    Signal(#[from] SignalError),
+}
 
 /// How a login ended, for the exit status.
 pub enum Outcome {
@@ -87,27 +99,23 @@ fn safe_to_open(url: &str) -> bool {
         })
 }
 
-fn open_browser(url: &str) -> bool {
+/// Opens `url` in the user's browser (`$BROWSER`, the desktop's default,
+/// WSL's Windows browser, macOS's `open`), if it is the one-time start URL.
+/// The opener may wait for a text browser to exit, so it runs off the
+/// runtime's thread.
+async fn open_browser(url: &str) -> bool {
     if !safe_to_open(url) {
         return false;
     }
-    let opener = if cfg!(target_os = "macos") {
-        "open"
-    } else {
-        "xdg-open"
-    };
-    std::process::Command::new(opener)
-        .arg(url)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .is_ok()
+    let url = url.to_owned();
+    tokio::task::spawn_blocking(move || webbrowser::open(&url).is_ok())
+        .await
+        .unwrap_or(false)
 }
 
 /// Shows where to sign in, and opens the local start URL when a browser
 /// can be opened here.
-fn show_authorize(ui: &Ui, a: &pb::AuthorizeUrl, open: bool) {
+async fn show_authorize(ui: &Ui, a: &pb::AuthorizeUrl, open: bool) {
     let listening = !a.callback_addr.is_empty() && safe_to_open(&a.url);
     if !listening {
         ui.say(&format!(
@@ -125,7 +133,7 @@ fn show_authorize(ui: &Ui, a: &pb::AuthorizeUrl, open: bool) {
         "Sign in to ChatGPT in a browser on this machine:\n\n  {}\n",
         a.url
     ));
-    if open && open_browser(&a.url) {
+    if open && open_browser(&a.url).await {
         ui.say("(opened in your browser)");
     }
     if !a.issuer_url.is_empty() {
@@ -143,7 +151,7 @@ pub async fn run(
     device: bool,
     no_browser: bool,
     timeout_secs: u32,
-) -> Result<Outcome, Failed> {
+) -> Result<Outcome, LoginError> {
     let method = if device {
         pb::LoginMethod::DeviceCode
     } else {
@@ -165,7 +173,7 @@ pub async fn run(
                     ui.say("pi-authctl: the daemon ended the login without a result");
                     break Outcome::Failure;
                 }
-                Some(Event::AuthorizeUrl(a)) => show_authorize(&ui, &a, !no_browser && can_open_browser()),
+                Some(Event::AuthorizeUrl(a)) => show_authorize(&ui, &a, !no_browser && can_open_browser()).await,
                 Some(Event::Waiting(w)) => ui.status(&w.message),
                 Some(Event::DeviceCode(d)) => {
                     ui.say(&format!(

@@ -2,7 +2,7 @@
 //!
 //! `println!` panics when stdout is closed (`pi-authctl watch | head -c
 //! 10`) or cannot be written (a full disk). Everything the CLI prints goes
-//! through here instead: a stdout error is returned as [`Failed::Stdout`],
+//! through here instead: a stdout error is returned as a [`WriteError`],
 //! so a reader that closed the pipe ends the command quietly with status 0
 //! (it has read what it wanted, as with `ripgrep`), and any other write
 //! error is reported once. Errors writing to stderr are ignored: there is
@@ -18,52 +18,59 @@ macro_rules! say {
     }};
 }
 
-/// Why a command stopped.
-#[derive(Debug)]
-pub enum Failed {
-    /// The daemon (or reaching it) failed.
-    Client(piauth_client::Error),
-    /// Writing the command's output failed.
-    Stdout(io::Error),
-    /// Anything else, said in a sentence; exit status 1.
-    Message(String),
-}
+/// Stdout could not be written. `main` finds it in an error's chain: a
+/// reader that went away ends the command quietly ([`WriteError::reader_gone`]).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write to stdout: {0}")]
+pub struct WriteError(#[source] pub io::Error);
 
-impl From<piauth_client::Error> for Failed {
-    fn from(e: piauth_client::Error) -> Failed {
-        Failed::Client(e)
+impl WriteError {
+    /// Whether this means only that the reader went away.
+    pub fn reader_gone(&self) -> bool {
+        self.0.kind() == io::ErrorKind::BrokenPipe
     }
 }
 
-impl From<String> for Failed {
-    fn from(m: String) -> Failed {
-        Failed::Message(m)
-    }
-}
+/// Ctrl-C could not be caught, so a command that must cancel cleanly on it
+/// (a login, a completion) does not start.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot catch Ctrl-C: {0}")]
+pub struct SignalError(#[source] io::Error);
 
 /// Writes `text` to stdout and flushes it, so `watch` lines and completion
 /// text arrive as they happen.
-pub fn print(text: &str) -> Result<(), Failed> {
+pub fn print(text: &str) -> Result<(), WriteError> {
     let mut out = io::stdout().lock();
     out.write_all(text.as_bytes())
         .and_then(|()| out.flush())
-        .map_err(Failed::Stdout)
+        .map_err(WriteError)
 }
 
-/// [`print`] with a newline.
-pub fn line(text: &str) -> Result<(), Failed> {
+/// [`print()`] with a newline.
+pub fn line(text: &str) -> Result<(), WriteError> {
     print(&format!("{text}\n"))
-}
-
-/// Whether a stdout error means only that the reader went away.
-pub fn reader_gone(e: &io::Error) -> bool {
-    e.kind() == io::ErrorKind::BrokenPipe
 }
 
 /// SIGINT as a stream, caught from the moment this returns (so a Ctrl-C
 /// that comes early cancels rather than kills).
-pub fn interrupts() -> Result<tokio::signal::unix::Signal, Failed> {
+pub fn interrupts() -> Result<tokio::signal::unix::Signal, SignalError> {
     use tokio::signal::unix::{SignalKind, signal};
-    signal(SignalKind::interrupt())
-        .map_err(|e| Failed::Message(format!("cannot catch Ctrl-C: {e}")))
+    signal(SignalKind::interrupt()).map_err(SignalError)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_broken_pipe_means_the_reader_went_away() {
+        let gone = WriteError(io::ErrorKind::BrokenPipe.into());
+        assert!(gone.reader_gone());
+        let full = WriteError(io::Error::from_raw_os_error(libc::ENOSPC));
+        assert!(!full.reader_gone());
+        assert!(
+            full.to_string().starts_with("cannot write to stdout: "),
+            "{full}"
+        );
+    }
 }

@@ -522,15 +522,16 @@ async fn the_callback_wants_its_host_and_its_cookie() {
 
 /// `pi-authctl login` hands the browser opener only the one-time start URL:
 /// its argv (readable by every user) holds no `state` and no challenge.
-/// The opener here is a script that records its argv; the test then plays
-/// the browser with that URL, and the login completes.
+/// The opener here is a script, named by `$BROWSER` (which the opener
+/// honours before the desktop's default), that records its argv; the test
+/// then plays the browser with that URL, and the login completes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_browser_opener_never_sees_state() {
     let v = victim(None).await;
     let bin = v.sb.dir.path().join("bin");
     std::fs::create_dir_all(&bin).unwrap();
     let argv = v.sb.dir.path().join("opener-argv");
-    let opener = bin.join("xdg-open");
+    let opener = bin.join("record-browser");
     std::fs::write(
         &opener,
         format!("#!/bin/sh\nprintf '%s\\n' \"$@\" > {}\n", argv.display()),
@@ -538,15 +539,10 @@ async fn the_browser_opener_never_sees_state() {
     .unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&opener, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let path = format!(
-        "{}:{}",
-        bin.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
     let cli =
         v.sb.command("pi-authctl")
             .arg("login")
-            .env("PATH", path)
+            .env("BROWSER", &opener)
             .env("DISPLAY", ":99")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -26,6 +26,23 @@ const STREAMERS: usize = 16;
 /// leak grows with the work done: tens of thousands of calls here.
 const SLACK_FDS: usize = 8;
 
+/// What went wrong for one client call, counted by its text.
+#[derive(Debug)]
+enum Failure {
+    Client(piauth_client::Error),
+    /// A completion that ended well but streamed the wrong reply.
+    WrongText(String),
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Client(e) => write!(f, "{e}"),
+            Failure::WrongText(text) => write!(f, "wrong text {text:?}"),
+        }
+    }
+}
+
 fn fds(pid: i32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .map(|d| d.count())
@@ -100,6 +117,7 @@ async fn chaos_under_load() {
                     c.get_token("", 0)
                         .await
                         .map(|_| calls.fetch_add(1, Ordering::Relaxed))
+                        .map_err(Failure::Client)
                 } else {
                     let req = pb::CompletionRequest {
                         model: "gpt-5.1-codex-mini".into(),
@@ -120,14 +138,15 @@ async fn chaos_under_load() {
                                     }
                                 }
                             }
-                            if r.is_ok() && text != "chaos is a ladder" {
-                                r = Err(piauth_client::Error::Autostart(format!(
-                                    "wrong text {text:?}"
-                                )));
+                            match r {
+                                Err(e) => Err(Failure::Client(e)),
+                                Ok(_) if text != "chaos is a ladder" => {
+                                    Err(Failure::WrongText(text))
+                                }
+                                Ok(_) => Ok(streams.fetch_add(1, Ordering::Relaxed)),
                             }
-                            r.map(|_| streams.fetch_add(1, Ordering::Relaxed))
                         }
-                        Err(e) => Err(e),
+                        Err(e) => Err(Failure::Client(e)),
                     }
                 };
                 if let Err(e) = result {

@@ -27,7 +27,7 @@
 //!   go (a hung client, or another user's process holding a descriptor)
 //!   gets a clear error naming it instead of a hang;
 //! * the daemon inherits only descriptors 0-2 and an allow-listed
-//!   environment ([`crate::launch`]).
+//!   environment (the private `launch` module).
 
 use std::fs::{DirBuilder, File, OpenOptions};
 use std::io;
@@ -36,7 +36,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::verify::{self, CheckError, Owner, Untrusted};
+mod error;
+
+pub use error::StartError;
+
+use crate::verify::{self, CheckError, Owner};
 use crate::{Client, Error};
 
 /// How long to wait for the autostart lock before giving up. Racing
@@ -54,55 +58,6 @@ pub struct StartOptions {
     pub daemon: PathBuf,
     /// Where its output goes (appended).
     pub log: PathBuf,
-}
-
-/// Why the daemon could not be started.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error("cannot start piauthd ({}): {source}", daemon.display())]
-    Spawn {
-        daemon: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    #[error("cannot prepare {}: {source}", path.display())]
-    Prepare {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    /// The socket's directory failed a check; nothing was created there.
-    #[error("refusing to start piauthd for {}: {problem}", socket.display())]
-    Untrusted { socket: PathBuf, problem: Untrusted },
-    #[error(
-        "{} is a symbolic link; piauthd never follows links there. Remove it (and check where it points)",
-        path.display()
-    )]
-    Symlink { path: PathBuf },
-    #[error(
-        "{} is not a regular file of yours (owner uid {owner}); remove it",
-        path.display()
-    )]
-    ForeignLock { path: PathBuf, owner: u32 },
-    #[error(
-        "{} has been locked for {}s by {holder}, so piauthd cannot be started safely; \
-         stop that process (or remove the lock if it is not yours), or start `piauthd` yourself",
-        path.display(),
-        LOCK_WAIT.as_secs()
-    )]
-    LockBusy { path: PathBuf, holder: String },
-    /// `piauthd --check-config` refused the configuration; `first` is its
-    /// first error line.
-    #[error("piauthd cannot start: {first}")]
-    Config { first: String },
-    #[error("piauthd exited at start ({status}): {first}; its log is {}", log.display())]
-    Exited {
-        status: String,
-        first: String,
-        log: PathBuf,
-    },
-    #[error("piauthd did not start serving within {}s; see its log, {}", READY_WAIT.as_secs(), log.display())]
-    NotReady { log: PathBuf },
 }
 
 /// What happened.
@@ -130,14 +85,12 @@ pub async fn connect_or_start(
         let opts = opts.clone();
         tokio::task::spawn_blocking(move || start_blocking(&path, &opts))
             .await
-            .map_err(|e| Error::Autostart(e.to_string()))?
+            .unwrap_or_else(|source| Err(StartError::Interrupted { source }))
             .map_err(|e| match e {
+                // The same refusal as a socket that fails the checks of
+                // `Client::connect`, so callers handle one variant for both.
                 StartError::Untrusted { socket, problem } => Error::Untrusted { socket, problem },
-                e @ (StartError::Spawn { .. }
-                | StartError::Config { .. }
-                | StartError::Exited { .. }
-                | StartError::NotReady { .. }) => Error::NotStarted(e.to_string()),
-                e => Error::Autostart(e.to_string()),
+                e => Error::from(e),
             })?
     };
     // After: whoever answers now is checked again, directory and peer.
@@ -355,7 +308,7 @@ fn start_locked(socket: &Path, opts: &StartOptions) -> Result<Started, StartErro
         if let Ok(Some(status)) = child.try_wait() {
             let said = read_from(&opts.log, log_start);
             return Err(StartError::Exited {
-                status: status.to_string(),
+                status,
                 first: first_error_line(&said)
                     .unwrap_or("it said nothing")
                     .to_owned(),
