@@ -349,129 +349,161 @@ pub async fn refuse_websocket_upgrade(
 /// The answer to an accepted request: a fault, or a stream.
 async fn answer(state: &Arc<MockState>, reset: Option<axum::Extension<ResetHandle>>) -> Response {
     let fault = state.ledger().responses_faults.pop_front();
-    match &fault {
-        Some(ResponsesFault::Status { code }) => {
+    if let Some(refused) = fault.as_ref().and_then(refusal) {
+        return refused;
+    }
+    let shape = state.reply_shape();
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(1);
+    tokio::spawn(stream_reply(
+        state.clone(),
+        shape,
+        fault,
+        reset.map(|axum::Extension(r)| r),
+        tx,
+    ));
+    sse_response(rx)
+}
+
+/// The answer to a fault that refuses the request before any event.
+fn refusal(fault: &ResponsesFault) -> Option<Response> {
+    match fault {
+        ResponsesFault::Status { code } => {
             let status = StatusCode::from_u16(*code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            return error(status, "server_error", "injected fault");
+            Some(error(status, "server_error", "injected fault"))
         }
-        Some(ResponsesFault::UsageLimit { plan, resets_at }) => {
-            return (
+        ResponsesFault::UsageLimit { plan, resets_at } => Some(
+            (
                 StatusCode::TOO_MANY_REQUESTS,
                 [("x-codex-primary-used-percent", "100"), ("x-codex-active-limit", "primary")],
                 Json(json!({"error": {"type": "usage_limit_reached", "code": "usage_limit_reached",
                     "message": "The usage limit has been reached", "plan_type": plan, "resets_at": resets_at}})),
             )
-                .into_response();
-        }
-        Some(ResponsesFault::Revoked) => {
-            return error(
-                StatusCode::UNAUTHORIZED,
-                "token_revoked",
-                "the access token was revoked",
-            );
-        }
-        _ => {}
+                .into_response(),
+        ),
+        ResponsesFault::Revoked => Some(error(
+            StatusCode::UNAUTHORIZED,
+            "token_revoked",
+            "the access token was revoked",
+        )),
+        _ => None,
     }
+}
 
-    let shape = state.reply_shape();
-    let deltas: Vec<String> = match shape.deltas {
+/// The text deltas of a reply of this shape.
+fn deltas_of(shape: &ReplyShape) -> Vec<String> {
+    match shape.deltas {
         Some(n) => (0..n)
             .map(|i| format!("{i:08} {}", "x".repeat(shape.delta_bytes.saturating_sub(9))))
             .collect(),
         None => shape.text.split_inclusive(' ').map(str::to_owned).collect(),
+    }
+}
+
+/// Sends `events` one by one, pausing `delay` before each; false when the
+/// client went away.
+async fn send_all(
+    state: &MockState,
+    tx: &tokio::sync::mpsc::Sender<Bytes>,
+    events: &[Value],
+    delay: Duration,
+) -> bool {
+    for event in events {
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        if tx.send(sse(event)).await.is_err() {
+            return false;
+        }
+        state.events_sent.fetch_add(1, Ordering::SeqCst);
+    }
+    true
+}
+
+/// Streams a reply: the opening events, the deltas (cut short by a fault),
+/// then the fault's ending or the completion.
+async fn stream_reply(
+    state: Arc<MockState>,
+    shape: ReplyShape,
+    fault: Option<ResponsesFault>,
+    reset: Option<ResetHandle>,
+    tx: tokio::sync::mpsc::Sender<Bytes>,
+) {
+    let _live = state.stream_guard();
+    let deltas = deltas_of(&shape);
+    let id = format!("resp_{}", super::jwt::nonce());
+    let mut events = vec![
+        json!({"type": "response.created", "response": {"id": id, "status": "in_progress"}}),
+        json!({"type": "response.output_item.added", "output_index": 0,
+               "item": {"type": "message", "role": "assistant", "content": []}}),
+    ];
+    let cut = match &fault {
+        Some(ResponsesFault::Stall { .. }) => 1,
+        Some(_) => 2,
+        None => deltas.len(),
     };
-    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(1);
-    let state_for_task = state.clone();
-    let reset = reset.map(|axum::Extension(r)| r);
-    tokio::spawn(async move {
-        let _live = state_for_task.stream_guard();
-        let pause = || async {
-            if !shape.delay.is_zero() {
-                tokio::time::sleep(shape.delay).await;
-            }
-        };
-        let id = format!("resp_{}", super::jwt::nonce());
-        let mut events = vec![
-            json!({"type": "response.created", "response": {"id": id, "status": "in_progress"}}),
-            json!({"type": "response.output_item.added", "output_index": 0,
-                   "item": {"type": "message", "role": "assistant", "content": []}}),
-        ];
-        let cut = match &fault {
-            Some(ResponsesFault::Stall { .. }) => Some(1),
-            Some(_) => Some(2),
-            None => None,
-        };
-        for (i, d) in deltas.iter().enumerate() {
-            if cut == Some(i) {
-                break;
-            }
-            events.push(
-                json!({"type": "response.output_text.delta", "output_index": 0,
-                               "content_index": 0, "delta": d}),
-            );
+    events.extend(deltas.iter().take(cut).map(|d| {
+        json!({"type": "response.output_text.delta", "output_index": 0,
+               "content_index": 0, "delta": d})
+    }));
+    if !send_all(&state, &tx, &events, shape.delay).await {
+        return; // the client went away
+    }
+    if let Some(fault) = fault {
+        end_with(fault, &id, reset, &tx).await;
+        return;
+    }
+    // Filler replies can be huge; their final item only summarises them.
+    let text: String = match shape.deltas {
+        Some(n) => format!("({n} filler deltas)"),
+        None => deltas.concat(),
+    };
+    let tail = [
+        json!({"type": "response.output_item.done", "output_index": 0,
+               "item": {"type": "message", "role": "assistant",
+                        "content": [{"type": "output_text", "text": text}]}}),
+        json!({"type": "response.completed", "response": {"id": id, "status": "completed",
+               "usage": {"input_tokens": 12, "output_tokens": deltas.len(),
+                         "input_tokens_details": {"cached_tokens": 4}}}}),
+    ];
+    send_all(&state, &tx, &tail, shape.delay).await;
+}
+
+/// Ends a stream the way a mid-stream fault does.
+async fn end_with(
+    fault: ResponsesFault,
+    id: &str,
+    reset: Option<ResetHandle>,
+    tx: &tokio::sync::mpsc::Sender<Bytes>,
+) {
+    match fault {
+        ResponsesFault::FailedEvent { code, message } => {
+            let failed = json!({"type": "response.failed", "response": {"id": id,
+                "status": "failed", "error": {"code": code, "message": message}}});
+            let _ = tx.send(sse(&failed)).await;
         }
-        for event in &events {
-            pause().await;
-            if tx.send(sse(event)).await.is_err() {
-                return; // the client went away
-            }
-            state_for_task.events_sent.fetch_add(1, Ordering::SeqCst);
+        ResponsesFault::ErrorEvent { code, message } => {
+            let _ = tx
+                .send(sse(
+                    &json!({"type": "error", "code": code, "message": message}),
+                ))
+                .await;
         }
-        match fault {
-            Some(ResponsesFault::FailedEvent { code, message }) => {
-                let _ = tx
-                    .send(sse(
-                        &json!({"type": "response.failed", "response": {"id": id,
-                    "status": "failed", "error": {"code": code, "message": message}}}),
-                    ))
-                    .await;
-                return;
+        ResponsesFault::Disconnect => {
+            if let Some(r) = reset {
+                r.trigger();
             }
-            Some(ResponsesFault::ErrorEvent { code, message }) => {
-                let _ = tx
-                    .send(sse(
-                        &json!({"type": "error", "code": code, "message": message}),
-                    ))
-                    .await;
-                return;
-            }
-            Some(ResponsesFault::Truncate) => return,
-            Some(ResponsesFault::Disconnect) => {
-                if let Some(r) = reset {
-                    r.trigger();
-                }
-                // Hold the body open until the connection is gone, so the
-                // client sees a reset, not a clean end.
-                tx.closed().await;
-                return;
-            }
-            Some(ResponsesFault::Stall { ms }) => {
-                tokio::time::sleep(Duration::from_millis(ms)).await;
-                return;
-            }
-            _ => {}
+            // Hold the body open until the connection is gone, so the
+            // client sees a reset, not a clean end.
+            tx.closed().await;
         }
-        // Filler replies can be huge; their final item only summarises them.
-        let text: String = match shape.deltas {
-            Some(n) => format!("({n} filler deltas)"),
-            None => deltas.concat(),
-        };
-        let tail = [
-            json!({"type": "response.output_item.done", "output_index": 0,
-                   "item": {"type": "message", "role": "assistant",
-                            "content": [{"type": "output_text", "text": text}]}}),
-            json!({"type": "response.completed", "response": {"id": id, "status": "completed",
-                   "usage": {"input_tokens": 12, "output_tokens": deltas.len(),
-                             "input_tokens_details": {"cached_tokens": 4}}}}),
-        ];
-        for event in &tail {
-            pause().await;
-            if tx.send(sse(event)).await.is_err() {
-                return;
-            }
-            state_for_task.events_sent.fetch_add(1, Ordering::SeqCst);
-        }
-    });
+        ResponsesFault::Stall { ms } => tokio::time::sleep(Duration::from_millis(ms)).await,
+        // Truncate ends here; the refusals never reach a stream.
+        _ => {}
+    }
+}
+
+/// The streaming response, with the rate-limit headers the backend sends.
+fn sse_response(rx: tokio::sync::mpsc::Receiver<Bytes>) -> Response {
     let body = Body::from_stream(ReceiverStream::new(rx).map(Ok::<_, std::convert::Infallible>));
     (
         StatusCode::OK,
