@@ -96,6 +96,16 @@ pub enum Phase {
     },
 }
 
+impl Phase {
+    /// Why refreshing stopped, for a parked phase; empty otherwise.
+    pub fn reason(&self) -> &str {
+        match self {
+            Phase::NeedsLogin { reason, .. } | Phase::OutcomeUnknown { reason, .. } => reason,
+            Phase::Idle | Phase::Refreshing => "",
+        }
+    }
+}
+
 /// Refresh bookkeeping for the default provider, shown in Status.
 #[derive(Debug, Clone)]
 pub struct RefreshState {

@@ -225,17 +225,30 @@ impl Broker {
             holds_pi_lock = !short,
             "refreshing the {DEFAULT_PROVIDER} token"
         );
-        let result = self.send(&current).await;
-        if matches!(
-            result,
-            Err(RefreshError::Rejected(_) | RefreshError::NotSent { .. })
-        ) {
-            // The issuer refused, or nothing left: the token is not spent.
+        let transition = outcome(self.send(&current).await, &current, sent_at);
+        if transition.token_unspent() {
             self.settle_in_flight().await;
         }
-        match result {
-            Ok(response) => self.on_tokens(tx, short, &current, response, sent_at).await,
-            Err(e) => Err(self.on_refusal(&current, e)),
+        match transition {
+            Transition::Store(fresh) => self.on_tokens(tx, short, &current, fresh).await,
+            Transition::Retry {
+                message,
+                retry_after_ms,
+            } => Err(self.transient(&message, retry_after_ms)),
+            Transition::Park { phase, error } => {
+                match &phase {
+                    Phase::NeedsLogin { .. } => tracing::warn!(
+                        reason = phase.reason(),
+                        "the refresh token was rejected; the login must be renewed"
+                    ),
+                    _ => tracing::error!("{}", phase.reason()),
+                }
+                self.modify(|v| {
+                    v.refresh.last_error = phase.reason().to_owned();
+                    v.refresh.phase = phase;
+                });
+                Err(error)
+            }
         }
     }
 
@@ -264,11 +277,9 @@ impl Broker {
         tx: &mut Transaction<'_>,
         paused: bool,
         current: &OAuthCredential,
-        response: crate::oauth::TokenResponse,
-        sent_at: i64,
+        fresh: Fresh,
     ) -> Result<(), TokenError> {
         let now = self.now_ms();
-        let fresh = fresh_credential(current, response, sent_at);
         let resumed = if paused {
             tx.resume().await
         } else {
@@ -304,53 +315,6 @@ impl Broker {
             }
         }
         Ok(())
-    }
-
-    /// Records a refusal or an unknown outcome, and says what to do.
-    fn on_refusal(&self, current: &OAuthCredential, error: RefreshError) -> TokenError {
-        let now = self.now_ms();
-        match error {
-            RefreshError::Rejected(Failure::Terminal { code, message }) => {
-                let reason = format!("the issuer answered {code}: {message}");
-                tracing::warn!(%code, "the refresh token was rejected; the login must be renewed");
-                self.modify(|v| {
-                    v.refresh.phase = Phase::NeedsLogin {
-                        refresh_used: current.refresh.clone(),
-                        reason: reason.clone(),
-                    };
-                    v.refresh.last_error = reason.clone();
-                });
-                TokenError::NeedsLogin {
-                    provider: DEFAULT_PROVIDER.into(),
-                    reason,
-                }
-            }
-            RefreshError::Rejected(Failure::Transient {
-                message,
-                retry_after_ms,
-                ..
-            }) => self.transient(&message, retry_after_ms),
-            e @ RefreshError::NotSent { .. } => self.transient(&e.to_string(), None),
-            e @ RefreshError::OutcomeUnknown { .. } => {
-                let reason = format!(
-                    "{e}; the issuer may have spent the refresh token, so piauthd will not resend it. \
-                     Run `pi-authctl refresh` to try anyway, or `pi-authctl login`"
-                );
-                tracing::error!("{reason}");
-                self.modify(|v| {
-                    v.refresh.phase = Phase::OutcomeUnknown {
-                        refresh_used: current.refresh.clone(),
-                        reason: reason.clone(),
-                    };
-                    v.refresh.last_error = reason.clone();
-                });
-                TokenError::Unavailable {
-                    provider: DEFAULT_PROVIDER.into(),
-                    when: super::describe_remaining(current.expires_ms - now),
-                    reason,
-                }
-            }
-        }
     }
 
     /// Drops the record of the refresh just answered; a failure only costs
@@ -548,7 +512,94 @@ pub(super) async fn write_credential(
     tx.commit(&doc).await
 }
 
+/// What an answer to a refresh leads to.
+#[derive(Debug)]
+enum Transition {
+    /// New tokens: store them, then serve them.
+    Store(Fresh),
+    /// Nothing rotated (the issuer's own transient error, or nothing was
+    /// sent): back off and retry with the same token.
+    Retry {
+        message: String,
+        retry_after_ms: Option<u64>,
+    },
+    /// Stop refreshing until the user acts: the token is dead
+    /// ([`Phase::NeedsLogin`]), or may have been spent by an answer that
+    /// never arrived ([`Phase::OutcomeUnknown`]).
+    Park { phase: Phase, error: TokenError },
+}
+
+impl Transition {
+    /// Whether the token sent is certainly not spent, so the record of it
+    /// on the wire can go. An unknown outcome keeps the record; stored
+    /// tokens settle it once written.
+    fn token_unspent(&self) -> bool {
+        match self {
+            Transition::Retry { .. } => true,
+            Transition::Park { phase, .. } => matches!(phase, Phase::NeedsLogin { .. }),
+            Transition::Store(_) => false,
+        }
+    }
+}
+
+/// Sorts the answer to a refresh of `current` sent at `sent_at`. Pure.
+fn outcome(
+    result: Result<crate::oauth::TokenResponse, RefreshError>,
+    current: &OAuthCredential,
+    sent_at: i64,
+) -> Transition {
+    let error = match result {
+        Ok(response) => return Transition::Store(fresh_credential(current, response, sent_at)),
+        Err(e) => e,
+    };
+    match error {
+        RefreshError::Rejected(Failure::Terminal { code, message }) => {
+            let reason = format!("the issuer answered {code}: {message}");
+            Transition::Park {
+                error: TokenError::NeedsLogin {
+                    provider: DEFAULT_PROVIDER.into(),
+                    reason: reason.clone(),
+                },
+                phase: Phase::NeedsLogin {
+                    refresh_used: current.refresh.clone(),
+                    reason,
+                },
+            }
+        }
+        RefreshError::Rejected(Failure::Transient {
+            message,
+            retry_after_ms,
+            ..
+        }) => Transition::Retry {
+            message,
+            retry_after_ms,
+        },
+        e @ RefreshError::NotSent { .. } => Transition::Retry {
+            message: e.to_string(),
+            retry_after_ms: None,
+        },
+        e @ RefreshError::OutcomeUnknown { .. } => {
+            let reason = format!(
+                "{e}; the issuer may have spent the refresh token, so piauthd will not resend it. \
+                 Run `pi-authctl refresh` to try anyway, or `pi-authctl login`"
+            );
+            Transition::Park {
+                error: TokenError::Unavailable {
+                    provider: DEFAULT_PROVIDER.into(),
+                    when: super::describe_remaining(current.expires_ms - sent_at),
+                    reason: reason.clone(),
+                },
+                phase: Phase::OutcomeUnknown {
+                    refresh_used: current.refresh.clone(),
+                    reason,
+                },
+            }
+        }
+    }
+}
+
 /// A refreshed credential and its lifetime.
+#[derive(Debug)]
 struct Fresh {
     credential: OAuthCredential,
     lifetime_ms: i64,
@@ -596,4 +647,103 @@ fn set_codex(view: &mut View, fresh: OAuthCredential, claims: Option<oauth::Clai
         None => view.entries.insert(0, (DEFAULT_PROVIDER.into(), entry)),
     }
     view.generation += 1;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::oauth::TokenResponse;
+
+    fn current() -> OAuthCredential {
+        OAuthCredential {
+            access: Secret::new("old-access".into()),
+            refresh: Secret::new("old-refresh".into()),
+            expires_ms: 10_000,
+            account_id: Some("acc".into()),
+        }
+    }
+
+    fn tokens(refresh: Option<&str>, expires_in: Option<i64>) -> TokenResponse {
+        TokenResponse {
+            access_token: Secret::new("new-access".into()),
+            refresh_token: refresh.map(|r| Secret::new(r.to_owned())),
+            id_token: None,
+            expires_in,
+        }
+    }
+
+    #[test]
+    fn tokens_are_stored_with_expiry_from_when_the_request_left() {
+        let Transition::Store(f) = outcome(Ok(tokens(Some("r2"), Some(60))), &current(), 5_000)
+        else {
+            panic!("tokens are stored")
+        };
+        assert_eq!(f.credential.refresh.expose(), "r2");
+        assert_eq!(f.credential.expires_ms, 65_000);
+        assert_eq!(f.lifetime_ms, 60_000);
+        assert_eq!(f.credential.account_id.as_deref(), Some("acc"));
+        // No rotation in the answer: the old refresh token stays; no
+        // expiry at all: an hour, not the old expiry.
+        let Transition::Store(f) = outcome(Ok(tokens(None, None)), &current(), 5_000) else {
+            panic!("tokens are stored")
+        };
+        assert_eq!(f.credential.refresh.expose(), "old-refresh");
+        assert_eq!(f.credential.expires_ms, 5_000 + ASSUMED_LIFETIME_MS);
+    }
+
+    #[test]
+    fn only_what_proves_nothing_rotated_is_retried() {
+        let refused = RefreshError::Rejected(Failure::Transient {
+            status: 503,
+            message: "busy".into(),
+            retry_after_ms: Some(7_000),
+        });
+        let t = outcome(Err(refused), &current(), 0);
+        assert!(t.token_unspent());
+        assert!(matches!(
+            t,
+            Transition::Retry {
+                retry_after_ms: Some(7_000),
+                ..
+            }
+        ));
+        let not_sent = RefreshError::NotSent {
+            message: "connection refused".into(),
+        };
+        let t = outcome(Err(not_sent), &current(), 0);
+        assert!(t.token_unspent() && matches!(t, Transition::Retry { .. }));
+    }
+
+    #[test]
+    fn a_dead_token_parks_for_a_login_and_an_unknown_outcome_keeps_its_record() {
+        let dead = RefreshError::Rejected(Failure::Terminal {
+            code: "refresh_token_reused".into(),
+            message: "reused".into(),
+        });
+        let t = outcome(Err(dead), &current(), 0);
+        assert!(t.token_unspent(), "the issuer refused: the record can go");
+        let Transition::Park { phase, error } = t else {
+            panic!("parked")
+        };
+        assert!(
+            matches!(phase, Phase::NeedsLogin { ref refresh_used, .. } if refresh_used.expose() == "old-refresh")
+        );
+        assert!(phase.reason().contains("refresh_token_reused"));
+        assert!(matches!(error, TokenError::NeedsLogin { .. }));
+
+        let lost = RefreshError::OutcomeUnknown {
+            message: "reset after sending".into(),
+        };
+        let t = outcome(Err(lost), &current(), 0);
+        assert!(
+            !t.token_unspent(),
+            "the record stays: the token may be spent"
+        );
+        let Transition::Park { phase, error } = t else {
+            panic!("parked")
+        };
+        assert!(matches!(phase, Phase::OutcomeUnknown { .. }));
+        assert!(phase.reason().contains("pi-authctl refresh"));
+        assert!(matches!(error, TokenError::Unavailable { .. }));
+    }
 }
