@@ -369,6 +369,29 @@ pub fn open_fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
 }
 
+/// The TCP sockets process `pid` listens on, each as the kernel's hex
+/// `address:port` (its descriptors' inodes, looked up in /proc/net/tcp
+/// and tcp6, IPv4 first).
+pub fn tcp_listeners(pid: i32) -> Vec<String> {
+    let inodes: std::collections::HashSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("the process's descriptors (Linux /proc)")
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .filter_map(|l| {
+            let l = l.to_str()?;
+            Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_owned())
+        })
+        .collect();
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp")
+        + &std::fs::read_to_string("/proc/net/tcp6").unwrap_or_default();
+    table
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|f| f.len() > 9 && f[3] == "0A" && inodes.contains(f[9]))
+        .map(|f| f[1].to_owned())
+        .collect()
+}
+
 /// Makes `cmd` start with a descriptor limit of `n` (soft and hard), as
 /// `prlimit --nofile=n:n` would.
 pub fn limit_nofile(cmd: &mut Command, n: u64) {

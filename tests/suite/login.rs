@@ -7,7 +7,7 @@ use std::time::Duration;
 use piauth_client::proto::v1 as pb;
 use piauth_client::proto::v1::login_event::Event;
 use piauth_client::{Client, Error, LoginStream, Reason};
-use piauth_tests::daemon::{free_addr, read_auth, wait_until};
+use piauth_tests::daemon::{free_addr, read_auth, tcp_listeners, wait_until};
 use piauth_tests::mock::{MockConfig, MockOpenAi};
 use piauth_tests::{Daemon, Sandbox};
 
@@ -162,29 +162,6 @@ pub(crate) async fn outcome(stream: &mut LoginStream) -> Event {
 
 pub(crate) fn listening(addr: SocketAddr) -> bool {
     std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
-}
-
-/// The TCP sockets process `pid` listens on, each as the kernel's hex
-/// `address:port` (its descriptors' inodes, looked up in /proc/net/tcp
-/// and tcp6, IPv4 first).
-pub(crate) fn tcp_listeners(pid: i32) -> Vec<String> {
-    let inodes: std::collections::HashSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .expect("the daemon's descriptors")
-        .flatten()
-        .filter_map(|e| std::fs::read_link(e.path()).ok())
-        .filter_map(|l| {
-            let l = l.to_str()?;
-            Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_owned())
-        })
-        .collect();
-    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp")
-        + &std::fs::read_to_string("/proc/net/tcp6").unwrap_or_default();
-    table
-        .lines()
-        .map(|l| l.split_whitespace().collect::<Vec<_>>())
-        .filter(|f| f.len() > 9 && f[3] == "0A" && inodes.contains(f[9]))
-        .map(|f| f[1].to_owned())
-        .collect()
 }
 
 async fn port_closes(addr: SocketAddr) -> bool {
