@@ -64,7 +64,7 @@ async fn rig_on(config: MockConfig, primary: SocketAddr, fallback: SocketAddr) -
 }
 
 impl Rig {
-    /// The loopback TCP addresses the daemon listens on.
+    /// Every TCP address the daemon listens on, in the kernel's hex.
     fn listeners(&self) -> Vec<String> {
         tcp_listeners(self.daemon.pid())
     }
