@@ -322,7 +322,9 @@ pub fn resolve(
         .or_else(|| {
             (callback_addr.port() == 1455).then(|| SocketAddr::new(callback_addr.ip(), 1457))
         })
-        .filter(|a| *a != callback_addr);
+        // The same address twice is dropped, but not port 0: each bind of
+        // it picks a port of its own, so two are two tries, not one port.
+        .filter(|a| *a != callback_addr || a.port() == 0);
     for addr in std::iter::once(callback_addr).chain(callback_fallback_addr) {
         if !addr.ip().is_loopback() {
             return Err(ConfigError::NotLoopback(addr));
@@ -501,6 +503,26 @@ mod tests {
             c.callback_fallback_addr, None,
             "no fallback beside a custom port"
         );
+    }
+
+    #[test]
+    fn port_zero_is_kept_for_both_callback_addresses() {
+        let addrs = |primary: &str, fallback: &str| {
+            let over = Overrides {
+                callback_addr: Some(primary.parse().unwrap()),
+                callback_fallback_addr: Some(fallback.parse().unwrap()),
+                ..Default::default()
+            };
+            let c = resolve(over, FileConfig::default(), &env()).unwrap();
+            (c.callback_addr, c.callback_fallback_addr)
+        };
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        assert_eq!(addrs("127.0.0.1:0", "127.0.0.1:0"), (any, Some(any)));
+        let v6: SocketAddr = "[::1]:0".parse().unwrap();
+        assert_eq!(addrs("[::1]:0", "127.0.0.1:0"), (v6, Some(any)));
+        // A fixed port named twice is one port: the fallback is dropped.
+        let fixed: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        assert_eq!(addrs("127.0.0.1:5000", "127.0.0.1:5000"), (fixed, None));
     }
 
     #[test]

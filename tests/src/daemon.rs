@@ -369,6 +369,29 @@ pub fn open_fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
 }
 
+/// The TCP sockets process `pid` listens on, each as the kernel's hex
+/// `address:port` (its descriptors' inodes, looked up in /proc/net/tcp
+/// and tcp6, IPv4 first).
+pub fn tcp_listeners(pid: i32) -> Vec<String> {
+    let inodes: std::collections::HashSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("the process's descriptors (Linux /proc)")
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .filter_map(|l| {
+            let l = l.to_str()?;
+            Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_owned())
+        })
+        .collect();
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp")
+        + &std::fs::read_to_string("/proc/net/tcp6").unwrap_or_default();
+    table
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|f| f.len() > 9 && f[3] == "0A" && inodes.contains(f[9]))
+        .map(|f| f[1].to_owned())
+        .collect()
+}
+
 /// Makes `cmd` start with a descriptor limit of `n` (soft and hard), as
 /// `prlimit --nofile=n:n` would.
 pub fn limit_nofile(cmd: &mut Command, n: u64) {
@@ -389,11 +412,36 @@ pub fn limit_nofile(cmd: &mut Command, n: u64) {
     }
 }
 
+/// Fails unless the tests run as root. Every root-only test is
+/// `#[ignore = "needs root: ..."]`, so a plain `cargo test` as another user
+/// lists it as ignored; `tests/run` passes `--include-ignored` when it runs
+/// as root (CI does), and a run with `--include-ignored` as another user
+/// fails here instead of passing having done nothing.
+pub fn assert_root() {
+    // SAFETY: geteuid cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "this test needs root (it is ignored unless run with --include-ignored): run it as root, as CI does"
+    );
+}
+
 /// A loopback address with a port that was free a moment ago.
 pub fn free_addr() -> std::net::SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port")
+}
+
+/// Lets a test skip because this host lacks `what`: outside CI it says so
+/// on stderr; in CI (`CI` set, as `.ci/run` does) it fails, so a skip can
+/// never pass as "ok" there.
+pub fn skip_outside_ci(what: &str) {
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI must provide {what}: a test needing it would be skipped"
+    );
+    eprintln!("skipped: {what} is missing here (CI provides it)");
 }
 
 /// Whether `tool` is installed. Outside CI a missing tool skips the test
@@ -403,12 +451,8 @@ pub fn have_tool(tool: &str) -> bool {
         .arg(tool)
         .output()
         .is_ok_and(|o| o.status.success());
-    assert!(
-        found || std::env::var_os("CI").is_none(),
-        "CI must install {tool}"
-    );
     if !found {
-        eprintln!("skipped: {tool} is not installed here (CI installs it)");
+        skip_outside_ci(tool);
     }
     found
 }

@@ -15,7 +15,8 @@ pub struct SecretService {
 }
 
 impl SecretService {
-    /// Starts one, or returns `None` (outside CI) when the tools are missing.
+    /// Starts one, or returns `None` when the tools are missing outside CI
+    /// (in CI, `CI` set, a missing tool fails). Anything else failing panics.
     pub fn start() -> Option<SecretService> {
         let tools = ["dbus-daemon", "gnome-keyring-daemon", "dbus-send"];
         if !tools.iter().all(|t| crate::daemon::have_tool(t)) {
@@ -24,11 +25,11 @@ impl SecretService {
         let dir = tempfile::Builder::new()
             .prefix("ss")
             .tempdir_in("/tmp")
-            .ok()?;
+            .expect("a directory for the keyring");
         let socket = dir.path().join("bus");
         let address = format!("unix:path={}", socket.display());
         for sub in ["data", "runtime"] {
-            std::fs::create_dir_all(dir.path().join(sub)).ok()?;
+            std::fs::create_dir_all(dir.path().join(sub)).expect("the keyring's directories");
         }
         let bus = Command::new("dbus-daemon")
             .args(["--session", "--nofork", "--nopidfile"])

@@ -24,29 +24,35 @@ use piauth_tests::{Daemon, Sandbox};
 
 use crate::login::{Begun, begin, browse, http, outcome, redirect_of};
 
-/// A mock, a daemon whose callback is on a free port, a client, and the
-/// victim's existing login (`old@example.com`).
+/// A mock, a daemon, a client, and the victim's existing login
+/// (`old@example.com`).
 struct Victim {
     mock: MockOpenAi,
     sb: Sandbox,
     daemon: Daemon,
     client: Client,
+    /// The configured callback address: port 0 unless the test squats a
+    /// fixed port first; a login's own port is in its AuthorizeUrl event.
     callback: SocketAddr,
 }
 
-/// Starts the victim; `nofile` caps the daemon's descriptors (soft and
+/// Starts the victim with its callback on port 0 (the kernel's choice,
+/// reported per login); `nofile` caps the daemon's descriptors (soft and
 /// hard, so the daemon cannot raise it back).
 async fn victim(nofile: Option<u64>) -> Victim {
+    victim_on("127.0.0.1:0".parse().unwrap(), nofile).await
+}
+
+async fn victim_on(callback: SocketAddr, nofile: Option<u64>) -> Victim {
     let mock = MockOpenAi::start(MockConfig::default()).await.unwrap();
     let sb = Sandbox::new();
     let set = mock.state.seed_login("acc-old", "old@example.com", "plus");
     piauth_tests::fixtures::write_codex_login(&sb.auth_file(), &set).unwrap();
-    let callback = free_addr();
     let issuer = mock.issuer();
     let daemon = Daemon::start_with(&sb, |cmd| {
         cmd.env("PIAUTHD_ISSUER", &issuer)
             .env("PIAUTHD_CALLBACK_ADDR", callback.to_string())
-            .env("PIAUTHD_CALLBACK_FALLBACK_ADDR", free_addr().to_string());
+            .env("PIAUTHD_CALLBACK_FALLBACK_ADDR", "127.0.0.1:0");
         if let Some(n) = nofile {
             // SAFETY: setrlimit is async-signal-safe and touches no memory
             // of the parent.
@@ -75,7 +81,8 @@ async fn victim(nofile: Option<u64>) -> Victim {
     }
 }
 
-/// A Python program run as the attacker, uid 65534.
+/// A Python program run as the attacker, uid 65534 (switching uid needs
+/// root: every test using it is ignored unless run as root).
 fn attacker(script: &str) -> Command {
     let python = "/usr/bin/python3";
     assert!(
@@ -155,15 +162,19 @@ fn account_in(sb: &Sandbox) -> String {
 /// as the victim, and says whose login it replaced.
 #[cfg(target_os = "linux")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: run with --include-ignored as root (CI does)"]
 async fn a_stolen_state_cannot_log_the_victim_in_as_the_attacker() {
+    piauth_tests::daemon::assert_root();
     let mut v = victim(None).await;
     let before = std::fs::read(v.sb.auth_file()).unwrap();
+    let begun = begin(&mut v.client, 0).await;
+    let port = begun.callback().port();
     let Begun {
         mut stream,
         start,
         issuer,
         ..
-    } = begin(&mut v.client, 0).await;
+    } = begun;
     let state = crate::login::query_param(&issuer, "state");
 
     // The attacker's own sign-in: a code for attacker@evil.example.
@@ -172,7 +183,6 @@ async fn a_stolen_state_cannot_log_the_victim_in_as_the_attacker() {
     ))]);
     let injected = own[0].split(' ').nth(2).unwrap().to_owned();
     assert!(injected.contains(&state), "{own:?}");
-    let port = v.callback.port();
     let path = injected.split_once(&format!(":{port}")).unwrap().1;
     let mut tries = vec![format!("127.0.0.1 {port} {path}"), target(&start)];
     if ipv6_loopback() {
@@ -228,12 +238,16 @@ async fn a_stolen_state_cannot_log_the_victim_in_as_the_attacker() {
 /// and the device-code login; nothing ever connects to the squatter.
 #[cfg(target_os = "linux")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: run with --include-ignored as root (CI does)"]
 async fn a_squatter_on_ipv6_loopback_gets_no_redirect() {
+    piauth_tests::daemon::assert_root();
     if !ipv6_loopback() {
-        eprintln!("no IPv6 loopback here: there is no [::1] to squat");
+        // With no [::1] there is nothing to squat, but nothing tested either.
+        piauth_tests::daemon::skip_outside_ci("IPv6 loopback ([::1] to squat)");
         return;
     }
-    let mut v = victim(None).await;
+    // A fixed port is the point here: the attacker takes it first.
+    let mut v = victim_on(free_addr(), None).await;
     let port = v.callback.port();
     let squat = format!(
         r#"
@@ -340,12 +354,15 @@ async fn keeps_serving(client: &Client, window: Duration) {
 /// real browser login completes within 2 s.
 #[cfg(target_os = "linux")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: run with --include-ignored as root (CI does)"]
 async fn two_hundred_idle_connections_at_64_descriptors() {
+    piauth_tests::daemon::assert_root();
     let mut v = victim(Some(64)).await;
+    let begun = begin(&mut v.client, 0).await;
+    let port = begun.callback().port();
     let Begun {
         mut stream, start, ..
-    } = begin(&mut v.client, 0).await;
-    let port = v.callback.port();
+    } = begun;
     let v6 = if ipv6_loopback() { "True" } else { "False" };
     let flood = format!(
         r#"
@@ -417,9 +434,11 @@ time.sleep(60)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_the_descriptor_limit_accept_backs_off() {
     let mut v = victim(None).await;
+    let begun = begin(&mut v.client, 0).await;
+    let callback = begun.callback();
     let Begun {
         mut stream, start, ..
-    } = begin(&mut v.client, 0).await;
+    } = begun;
     let pid = v.daemon.pid();
     let open = std::fs::read_dir(format!("/proc/{pid}/fd"))
         .unwrap()
@@ -436,7 +455,7 @@ async fn at_the_descriptor_limit_accept_backs_off() {
     };
     limit(open.saturating_sub(2));
     let waiting: Vec<std::net::TcpStream> = (0..20)
-        .map(|_| std::net::TcpStream::connect(v.callback).unwrap())
+        .map(|_| std::net::TcpStream::connect(callback).unwrap())
         .collect();
     let window = Duration::from_secs(3);
     let cpu = cpu_percent_over(pid, window, keeps_serving(&v.client, window)).await;
@@ -469,16 +488,18 @@ async fn at_the_descriptor_limit_accept_backs_off() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_callback_wants_its_host_and_its_cookie() {
     let mut v = victim(None).await;
+    let begun = begin(&mut v.client, 0).await;
+    let port = begun.callback().port();
     let Begun {
         mut stream,
         start,
         issuer,
         ..
-    } = begin(&mut v.client, 0).await;
+    } = begun;
     let location = redirect_of(&issuer).await;
     let rebinding = http()
         .get(&location)
-        .header("host", format!("evil.example:{}", v.callback.port()))
+        .header("host", format!("evil.example:{port}"))
         .send()
         .await
         .unwrap();
@@ -555,8 +576,14 @@ async fn the_browser_opener_never_sees_state() {
     assert!(recorded, "the opener was run");
     let args = std::fs::read_to_string(&argv).unwrap();
     let url = args.trim();
+    // The port is the kernel's (port 0 configured); the browse below lands
+    // on the daemon's callback there, which proves it is the daemon's.
+    let port = reqwest::Url::parse(url)
+        .ok()
+        .and_then(|u| u.port())
+        .unwrap_or(0);
     assert!(
-        url.starts_with(&format!("http://localhost:{}/start/", v.callback.port())),
+        port != 0 && url.starts_with(&format!("http://localhost:{port}/start/")),
         "{args}"
     );
     for secret in ["state", "code_challenge", "oauth/authorize"] {

@@ -14,7 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use piauth_client::{Client, Error};
-use piauth_tests::daemon::{NOBODY, eventually, make_reachable};
+use piauth_tests::daemon::{NOBODY, assert_root, eventually, make_reachable};
 use piauth_tests::fixtures::write_codex_login;
 use piauth_tests::mock::{MockConfig, MockOpenAi, ReplyShape};
 use piauth_tests::{Daemon, Sandbox, bin_path};
@@ -63,15 +63,6 @@ fn python() -> &'static str {
     } else {
         "python3"
     }
-}
-
-fn root() -> bool {
-    // SAFETY: getuid cannot fail.
-    let me = unsafe { libc::getuid() };
-    if me != 0 {
-        eprintln!("skipped: playing two users needs root (CI runs as root)");
-    }
-    me == 0
 }
 
 /// A `setpriv` command running `program` as `uid`.
@@ -168,10 +159,9 @@ fn node22() -> PathBuf {
 /// path, the Rust library and the pi package all refuse, naming the
 /// attacker, and the fake receives nothing at all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: run with --include-ignored as root (CI does)"]
 async fn a_squatted_directory_with_a_fake_daemon_gets_nothing_from_any_client() {
-    if !root() {
-        return;
-    }
+    assert_root();
     let tmp = shared_tmp();
     let socket = tmp.path().join("piauthd-0").join("piauthd.sock");
     let fake = Fake::start(&socket, &attacker_dir(tmp.path()));
@@ -254,10 +244,9 @@ for (const authctl of [undefined, process.env.AUTHCTL]) {{
 /// another uid (here root, for a victim 4242): the peer credentials give it
 /// away and nothing is sent.
 #[test]
+#[ignore = "needs root: run with --include-ignored as root (CI does)"]
 fn a_server_of_another_uid_is_refused_by_its_peer_credentials() {
-    if !root() {
-        return;
-    }
+    assert_root();
     let victim = throwaway_uid();
     let tmp = shared_tmp();
     let dir = tmp.path().join("run");
@@ -304,10 +293,9 @@ fn throwaway_uid() -> u32 {
 /// first. Without XDG_RUNTIME_DIR, the victim's client now autostarts and
 /// talks to a daemon under its own home, and the squatter gets nothing.
 #[test]
+#[ignore = "needs root: run with --include-ignored as root (CI does)"]
 fn without_a_runtime_dir_the_default_socket_is_the_users_not_tmp() {
-    if !root() {
-        return;
-    }
+    assert_root();
     let victim = throwaway_uid();
     let squat = PathBuf::from(format!("/tmp/piauthd-{victim}"));
     let _ = std::fs::remove_dir_all(&squat);
@@ -355,10 +343,9 @@ fn without_a_runtime_dir_the_default_socket_is_the_users_not_tmp() {
 /// hold of; the directory itself is private). `pi-authctl` gives up within
 /// the deadline and names the holder instead of hanging.
 #[test]
+#[ignore = "needs root: run with --include-ignored as root (CI does)"]
 fn an_autostart_lock_held_by_another_uid_fails_within_the_deadline() {
-    if !root() {
-        return;
-    }
+    assert_root();
     let sb = Sandbox::new();
     let dir = sb.socket().parent().unwrap().to_owned();
     std::fs::DirBuilder::new().create(&dir).unwrap();

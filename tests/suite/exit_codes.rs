@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use piauth_tests::daemon::{eventually, free_addr};
+use piauth_tests::daemon::eventually;
 use piauth_tests::fixtures::write_codex_login;
 use piauth_tests::mock::{MockConfig, MockOpenAi};
 use piauth_tests::{Daemon, Sandbox, bin_path};
@@ -138,14 +138,14 @@ fn begin_login(sb: &Sandbox) -> (Child, BufReader<std::process::ChildStderr>, St
     (child, lines, url)
 }
 
-/// A daemon whose login callback listens on a free port.
+/// A daemon whose login callback listens on port 0: the URL the CLI
+/// prints names the port the kernel gave it.
 fn login_daemon(sb: &Sandbox, mock: &MockOpenAi) -> Daemon {
-    let (primary, fallback) = (free_addr(), free_addr());
     let issuer = mock.issuer();
     Daemon::start_with(sb, |cmd| {
         cmd.env("PIAUTHD_ISSUER", &issuer)
-            .env("PIAUTHD_CALLBACK_ADDR", primary.to_string())
-            .env("PIAUTHD_CALLBACK_FALLBACK_ADDR", fallback.to_string());
+            .env("PIAUTHD_CALLBACK_ADDR", "127.0.0.1:0")
+            .env("PIAUTHD_CALLBACK_FALLBACK_ADDR", "127.0.0.1:0");
     })
 }
 

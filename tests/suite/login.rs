@@ -7,25 +7,45 @@ use std::time::Duration;
 use piauth_client::proto::v1 as pb;
 use piauth_client::proto::v1::login_event::Event;
 use piauth_client::{Client, Error, LoginStream, Reason};
-use piauth_tests::daemon::free_addr;
-use piauth_tests::daemon::{read_auth, wait_until};
+use piauth_tests::daemon::{free_addr, read_auth, tcp_listeners, wait_until};
 use piauth_tests::mock::{MockConfig, MockOpenAi};
 use piauth_tests::{Daemon, Sandbox};
 
-/// A mock, a daemon whose callback ports are two free ports, and a client.
+/// A mock, a daemon with its callback addresses, and a client.
 struct Rig {
     mock: MockOpenAi,
     sb: Sandbox,
-    _daemon: Daemon,
+    daemon: Daemon,
     client: Client,
     primary: SocketAddr,
     fallback: SocketAddr,
 }
 
+/// The callback on port 0 (primary and fallback): each login's listener
+/// gets a port of the kernel's, which the AuthorizeUrl event reports. No
+/// port is picked ahead, so none can be taken in between.
 async fn rig(config: MockConfig) -> Rig {
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    rig_on(config, any, any).await
+}
+
+/// The callback on two fixed ports, for the tests that occupy them first.
+/// They were free a moment ago ([`free_addr`]); the squatter's bind, which
+/// fails loudly, says if one was taken in between.
+async fn rig_on_fixed_ports(config: MockConfig) -> Rig {
+    let primary = free_addr();
+    let fallback = loop {
+        let other = free_addr();
+        if other != primary {
+            break other;
+        }
+    };
+    rig_on(config, primary, fallback).await
+}
+
+async fn rig_on(config: MockConfig, primary: SocketAddr, fallback: SocketAddr) -> Rig {
     let mock = MockOpenAi::start(config).await.unwrap();
     let sb = Sandbox::new();
-    let (primary, fallback) = (free_addr(), free_addr());
     let issuer = mock.issuer();
     let daemon = Daemon::start_with(&sb, |cmd| {
         cmd.env("PIAUTHD_ISSUER", &issuer)
@@ -36,10 +56,17 @@ async fn rig(config: MockConfig) -> Rig {
     Rig {
         mock,
         sb,
-        _daemon: daemon,
+        daemon,
         client,
         primary,
         fallback,
+    }
+}
+
+impl Rig {
+    /// Every TCP address the daemon listens on, in the kernel's hex.
+    fn listeners(&self) -> Vec<String> {
+        tcp_listeners(self.daemon.pid())
     }
 }
 
@@ -60,6 +87,15 @@ pub(crate) struct Begun {
     /// The issuer's authorize URL, for a browser elsewhere (paste).
     pub issuer: String,
     pub addr: String,
+}
+
+impl Begun {
+    /// The callback's address, as the AuthorizeUrl event reported it.
+    pub fn callback(&self) -> SocketAddr {
+        self.addr
+            .parse()
+            .expect("AuthorizeUrl reports the callback address")
+    }
 }
 
 /// Starts a browser login and returns its stream and URLs.
@@ -146,28 +182,37 @@ async fn the_browser_callback_completes_a_login() {
     r.sb.write_auth(
         "{\n  \"openai\": {\n    \"type\": \"api_key\",\n    \"key\": \"sk-keep\"\n  }\n}",
     );
-    assert!(!listening(r.primary), "no listener before a login");
+    assert_eq!(
+        r.listeners(),
+        Vec::<String>::new(),
+        "no listener before a login"
+    );
+    let begun = begin(&mut r.client, 0).await;
+    let callback = begun.callback();
     let Begun {
         mut stream,
         start,
         issuer: url,
-        addr,
-    } = begin(&mut r.client, 0).await;
-    assert_eq!(addr, r.primary.to_string());
+        ..
+    } = begun;
+    assert!(
+        callback.ip().is_loopback() && callback.port() != 0,
+        "{callback}"
+    );
     assert_eq!(
         start.rsplit_once('/').unwrap().0,
-        format!("http://localhost:{}/start", r.primary.port()),
+        format!("http://localhost:{}/start", callback.port()),
         "the browser opens a local start URL"
     );
     assert!(!start.contains("state") && !start.contains(&query_param(&url, "state")));
     assert_eq!(
         query_param(&url, "redirect_uri"),
-        format!("http://localhost:{}/auth/callback", r.primary.port())
+        format!("http://localhost:{}/auth/callback", callback.port())
     );
     assert_eq!(query_param(&url, "originator"), "pi");
     assert_eq!(query_param(&url, "code_challenge_method"), "S256");
     assert_eq!(query_param(&url, "state").len(), 32);
-    assert!(listening(r.primary), "listening during the login");
+    assert!(listening(callback), "listening during the login");
 
     // The browser: the start URL, the issuer, back to the daemon's callback.
     let page = browse(&start).await;
@@ -189,7 +234,7 @@ async fn the_browser_callback_completes_a_login() {
         ("acc-login", "login@example.com", "plus")
     );
     assert!(
-        port_closes(r.primary).await,
+        port_closes(callback).await,
         "the port closes when the login ends"
     );
 
@@ -220,9 +265,11 @@ async fn every_paste_form_completes_a_login() {
         |_, code, _| code.to_owned(),
     ];
     for (i, form) in forms.iter().enumerate() {
+        let begun = begin(&mut r.client, 0).await;
+        let callback = begun.callback();
         let Begun {
             mut stream, issuer, ..
-        } = begin(&mut r.client, 0).await;
+        } = begun;
         let location = redirect_of(&issuer).await;
         let pasted = form(
             &location,
@@ -237,7 +284,7 @@ async fn every_paste_form_completes_a_login() {
             matches!(outcome(&mut stream).await, Event::Success(_)),
             "form {i}"
         );
-        assert!(port_closes(r.primary).await);
+        assert!(port_closes(callback).await);
     }
     assert_eq!(r.mock.stats().exchanges, 5);
 }
@@ -245,9 +292,11 @@ async fn every_paste_form_completes_a_login() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_pastes_get_precise_errors_and_the_login_stays_open() {
     let mut r = rig(MockConfig::default()).await;
+    let begun = begin(&mut r.client, 0).await;
+    let callback = begun.callback();
     let Begun {
         mut stream, issuer, ..
-    } = begin(&mut r.client, 0).await;
+    } = begun;
     let location = redirect_of(&issuer).await;
     let code = query_param(&location, "code");
     let cases = [
@@ -268,7 +317,7 @@ async fn bad_pastes_get_precise_errors_and_the_login_stays_open() {
         );
         assert!(e.to_string().contains(says), "{input:?}: {e}");
     }
-    assert!(listening(r.primary), "the login is still open");
+    assert!(listening(callback), "the login is still open");
     r.client.submit_code("", &location).await.unwrap();
     assert!(matches!(outcome(&mut stream).await, Event::Success(_)));
     let e = r.client.submit_code("", &location).await.unwrap_err();
@@ -289,10 +338,12 @@ async fn the_callback_applies_every_rule() {
     let mut r = rig(MockConfig::default()).await;
     // A slow exchange keeps the listener up after the first good hit.
     r.mock.state.set_token_delay(Duration::from_millis(1500));
+    let begun = begin(&mut r.client, 0).await;
+    let callback = begun.callback();
     let Begun {
         mut stream, start, ..
-    } = begin(&mut r.client, 0).await;
-    let base = format!("http://{}", r.primary);
+    } = begun;
+    let base = format!("http://{callback}");
     let started = http().get(&start).send().await.unwrap();
     let cookie = started.headers()["set-cookie"].to_str().unwrap().to_owned();
     assert!(
@@ -341,14 +392,14 @@ async fn the_callback_applies_every_rule() {
         200,
         "Codex CLI's /cancel is answered harmlessly"
     );
-    assert!(listening(r.primary), "and does not cancel our login");
+    assert!(listening(callback), "and does not cancel our login");
 
     let first = get(location.replace("localhost", "127.0.0.1")).await;
     assert_eq!(first.status(), 200);
     let second = get(location.replace("localhost", "127.0.0.1")).await;
     assert_eq!(second.status(), 409, "one-shot");
     assert!(matches!(outcome(&mut stream).await, Event::Success(_)));
-    assert!(port_closes(r.primary).await);
+    assert!(port_closes(callback).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -358,9 +409,11 @@ async fn access_denied_fails_the_login() {
         ..MockConfig::default()
     })
     .await;
+    let begun = begin(&mut r.client, 0).await;
+    let callback = begun.callback();
     let Begun {
         mut stream, start, ..
-    } = begin(&mut r.client, 0).await;
+    } = begun;
     let page = browse(&start).await;
     assert_eq!(page.status(), 400);
     let Event::Failure(f) = outcome(&mut stream).await else {
@@ -368,13 +421,13 @@ async fn access_denied_fails_the_login() {
     };
     assert_eq!(f.kind, pb::LoginFailureKind::Denied as i32);
     assert!(f.message.contains("denied"), "{}", f.message);
-    assert!(port_closes(r.primary).await);
+    assert!(port_closes(callback).await);
     assert!(read_auth(&r.sb.auth_file()).is_none(), "nothing was stored");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_busy_port_moves_the_login_to_the_fallback() {
-    let mut r = rig(MockConfig::default()).await;
+    let mut r = rig_on_fixed_ports(MockConfig::default()).await;
     let squatter = TcpListener::bind(r.primary).unwrap();
     let Begun {
         mut stream,
@@ -395,7 +448,7 @@ async fn a_busy_port_moves_the_login_to_the_fallback() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_both_ports_busy_it_says_so_and_paste_still_works() {
-    let mut r = rig(MockConfig::default()).await;
+    let mut r = rig_on_fixed_ports(MockConfig::default()).await;
     let squatters = (
         TcpListener::bind(r.primary).unwrap(),
         TcpListener::bind(r.fallback).unwrap(),
@@ -447,8 +500,9 @@ async fn the_device_flow_polls_slows_down_and_completes() {
         format!("{}/codex/device", r.mock.issuer())
     );
     assert_eq!(d.user_code.len(), 9);
-    assert!(
-        !listening(r.primary),
+    assert_eq!(
+        r.listeners(),
+        Vec::<String>::new(),
         "no callback listener for a device login"
     );
     let Event::Success(s) = outcome(&mut stream).await else {
@@ -486,8 +540,10 @@ async fn a_disabled_device_login_is_a_clear_failure() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_and_timeout_free_the_port_at_once() {
     let mut r = rig(MockConfig::default()).await;
-    let Begun { stream, .. } = begin(&mut r.client, 0).await;
-    assert!(listening(r.primary));
+    let begun = begin(&mut r.client, 0).await;
+    let callback = begun.callback();
+    let Begun { stream, .. } = begun;
+    assert!(listening(callback));
     // A second login is refused while one runs.
     let e = r.client.login("", pb::LoginMethod::Browser, 0).await;
     let e = match e {
@@ -505,14 +561,16 @@ async fn cancel_and_timeout_free_the_port_at_once() {
         "{e:?}"
     );
     drop(stream); // the client goes away: cancel
-    assert!(port_closes(r.primary).await, "cancel frees the port");
+    assert!(port_closes(callback).await, "cancel frees the port");
 
-    let Begun { mut stream, .. } = begin(&mut r.client, 1).await;
+    let begun = begin(&mut r.client, 1).await;
+    let callback = begun.callback();
+    let Begun { mut stream, .. } = begun;
     let Event::Failure(f) = outcome(&mut stream).await else {
         panic!()
     };
     assert_eq!(f.kind, pb::LoginFailureKind::Timeout as i32);
-    assert!(port_closes(r.primary).await, "timeout frees the port");
+    assert!(port_closes(callback).await, "timeout frees the port");
 }
 
 /// The listening sockets are bound to 127.0.0.1 and [::1] (the redirect
@@ -523,21 +581,14 @@ async fn cancel_and_timeout_free_the_port_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_listener_binds_loopback_only() {
     let mut r = rig(MockConfig::default()).await;
-    let port_hex = format!("{:04X}", r.primary.port());
-    let listeners = || {
-        let table = std::fs::read_to_string("/proc/net/tcp").unwrap()
-            + &std::fs::read_to_string("/proc/net/tcp6").unwrap_or_default();
-        table
-            .lines()
-            .filter(|l| {
-                let f: Vec<&str> = l.split_whitespace().collect();
-                f.len() > 3 && f[3] == "0A" && f[1].ends_with(&format!(":{port_hex}"))
-            })
-            .map(|l| l.split_whitespace().nth(1).unwrap().to_owned())
-            .collect::<Vec<_>>()
-    };
-    assert!(listeners().is_empty(), "nothing listens before the login");
-    let Begun { stream, .. } = begin(&mut r.client, 0).await;
+    assert_eq!(
+        r.listeners(),
+        Vec::<String>::new(),
+        "nothing listens before the login"
+    );
+    let begun = begin(&mut r.client, 0).await;
+    let port_hex = format!("{:04X}", begun.callback().port());
+    let Begun { stream, .. } = begun;
     // The kernel prints each 32-bit word in the machine's byte order.
     let word = |b: [u8; 4]| format!("{:08X}", u32::from_ne_bytes(b));
     let v4 = word([127, 0, 0, 1]);
@@ -547,10 +598,13 @@ async fn the_listener_binds_loopback_only() {
     if TcpListener::bind("[::1]:0").is_ok() {
         expected.push(format!("{v6}:{port_hex}"));
     }
-    assert_eq!(listeners(), expected, "127.0.0.1 and [::1] only");
+    assert_eq!(r.listeners(), expected, "127.0.0.1 and [::1] only");
     drop(stream);
     assert!(
-        wait_until(Duration::from_secs(1), || async { listeners().is_empty() }).await,
+        wait_until(Duration::from_secs(1), || async {
+            r.listeners().is_empty()
+        })
+        .await,
         "nothing listens after"
     );
 }

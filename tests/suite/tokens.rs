@@ -2,7 +2,7 @@ use std::time::Duration;
 
 use piauth_client::proto::v1 as pb;
 use piauth_client::{Client, Error, Reason};
-use piauth_tests::daemon::{codex_status, eventually};
+use piauth_tests::daemon::{codex_status, eventually, wait_until};
 use piauth_tests::fixtures::{access_token, auth_json, now_ms, write_codex_login};
 use piauth_tests::mock::{MockConfig, MockOpenAi};
 use piauth_tests::{Daemon, Sandbox};
@@ -15,6 +15,15 @@ fn logged_in(sb: &Sandbox, nonce: &str) -> (String, String) {
     let refresh = format!("rt_{nonce}_refresh");
     sb.write_auth(&auth_json(&access, &refresh, exp, "acc-42"));
     (access, refresh)
+}
+
+/// Whether GetToken serves `want` within 3 s (as a changed file is read).
+async fn served_within_3s(c: &Client, want: &str) -> bool {
+    wait_until(Duration::from_secs(3), || {
+        let mut c = c.clone();
+        async move { c.get_token("", 0).await.unwrap().access_token == want }
+    })
+    .await
 }
 
 #[tokio::test]
@@ -141,19 +150,14 @@ async fn a_write_by_another_process_is_served_without_restart() {
     let sb = Sandbox::new();
     logged_in(&sb, "before");
     let _d = Daemon::start(&sb);
-    let mut c = Client::connect(sb.socket()).await.unwrap();
+    let c = Client::connect(sb.socket()).await.unwrap();
 
     // pi writes in place (truncate, then write).
     let (after, _) = logged_in(&sb, "in-place");
-    let mut served = String::new();
-    for _ in 0..300 {
-        served = c.get_token("", 0).await.unwrap().access_token;
-        if served == after {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert_eq!(served, after, "an in-place write is picked up");
+    assert!(
+        served_within_3s(&c, &after).await,
+        "an in-place write is picked up"
+    );
 
     // Another piauthd writes by rename.
     let exp = now_ms() + DAY_MS;
@@ -161,14 +165,10 @@ async fn a_write_by_another_process_is_served_without_restart() {
     let tmp = sb.agent_dir().join("auth.json.tmp");
     std::fs::write(&tmp, auth_json(&renamed, "rt2", exp, "acc-42")).unwrap();
     std::fs::rename(&tmp, sb.auth_file()).unwrap();
-    for _ in 0..300 {
-        served = c.get_token("", 0).await.unwrap().access_token;
-        if served == renamed {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert_eq!(served, renamed, "a rename is picked up");
+    assert!(
+        served_within_3s(&c, &renamed).await,
+        "a rename is picked up"
+    );
 }
 
 #[tokio::test]
@@ -204,15 +204,17 @@ async fn a_corrupt_file_is_reported_and_never_touched() {
 
     // Fixing the file is noticed.
     let (access, _) = logged_in(&sb, "fixed");
-    let mut ok = false;
-    for _ in 0..300 {
-        if let Ok(t) = c.get_token("", 0).await {
-            ok = t.access_token == access;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(ok, "the repaired file is served");
+    let answered = wait_until(Duration::from_secs(3), || {
+        let mut c = c.clone();
+        async move { c.get_token("", 0).await.is_ok() }
+    })
+    .await;
+    assert!(answered, "GetToken answers once the file is repaired");
+    assert_eq!(
+        c.get_token("", 0).await.unwrap().access_token,
+        access,
+        "the repaired file is served"
+    );
 }
 
 #[tokio::test]
@@ -222,15 +224,15 @@ async fn corruption_while_running_keeps_the_last_good_token() {
     let _d = Daemon::start(&sb);
     let mut c = Client::connect(sb.socket()).await.unwrap();
     sb.write_auth("{ not json");
-    let mut health = 0;
-    for _ in 0..300 {
-        health = c.status().await.unwrap().store.unwrap().health;
-        if health == pb::StoreHealth::Corrupt as i32 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert_eq!(health, pb::StoreHealth::Corrupt as i32);
+    let corrupt =
+        wait_until(Duration::from_secs(3), || {
+            let mut c = c.clone();
+            async move {
+                c.status().await.unwrap().store.unwrap().health == pb::StoreHealth::Corrupt as i32
+            }
+        })
+        .await;
+    assert!(corrupt, "the corrupt file is reported");
     assert_eq!(c.get_token("", 0).await.unwrap().access_token, access);
     assert_eq!(
         std::fs::read_to_string(sb.auth_file()).unwrap(),
@@ -311,12 +313,10 @@ async fn trace_logs_contain_no_token() {
     let cli = sb.authctl(&["status"]);
     // A file change and reload at trace level, too.
     let (access2, refresh2) = logged_in(&sb, "tracecheck2");
-    for _ in 0..300 {
-        if c.get_token("", 0).await.unwrap().access_token == access2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    assert!(
+        served_within_3s(&c, &access2).await,
+        "the reloaded token was served, so the reload is in the log checked"
+    );
     let logs = d.logs();
     assert!(logs.contains("TRACE"), "the daemon logged at trace level");
     assert!(

@@ -207,12 +207,34 @@ fn flow_debug_shows_no_secret() {
     }
 }
 
+/// The text of a page: its `Full` body is ready at once.
+fn body_of(page: Response<Full<Bytes>>) -> String {
+    use futures_util::FutureExt;
+    use http_body_util::BodyExt;
+    let collected = page
+        .into_body()
+        .collect()
+        .now_or_never()
+        .expect("a full body is ready at once");
+    let Ok(collected) = collected;
+    String::from_utf8(collected.to_bytes().to_vec()).expect("a UTF-8 page")
+}
+
 #[test]
 fn pages_escape_what_the_query_said() {
     let r = respond(&Answer::Denied("<script>x</script>".into()), &flow());
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     assert_eq!(r.headers()[header::CACHE_CONTROL], "no-store");
     assert_eq!(r.headers()["referrer-policy"], "no-referrer");
+    let body = body_of(r);
+    assert!(
+        body.contains("The sign-in was refused: &lt;script&gt;x&lt;/script&gt;"),
+        "{body}"
+    );
+    assert!(
+        !body.contains("<script>"),
+        "the markup is not echoed: {body}"
+    );
 }
 
 proptest::proptest! {
@@ -238,8 +260,10 @@ proptest::proptest! {
         }
         let page = respond(&answer, &flow());
         proptest::prop_assert!(page.status().as_u16() >= 200);
+        let body = body_of(page);
         if let Answer::Denied(reason) = &answer {
             proptest::prop_assert!(!escape(reason).contains('<'));
+            proptest::prop_assert!(!reason.contains('<') || !body.contains(reason.as_str()));
         }
     }
 }
