@@ -6,7 +6,7 @@
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
@@ -143,15 +143,19 @@ impl FileWatch {
 
 /// Starts `n` copies of `cmd()` and waits for all of them off the runtime.
 pub(crate) async fn run_all(n: usize, cmd: impl Fn() -> Command) -> Vec<Output> {
-    let children: Vec<_> = (0..n)
-        .map(|_| {
-            let mut c = cmd();
-            c.stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap_or_else(|e| panic!("cannot run {c:?}: {e}"))
-        })
-        .collect();
+    wait_all((0..n).map(|_| spawn_piped(cmd())).collect()).await
+}
+
+/// Starts `c` with its output captured.
+pub(crate) fn spawn_piped(mut c: Command) -> Child {
+    c.stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {c:?}: {e}"))
+}
+
+/// Waits for every child off the runtime; their outputs in order.
+pub(crate) async fn wait_all(children: Vec<Child>) -> Vec<Output> {
     tokio::task::spawn_blocking(move || {
         children
             .into_iter()

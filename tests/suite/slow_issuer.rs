@@ -16,7 +16,7 @@
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -30,7 +30,7 @@ use tokio::time::Instant;
 
 use crate::pi_harness::{
     FileWatch, PROVIDER, current_client, current_node, legacy_client, legacy_node, lines,
-    parse_lines, percentile, run_all,
+    parse_lines, percentile, run_all, spawn_piped, wait_all,
 };
 
 /// Long-lived pi processes per phase.
@@ -163,22 +163,9 @@ async fn cold_starts(first: Instant, every: Duration, cmd: impl Fn() -> Command)
     let mut children = Vec::new();
     for i in 0..COLD_STARTS {
         tokio::time::sleep_until(first + every * i as u32).await;
-        let mut c = cmd();
-        let child = c
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {c:?}: {e}"));
-        children.push(child);
+        children.push(spawn_piped(cmd()));
     }
-    tokio::task::spawn_blocking(move || {
-        children
-            .into_iter()
-            .map(|c| c.wait_with_output().unwrap())
-            .collect()
-    })
-    .await
-    .unwrap()
+    wait_all(children).await
 }
 
 /// Forces refreshes back to back until `until`; returns the epoch ms of

@@ -133,14 +133,7 @@ fn private_dir(socket: &Path, dir: &Path, euid: u32) -> Result<(), StartError> {
     if verify::check_dir(dir, euid).map_err(checked)? {
         return Ok(());
     }
-    DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|source| StartError::Prepare {
-            path: dir.to_owned(),
-            source,
-        })?;
+    create_private_dir(dir)?;
     if verify::check_dir(dir, euid).map_err(checked)? {
         Ok(())
     } else {
@@ -271,14 +264,7 @@ fn start_locked(socket: &Path, opts: &StartOptions) -> Result<Started, StartErro
     }
     check_config(socket, opts)?;
     if let Some(dir) = opts.log.parent() {
-        DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|source| StartError::Prepare {
-                path: dir.to_owned(),
-                source,
-            })?;
+        create_private_dir(dir)?;
     }
     let log = open_private(&opts.log, verify::euid(), OpenOptions::new().append(true))?;
     // Where this start's output begins, to quote its first error line.
@@ -372,6 +358,18 @@ fn first_error_line(output: &str) -> Option<&str> {
         .map(|l| l.trim_start_matches("piauthd: "))
         .or_else(|| lines().find(|l| l.contains(" ERROR ")))
         .or_else(|| lines().next_back())
+}
+
+/// Creates `dir` and its missing parents, 0700.
+fn create_private_dir(dir: &Path) -> Result<(), StartError> {
+    DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|source| StartError::Prepare {
+            path: dir.to_owned(),
+            source,
+        })
 }
 
 #[cfg(test)]

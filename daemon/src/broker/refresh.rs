@@ -11,8 +11,9 @@ use crate::secret::Secret;
 use crate::store::{Credential, Document, OAuthCredential, StoreError, Transaction, Unlockable};
 use crate::upstream::{REFRESH_BOUND, RefreshError};
 
-/// How long a refresh waits for pi's lock before giving up for now.
-pub(super) const LOCK_WAIT: Duration = Duration::from_secs(40);
+/// How long a refresh waits for pi's lock before giving up for now: the
+/// store's own wait (40 s, beyond pi's 30 s stale limit).
+pub(super) const LOCK_WAIT: Duration = crate::store::DEFAULT_WAIT;
 /// How many spent refresh tokens are remembered.
 const SPENT_KEPT: usize = 16;
 /// The lifetime assumed for a token whose answer gives no expiry.
