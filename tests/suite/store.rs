@@ -181,16 +181,7 @@ async fn a_lock_orphaned_by_a_killed_piauthd_is_recovered_at_once() {
     let sb = Sandbox::new();
     sb.write_auth(PI_FILE);
     let lock = lock_path(&sb.auth_file()).unwrap();
-    let mut holder = Command::new(env!("CARGO_BIN_EXE_lock-holder"))
-        .arg(sb.auth_file())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(holder.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(line.starts_with("locked"), "{line}");
+    let mut holder = spawn_lock_holder(&sb);
 
     // While the holder lives, its heartbeat keeps the lock fresh and ours waits.
     set_mtime_ago(&lock, 60);
@@ -254,15 +245,7 @@ async fn a_pi_lock_that_replaced_an_orphan_is_respected() {
     let sb = Sandbox::new();
     sb.write_auth(PI_FILE);
     let lock = lock_path(&sb.auth_file()).unwrap();
-    let mut holder = Command::new(env!("CARGO_BIN_EXE_lock-holder"))
-        .arg(sb.auth_file())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(holder.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let mut holder = spawn_lock_holder(&sb);
     holder.kill().unwrap();
     holder.wait().unwrap();
     // pi treats it as stale, removes it, and takes its own lock.
@@ -278,4 +261,20 @@ async fn a_pi_lock_that_replaced_an_orphan_is_respected() {
         "{err}"
     );
     assert!(lock.exists(), "pi's lock was left alone");
+}
+
+/// A piauthd lock guard in a process of its own (`lock-holder`), holding
+/// the lock on `auth.json` once this returns.
+fn spawn_lock_holder(sb: &Sandbox) -> std::process::Child {
+    let mut holder = Command::new(env!("CARGO_BIN_EXE_lock-holder"))
+        .arg(sb.auth_file())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(holder.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.starts_with("locked"), "{line}");
+    holder
 }

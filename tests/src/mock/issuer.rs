@@ -205,15 +205,7 @@ fn refresh(state: &MockState, presented: Option<&str>) -> Response {
         .insert(presented.to_owned(), (family, true));
     let set = state.issue(&mut ledger, family);
     state.refreshes.fetch_add(1, Ordering::SeqCst);
-    Json(json!({
-        "access_token": set.access_token,
-        "refresh_token": set.refresh_token,
-        "id_token": set.id_token,
-        "expires_in": set.expires_in,
-        "token_type": "Bearer",
-        "scope": "openid profile email offline_access",
-    }))
-    .into_response()
+    set.reply()
 }
 
 pub async fn stats(State(state): State<Arc<MockState>>) -> Response {

@@ -140,15 +140,7 @@ pub fn exchange(state: &MockState, f: &HashMap<String, String>) -> Response {
         .unwrap_or_else(|| state.config().login_identity);
     let set = state.new_family(&mut ledger, &who.account_id, &who.email, &who.plan);
     state.exchanges.fetch_add(1, Ordering::SeqCst);
-    Json(json!({
-        "access_token": set.access_token,
-        "refresh_token": set.refresh_token,
-        "id_token": set.id_token,
-        "expires_in": set.expires_in,
-        "token_type": "Bearer",
-        "scope": "openid profile email offline_access",
-    }))
-    .into_response()
+    set.reply()
 }
 
 /// `POST /api/accounts/deviceauth/usercode`.

@@ -188,6 +188,23 @@ pub struct TokenSet {
     pub issued_at_ms: i64,
 }
 
+impl TokenSet {
+    /// The issuer's 200 answer carrying these tokens, as the real one
+    /// answers a refresh or a code exchange.
+    pub fn reply(&self) -> axum::response::Response {
+        use axum::response::IntoResponse;
+        axum::Json(serde_json::json!({
+            "access_token": self.access_token,
+            "refresh_token": self.refresh_token,
+            "id_token": self.id_token,
+            "expires_in": self.expires_in,
+            "token_type": "Bearer",
+            "scope": "openid profile email offline_access",
+        }))
+        .into_response()
+    }
+}
+
 #[derive(Debug)]
 struct Family {
     account_id: String,
