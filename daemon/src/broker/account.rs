@@ -13,6 +13,8 @@ pub enum AccountError {
         "the token has no ChatGPT account id (claim https://api.openai.com/auth.chatgpt_account_id)"
     )]
     NoAccountId,
+    #[error("the issuer's answer lacks a refresh_token or expires_in")]
+    IncompleteAnswer,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -28,7 +30,7 @@ impl Broker {
     ) -> Result<(), AccountError> {
         let account_id = claims.account_id.clone().ok_or(AccountError::NoAccountId)?;
         let (Some(refresh), Some(expires_in)) = (tokens.refresh_token, tokens.expires_in) else {
-            return Err(AccountError::NoAccountId);
+            return Err(AccountError::IncompleteAnswer);
         };
         let lifetime = expires_in.saturating_mul(1000);
         let fresh = OAuthCredential {

@@ -399,8 +399,8 @@ impl Logins {
             .exchange_code(code, verifier, redirect)
             .await
             .map_err(ExchangeError::Http)?;
-        let claims = oauth::read_claims(tokens.access_token.expose())
-            .map_err(|e| ExchangeError::Account(e.to_string()))?;
+        let claims =
+            oauth::read_claims(tokens.access_token.expose()).map_err(ExchangeError::Claims)?;
         let id_claims = tokens
             .id_token
             .as_ref()
@@ -411,14 +411,14 @@ impl Logins {
         let account_id = claims
             .account_id
             .clone()
-            .ok_or_else(|| ExchangeError::Account(AccountError::NoAccountId.to_string()))?;
+            .ok_or(ExchangeError::Account(AccountError::NoAccountId))?;
         let replaced = self.stored_account().filter(|(id, _)| *id != account_id);
         self.broker
             .install_login(tokens, &claims, sent_at)
             .await
             .map_err(|e| match e {
-                AccountError::NoAccountId => ExchangeError::Account(e.to_string()),
-                AccountError::Store(e) => ExchangeError::Store(e.to_string()),
+                AccountError::Store(e) => ExchangeError::Store(e),
+                e => ExchangeError::Account(e),
             })?;
         if let Some((id, _)) = &replaced {
             tracing::info!(previous = %id, now = %account_id, "the login replaced another account");
@@ -444,18 +444,20 @@ impl Logins {
 #[derive(Debug, thiserror::Error)]
 enum ExchangeError {
     #[error("the code exchange failed: {0}")]
-    Http(LoginHttpError),
+    Http(#[source] LoginHttpError),
     #[error("the login's token is unusable: {0}")]
-    Account(String),
+    Claims(#[source] oauth::ClaimsError),
+    #[error("the login's token is unusable: {0}")]
+    Account(#[source] AccountError),
     #[error("signed in, but the credential could not be stored: {0}")]
-    Store(String),
+    Store(#[source] crate::store::StoreError),
 }
 
 impl ExchangeError {
     fn into_failure(self) -> LoginEvent {
         let kind = match &self {
             ExchangeError::Http(_) => FailureKind::ExchangeFailed,
-            ExchangeError::Account(_) => FailureKind::InvalidToken,
+            ExchangeError::Claims(_) | ExchangeError::Account(_) => FailureKind::InvalidToken,
             ExchangeError::Store(_) => FailureKind::StoreFailed,
         };
         LoginEvent::Failure {

@@ -153,7 +153,7 @@ impl PiLock {
         };
 
         // Queue behind other piauthd processes first.
-        let mut pause = Duration::from_millis(5);
+        let mut backoff = Backoff::new();
         while let Some(side) = &sidecar {
             match side.try_lock() {
                 Ok(()) => break,
@@ -171,8 +171,7 @@ impl PiLock {
                     waited: wait,
                 });
             }
-            thread::sleep(pause);
-            pause = (pause * 2).min(Duration::from_millis(100));
+            backoff.sleep();
         }
         let mut lock = PiLock {
             dir,
@@ -192,21 +191,17 @@ impl PiLock {
             path: dir.clone(),
             source,
         };
-        let mut pause = Duration::from_millis(5);
+        let mut backoff = Backoff::new();
         loop {
             match fs::DirBuilder::new().mode(0o700).create(&dir) {
                 Ok(()) => break,
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                    let removed =
-                        remove_if_abandoned(&dir, self.sidecar.as_mut()).map_err(|e| {
-                            if e.kind() == io::ErrorKind::AlreadyExists {
-                                LockError::NotADirectory { path: dir.clone() }
-                            } else {
-                                io_err(e)
-                            }
-                        })?;
-                    if removed {
-                        continue;
+                    match remove_if_abandoned(&dir, self.sidecar.as_mut()).map_err(io_err)? {
+                        Existing::Gone => continue,
+                        Existing::Held => {}
+                        Existing::NotADirectory => {
+                            return Err(LockError::NotADirectory { path: dir.clone() });
+                        }
                     }
                 }
                 // Only the lock directory itself decides "unwritable": if we
@@ -225,8 +220,7 @@ impl PiLock {
                     waited: wait,
                 });
             }
-            thread::sleep(pause);
-            pause = (pause * 2).min(Duration::from_millis(100));
+            backoff.sleep();
         }
 
         // From here on the directory is ours: never leave it behind on error.
@@ -403,6 +397,25 @@ impl Drop for PiLock {
     }
 }
 
+/// The pause between tries for a held lock: 5 ms doubling to 100 ms, so a
+/// short hold costs little latency and a long one little CPU.
+struct Backoff(Duration);
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(5);
+    const MAX: Duration = Duration::from_millis(100);
+
+    fn new() -> Backoff {
+        Backoff(Backoff::FIRST)
+    }
+
+    /// Sleeps the current pause, then doubles it up to the maximum.
+    fn sleep(&mut self) {
+        thread::sleep(self.0);
+        self.0 = (self.0 * 2).min(Backoff::MAX);
+    }
+}
+
 /// Whether an error means the directory cannot be written at all.
 fn unwritable(e: &io::Error) -> bool {
     matches!(
@@ -413,19 +426,26 @@ fn unwritable(e: &io::Error) -> bool {
     )
 }
 
+/// What stands at the lock path when `mkdir` said it exists.
+enum Existing {
+    /// Nothing any more: released meanwhile, or removed as abandoned.
+    Gone,
+    /// A lock someone holds.
+    Held,
+    /// Something other than a directory: nobody can lock.
+    NotADirectory,
+}
+
 /// Removes the existing lock directory if it is stale or orphaned by a dead
-/// piauthd. The caller holds the sidecar flock. Returns whether it removed it.
-fn remove_if_abandoned(dir: &Path, mut sidecar: Option<&mut File>) -> io::Result<bool> {
+/// piauthd. The caller holds the sidecar flock.
+fn remove_if_abandoned(dir: &Path, mut sidecar: Option<&mut File>) -> io::Result<Existing> {
     let meta = match fs::symlink_metadata(dir) {
         Ok(m) => m,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(true), // released meanwhile
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Existing::Gone),
         Err(e) => return Err(e),
     };
     if !meta.is_dir() {
-        return Err(io::Error::new(
-            io::ErrorKind::AlreadyExists,
-            "the lock path exists but is not a directory; pi's lock must be a directory, remove it",
-        ));
+        return Ok(Existing::NotADirectory);
     }
     let orphaned = match sidecar.as_deref_mut() {
         Some(side) => {
@@ -446,7 +466,7 @@ fn remove_if_abandoned(dir: &Path, mut sidecar: Option<&mut File>) -> io::Result
         .and_then(|m| SystemTime::now().duration_since(m).ok())
         .unwrap_or_default();
     if !orphaned && age < STALE_AFTER {
-        return Ok(false);
+        return Ok(Existing::Held);
     }
     if orphaned {
         tracing::warn!(lock = %dir.display(), "removing an auth.json lock left by a piauthd that died");
@@ -458,9 +478,9 @@ fn remove_if_abandoned(dir: &Path, mut sidecar: Option<&mut File>) -> io::Result
             if let Some(side) = sidecar {
                 write_record(side, None)?;
             }
-            Ok(true)
+            Ok(Existing::Gone)
         }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Existing::Gone),
         Err(e) => Err(e),
     }
 }
