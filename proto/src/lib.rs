@@ -71,7 +71,7 @@ pub mod socket {
     pub const FILE_NAME: &str = "piauthd.sock";
 
     /// The directory the socket goes in under the chosen base.
-    pub const DIR_NAME: &str = "piauthd";
+    pub const DIR_NAME: &str = crate::paths::PIAUTHD;
 
     /// Longest socket path the platform's `sun_path` takes, excluding the
     /// final NUL (104 bytes on macOS, 108 on Linux).
