@@ -59,9 +59,15 @@ pub enum ClientError {
     /// A base URL that cannot take a path: not one that
     /// [`crate::config::check_url`] accepts.
     #[error("{base} cannot take the path {path}: {source}")]
-    Url {
+    Endpoint {
         base: String,
         path: &'static str,
+        #[source]
+        source: url::ParseError,
+    },
+    #[error("{base:?} is not a URL: {source}")]
+    NotAUrl {
+        base: String,
         #[source]
         source: url::ParseError,
     },
@@ -69,7 +75,7 @@ pub enum ClientError {
 
 /// `base` (a path ending in `/`) with the relative `path` below it.
 pub fn endpoint(base: &Url, path: &'static str) -> Result<Url, ClientError> {
-    base.join(path).map_err(|source| ClientError::Url {
+    base.join(path).map_err(|source| ClientError::Endpoint {
         base: base.to_string(),
         path,
         source,
@@ -91,9 +97,8 @@ impl Issuer {
     /// for callers that hold no checked [`Url`] (tests); the daemon uses
     /// [`Issuer::at`].
     pub fn new(base: &str) -> Result<Issuer, ClientError> {
-        let url = Url::parse(base).map_err(|source| ClientError::Url {
+        let url = Url::parse(base).map_err(|source| ClientError::NotAUrl {
             base: base.to_owned(),
-            path: "",
             source,
         })?;
         Issuer::at(crate::config::as_base(url))
@@ -425,7 +430,15 @@ mod tests {
             );
             assert_eq!(issuer.base(), root.trim_end_matches('/'));
         }
-        assert!(Issuer::new("not a url").is_err());
+        assert!(matches!(
+            Issuer::new("not a url"),
+            Err(super::ClientError::NotAUrl { .. })
+        ));
+        let cannot_be_a_base = url::Url::parse("data:text/plain,x").unwrap();
+        assert!(matches!(
+            super::endpoint(&cannot_be_a_base, "oauth/token"),
+            Err(super::ClientError::Endpoint { .. })
+        ));
     }
 
     const ISSUER_JSON: &[u8] =
