@@ -11,8 +11,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 /// The XDG base directories, by the one rule every crate shares (a
-/// relative value is ignored). Re-exported so that the daemon names the
-/// proto crate only here and in `rpc`.
+/// relative value is ignored). Re-exported so that the broker and the
+/// serving lock need not name the proto crate (the wire contract) for it.
 pub use piauth_proto::paths::BaseDirs;
 use serde::Deserialize;
 use url::Url;
