@@ -1,13 +1,12 @@
 //! `piauthd`: parse flags, set up logging and signals, run the daemon.
 
 use std::io::IsTerminal;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use piauthd::config::{self, Environment, Overrides};
+use piauthd::config::{self, Environment};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
@@ -20,59 +19,10 @@ use tracing_subscriber::EnvFilter;
 #[derive(Debug, Parser)]
 #[command(version, about, long_about, after_help = AFTER_HELP)]
 struct Args {
-    /// Unix socket to serve on [default: $XDG_RUNTIME_DIR/piauthd/piauthd.sock,
-    /// else ~/.local/state/piauthd/piauthd.sock (on macOS the per-user
-    /// temporary directory)]
-    #[arg(long, env = "PIAUTHD_SOCKET", value_name = "PATH")]
-    socket: Option<PathBuf>,
-
-    /// pi's agent directory, holding auth.json [default: ~/.pi/agent]
-    #[arg(long, env = "PI_CODING_AGENT_DIR", value_name = "DIR")]
-    agent_dir: Option<String>,
-
-    /// OAuth issuer [default: https://auth.openai.com]
-    #[arg(long, env = "PIAUTHD_ISSUER", value_name = "URL")]
-    issuer: Option<String>,
-
-    /// Codex backend base URL [default: https://chatgpt.com/backend-api]
-    #[arg(long, env = "PIAUTHD_CODEX_BASE_URL", value_name = "URL")]
-    codex_base_url: Option<String>,
-
-    /// Address of the login callback listener [default: 127.0.0.1:1455]
-    #[arg(long, env = "PIAUTHD_CALLBACK_ADDR", value_name = "ADDR")]
-    callback_addr: Option<SocketAddr>,
-
-    /// Login callback address tried when the first is busy [default:
-    /// 127.0.0.1:1457 beside the default 1455, else none]
-    #[arg(long, env = "PIAUTHD_CALLBACK_FALLBACK_ADDR", value_name = "ADDR")]
-    callback_fallback_addr: Option<SocketAddr>,
-
-    /// `originator` sent in the authorize URL [default: pi]
-    #[arg(long, env = "PIAUTHD_ORIGINATOR", value_name = "NAME")]
-    originator: Option<String>,
-
-    /// How long a login may take, in seconds [default: 600]
-    #[arg(long, env = "PIAUTHD_LOGIN_TIMEOUT_SECS", value_name = "SECS")]
-    login_timeout_secs: Option<u64>,
-
-    /// A completion stream with no event for this many seconds fails [default: 300]
-    #[arg(long, env = "PIAUTHD_STREAM_IDLE_SECS", value_name = "SECS")]
-    stream_idle_secs: Option<u64>,
-
-    /// A client connection with no open call (a WatchToken stream counts as
-    /// one) is closed after this many seconds [default: 300]
-    #[arg(long, env = "PIAUTHD_CONNECTION_IDLE_SECS", value_name = "SECS")]
-    connection_idle_secs: Option<u64>,
-
-    /// Refresh tokens this many seconds before they expire, or at half their
-    /// lifetime if that is sooner; 1 to 86400 [default: 2100, 35 minutes,
-    /// before pi's own refresh at 30 minutes]
-    #[arg(long, env = "PIAUTHD_REFRESH_LEAD_SECS", value_name = "SECS")]
-    refresh_lead_secs: Option<u64>,
-
-    /// Where credentials are kept [default: file, pi's auth.json]
-    #[arg(long, env = "PIAUTHD_STORE", value_enum)]
-    store: Option<config::StoreKind>,
+    /// Every setting (the flag, its environment variable and its config
+    /// key, from one declaration).
+    #[command(flatten)]
+    settings: config::Settings,
 
     /// Move the openai-codex login to this store, under the locks, then exit.
     /// Refused while a daemon serves either store: stop it first, and
@@ -157,28 +107,18 @@ fn init_logging(verbose: u8) {
 
 fn start(args: Args) -> anyhow::Result<()> {
     let env = Environment::current();
-    let file = match &args.config {
-        Some(path) => config::load_file(path, true)?,
-        None => match config::default_config_path(&env) {
-            Some(path) => config::load_file(&path, false)?,
-            None => Default::default(),
-        },
+    // A --config file must exist; the default one may be missing.
+    let (path, required) = match args.config {
+        Some(path) => (Some(path), true),
+        None => (config::default_config_path(&env), false),
     };
-    let overrides = Overrides {
-        socket: args.socket,
-        agent_dir: args.agent_dir,
-        issuer: args.issuer,
-        codex_base_url: args.codex_base_url,
-        callback_addr: args.callback_addr,
-        callback_fallback_addr: args.callback_fallback_addr,
-        originator: args.originator,
-        login_timeout_secs: args.login_timeout_secs,
-        stream_idle_secs: args.stream_idle_secs,
-        connection_idle_secs: args.connection_idle_secs,
-        refresh_lead_secs: args.refresh_lead_secs,
-        store: args.store,
+    let file = match &path {
+        Some(path) => config::load_file(path, required)?,
+        None => None,
     };
-    let config = config::resolve(overrides, file, &env)?;
+    let loaded_from = path.filter(|_| file.is_some());
+    let settings = args.settings.merge(file.unwrap_or_default());
+    let config = config::resolve(settings, loaded_from, &env)?;
     if args.check_config {
         println!("{}", describe(&config));
         return Ok(());
@@ -291,8 +231,8 @@ fn describe(config: &config::Config) -> String {
             config::StoreKind::File => config.auth_file.display().to_string(),
             config::StoreKind::Keyring => "the OS keyring".to_owned(),
         },
-        config.issuer,
-        config.codex_base_url
+        config::shown(&config.issuer),
+        config::shown(&config.codex_base_url)
     )
 }
 

@@ -55,8 +55,8 @@ pub enum RunError {
          credentials. Unlock or start the keyring (Secret Service on Linux), or use --store file"
     )]
     Keyring(#[source] std::io::Error),
-    #[error("cannot set up the HTTP client: {0}")]
-    Http(#[source] reqwest::Error),
+    #[error(transparent)]
+    Http(#[from] crate::upstream::ClientError),
     #[error("the gRPC server failed: {0}")]
     Serve(#[from] tonic::transport::Error),
     #[error(transparent)]
@@ -151,7 +151,7 @@ async fn start(config: &Config, listen: Listen) -> Result<Started, RunError> {
             tracing::warn!(error = %e, "could not check for an orphaned auth.json lock")
         }
     }
-    let issuer = Issuer::new(&config.issuer).map_err(RunError::Http)?;
+    let issuer = Issuer::at(config.issuer.clone()).map_err(RunError::Http)?;
     let lead_ms = i64::try_from(config.refresh_lead_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
     let inflight = InFlight::for_store(&store.describe()).unwrap_or_else(|| {
         // No home: beside the store, under a name of piauthd's own.
@@ -282,7 +282,7 @@ async fn serve(
     tracing::info!(
         socket = %bound.path().display(),
         store = %broker.store_describe(),
-        issuer = %config.issuer,
+        issuer = crate::config::shown(&config.issuer),
         "piauthd is serving"
     );
     // Ready: the socket listens and the credentials are loaded.
@@ -300,8 +300,8 @@ async fn serve(
         crate::rpc::Serving {
             about: crate::rpc::About {
                 socket_path: bound.path().display().to_string(),
-                issuer: config.issuer.clone(),
-                codex_base_url: config.codex_base_url.clone(),
+                issuer: crate::config::shown(&config.issuer).to_owned(),
+                codex_base_url: crate::config::shown(&config.codex_base_url).to_owned(),
                 config_file: config
                     .config_file
                     .as_ref()

@@ -103,11 +103,10 @@ pub fn store_key(store: &crate::store::FileStore) -> String {
         .to_string()
 }
 
-/// piauthd's state directory, from the process environment.
+/// piauthd's state directory, from the process environment (the rule
+/// every crate shares: [`crate::config::BaseDirs`]).
 pub fn state_dir_from_env() -> Option<PathBuf> {
-    let xdg = std::env::var_os("XDG_STATE_HOME").map(PathBuf::from);
-    let home = std::env::var_os("HOME").map(PathBuf::from);
-    crate::broker::inflight::state_dir(xdg.as_deref(), home.as_deref())
+    crate::config::BaseDirs::from_env().piauthd_state_dir()
 }
 
 /// Marks `store` as served by this daemon on `socket`, for as long as the

@@ -10,6 +10,8 @@
 
 use std::time::Duration;
 
+use url::Url;
+
 use crate::oauth::{self, Failure, TokenResponse};
 use crate::secret::Secret;
 use crate::wire::{self, Loose, Number};
@@ -49,16 +51,62 @@ fn describe(f: &Failure) -> String {
     }
 }
 
+/// Why an HTTP client could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot set up the HTTP client: {0}")]
+    Http(#[source] reqwest::Error),
+    /// A base URL that cannot take a path: not one that
+    /// [`crate::config::check_url`] accepts.
+    #[error("{base} cannot take the path {path}: {source}")]
+    Endpoint {
+        base: String,
+        path: &'static str,
+        #[source]
+        source: url::ParseError,
+    },
+    #[error("{base:?} is not a URL: {source}")]
+    NotAUrl {
+        base: String,
+        #[source]
+        source: url::ParseError,
+    },
+}
+
+/// `base` (a path ending in `/`) with the relative `path` below it.
+pub fn endpoint(base: &Url, path: &'static str) -> Result<Url, ClientError> {
+    base.join(path).map_err(|source| ClientError::Endpoint {
+        base: base.to_string(),
+        path,
+        source,
+    })
+}
+
 /// A client for the issuer's token endpoint.
 #[derive(Debug, Clone)]
 pub struct Issuer {
     http: reqwest::Client,
-    token_url: String,
+    base: Url,
+    token_url: Url,
+    user_code_url: Url,
+    device_token_url: Url,
 }
 
 impl Issuer {
-    /// `base` is the issuer URL, e.g. `https://auth.openai.com`.
-    pub fn new(base: &str) -> Result<Issuer, reqwest::Error> {
+    /// `base` is the issuer URL as text, e.g. `https://auth.openai.com`,
+    /// for callers that hold no checked [`Url`] (tests); the daemon uses
+    /// [`Issuer::at`].
+    pub fn new(base: &str) -> Result<Issuer, ClientError> {
+        let url = Url::parse(base).map_err(|source| ClientError::NotAUrl {
+            base: base.to_owned(),
+            source,
+        })?;
+        Issuer::at(crate::config::as_base(url))
+    }
+
+    /// `base` is the issuer's base URL as [`crate::config::check_url`]
+    /// returns it (its path ends in `/`, so the endpoints go below it).
+    pub fn at(base: Url) -> Result<Issuer, ClientError> {
         let http = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REFRESH_BOUND)
@@ -66,10 +114,14 @@ impl Issuer {
             // elsewhere, or twice. The issuer never redirects this endpoint.
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("piauthd/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+            .build()
+            .map_err(ClientError::Http)?;
         Ok(Issuer {
             http,
-            token_url: format!("{}/oauth/token", base.trim_end_matches('/')),
+            token_url: endpoint(&base, "oauth/token")?,
+            user_code_url: endpoint(&base, "api/accounts/deviceauth/usercode")?,
+            device_token_url: endpoint(&base, "api/accounts/deviceauth/token")?,
+            base,
         })
     }
 
@@ -79,7 +131,12 @@ impl Issuer {
         &self,
         form: &[(&str, &str)],
     ) -> Result<(u16, Option<u64>, Vec<u8>), reqwest::Error> {
-        let response = self.http.post(&self.token_url).form(form).send().await?;
+        let response = self
+            .http
+            .post(self.token_url.clone())
+            .form(form)
+            .send()
+            .await?;
         let status = response.status().as_u16();
         let header = |name: &str| {
             response
@@ -217,10 +274,6 @@ pub enum DevicePoll {
 }
 
 impl Issuer {
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.token_url.trim_end_matches("/oauth/token"))
-    }
-
     /// Exchanges an authorization code (docs/PROTOCOL.md §1, "Code exchange").
     pub async fn exchange_code(
         &self,
@@ -253,7 +306,7 @@ impl Issuer {
     pub async fn device_user_code(&self) -> Result<DeviceCode, LoginHttpError> {
         let response = self
             .http
-            .post(self.url("/api/accounts/deviceauth/usercode"))
+            .post(self.user_code_url.clone())
             .json(&serde_json::json!({ "client_id": CLIENT_ID }))
             .send()
             .await
@@ -291,7 +344,7 @@ impl Issuer {
     pub async fn device_poll(&self, code: &DeviceCode) -> Result<DevicePoll, LoginHttpError> {
         let response = self
             .http
-            .post(self.url("/api/accounts/deviceauth/token"))
+            .post(self.device_token_url.clone())
             .json(&serde_json::json!({
                 "device_auth_id": code.device_auth_id,
                 "user_code": code.user_code,
@@ -325,9 +378,10 @@ impl Issuer {
         }
     }
 
-    /// The issuer base URL (for the device verification page and callback).
+    /// The issuer base URL (for the device verification page and the
+    /// authorize URL), without a trailing `/`: callers append `/path`.
     pub fn base(&self) -> String {
-        self.url("")
+        crate::config::shown(&self.base).to_owned()
     }
 }
 
@@ -348,7 +402,44 @@ fn refused(status: u16, body: &[u8]) -> LoginHttpError {
 
 #[cfg(test)]
 mod tests {
-    use super::outcome_unknown;
+    use super::{Issuer, outcome_unknown};
+
+    #[test]
+    fn endpoints_go_below_the_issuers_path() {
+        for (base, root) in [
+            ("https://auth.openai.com", "https://auth.openai.com/"),
+            ("https://auth.openai.com/", "https://auth.openai.com/"),
+            (
+                "http://127.0.0.1:8787/prefix",
+                "http://127.0.0.1:8787/prefix/",
+            ),
+            (
+                "http://127.0.0.1:8787/prefix//",
+                "http://127.0.0.1:8787/prefix/",
+            ),
+        ] {
+            let issuer = Issuer::new(base).unwrap();
+            assert_eq!(issuer.token_url.as_str(), format!("{root}oauth/token"));
+            assert_eq!(
+                issuer.user_code_url.as_str(),
+                format!("{root}api/accounts/deviceauth/usercode")
+            );
+            assert_eq!(
+                issuer.device_token_url.as_str(),
+                format!("{root}api/accounts/deviceauth/token")
+            );
+            assert_eq!(issuer.base(), root.trim_end_matches('/'));
+        }
+        assert!(matches!(
+            Issuer::new("not a url"),
+            Err(super::ClientError::NotAUrl { .. })
+        ));
+        let cannot_be_a_base = url::Url::parse("data:text/plain,x").unwrap();
+        assert!(matches!(
+            super::endpoint(&cannot_be_a_base, "oauth/token"),
+            Err(super::ClientError::Endpoint { .. })
+        ));
+    }
 
     const ISSUER_JSON: &[u8] =
         br#"{"error": {"code": "server_error", "message": "try again", "type": "server_error"}}"#;

@@ -41,6 +41,8 @@ pub const DEFAULT_PROVIDER: &str = "openai-codex";
 /// The `google.rpc.ErrorInfo.domain` of every error the daemon returns.
 pub const ERROR_DOMAIN: &str = "piauth.v1";
 
+pub mod paths;
+
 pub mod socket {
     //! Where the daemon's socket lives, so the daemon and every client agree.
     //!
@@ -61,13 +63,15 @@ pub mod socket {
     //!
     //! `PIAUTHD_SOCKET` (read by the callers) overrides all of this.
 
-    use std::path::{Path, PathBuf};
+    use std::path::PathBuf;
+
+    use crate::paths::BaseDirs;
 
     /// The socket's file name inside its directory.
     pub const FILE_NAME: &str = "piauthd.sock";
 
     /// The directory the socket goes in under the chosen base.
-    pub const DIR_NAME: &str = "piauthd";
+    pub const DIR_NAME: &str = crate::paths::PIAUTHD;
 
     /// Longest socket path the platform's `sun_path` takes, excluding the
     /// final NUL (104 bytes on macOS, 108 on Linux).
@@ -91,9 +95,9 @@ pub mod socket {
     /// What the default depends on: the environment, read by [`current_inputs`].
     #[derive(Debug, Clone, Default, PartialEq, Eq)]
     pub struct Inputs {
-        pub xdg_runtime_dir: Option<PathBuf>,
-        pub xdg_state_home: Option<PathBuf>,
-        pub home: Option<PathBuf>,
+        /// `HOME` and the `XDG_*` directories (the runtime and state ones
+        /// count here).
+        pub dirs: BaseDirs,
         /// macOS's per-user temporary directory; `None` elsewhere.
         pub darwin_user_temp_dir: Option<PathBuf>,
         pub uid: u32,
@@ -102,13 +106,13 @@ pub mod socket {
     /// Picks the default socket from `inputs` (pure; see the module doc for
     /// the order). `max_bytes` is the platform limit, [`MAX_PATH_BYTES`].
     pub fn choose(inputs: &Inputs, max_bytes: usize) -> DefaultSocket {
-        let absolute = |p: &Option<PathBuf>| p.clone().filter(|p| p.is_absolute());
-        let state_home = absolute(&inputs.xdg_state_home)
-            .or_else(|| absolute(&inputs.home).map(|h| h.join(".local").join("state")));
         let candidates = [
-            absolute(&inputs.xdg_runtime_dir),
-            absolute(&inputs.darwin_user_temp_dir),
-            state_home,
+            inputs.dirs.runtime_dir(),
+            inputs
+                .darwin_user_temp_dir
+                .clone()
+                .filter(|p| p.is_absolute()),
+            inputs.dirs.state_home(),
         ];
         let mut too_long = None;
         for base in candidates.into_iter().flatten() {
@@ -148,14 +152,14 @@ pub mod socket {
         default_socket().path
     }
 
-    /// The default socket path with the runtime directory and uid given (the
-    /// daemon's config resolves those itself); the rest is read from the
-    /// environment as [`current_inputs`] does.
-    pub fn default_path_for(xdg_runtime_dir: Option<&Path>, uid: u32) -> PathBuf {
+    /// The default socket path with the base directories and uid given (the
+    /// daemon's config reads those itself); macOS's per-user temporary
+    /// directory is asked of the OS as [`current_inputs`] does.
+    pub fn default_path_for(dirs: &BaseDirs, uid: u32) -> PathBuf {
         let inputs = Inputs {
-            xdg_runtime_dir: xdg_runtime_dir.map(Path::to_owned),
+            dirs: dirs.clone(),
+            darwin_user_temp_dir: darwin_user_temp_dir(),
             uid,
-            ..current_inputs()
         };
         choose(&inputs, MAX_PATH_BYTES).path
     }
@@ -163,15 +167,8 @@ pub mod socket {
     /// Reads the inputs of [`choose`] from the environment and the OS. The
     /// uid is the effective one: it is whose files the socket may be in.
     pub fn current_inputs() -> Inputs {
-        let var = |name: &str| {
-            std::env::var_os(name)
-                .filter(|v| !v.is_empty())
-                .map(PathBuf::from)
-        };
         Inputs {
-            xdg_runtime_dir: var("XDG_RUNTIME_DIR"),
-            xdg_state_home: var("XDG_STATE_HOME"),
-            home: var("HOME"),
+            dirs: BaseDirs::from_env(),
             darwin_user_temp_dir: darwin_user_temp_dir(),
             // SAFETY: geteuid has no preconditions and cannot fail.
             uid: unsafe { libc::geteuid() },
@@ -209,21 +206,31 @@ pub mod socket {
     #[cfg(test)]
     mod tests {
         use super::*;
+        use std::path::Path;
 
         fn inputs() -> Inputs {
-            Inputs {
+            with_dirs(BaseDirs {
                 home: Some("/home/me".into()),
+                ..BaseDirs::default()
+            })
+        }
+
+        fn with_dirs(dirs: BaseDirs) -> Inputs {
+            Inputs {
+                dirs,
                 uid: 1000,
-                ..Inputs::default()
+                darwin_user_temp_dir: None,
             }
         }
 
         #[test]
         fn the_runtime_dir_comes_first() {
             let i = Inputs {
-                xdg_runtime_dir: Some("/run/user/1000".into()),
                 darwin_user_temp_dir: Some("/var/folders/ab/xyz/T".into()),
-                ..inputs()
+                ..with_dirs(BaseDirs {
+                    xdg_runtime_dir: Some("/run/user/1000".into()),
+                    ..inputs().dirs
+                })
             };
             let d = choose(&i, 107);
             assert_eq!(d.path, Path::new("/run/user/1000/piauthd/piauthd.sock"));
@@ -238,19 +245,19 @@ pub mod socket {
                 Path::new("/home/me/.local/state/piauthd/piauthd.sock")
             );
             assert_eq!(d.note, None);
-            let state = Inputs {
+            let state = with_dirs(BaseDirs {
                 xdg_state_home: Some("/home/me/st".into()),
-                ..inputs()
-            };
+                ..inputs().dirs
+            });
             assert_eq!(
                 choose(&state, 107).path,
                 Path::new("/home/me/st/piauthd/piauthd.sock")
             );
             // A relative XDG_STATE_HOME is ignored, as the spec says.
-            let relative = Inputs {
+            let relative = with_dirs(BaseDirs {
                 xdg_state_home: Some("st".into()),
-                ..inputs()
-            };
+                ..inputs().dirs
+            });
             assert_eq!(choose(&relative, 107).path, choose(&inputs(), 107).path);
             let mac = Inputs {
                 darwin_user_temp_dir: Some("/var/folders/ab/xyz/T".into()),
@@ -265,10 +272,10 @@ pub mod socket {
         #[test]
         fn a_path_over_the_limit_falls_back_and_says_so() {
             let long = format!("/home/{}", "x".repeat(80));
-            let i = Inputs {
+            let i = with_dirs(BaseDirs {
                 home: Some(long.clone().into()),
-                ..inputs()
-            };
+                ..BaseDirs::default()
+            });
             let d = choose(&i, 107);
             assert_eq!(d.path, Path::new("/tmp/piauthd-1000/piauthd.sock"));
             let note = d.note.expect("the fallback is never silent");
@@ -278,10 +285,10 @@ pub mod socket {
             // Exactly at the limit still fits.
             let exact =
                 "/h/".to_owned() + &"y".repeat(107 - "/h//.local/state/piauthd/piauthd.sock".len());
-            let i = Inputs {
+            let i = with_dirs(BaseDirs {
                 home: Some(exact.into()),
-                ..inputs()
-            };
+                ..BaseDirs::default()
+            });
             let d = choose(&i, 107);
             assert_eq!(d.path.as_os_str().len(), 107);
             assert_eq!(d.note, None);

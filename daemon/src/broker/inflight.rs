@@ -43,13 +43,15 @@ pub struct InFlight {
 }
 
 /// `$XDG_STATE_HOME/piauthd`, else `~/.local/state/piauthd` (XDG's rule: a
-/// relative `XDG_STATE_HOME` is ignored).
+/// relative `XDG_STATE_HOME` is ignored), by the rule every crate shares
+/// ([`crate::config::BaseDirs`]).
 pub fn state_dir(xdg_state_home: Option<&Path>, home: Option<&Path>) -> Option<PathBuf> {
-    let base = match xdg_state_home.filter(|p| p.is_absolute()) {
-        Some(dir) => dir.to_owned(),
-        None => home.filter(|h| h.is_absolute())?.join(".local/state"),
-    };
-    Some(base.join("piauthd"))
+    crate::config::BaseDirs {
+        xdg_state_home: xdg_state_home.map(Path::to_owned),
+        home: home.map(Path::to_owned),
+        ..Default::default()
+    }
+    .piauthd_state_dir()
 }
 
 /// Hex SHA-256 of a token: enough to recognise it, useless to spend it.
@@ -74,9 +76,9 @@ impl InFlight {
     /// The record for `store` in the user's state directory, from the
     /// process environment.
     pub fn for_store(store: &str) -> Option<InFlight> {
-        let xdg = std::env::var_os("XDG_STATE_HOME").map(PathBuf::from);
-        let home = std::env::var_os("HOME").map(PathBuf::from);
-        state_dir(xdg.as_deref(), home.as_deref()).map(|dir| InFlight::new(&dir, store))
+        crate::config::BaseDirs::from_env()
+            .piauthd_state_dir()
+            .map(|dir| InFlight::new(&dir, store))
     }
 
     pub fn path(&self) -> &Path {

@@ -141,22 +141,29 @@ pub fn is_terminal(event_type: &str) -> bool {
 #[derive(Debug, Clone)]
 pub struct Codex {
     http: reqwest::Client,
-    url: String,
+    url: url::Url,
     originator: String,
     idle: Duration,
 }
 
 impl Codex {
-    /// `base` is e.g. `https://chatgpt.com/backend-api`; `idle` is how long
-    /// a stream may go without an event.
-    pub fn new(base: &str, originator: &str, idle: Duration) -> reqwest::Result<Codex> {
+    /// `base` is e.g. `https://chatgpt.com/backend-api/`, as
+    /// [`crate::config::check_url`] returns it (its path ends in `/`, so
+    /// `codex/responses` goes below it); `idle` is how long a stream may go
+    /// without an event.
+    pub fn new(
+        base: &url::Url,
+        originator: &str,
+        idle: Duration,
+    ) -> Result<Codex, crate::upstream::ClientError> {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .redirect(reqwest::redirect::Policy::none())
-            .build()?;
+            .build()
+            .map_err(crate::upstream::ClientError::Http)?;
         Ok(Codex {
             http,
-            url: format!("{}/codex/responses", base.trim_end_matches('/')),
+            url: crate::upstream::endpoint(base, "codex/responses")?,
             originator: originator.to_owned(),
             idle,
         })
@@ -189,7 +196,7 @@ impl Codex {
                 .await?;
             let mut req = self
                 .http
-                .post(&self.url)
+                .post(self.url.clone())
                 .bearer_auth(grant.access.expose())
                 .body(prepared.body.clone());
             for (name, value) in
