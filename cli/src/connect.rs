@@ -235,7 +235,7 @@ mod tests {
         assert!(
             no_log
                 .to_string()
-                .ends_with("has no place: HOME is not set"),
+                .ends_with("has no place: HOME is not set, or not an absolute path"),
             "{no_log}"
         );
         for e in [stopped, no_daemon, no_log] {

@@ -27,22 +27,40 @@
 //!   refuses to pull one from under it.
 //! * [`server`]: wires them together and runs until shutdown.
 //! * [`wire`]: the leniency shared by the JSON shapes read from peers.
+//! * [`shared`]: what the daemon shares with its clients (the provider's
+//!   name, the socket and XDG paths): the one use of `piauth-proto`
+//!   outside [`rpc`].
 
-pub mod broker;
-pub mod callback;
-pub mod codex;
-pub mod config;
-pub mod login;
-pub mod oauth;
-pub mod rpc;
-pub mod secret;
-pub mod server;
-pub mod serving;
-pub mod socket;
-pub mod store;
-pub mod supervisor;
-pub mod upstream;
-pub mod wire;
+mod broker;
+mod callback;
+mod codex;
+mod config;
+mod login;
+mod oauth;
+mod rpc;
+mod secret;
+mod server;
+mod serving;
+mod shared;
+mod socket;
+mod store;
+mod supervisor;
+mod upstream;
+mod wire;
 
-pub use config::Config;
+// The crate's whole public API: what `main` runs, and what the suite's
+// store tests and benchmarks drive directly. Everything else is private,
+// so an internal helper never becomes API by accident.
+pub use codex::sse::SseParser;
+pub use config::{
+    Config, ConfigError, Environment, Settings, StoreKind, default_config_path,
+    load_file as load_config_file, resolve as resolve_config, shown as shown_url,
+};
+pub use rpc::{MAX_CONNECTIONS, nofile_target};
+pub use secret::Secret;
 pub use server::{Listen, RunError, run, run_with};
+pub use store::{
+    Credential, Direction, FileStore, LockError, MigrateError, OAuthCredential, PiLock, StoreError,
+    lock_path, migrate as migrate_store, recover_orphan,
+};
+pub use supervisor::take_listener;

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use piauthd::config::{self, Environment};
+use piauthd::{Environment, StoreKind};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
@@ -22,13 +22,13 @@ struct Args {
     /// Every setting (the flag, its environment variable and its config
     /// key, from one declaration).
     #[command(flatten)]
-    settings: config::Settings,
+    settings: piauthd::Settings,
 
     /// Move the openai-codex login to this store, under the locks, then exit.
     /// Refused while a daemon serves either store: stop it first, and
     /// restart it with the new --store.
     #[arg(long, value_enum, value_name = "STORE")]
-    migrate_store_to: Option<config::StoreKind>,
+    migrate_store_to: Option<StoreKind>,
 
     /// Config file [default: $XDG_CONFIG_HOME/piauthd/config.toml, else
     /// ~/.config/piauthd/config.toml; a missing default file is fine, a
@@ -110,15 +110,15 @@ fn start(args: Args) -> anyhow::Result<()> {
     // A --config file must exist; the default one may be missing.
     let (path, required) = match args.config {
         Some(path) => (Some(path), true),
-        None => (config::default_config_path(&env), false),
+        None => (piauthd::default_config_path(&env), false),
     };
     let file = match &path {
-        Some(path) => config::load_file(path, required)?,
+        Some(path) => piauthd::load_config_file(path, required)?,
         None => None,
     };
     let loaded_from = path.filter(|_| file.is_some());
     let settings = args.settings.merge(file.unwrap_or_default());
-    let config = config::resolve(settings, loaded_from, &env)?;
+    let config = piauthd::resolve_config(settings, loaded_from, &env)?;
     if args.check_config {
         println!("{}", describe(&config));
         return Ok(());
@@ -129,10 +129,10 @@ fn start(args: Args) -> anyhow::Result<()> {
             .build()
             .context("cannot start the async runtime")?;
         let direction = match to {
-            config::StoreKind::Keyring => piauthd::store::Direction::ToKeyring,
-            config::StoreKind::File => piauthd::store::Direction::ToFile,
+            StoreKind::Keyring => piauthd::Direction::ToKeyring,
+            StoreKind::File => piauthd::Direction::ToFile,
         };
-        runtime.block_on(piauthd::store::migrate(
+        runtime.block_on(piauthd::migrate_store(
             &config.auth_file,
             &config.keyring_lock(),
             direction,
@@ -140,8 +140,8 @@ fn start(args: Args) -> anyhow::Result<()> {
         eprintln!(
             "piauthd: moved the openai-codex login to the {to:?} store; start piauthd with --store {}",
             match to {
-                config::StoreKind::Keyring => "keyring",
-                config::StoreKind::File => "file",
+                StoreKind::Keyring => "keyring",
+                StoreKind::File => "file",
             }
         );
         return Ok(());
@@ -153,7 +153,7 @@ fn start(args: Args) -> anyhow::Result<()> {
     // no file before this point that it keeps (the config file is read and
     // closed), and an fd 3 opened by chance is refused unless it is a
     // listening Unix stream socket.
-    let taken = unsafe { piauthd::supervisor::take_listener() };
+    let taken = unsafe { piauthd::take_listener() };
     let listen = match taken.context("cannot use the socket passed by systemd")? {
         Some((listener, path)) => piauthd::Listen::Activated(listener, path),
         None => piauthd::Listen::Bind,
@@ -192,7 +192,7 @@ fn raise_nofile_limit() {
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
         return;
     }
-    let want = piauthd::rpc::nofile_target(lim.rlim_cur, lim.rlim_max);
+    let want = piauthd::nofile_target(lim.rlim_cur, lim.rlim_max);
     if want <= lim.rlim_cur {
         return;
     }
@@ -214,7 +214,7 @@ fn raise_nofile_limit() {
 
 /// What `--check-config` prints: the settings a user most often needs to
 /// confirm.
-fn describe(config: &config::Config) -> String {
+fn describe(config: &piauthd::Config) -> String {
     let file = config
         .config_file
         .as_ref()
@@ -228,11 +228,11 @@ fn describe(config: &config::Config) -> String {
          backend      {}",
         config.socket.display(),
         match config.store {
-            config::StoreKind::File => config.auth_file.display().to_string(),
-            config::StoreKind::Keyring => "the OS keyring".to_owned(),
+            StoreKind::File => config.auth_file.display().to_string(),
+            StoreKind::Keyring => "the OS keyring".to_owned(),
         },
-        config::shown(&config.issuer),
-        config::shown(&config.codex_base_url)
+        piauthd::shown_url(&config.issuer),
+        piauthd::shown_url(&config.codex_base_url)
     )
 }
 

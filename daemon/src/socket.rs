@@ -46,7 +46,7 @@ pub enum SocketError {
     #[error(
         "{path} exists and is not a socket; refusing to replace it or create anything beside \
          it: pass the daemon's socket with --socket, e.g. {default}",
-        default = piauth_proto::socket::default_path().display()
+        default = crate::shared::default_socket().display()
     )]
     NotASocket { path: PathBuf },
     #[error("cannot {action} {path}: {source}")]

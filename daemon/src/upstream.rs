@@ -96,6 +96,7 @@ impl Issuer {
     /// `base` is the issuer URL as text, e.g. `https://auth.openai.com`,
     /// for callers that hold no checked [`Url`] (tests); the daemon uses
     /// [`Issuer::at`].
+    #[cfg(test)]
     pub fn new(base: &str) -> Result<Issuer, ClientError> {
         let url = Url::parse(base).map_err(|source| ClientError::NotAUrl {
             base: base.to_owned(),

@@ -416,7 +416,7 @@ async fn two_thousand_idle_connections_leave_the_daemon_serving() {
     let burst = Instant::now();
     let drained = tokio::task::block_in_place(|| {
         eventually(Duration::from_secs(30), || {
-            closed_by_peer(&held) + piauthd::rpc::MAX_CONNECTIONS >= held.len()
+            closed_by_peer(&held) + piauthd::MAX_CONNECTIONS >= held.len()
         })
     });
     eprintln!(

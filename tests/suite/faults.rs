@@ -90,7 +90,7 @@ async fn server_errors_back_off_while_the_token_is_served() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_issuer_is_waited_for_and_the_lock_kept_fresh() {
     let (mock, sb, set, _d, mut c) = setup(vec![Fault::Delay { ms: 4_000 }]).await;
-    let lock = piauthd::store::lock_path(&sb.auth_file()).unwrap();
+    let lock = piauthd::lock_path(&sb.auth_file()).unwrap();
     assert!(wait_until(Duration::from_secs(3), || async { lock.exists() }).await);
     // Past pi's 10 s reader limit would need longer; what matters is that
     // the mtime stays within the heartbeat, far from any stale limit.

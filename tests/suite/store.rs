@@ -3,8 +3,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use piauth_tests::Sandbox;
-use piauthd::secret::Secret;
-use piauthd::store::{Credential, FileStore, LockError, OAuthCredential, StoreError, lock_path};
+use piauthd::{Credential, FileStore, LockError, OAuthCredential, Secret, StoreError, lock_path};
 
 /// What pi 0.73.1 writes: other providers and fields piauthd does not know.
 const PI_FILE: &str = r#"{
@@ -253,7 +252,7 @@ async fn a_pi_lock_that_replaced_an_orphan_is_respected() {
     std::thread::sleep(Duration::from_millis(20));
     std::fs::create_dir(&lock).unwrap();
 
-    assert!(!piauthd::store::recover_orphan(&sb.auth_file()).unwrap());
+    assert!(!piauthd::recover_orphan(&sb.auth_file()).unwrap());
     let store = FileStore::new(sb.auth_file()).with_lock_wait(Duration::from_millis(400));
     let err = store.update(|_| ()).await.unwrap_err();
     assert!(

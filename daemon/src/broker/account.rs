@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use super::{Broker, DEFAULT_PROVIDER, Phase, StoreHealth};
+use super::{Broker, DEFAULT_PROVIDER, Phase, StoreHealth, TokenError};
 use crate::oauth::{Claims, TokenResponse};
 use crate::store::{Document, OAuthCredential, StoreError, Transaction, Unlockable};
 
@@ -58,7 +58,18 @@ impl Broker {
 
     /// Removes `provider`'s entry under pi's lock, leaving every other entry
     /// as it was. Returns whether there was one.
-    pub async fn logout(self: &Arc<Self>, provider: &str) -> Result<bool, StoreError> {
+    pub async fn logout(self: &Arc<Self>, provider: &str) -> Result<bool, TokenError> {
+        self.logout_locked(provider).await.map_err(|e| match e {
+            StoreError::Corrupt { .. } => TokenError::StoreCorrupt {
+                detail: e.to_string(),
+            },
+            e => TokenError::StoreUnavailable {
+                detail: e.to_string(),
+            },
+        })
+    }
+
+    async fn logout_locked(self: &Arc<Self>, provider: &str) -> Result<bool, StoreError> {
         let _gate = self.gate.lock().await;
         let mut tx = self
             .store

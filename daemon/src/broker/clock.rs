@@ -12,7 +12,9 @@
 //! long sleep would wake late by the length of the suspend. [`Clock::sleep_until_ms`]
 //! wakes at least every [`RECHECK`] and compares with the wall clock again.
 
+#[cfg(test)]
 use std::sync::Arc;
+#[cfg(test)]
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -28,9 +30,11 @@ pub struct Clock(Source);
 enum Source {
     #[default]
     System,
+    #[cfg(test)]
     Paused(Arc<Paused>),
 }
 
+#[cfg(test)]
 #[derive(Debug)]
 struct Paused {
     epoch_ms: i64,
@@ -44,6 +48,7 @@ impl Clock {
         Clock(Source::System)
     }
 
+    #[cfg(test)]
     /// A clock that reads `epoch_ms` now and then moves with tokio's clock
     /// (virtual under `tokio::time::pause()`), plus any [`Clock::jump`].
     pub fn paused_at(epoch_ms: i64) -> Clock {
@@ -54,12 +59,16 @@ impl Clock {
         })))
     }
 
+    #[cfg(test)]
     /// Moves wall time forward by `ms` without moving the monotonic clock:
     /// what a suspend and resume looks like to the process. A no-op on the
     /// system clock.
     pub fn jump(&self, ms: i64) {
-        if let Source::Paused(p) = &self.0 {
-            p.jumped_ms.fetch_add(ms, Ordering::SeqCst);
+        match &self.0 {
+            Source::System => {}
+            Source::Paused(p) => {
+                p.jumped_ms.fetch_add(ms, Ordering::SeqCst);
+            }
         }
     }
 
@@ -67,6 +76,7 @@ impl Clock {
     pub fn now_ms(&self) -> i64 {
         match &self.0 {
             Source::System => system_now_ms(),
+            #[cfg(test)]
             Source::Paused(p) => {
                 let moved = i64::try_from(p.origin.elapsed().as_millis()).unwrap_or(i64::MAX);
                 p.epoch_ms

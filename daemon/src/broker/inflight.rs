@@ -44,7 +44,9 @@ pub struct InFlight {
 
 /// `$XDG_STATE_HOME/piauthd`, else `~/.local/state/piauthd` (XDG's rule: a
 /// relative `XDG_STATE_HOME` is ignored), by the rule every crate shares
-/// ([`crate::config::BaseDirs`]).
+/// ([`crate::config::BaseDirs`]). The daemon reads the environment through
+/// [`InFlight::for_store`]; this is the rule as a pure function, for tests.
+#[cfg(test)]
 pub fn state_dir(xdg_state_home: Option<&Path>, home: Option<&Path>) -> Option<PathBuf> {
     crate::config::BaseDirs {
         xdg_state_home: xdg_state_home.map(Path::to_owned),

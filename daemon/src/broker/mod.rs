@@ -43,14 +43,12 @@ pub use clock::Clock;
 pub use account::AccountError;
 pub use grant::{Decision, current_grant, decide, grant_static};
 use grant::{answers_from_snapshot, describe_remaining, grant_codex, unavailable};
-pub use policy::{
-    DEFAULT_LEAD_MS, MAX_MIN_VALID_MS, effective_min_valid_ms, margin_ms, refresh_at,
-};
-pub use report::{CredentialKind, ProviderReport, ProviderState, report};
+pub use policy::{DEFAULT_LEAD_MS, MAX_MIN_VALID_MS, effective_min_valid_ms, refresh_at};
+pub use report::{CredentialKind, ProviderState, report};
 pub use schedule::run_schedule;
 
 /// The provider piauthd refreshes.
-pub const DEFAULT_PROVIDER: &str = piauth_proto::DEFAULT_PROVIDER;
+pub use crate::shared::DEFAULT_PROVIDER;
 
 /// How the store looked at the last read or write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -190,11 +190,6 @@ pub fn from_http(
     }
 }
 
-/// Whether events of this type carry an error ([`from_event`]).
-pub fn is_failure(event_type: &str) -> bool {
-    matches!(event_type, "response.failed" | "error")
-}
-
 /// The error carried by a `response.failed` or `error` event (its JSON
 /// `payload`), if the event is one.
 pub fn from_event(event_type: &str, payload: &str) -> Option<CodexError> {

@@ -14,5 +14,5 @@ pub mod request;
 pub mod sse;
 
 pub use failure::CodexError;
-pub use relay::{Codex, RelayError, Relayed, ResponseInfo, Usage};
-pub use request::{Ask, AskError};
+pub use relay::{Codex, RelayError, Relayed};
+pub use request::Ask;

@@ -111,6 +111,7 @@ impl SseParser {
 }
 
 /// Parses a whole body at once (for tests and small answers).
+#[cfg(test)]
 pub fn parse_all(body: &[u8]) -> Result<Vec<Payload>, SseError> {
     let mut p = SseParser::new();
     let mut out = p.push(body)?;

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 /// The XDG base directories, by the one rule every crate shares (a
 /// relative value is ignored). Re-exported so that the broker and the
 /// serving lock need not name the proto crate (the wire contract) for it.
-pub use piauth_proto::paths::BaseDirs;
+pub use crate::shared::BaseDirs;
 use serde::Deserialize;
 use url::Url;
 
@@ -195,8 +195,7 @@ pub fn resolve(
         store,
         models,
     } = settings;
-    let socket =
-        socket.unwrap_or_else(|| piauth_proto::socket::default_path_for(&env.dirs, env.uid));
+    let socket = socket.unwrap_or_else(|| crate::shared::default_socket_for(&env.dirs, env.uid));
     let agent_dir = resolve_agent_dir(agent_dir, env)?;
     let issuer = check_url("the issuer", issuer.as_deref().unwrap_or(DEFAULT_ISSUER))?;
     let codex_base_url = check_url(
@@ -265,7 +264,12 @@ fn resolve_callback(
 ) -> Result<(SocketAddr, Option<SocketAddr>), ConfigError> {
     let addr = addr.unwrap_or_else(|| DEFAULT_CALLBACK_ADDR.parse().expect("a valid constant"));
     let fallback = fallback
-        .or_else(|| (addr.port() == 1455).then(|| SocketAddr::new(addr.ip(), 1457)))
+        .or_else(|| {
+            let default: SocketAddr = DEFAULT_CALLBACK_FALLBACK_ADDR
+                .parse()
+                .expect("a valid constant");
+            (addr.port() == 1455).then(|| SocketAddr::new(addr.ip(), default.port()))
+        })
         // The same address twice is dropped, but not port 0: each bind of
         // it picks a port of its own, so two are two tries, not one port.
         .filter(|a| *a != addr || a.port() == 0);

@@ -10,9 +10,8 @@ mod pkce;
 mod token;
 
 pub use jwt::{Claims, ClaimsError, read_claims};
-pub use paste::{PasteError, Pasted, parse_paste};
-pub use pkce::{Pkce, SCOPE, authorize_url, challenge_of, new_state, redirect_uri, start_uri};
+pub use paste::{PasteError, parse_paste};
+pub use pkce::{Pkce, authorize_url, new_state, redirect_uri, start_uri};
 pub use token::{
-    Failure, ResponseError, TokenResponse, classify, error_fields, parse_token_response,
-    retry_after_ms,
+    Failure, TokenResponse, classify, error_fields, parse_token_response, retry_after_ms,
 };

@@ -286,7 +286,7 @@ impl pb::auth_server::Auth for AuthService {
         let provider = provider_arg(&req.provider)?;
         let removed = self.broker.logout(provider).await.map_err(|e| {
             let reason = match e {
-                crate::store::StoreError::Corrupt { .. } => Reason::StoreCorrupt,
+                broker::TokenError::StoreCorrupt { .. } => Reason::StoreCorrupt,
                 _ => Reason::StoreUnavailable,
             };
             status(Code::FailedPrecondition, reason, e.to_string())

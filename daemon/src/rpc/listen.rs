@@ -120,10 +120,12 @@ impl Registry {
     }
 
     /// Connections admitted now.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.conns.lock().map_or(0, |c| c.len())
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -23,11 +23,11 @@ use tonic::transport::Server;
 pub use auth::{About, AuthService};
 pub use completions::CompletionsService;
 pub use limits::{
-    Backoff, IDLE_TIMEOUT, MAX_COMPLETIONS, MAX_CONNECTIONS, MAX_WATCHERS, RateLimit,
-    STREAMS_PER_CONNECTION, connection_cap, nofile_target,
+    IDLE_TIMEOUT, MAX_COMPLETIONS, MAX_CONNECTIONS, MAX_WATCHERS, STREAMS_PER_CONNECTION,
+    connection_cap, nofile_target,
 };
-pub use listen::{ConnInfo, Registry};
-pub use peer::{PeerUidLayer, peer_allowed};
+pub use listen::Registry;
+pub use peer::PeerUidLayer;
 
 use crate::broker::Broker;
 use crate::login::Logins;

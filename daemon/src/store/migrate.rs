@@ -10,7 +10,7 @@ use super::{Credential, DEFAULT_WAIT, FileStore, KeyringStore, StoreError, Unloc
 use crate::serving::{self, Holder, Serving, ServingError};
 
 /// The provider that moves.
-const PROVIDER: &str = piauth_proto::DEFAULT_PROVIDER;
+const PROVIDER: &str = crate::shared::DEFAULT_PROVIDER;
 
 /// Which way to move.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -24,15 +24,11 @@ use std::time::Duration;
 
 pub use blocking::{IO_DEADLINE, Overdue, off_runtime, within};
 pub use document::{Credential, Document, OAuthCredential, ParseError};
-pub use durable::{
-    DIR_MODE, FILE_MODE, MAX_READ_BYTES, ReadError, ensure_dir, write as write_durable,
-};
+pub use durable::{ReadError, ensure_dir};
 pub use keyring::KeyringStore;
-pub use lock::{
-    DEFAULT_WAIT, HEARTBEAT, LockError, PiLock, STALE_AFTER, lock_path, recover_orphan,
-};
+pub use lock::{DEFAULT_WAIT, LockError, PiLock, lock_path, recover_orphan};
 pub use migrate::{Direction, MigrateError, migrate};
-pub use owner::{ForeignOwner, OwnerError, check_dir, check_store, may_create_in, owner_hint};
+pub use owner::{OwnerError, check_dir, check_store, owner_hint};
 pub use transaction::{Transaction, Unlockable};
 pub use watch::{FileWatcher, watch_file};
 
@@ -158,7 +154,7 @@ impl FileStore {
     /// Private: writers go through a [`Transaction`].
     ///
     /// ```compile_fail
-    /// # async fn f(store: piauthd::store::FileStore) {
+    /// # async fn f(store: piauthd::FileStore) {
     /// let _ = store.read_locked().await;
     /// # }
     /// ```
@@ -184,8 +180,8 @@ impl FileStore {
     /// writers go through a [`Transaction`].
     ///
     /// ```compile_fail
-    /// # async fn f(store: piauthd::store::FileStore, doc: piauthd::store::Document) {
-    /// let _ = store.write(&doc).await;
+    /// # async fn f(store: piauthd::FileStore) {
+    /// let _ = store.write(&Default::default()).await;
     /// # }
     /// ```
     async fn write(&self, doc: &Document) -> io::Result<()> {

@@ -9,7 +9,7 @@ async fn main() -> anyhow::Result<()> {
     let path = std::env::args()
         .nth(1)
         .ok_or_else(|| anyhow::anyhow!("usage: lock-holder <auth.json>"))?;
-    let lock = piauthd::store::PiLock::acquire(path.as_ref(), Duration::from_secs(5)).await?;
+    let lock = piauthd::PiLock::acquire(path.as_ref(), Duration::from_secs(5)).await?;
     println!("locked {}", lock.path().display());
     std::future::pending::<()>().await;
     Ok(())

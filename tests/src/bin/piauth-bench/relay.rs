@@ -40,7 +40,7 @@ pub async fn run(mock: &MockOpenAi, daemon: &Daemon, figs: &mut Figures) -> anyh
             .body(body.to_string())
             .send()
             .await?;
-        let mut parser = piauthd::codex::sse::SseParser::new();
+        let mut parser = piauthd::SseParser::new();
         let (mut first, mut n) = (None, 0usize);
         while let Some(chunk) = resp.chunk().await? {
             let got = parser.push(&chunk)?.len();
