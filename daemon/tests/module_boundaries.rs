@@ -88,3 +88,80 @@ fn rpc_never_reaches_into_the_store() {
         offenders.join("\n")
     );
 }
+
+/// The dependency names of a manifest's `[dependencies]`-like tables.
+fn dependencies(manifest: &str) -> Vec<String> {
+    let mut in_deps = false;
+    let mut names = Vec::new();
+    for line in manifest.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_deps = line.contains("dependencies");
+        } else if in_deps && let Some((name, _)) = line.split_once('=') {
+            names.push(name.trim().trim_end_matches(".workspace").to_owned());
+        }
+    }
+    names
+}
+
+#[test]
+fn the_cli_and_the_client_never_link_the_daemon() {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for krate in ["cli", "client"] {
+        let manifest = std::fs::read_to_string(workspace.join(krate).join("Cargo.toml")).unwrap();
+        let deps = dependencies(&manifest);
+        assert!(
+            deps.iter()
+                .any(|d| d == "piauth-proto" || d == "piauth-client"),
+            "{krate}: the manifest was not read: {deps:?}"
+        );
+        assert!(
+            !deps.iter().any(|d| d == "piauthd"),
+            "{krate} depends on the daemon: {deps:?}"
+        );
+    }
+}
+
+/// The field names of `message name { ... }` in the proto text.
+fn fields<'a>(proto: &'a str, name: &str) -> Vec<&'a str> {
+    let head = format!("message {name} {{");
+    let Some(start) = proto.find(&head) else {
+        return Vec::new();
+    };
+    let body = &proto[start + head.len()..];
+    let body = &body[..body.find('}').unwrap_or(body.len())];
+    body.lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with("//") && l.contains('='))
+        .filter_map(|l| l.split('=').next()?.split_whitespace().last())
+        .collect()
+}
+
+#[test]
+fn completions_messages_carry_no_token() {
+    let proto = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../proto/piauth/v1/piauth.proto"),
+    )
+    .unwrap();
+    let mut seen = 0;
+    for message in [
+        "CompletionRequest",
+        "CompletionEvent",
+        "ResponseInfo",
+        "Usage",
+        "ListModelsResponse",
+        "Model",
+    ] {
+        let names = fields(&proto, message);
+        assert!(!names.is_empty(), "message {message} not found");
+        seen += names.len();
+        for field in names {
+            // Token counts (`input_tokens`, `max_output_tokens`) are not tokens.
+            let credential = field.contains("access")
+                || field.contains("refresh")
+                || field.contains("bearer")
+                || (field.contains("token") && !field.ends_with("_tokens"));
+            assert!(!credential, "{message}.{field} could carry a credential");
+        }
+    }
+    assert!(seen > 10, "only {seen} fields read");
+}
