@@ -44,7 +44,7 @@ async fn a_read_only_store_degrades_without_losing_the_rotated_token() {
     )
     .unwrap();
     sb.own(&sb.auth_file());
-    let _d = Daemon::start_against(&sb, &mock.issuer());
+    let d = Daemon::start_against(&sb, &mock.issuer());
     // The bounds below are generous: tokens live 4 s and refresh at half
     // life, but a loaded machine may delay each refresh by seconds, and a
     // bound only says how long to wait for what must happen.
@@ -72,7 +72,8 @@ async fn a_read_only_store_degrades_without_losing_the_rotated_token() {
             mock.stats().refreshes >= before + 2
         })
         .await,
-        "two refreshes while the store is read-only"
+        "two refreshes while the store is read-only:\n{}",
+        d.logs()
     );
     let st = status(&sb);
     assert_eq!(st["store"]["health"], "degraded", "{st}");

@@ -196,7 +196,21 @@ impl PiLock {
             match fs::DirBuilder::new().mode(0o700).create(&dir) {
                 Ok(()) => break,
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                    match remove_if_abandoned(&dir, self.sidecar.as_mut()).map_err(io_err)? {
+                    // An abandoned lock the directory will not let go of
+                    // cannot be removed by any pi process either: nobody
+                    // can lock, as when the directory cannot be created.
+                    let existing =
+                        remove_if_abandoned(&dir, self.sidecar.as_mut()).map_err(|e| {
+                            if unwritable(&e) {
+                                LockError::Unwritable {
+                                    path: dir.clone(),
+                                    source: e,
+                                }
+                            } else {
+                                io_err(e)
+                            }
+                        })?;
+                    match existing {
                         Existing::Gone => continue,
                         Existing::Held => {}
                         Existing::NotADirectory => {
@@ -372,7 +386,18 @@ impl PiLock {
             let _ = write_record(side, None);
         }
         let result = match fs::metadata(&self.dir) {
-            Ok(m) if identity_of(&m) == held.identity => fs::remove_dir(&self.dir),
+            Ok(m) if identity_of(&m) == held.identity => {
+                let removed = fs::remove_dir(&self.dir);
+                // The directory refused to go (made read-only meanwhile): it
+                // is still there and still ours, so say so again, and our
+                // next lock knows at once that nobody else holds it.
+                if removed.is_err()
+                    && let Some(side) = self.sidecar.as_mut()
+                {
+                    let _ = write_record(side, Some(held.identity));
+                }
+                removed
+            }
             Ok(_) => {
                 tracing::warn!(lock = %self.dir.display(),
                     "our auth.json lock was taken over by another process; leaving theirs in place");
