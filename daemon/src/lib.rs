@@ -31,12 +31,15 @@
 //!   name, the socket and XDG paths): the one use of `piauth-proto`
 //!   outside [`rpc`].
 
+mod base_url;
 mod broker;
 mod callback;
 mod codex;
 mod config;
 mod login;
+mod migrate;
 mod oauth;
+mod paths;
 mod rpc;
 mod secret;
 mod server;
@@ -56,11 +59,12 @@ pub use config::{
     Config, ConfigError, Environment, Settings, StoreKind, default_config_path,
     load_file as load_config_file, resolve as resolve_config, shown as shown_url,
 };
+pub use migrate::{Direction, MigrateError, migrate as migrate_store};
 pub use rpc::{MAX_CONNECTIONS, nofile_target};
 pub use secret::Secret;
 pub use server::{Listen, RunError, run, run_with};
 pub use store::{
-    Credential, Direction, FileStore, LockError, MigrateError, OAuthCredential, PiLock, StoreError,
-    lock_path, migrate as migrate_store, recover_orphan,
+    Credential, FileStore, LockError, OAuthCredential, PiLock, StoreError, lock_path,
+    recover_orphan,
 };
 pub use supervisor::take_listener;

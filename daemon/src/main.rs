@@ -135,6 +135,7 @@ fn start(args: Args) -> anyhow::Result<()> {
         runtime.block_on(piauthd::migrate_store(
             &config.auth_file,
             &config.keyring_lock(),
+            config.state_dir.as_deref(),
             direction,
         ))?;
         eprintln!(

@@ -16,6 +16,7 @@ use crate::codex::Codex;
 use crate::config::Config;
 use crate::config::StoreKind;
 use crate::login::{LoginSettings, Logins};
+use crate::paths::StoreId;
 use crate::rpc::CompletionsService;
 use crate::socket::{self, SocketError};
 use crate::store::{self, FileStore, KeyringStore, off_runtime};
@@ -139,7 +140,13 @@ async fn start(config: &Config, listen: Listen) -> Result<Started, RunError> {
         }
     };
 
-    let serving = mark_serving(&store, bound.path()).await?;
+    // One identity for the in-flight record and the serving lock, however
+    // the store's path is spelled (a symlink, a relative path, `/./`).
+    let identity = {
+        let store = store.clone();
+        off_runtime("piauthd-store-identity", move || store.identity()).await?
+    };
+    let serving = mark_serving(config.state_dir.as_deref(), &identity, bound.path()).await?;
 
     let auth_file = config.auth_file.clone();
     match off_runtime("piauthd-recover", move || store::recover_orphan(&auth_file)).await {
@@ -153,14 +160,17 @@ async fn start(config: &Config, listen: Listen) -> Result<Started, RunError> {
     }
     let issuer = Issuer::at(config.issuer.clone()).map_err(RunError::Http)?;
     let lead_ms = i64::try_from(config.refresh_lead_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
-    let inflight = InFlight::for_store(&store.describe()).unwrap_or_else(|| {
-        // No home: beside the store, under a name of piauthd's own.
-        let dir = config
+    // No home: the record goes beside the store, under a name of
+    // piauthd's own.
+    let record_dir = config.state_dir.clone().unwrap_or_else(|| {
+        config
             .auth_file
             .parent()
-            .unwrap_or(std::path::Path::new("."));
-        InFlight::new(dir, &store.describe())
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_owned()
     });
+    let inflight = InFlight::new(&record_dir, &identity).with_legacy(&store.describe());
     let broker = Broker::new(store, issuer.clone(), lead_ms, inflight);
     let logins = Logins::new(
         broker.clone(),
@@ -214,10 +224,11 @@ async fn start(config: &Config, listen: Listen) -> Result<Started, RunError> {
 /// before the store is read. Without a state directory there is nowhere
 /// to mark it, and a store move cannot tell either: it refuses to run.
 async fn mark_serving(
-    store: &FileStore,
+    state_dir: Option<&Path>,
+    store: &StoreId,
     socket: &Path,
 ) -> Result<Option<crate::serving::Serving>, RunError> {
-    let Some(dir) = crate::serving::state_dir_from_env() else {
+    let Some(dir) = state_dir.map(Path::to_owned) else {
         tracing::warn!(
             "neither XDG_STATE_HOME nor HOME is set: a store move cannot see this daemon"
         );
@@ -225,7 +236,7 @@ async fn mark_serving(
     };
     let (store, socket) = (store.clone(), socket.to_owned());
     let held = off_runtime("piauthd-serving", move || {
-        crate::serving::serve(&dir, &crate::serving::store_key(&store), &socket)
+        crate::serving::serve(&dir, &store, &socket)
     })
     .await??;
     Ok(Some(held))
@@ -282,7 +293,7 @@ async fn serve(
     tracing::info!(
         socket = %bound.path().display(),
         store = %broker.store_describe(),
-        issuer = crate::config::shown(&config.issuer),
+        issuer = crate::base_url::shown(&config.issuer),
         "piauthd is serving"
     );
     // Ready: the socket listens and the credentials are loaded.
@@ -300,8 +311,8 @@ async fn serve(
         crate::rpc::Serving {
             about: crate::rpc::About {
                 socket_path: bound.path().display().to_string(),
-                issuer: crate::config::shown(&config.issuer).to_owned(),
-                codex_base_url: crate::config::shown(&config.codex_base_url).to_owned(),
+                issuer: crate::base_url::shown(&config.issuer).to_owned(),
+                codex_base_url: crate::base_url::shown(&config.codex_base_url).to_owned(),
                 config_file: config
                     .config_file
                     .as_ref()

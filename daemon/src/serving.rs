@@ -14,8 +14,8 @@
 //! has met a move under way and does not start on a store being emptied.
 //!
 //! The file lives in piauthd's state directory beside the in-flight record,
-//! named by a hash of the store (its path, or the keyring item's
-//! description), never beside pi's files. Its own module, not `store`'s or
+//! named by the store's identity ([`StoreId`]: its resolved path, or the
+//! keyring item's description), never beside pi's files. Its own module, not `store`'s or
 //! `broker`'s: it is about the process, like the socket's instance lock,
 //! and both the server's start-up and `store::migrate` use it.
 
@@ -26,7 +26,8 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+
+use crate::paths::StoreId;
 
 /// Who holds a store, as its serving file says.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,49 +71,15 @@ pub struct Serving {
     _file: File,
 }
 
-/// The serving file of the store described by `store`, in `state_dir`.
-pub fn path(state_dir: &Path, store: &str) -> PathBuf {
-    let digest = Sha256::digest(store.as_bytes());
-    let tag: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
-    state_dir.join(format!("piauthd-serving-{tag}.lock"))
-}
-
-/// What names `store` for its serving file: the keyring item's
-/// description, or `auth.json`'s path with its directory resolved, so a
-/// daemon and a move that reach one file by two paths (a symlinked or
-/// relative agent directory) still meet on one lock. Blocking (a stat).
-pub fn store_key(store: &crate::store::FileStore) -> String {
-    if store.is_keyring() {
-        return store.describe();
-    }
-    let path = store.path();
-    let resolved = match (path.parent(), path.file_name()) {
-        (Some(dir), Some(name)) => {
-            let dir = if dir.as_os_str().is_empty() {
-                Path::new(".")
-            } else {
-                dir
-            };
-            std::fs::canonicalize(dir).ok().map(|d| d.join(name))
-        }
-        _ => None,
-    };
-    resolved
-        .unwrap_or_else(|| path.to_owned())
-        .display()
-        .to_string()
-}
-
-/// piauthd's state directory, from the process environment (the rule
-/// every crate shares: [`crate::config::BaseDirs`]).
-pub fn state_dir_from_env() -> Option<PathBuf> {
-    crate::config::BaseDirs::from_env().piauthd_state_dir()
+/// The serving file of the store `id`, in `state_dir`.
+pub fn path(state_dir: &Path, id: &StoreId) -> PathBuf {
+    state_dir.join(format!("piauthd-serving-{}.lock", id.tag()))
 }
 
 /// Marks `store` as served by this daemon on `socket`, for as long as the
 /// returned guard lives. Refuses only while a store move holds it.
 /// Blocking.
-pub fn serve(state_dir: &Path, store: &str, socket: &Path) -> Result<Serving, ServingError> {
+pub fn serve(state_dir: &Path, store: &StoreId, socket: &Path) -> Result<Serving, ServingError> {
     let holder = Holder {
         pid: Some(std::process::id()),
         socket: Some(socket.display().to_string()),
@@ -122,7 +89,7 @@ pub fn serve(state_dir: &Path, store: &str, socket: &Path) -> Result<Serving, Se
 
 /// Takes every store in `stores` for a move, or none: refuses with the
 /// holder of the first one a daemon (or another move) holds. Blocking.
-pub fn claim_for_move(state_dir: &Path, stores: &[String]) -> Result<Vec<Serving>, ServingError> {
+pub fn claim_for_move(state_dir: &Path, stores: &[StoreId]) -> Result<Vec<Serving>, ServingError> {
     let me = Holder {
         pid: Some(std::process::id()),
         socket: None,
@@ -139,13 +106,13 @@ pub fn claim_for_move(state_dir: &Path, stores: &[String]) -> Result<Vec<Serving
 /// records `me` in it.
 fn take(
     state_dir: &Path,
-    store: &str,
+    store: &StoreId,
     mode: libc::c_int,
     me: &Holder,
 ) -> Result<Serving, ServingError> {
     let path = path(state_dir, store);
     let io_error = |source| ServingError::Io {
-        store: store.to_owned(),
+        store: store.key().to_owned(),
         path: path.clone(),
         source,
     };
@@ -170,7 +137,7 @@ fn take(
         let e = io::Error::last_os_error();
         if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
             return Err(ServingError::Busy {
-                store: store.to_owned(),
+                store: store.key().to_owned(),
                 holder: read_holder(&mut file),
             });
         }
@@ -208,14 +175,18 @@ mod tests {
 
     const STORE: &str = "/home/u/.pi/agent/auth.json";
 
+    fn id(name: &str) -> StoreId {
+        StoreId::named(name)
+    }
+
     #[test]
     fn daemons_share_a_store_and_a_move_is_refused_while_one_serves() {
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("piauthd");
-        let a = serve(&state, STORE, Path::new("/run/a.sock")).unwrap();
+        let a = serve(&state, &id(STORE), Path::new("/run/a.sock")).unwrap();
         // A second daemon on another socket serves the same store.
-        let b = serve(&state, STORE, Path::new("/run/b.sock")).unwrap();
-        let stores = [STORE.to_owned(), "OS keyring".to_owned()];
+        let b = serve(&state, &id(STORE), Path::new("/run/b.sock")).unwrap();
+        let stores = [id(STORE), id("OS keyring")];
         match claim_for_move(&state, &stores) {
             Err(ServingError::Busy { store, holder }) => {
                 assert_eq!(store, STORE);
@@ -237,22 +208,22 @@ mod tests {
     #[test]
     fn a_daemon_does_not_start_on_a_store_being_moved() {
         let dir = tempfile::tempdir().unwrap();
-        let stores = ["OS keyring".to_owned()];
+        let stores = [id("OS keyring")];
         let moving = claim_for_move(dir.path(), &stores).unwrap();
-        let e = serve(dir.path(), "OS keyring", Path::new("/s")).unwrap_err();
+        let e = serve(dir.path(), &id("OS keyring"), Path::new("/s")).unwrap_err();
         assert_eq!(
             e.to_string(),
             format!("a store move (pid {}) holds OS keyring", std::process::id())
         );
         drop(moving);
-        serve(dir.path(), "OS keyring", Path::new("/s")).unwrap();
+        serve(dir.path(), &id("OS keyring"), Path::new("/s")).unwrap();
     }
 
     #[test]
     fn a_refused_move_keeps_nothing_locked() {
         let dir = tempfile::tempdir().unwrap();
-        let stores = ["free".to_owned(), "served".to_owned()];
-        let served = serve(dir.path(), "served", Path::new("/s")).unwrap();
+        let stores = [id("free"), id("served")];
+        let served = serve(dir.path(), &id("served"), Path::new("/s")).unwrap();
         assert!(claim_for_move(dir.path(), &stores).is_err());
         // "free" was taken, then let go when "served" refused.
         let _moving = claim_for_move(dir.path(), &stores[..1]).unwrap();
@@ -262,13 +233,13 @@ mod tests {
     #[test]
     fn each_store_has_its_own_file_and_an_unreadable_one_names_no_pid() {
         let dir = tempfile::tempdir().unwrap();
-        assert_ne!(path(dir.path(), "a"), path(dir.path(), "b"));
-        assert_eq!(path(dir.path(), "a"), path(dir.path(), "a"));
-        let name = path(dir.path(), "a");
+        assert_ne!(path(dir.path(), &id("a")), path(dir.path(), &id("b")));
+        assert_eq!(path(dir.path(), &id("a")), path(dir.path(), &id("a")));
+        let name = path(dir.path(), &id("a"));
         assert!(name.starts_with(dir.path()));
-        let _held = serve(dir.path(), "a", Path::new("/s")).unwrap();
+        let _held = serve(dir.path(), &id("a"), Path::new("/s")).unwrap();
         std::fs::write(&name, b"{half").unwrap();
-        match claim_for_move(dir.path(), &["a".to_owned()]) {
+        match claim_for_move(dir.path(), &[id("a")]) {
             Err(ServingError::Busy { holder, .. }) => {
                 assert_eq!(holder, Holder::default());
                 assert_eq!(holder.to_string(), "piauthd or a store move (pid unknown)");
@@ -278,20 +249,24 @@ mod tests {
     }
 
     #[test]
-    fn two_paths_to_one_auth_json_name_one_store() {
+    fn two_paths_to_one_auth_json_meet_on_one_lock() {
         let dir = tempfile::tempdir().unwrap();
         let real = dir.path().join("agent");
         std::fs::create_dir(&real).unwrap();
         let link = dir.path().join("link");
         std::os::unix::fs::symlink(&real, &link).unwrap();
-        let direct = crate::store::FileStore::new(real.join("auth.json"));
-        let linked = crate::store::FileStore::new(link.join("auth.json"));
-        assert_eq!(store_key(&direct), store_key(&linked));
-        let keyring = crate::store::FileStore::keyring(
-            real.join("piauthd-keyring"),
-            crate::store::KeyringStore::default(),
-        );
-        assert!(store_key(&keyring).starts_with("OS keyring"));
+        let state = dir.path().join("state");
+        let _daemon = serve(
+            &state,
+            &StoreId::file(&link.join("auth.json")),
+            Path::new("/s"),
+        )
+        .unwrap();
+        let dotted = dir.path().join(".").join("agent").join("auth.json");
+        assert!(matches!(
+            claim_for_move(&state, &[StoreId::file(&dotted)]),
+            Err(ServingError::Busy { .. })
+        ));
     }
 
     #[test]
@@ -299,8 +274,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let target = dir.path().join("elsewhere");
         std::fs::write(&target, b"").unwrap();
-        std::os::unix::fs::symlink(&target, path(dir.path(), "a")).unwrap();
-        let e = serve(dir.path(), "a", Path::new("/s")).unwrap_err();
+        std::os::unix::fs::symlink(&target, path(dir.path(), &id("a"))).unwrap();
+        let e = serve(dir.path(), &id("a"), Path::new("/s")).unwrap_err();
         assert!(matches!(e, ServingError::Io { .. }), "{e:?}");
     }
 }

@@ -57,7 +57,7 @@ pub enum ClientError {
     #[error("cannot set up the HTTP client: {0}")]
     Http(#[source] reqwest::Error),
     /// A base URL that cannot take a path: not one that
-    /// [`crate::config::check_url`] accepts.
+    /// [`crate::base_url::as_base`] makes.
     #[error("{base} cannot take the path {path}: {source}")]
     Endpoint {
         base: String,
@@ -102,10 +102,10 @@ impl Issuer {
             base: base.to_owned(),
             source,
         })?;
-        Issuer::at(crate::config::as_base(url))
+        Issuer::at(crate::base_url::as_base(url))
     }
 
-    /// `base` is the issuer's base URL as [`crate::config::check_url`]
+    /// `base` is the issuer's base URL as [`crate::base_url::as_base`]
     /// returns it (its path ends in `/`, so the endpoints go below it).
     pub fn at(base: Url) -> Result<Issuer, ClientError> {
         let http = reqwest::Client::builder()
@@ -382,7 +382,7 @@ impl Issuer {
     /// The issuer base URL (for the device verification page and the
     /// authorize URL), without a trailing `/`: callers append `/path`.
     pub fn base(&self) -> String {
-        crate::config::shown(&self.base).to_owned()
+        crate::base_url::shown(&self.base).to_owned()
     }
 }
 

@@ -22,6 +22,8 @@ mod degraded;
 mod exit_codes;
 /// Upstream failures, one by one.
 mod faults;
+/// One store under several spellings of its path: one record, one lock.
+mod identity;
 /// The OS keyring store against a real Secret Service.
 mod keyring;
 /// Login: callback, paste, device code, cancel, logout.

@@ -13,8 +13,9 @@
 //! The record lives in piauthd's own state directory
 //! (`$XDG_STATE_HOME/piauthd`, else `~/.local/state/piauthd`), never beside
 //! pi's files, and on persistent storage: a power cut mid-refresh is a
-//! crash too. Its name carries a hash of the store it belongs to, so two
-//! daemons on two stores never share one.
+//! crash too. Its name carries a hash of the store's identity
+//! ([`StoreId`]: its resolved path), so two daemons on two stores never
+//! share one, and two spellings of one store always do.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -22,6 +23,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::paths::StoreId;
 use crate::secret::Secret;
 use crate::store::durable;
 
@@ -40,20 +42,10 @@ pub struct Record {
 #[derive(Debug, Clone)]
 pub struct InFlight {
     path: PathBuf,
-}
-
-/// `$XDG_STATE_HOME/piauthd`, else `~/.local/state/piauthd` (XDG's rule: a
-/// relative `XDG_STATE_HOME` is ignored), by the rule every crate shares
-/// ([`crate::config::BaseDirs`]). The daemon reads the environment through
-/// [`InFlight::for_store`]; this is the rule as a pure function, for tests.
-#[cfg(test)]
-pub fn state_dir(xdg_state_home: Option<&Path>, home: Option<&Path>) -> Option<PathBuf> {
-    crate::config::BaseDirs {
-        xdg_state_home: xdg_state_home.map(Path::to_owned),
-        home: home.map(Path::to_owned),
-        ..Default::default()
-    }
-    .piauthd_state_dir()
+    /// Where an earlier piauthd, which named the record by the store's path
+    /// as given rather than by its [`StoreId`], kept it: read and cleared
+    /// too, so a record left by a crash before an upgrade is not missed.
+    legacy: Option<PathBuf>,
 }
 
 /// Hex SHA-256 of a token: enough to recognise it, useless to spend it.
@@ -65,22 +57,27 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The record's file name for a store tagged `tag`.
+fn file_name(tag: &str) -> String {
+    format!("piauthd-refresh-in-flight-{tag}.json")
+}
+
 impl InFlight {
-    /// The record for the store described by `store` (its path or keyring
-    /// name), in `state_dir`.
-    pub fn new(state_dir: &Path, store: &str) -> InFlight {
-        let tag = &hex(&Sha256::digest(store.as_bytes()))[..16];
+    /// The record for the store `id`, in `state_dir`.
+    pub fn new(state_dir: &Path, id: &StoreId) -> InFlight {
         InFlight {
-            path: state_dir.join(format!("piauthd-refresh-in-flight-{tag}.json")),
+            path: state_dir.join(file_name(&id.tag())),
+            legacy: None,
         }
     }
 
-    /// The record for `store` in the user's state directory, from the
-    /// process environment.
-    pub fn for_store(store: &str) -> Option<InFlight> {
-        crate::config::BaseDirs::from_env()
-            .piauthd_state_dir()
-            .map(|dir| InFlight::new(&dir, store))
+    /// Also looks where an earlier piauthd kept the record of the store it
+    /// was given as `spelled` (its path or keyring description as given).
+    pub fn with_legacy(mut self, spelled: &str) -> InFlight {
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        let legacy = dir.join(file_name(&crate::paths::tag_of(spelled)));
+        self.legacy = (legacy != self.path).then_some(legacy);
+        self
     }
 
     pub fn path(&self) -> &Path {
@@ -105,32 +102,46 @@ impl InFlight {
         .await
     }
 
-    /// Removes the record, durably: the answer is settled.
+    /// Removes the record (and a legacy one), durably: the answer is
+    /// settled.
     pub async fn settle(&self) -> io::Result<()> {
-        let path = self.path.clone();
-        blocking(move || {
-            match std::fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-                Err(e) => return Err(e),
-            }
-            match path.parent() {
-                Some(dir) => std::fs::File::open(dir)?.sync_all(),
-                None => Ok(()),
-            }
-        })
-        .await
+        let paths: Vec<PathBuf> = std::iter::once(self.path.clone())
+            .chain(self.legacy.clone())
+            .collect();
+        blocking(move || paths.iter().try_for_each(|p| remove_durably(p))).await
     }
 
     /// The record, if there is one. A record that does not parse is
     /// reported as an error: it may be the only sign of a refresh on the
     /// wire, so it is never taken for "none".
     pub async fn read(&self) -> io::Result<Option<Record>> {
-        let path = self.path.clone();
-        let bytes = blocking(move || durable::read(&path).map_err(io::Error::other)).await?;
-        bytes
-            .map(|b| serde_json::from_slice::<Record>(&b).map_err(io::Error::other))
-            .transpose()
+        match read_record(self.path.clone()).await? {
+            Some(record) => Ok(Some(record)),
+            None => match &self.legacy {
+                Some(legacy) => read_record(legacy.clone()).await,
+                None => Ok(None),
+            },
+        }
+    }
+}
+
+async fn read_record(path: PathBuf) -> io::Result<Option<Record>> {
+    let bytes = blocking(move || durable::read(&path).map_err(io::Error::other)).await?;
+    bytes
+        .map(|b| serde_json::from_slice::<Record>(&b).map_err(io::Error::other))
+        .transpose()
+}
+
+/// Removes `path` if it is there, then syncs its directory.
+fn remove_durably(path: &Path) -> io::Result<()> {
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    }
+    match path.parent() {
+        Some(dir) => std::fs::File::open(dir)?.sync_all(),
+        None => Ok(()),
     }
 }
 
@@ -167,8 +178,9 @@ impl super::Broker {
     /// Marks the stored token's refresh as "outcome unknown" when a record
     /// says it was sent and never answered (a crash mid-refresh), and drops
     /// a record that no longer matches the stored token. Runs under the
-    /// gate, after each load of the store: a refresh in flight holds the
-    /// gate, so it is never mistaken for a crashed one.
+    /// gate, after each load of the store and under the store's lock before
+    /// each refresh: a refresh in flight holds the gate (this daemon's) or
+    /// the lock (another's), so it is never mistaken for a crashed one.
     pub(super) async fn recover_in_flight(&self) {
         let record = self.inflight.read().await;
         let view = self.view();
@@ -196,7 +208,7 @@ impl super::Broker {
         }
         let when = sent_at_ms.map_or_else(
             || "at an unknown time".to_owned(),
-            |ms| format!("{} s before this start", (self.now_ms() - ms).max(0) / 1000),
+            |ms| format!("{} s ago", (self.now_ms() - ms).max(0) / 1000),
         );
         let reason = format!(
             "piauthd stopped while a refresh was on the wire (sent {when}); the issuer may have \
@@ -224,20 +236,6 @@ mod tests {
     }
 
     #[test]
-    fn the_state_dir_follows_xdg_and_ignores_a_relative_one() {
-        let home = Path::new("/home/u");
-        assert_eq!(
-            state_dir(Some(Path::new("/s")), Some(home)),
-            Some(PathBuf::from("/s/piauthd"))
-        );
-        assert_eq!(
-            state_dir(Some(Path::new("rel")), Some(home)),
-            Some(PathBuf::from("/home/u/.local/state/piauthd"))
-        );
-        assert_eq!(state_dir(None, None), None);
-    }
-
-    #[test]
     fn a_record_for_the_stored_token_means_the_outcome_is_unknown() {
         let rec = Record {
             refresh_sha256: fingerprint(&secret("rt-1")),
@@ -261,8 +259,14 @@ mod tests {
 
     #[test]
     fn the_record_never_holds_the_token_and_names_its_store() {
-        let a = InFlight::new(Path::new("/s"), "/home/u/.pi/agent/auth.json");
-        let b = InFlight::new(Path::new("/s"), "keyring piauthd/openai-codex");
+        let a = InFlight::new(
+            Path::new("/s"),
+            &StoreId::named("/home/u/.pi/agent/auth.json"),
+        );
+        let b = InFlight::new(
+            Path::new("/s"),
+            &StoreId::named("keyring piauthd/openai-codex"),
+        );
         assert_ne!(a.path(), b.path());
         assert!(a.path().starts_with("/s"));
         let fp = fingerprint(&secret("rt-secret-value"));
@@ -273,7 +277,7 @@ mod tests {
     #[tokio::test]
     async fn begin_read_settle_round_trip_on_disk() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let rec = InFlight::new(&dir.path().join("state"), "store");
+        let rec = InFlight::new(&dir.path().join("state"), &StoreId::named("store"));
         assert_eq!(rec.read().await.expect("read"), None);
         rec.begin(&secret("rt-1"), 5).await.expect("begin");
         let got = rec.read().await.expect("read").expect("a record");
@@ -287,9 +291,24 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_record_an_earlier_piauthd_left_under_the_given_spelling_is_found_and_cleared() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spelled = "/home/u/./agent/auth.json";
+        let old = InFlight::new(dir.path(), &StoreId::named(spelled));
+        old.begin(&secret("rt-old"), 9).await.expect("begin");
+        let rec = InFlight::new(dir.path(), &StoreId::named("/home/u/agent/auth.json"))
+            .with_legacy(spelled);
+        let got = rec.read().await.expect("read").expect("the legacy record");
+        assert_eq!(got.refresh_sha256, fingerprint(&secret("rt-old")));
+        rec.settle().await.expect("settle");
+        assert_eq!(old.read().await.expect("read"), None, "both are cleared");
+        assert_eq!(rec.read().await.expect("read"), None);
+    }
+
+    #[tokio::test]
     async fn a_corrupt_record_is_an_error_not_none() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let rec = InFlight::new(dir.path(), "store");
+        let rec = InFlight::new(dir.path(), &StoreId::named("store"));
         std::fs::write(rec.path(), b"{not json").expect("write");
         assert!(rec.read().await.is_err());
     }

@@ -77,7 +77,7 @@ async fn broker(
         sent: Mutex::new(Vec::new()),
     });
     let state = tempfile::tempdir().unwrap();
-    let inflight = inflight::InFlight::new(state.path(), "paused");
+    let inflight = inflight::InFlight::new(state.path(), &crate::paths::StoreId::named("paused"));
     let broker = Broker::with_parts(
         store,
         script.clone(),

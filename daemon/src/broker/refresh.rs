@@ -204,6 +204,17 @@ impl Broker {
                 provider: DEFAULT_PROVIDER.into(),
             });
         };
+        // A record for this very token, found under the lock, was left by a
+        // piauthd that stopped with it on the wire: another daemon on this
+        // store, perhaps one that reached it by another path. Sending it
+        // again could be reuse.
+        self.recover_in_flight().await;
+        if let Phase::OutcomeUnknown { reason, .. } = &self.view().refresh.phase {
+            return Err(TokenError::NeedsLogin {
+                provider: DEFAULT_PROVIDER.into(),
+                reason: reason.clone(),
+            });
+        }
 
         // Expiry counts from when the request left: the token cannot have
         // been issued earlier, so `expires` never overstates its life.

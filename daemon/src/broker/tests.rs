@@ -308,7 +308,7 @@ async fn get_token_reads_a_corrupt_store_again_before_it_fails() {
     let auth = dir.path().join("auth.json");
     std::fs::write(&auth, b"{\"openai-codex\": ").unwrap();
     let issuer = Issuer::new("http://127.0.0.1:9").unwrap();
-    let inflight = inflight::InFlight::new(dir.path(), "test");
+    let inflight = inflight::InFlight::new(dir.path(), &crate::paths::StoreId::named("test"));
     let broker = Broker::new(FileStore::new(&auth), issuer, DEFAULT_LEAD_MS, inflight);
     broker.reload().await;
     assert_eq!(broker.view().health, StoreHealth::Corrupt);

@@ -1,16 +1,8 @@
 //! The Codex models `ListModels` reports: the built-in list plus any the
 //! config file adds.
 
-use serde::Deserialize;
-
-/// A model and its limits.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Model {
-    pub id: String,
-    pub context_window: u64,
-    pub max_output_tokens: u64,
-}
+/// A model and its limits (the config file's shape: it adds models).
+pub use crate::config::Model;
 
 const BUILT_IN: [&str; 9] = [
     "gpt-5.1",

@@ -148,7 +148,7 @@ pub struct Codex {
 
 impl Codex {
     /// `base` is e.g. `https://chatgpt.com/backend-api/`, as
-    /// [`crate::config::check_url`] returns it (its path ends in `/`, so
+    /// [`crate::base_url::as_base`] returns it (its path ends in `/`, so
     /// `codex/responses` goes below it); `idle` is how long a stream may go
     /// without an event.
     pub fn new(

@@ -9,7 +9,7 @@ use super::{ConfigError, Environment, Settings};
 pub fn default_config_path(env: &Environment) -> Option<PathBuf> {
     env.dirs
         .config_home()
-        .map(|d| d.join(crate::shared::PIAUTHD).join("config.toml"))
+        .map(|d| d.join(crate::paths::PIAUTHD).join("config.toml"))
 }
 
 /// Reads a config file. A missing file is `None` unless `required`, when
@@ -91,7 +91,7 @@ fn locate(text: &str, offset: usize) -> (usize, Option<String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::shared::BaseDirs;
+    use crate::paths::BaseDirs;
 
     #[test]
     fn the_file_rejects_unknown_keys() {

@@ -10,12 +10,12 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-/// The XDG base directories, by the one rule every crate shares (a
-/// relative value is ignored). Re-exported so that the broker and the
-/// serving lock need not name the proto crate (the wire contract) for it.
-pub use crate::shared::BaseDirs;
 use serde::Deserialize;
 use url::Url;
+
+use crate::base_url::as_base;
+pub use crate::base_url::shown;
+use crate::paths::BaseDirs;
 
 mod file;
 mod settings;
@@ -38,7 +38,7 @@ pub const DEFAULT_ORIGINATOR: &str = "pi";
 pub const DEFAULT_STREAM_IDLE_SECS: u64 = 300;
 /// How long a gRPC connection with no open call stays unless configured
 /// otherwise: 5 minutes.
-pub const DEFAULT_CONNECTION_IDLE_SECS: u64 = crate::rpc::IDLE_TIMEOUT.as_secs();
+pub const DEFAULT_CONNECTION_IDLE_SECS: u64 = 300;
 /// How long a login may take unless configured otherwise.
 pub const DEFAULT_LOGIN_TIMEOUT_SECS: u64 = 600;
 /// How far ahead of expiry a token is refreshed unless configured
@@ -47,6 +47,16 @@ pub const DEFAULT_LOGIN_TIMEOUT_SECS: u64 = 600;
 pub const DEFAULT_REFRESH_LEAD_SECS: u64 = 35 * 60;
 /// The longest refresh lead accepted: a day.
 pub const MAX_REFRESH_LEAD_SECS: u64 = 86_400;
+
+/// A model the config file adds to (or changes in) the list `ListModels`
+/// reports.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Model {
+    pub id: String,
+    pub context_window: u64,
+    pub max_output_tokens: u64,
+}
 
 /// Where credentials are kept.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
@@ -112,8 +122,12 @@ pub struct Config {
     /// Tokens are refreshed this long before expiry (at most half their
     /// lifetime).
     pub refresh_lead_secs: u64,
-    pub models: Vec<crate::codex::models::Model>,
+    pub models: Vec<Model>,
     pub store: StoreKind,
+    /// piauthd's state directory (`$XDG_STATE_HOME/piauthd`, else
+    /// `~/.local/state/piauthd`): the in-flight refresh record and the
+    /// serving lock. `None` without an absolute `HOME` or `XDG_STATE_HOME`.
+    pub state_dir: Option<PathBuf>,
     /// The config file that was read, for `status`; `None` when none was.
     pub config_file: Option<PathBuf>,
 }
@@ -234,6 +248,7 @@ pub fn resolve(
         models: models.unwrap_or_default(),
         store: store.unwrap_or_default(),
         config_file,
+        state_dir: env.dirs.piauthd_state_dir(),
     })
 }
 
@@ -316,21 +331,6 @@ pub fn check_url(what: &'static str, value: &str) -> Result<Url, ConfigError> {
         });
     }
     Ok(as_base(url))
-}
-
-/// `url` with its path ending in exactly one `/`, so that [`Url::join`]
-/// appends below it.
-pub fn as_base(mut url: Url) -> Url {
-    let path = format!("{}/", url.path().trim_end_matches('/'));
-    url.set_path(&path);
-    url
-}
-
-/// A base URL as people see it (`--check-config`, `status`, logs): without
-/// the trailing `/` that [`check_url`] adds for joining, as it was given.
-pub fn shown(url: &Url) -> &str {
-    let text = url.as_str();
-    text.strip_suffix('/').unwrap_or(text)
 }
 
 /// Expands a leading `~` or `~/` as pi does; `None` if HOME is needed but unset.

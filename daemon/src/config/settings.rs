@@ -78,7 +78,7 @@ pub struct Settings {
     /// Models added to (or replacing) the built-in list. Only the config
     /// file has them: a list of tables does not fit a flag.
     #[arg(skip)]
-    pub models: Option<Vec<crate::codex::models::Model>>,
+    pub models: Option<Vec<super::Model>>,
 }
 
 impl Settings {

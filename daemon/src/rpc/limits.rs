@@ -26,9 +26,6 @@ pub const STREAMS_PER_CONNECTION: u32 = 64;
 pub const MAX_WATCHERS: usize = 1024;
 /// Completions relayed upstream at once.
 pub const MAX_COMPLETIONS: usize = 32;
-/// A connection with no open stream for this long is closed. A WatchToken
-/// stream is open, so a watching client is never idle.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// HTTP/2 PING interval: finds peers that vanished without closing.
 pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(60);
 /// How long a PING may go unanswered before the connection is dropped.

@@ -8,7 +8,7 @@
 //!   stream) is closed to make room; if every connection is busy, new
 //!   clients wait in the kernel's backlog until one ends.
 //! * **Idle connections close** after the idle timeout (by default
-//!   [`super::IDLE_TIMEOUT`], 5 min) with no open stream.
+//!   [`crate::config::DEFAULT_CONNECTION_IDLE_SECS`], 5 min) with no open stream.
 //!   A WatchToken stream is an open stream, so a watching client stays.
 //! * **Repeated errors are logged once per [`LOG_PERIOD`]**, with a count.
 //!

@@ -1,5 +1,4 @@
 use super::*;
-use crate::rpc::limits::IDLE_TIMEOUT;
 use tokio::io::AsyncReadExt;
 use tokio_stream::StreamExt;
 
@@ -44,9 +43,9 @@ async fn an_idle_connection_closes_but_not_while_a_stream_is_open() {
 #[tokio::test]
 async fn at_the_cap_the_connection_idle_longest_is_evicted() {
     let reg = Registry::new(2);
-    let (mut old, _p1) = tracked(&reg, IDLE_TIMEOUT);
+    let (mut old, _p1) = tracked(&reg, idle());
     tokio::time::sleep(Duration::from_millis(20)).await;
-    let (mut busy, _p2) = tracked(&reg, IDLE_TIMEOUT);
+    let (mut busy, _p2) = tracked(&reg, idle());
     let _stream = StreamGuard::open(busy.state.clone());
     assert!(reg.admit().is_none(), "the cap holds");
     assert!(reg.evict_idlest());
@@ -69,7 +68,7 @@ async fn a_full_listener_makes_room_for_a_new_client() {
     let listener = UnixListener::bind(&path).unwrap();
     let reg = Registry::new(1);
     let stop = CancellationToken::new();
-    let mut inc = incoming(listener, reg.clone(), IDLE_TIMEOUT, stop.clone());
+    let mut inc = incoming(listener, reg.clone(), idle(), stop.clone());
     let _c1 = UnixStream::connect(&path).await.unwrap();
     let mut first = inc.next().await.unwrap().unwrap();
     let _c2 = UnixStream::connect(&path).await.unwrap();
@@ -93,4 +92,9 @@ async fn a_full_listener_makes_room_for_a_new_client() {
             .is_none(),
         "the stream ends at shutdown"
     );
+}
+
+/// The default idle timeout of a connection.
+fn idle() -> Duration {
+    Duration::from_secs(crate::config::DEFAULT_CONNECTION_IDLE_SECS)
 }

@@ -23,8 +23,8 @@ use tonic::transport::Server;
 pub use auth::{About, AuthService};
 pub use completions::CompletionsService;
 pub use limits::{
-    IDLE_TIMEOUT, MAX_COMPLETIONS, MAX_CONNECTIONS, MAX_WATCHERS, STREAMS_PER_CONNECTION,
-    connection_cap, nofile_target,
+    MAX_COMPLETIONS, MAX_CONNECTIONS, MAX_WATCHERS, STREAMS_PER_CONNECTION, connection_cap,
+    nofile_target,
 };
 pub use listen::Registry;
 pub use peer::PeerUidLayer;

@@ -12,7 +12,6 @@ mod document;
 pub(crate) mod durable;
 mod keyring;
 mod lock;
-mod migrate;
 mod owner;
 mod sidecar;
 mod transaction;
@@ -22,12 +21,13 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::paths::StoreId;
+
 pub use blocking::{IO_DEADLINE, Overdue, off_runtime, within};
 pub use document::{Credential, Document, OAuthCredential, ParseError};
 pub use durable::{ReadError, ensure_dir};
 pub use keyring::KeyringStore;
 pub use lock::{DEFAULT_WAIT, LockError, PiLock, lock_path, recover_orphan};
-pub use migrate::{Direction, MigrateError, migrate};
 pub use owner::{OwnerError, check_dir, check_store, owner_hint};
 pub use transaction::{Transaction, Unlockable};
 pub use watch::{FileWatcher, watch_file};
@@ -140,6 +140,17 @@ impl FileStore {
     /// Whether this is the OS keyring.
     pub fn is_keyring(&self) -> bool {
         matches!(self.backend, Backend::Keyring(_))
+    }
+
+    /// The store's identity in piauthd's state directory ([`StoreId`]):
+    /// the resolved `auth.json`, or the keyring item. Blocking: it resolves
+    /// the path.
+    pub fn identity(&self) -> StoreId {
+        match &self.backend {
+            Backend::File => StoreId::file(&self.path),
+            Backend::Keyring(k) => StoreId::named(&k.describe()),
+            Backend::Memory(_) => StoreId::named(&self.describe()),
+        }
     }
 
     /// Where the credentials are, for people.

@@ -6,8 +6,8 @@
 
 use std::path::Path;
 
-use super::{Credential, DEFAULT_WAIT, FileStore, KeyringStore, StoreError, Unlockable};
 use crate::serving::{self, Holder, Serving, ServingError};
+use crate::store::{Credential, DEFAULT_WAIT, FileStore, KeyringStore, StoreError, Unlockable};
 
 /// The provider that moves.
 const PROVIDER: &str = crate::shared::DEFAULT_PROVIDER;
@@ -60,11 +60,21 @@ fn served_message(store: &str, holder: &Holder, to: &str) -> String {
 /// Takes both stores' serving locks for the move, refusing while a daemon
 /// serves either. Held until the move ends, so no daemon starts on a store
 /// half moved.
-fn claim(stores: [&FileStore; 2], direction: Direction) -> Result<Vec<Serving>, MigrateError> {
-    let names = stores.map(serving::store_key);
-    let Some(state_dir) = serving::state_dir_from_env() else {
+fn claim(
+    state_dir: Option<&Path>,
+    stores: [&FileStore; 2],
+    direction: Direction,
+) -> Result<Vec<Serving>, MigrateError> {
+    let ids = stores.map(FileStore::identity);
+    let names = || {
+        ids.iter()
+            .map(|id| id.key().to_owned())
+            .collect::<Vec<_>>()
+            .join(" and ")
+    };
+    let Some(state_dir) = state_dir else {
         return Err(MigrateError::ServingUnknown {
-            store: names.join(" and "),
+            store: names(),
             reason: "neither XDG_STATE_HOME nor HOME is set".to_owned(),
         });
     };
@@ -72,35 +82,37 @@ fn claim(stores: [&FileStore; 2], direction: Direction) -> Result<Vec<Serving>, 
         Direction::ToKeyring => "keyring",
         Direction::ToFile => "file",
     };
-    serving::claim_for_move(&state_dir, &names).map_err(|e| match e {
+    serving::claim_for_move(state_dir, &ids).map_err(|e| match e {
         ServingError::Busy { store, holder } => {
             // Named for people as status names it, not by its lock key.
-            let store = names
+            let store = ids
                 .iter()
                 .zip(stores)
-                .find_map(|(key, s)| (*key == store).then(|| s.describe()))
+                .find_map(|(id, s)| (id.key() == store).then(|| s.describe()))
                 .unwrap_or(store);
             MigrateError::Served { store, holder, to }
         }
         e @ ServingError::Io { .. } => MigrateError::ServingUnknown {
-            store: names.join(" and "),
+            store: names(),
             reason: e.to_string(),
         },
     })
 }
 
 /// Moves the login. `auth_file` is pi's `auth.json`; `keyring_lock` is the
-/// lock path keyring-mode daemons use. Refuses, before it locks or reads
-/// anything, while a daemon serves either store.
+/// lock path keyring-mode daemons use; `state_dir` is piauthd's state
+/// directory, where daemons mark the stores they serve. Refuses, before it
+/// locks or reads anything, while a daemon serves either store.
 pub async fn migrate(
     auth_file: &Path,
     keyring_lock: &Path,
+    state_dir: Option<&Path>,
     direction: Direction,
 ) -> Result<(), MigrateError> {
     let file = FileStore::new(auth_file).with_lock_wait(DEFAULT_WAIT);
     let keyring =
         FileStore::keyring(keyring_lock, KeyringStore::default()).with_lock_wait(DEFAULT_WAIT);
-    let _serving = claim([&file, &keyring], direction)?;
+    let _serving = claim(state_dir, [&file, &keyring], direction)?;
     // Both stores are locked for the whole move, the file first: every
     // mover takes them in this order, so two moves cannot deadlock.
     let mut file_tx = file.begin(Unlockable::Fail).await?;
