@@ -213,8 +213,7 @@ pub enum CheckError {
 
 /// The caller's effective uid: whose daemon it may talk to.
 pub fn euid() -> u32 {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() }
+    rustix::process::geteuid().as_raw()
 }
 
 fn lstat(path: &Path) -> Result<Option<Facts>, CheckError> {

@@ -31,9 +31,11 @@
 //!   name, the socket and XDG paths): the one use of `piauth-proto`
 //!   outside [`rpc`].
 
+mod backoff;
 mod base_url;
 mod broker;
 mod callback;
+mod causes;
 mod codex;
 mod config;
 mod login;
@@ -48,6 +50,7 @@ mod shared;
 mod socket;
 mod store;
 mod supervisor;
+mod throttle;
 mod upstream;
 mod wire;
 
@@ -64,7 +67,7 @@ pub use rpc::{MAX_CONNECTIONS, nofile_target};
 pub use secret::Secret;
 pub use server::{Listen, RunError, run, run_with};
 pub use store::{
-    Credential, FileStore, LockError, OAuthCredential, PiLock, StoreError, lock_path,
+    Credential, CredentialStore, LockError, OAuthCredential, PiLock, StoreError, lock_path,
     recover_orphan,
 };
 pub use supervisor::take_listener;

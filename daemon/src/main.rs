@@ -64,28 +64,12 @@ fn main() -> ExitCode {
     match start(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            let causes: Vec<String> = e.chain().map(ToString::to_string).collect();
-            eprintln!("piauthd: {}", error_line(&causes));
+            // `{:#}`: the message, then each cause; the daemon's errors
+            // print their cause instead of exposing it, so none repeats.
+            eprintln!("piauthd: {e:#}");
             ExitCode::FAILURE
         }
     }
-}
-
-/// One line for an error and its causes, each said once: a cause whose
-/// text the line already holds (an error that quotes its source) is not
-/// repeated. Pure.
-fn error_line(causes: &[String]) -> String {
-    let mut line = String::new();
-    for cause in causes {
-        if line.contains(cause.as_str()) {
-            continue;
-        }
-        if !line.is_empty() {
-            line += ": ";
-        }
-        line += cause;
-    }
-    line
 }
 
 fn init_logging(verbose: u8) {
@@ -252,27 +236,4 @@ async fn stop_on_signal(shutdown: CancellationToken) {
         _ = int.recv() => tracing::info!("SIGINT received; shutting down"),
     }
     shutdown.cancel();
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_cause_the_message_already_quotes_is_said_once() {
-        let causes = [
-            "cannot read the config file /x.toml: No such file or directory (os error 2)"
-                .to_owned(),
-            "No such file or directory (os error 2)".to_owned(),
-        ];
-        assert_eq!(error_line(&causes), causes[0]);
-        let chained = [
-            "cannot start the async runtime".to_owned(),
-            "out of memory".to_owned(),
-        ];
-        assert_eq!(
-            error_line(&chained),
-            "cannot start the async runtime: out of memory"
-        );
-    }
 }

@@ -7,7 +7,9 @@
 use std::path::Path;
 
 use crate::serving::{self, Holder, Serving, ServingError};
-use crate::store::{Credential, DEFAULT_WAIT, FileStore, KeyringStore, StoreError, Unlockable};
+use crate::store::{
+    Credential, CredentialStore, DEFAULT_WAIT, KeyringStore, StoreError, Unlockable,
+};
 
 /// The provider that moves.
 const PROVIDER: &str = crate::shared::DEFAULT_PROVIDER;
@@ -62,10 +64,10 @@ fn served_message(store: &str, holder: &Holder, to: &str) -> String {
 /// half moved.
 fn claim(
     state_dir: Option<&Path>,
-    stores: [&FileStore; 2],
+    stores: [&CredentialStore; 2],
     direction: Direction,
 ) -> Result<Vec<Serving>, MigrateError> {
-    let ids = stores.map(FileStore::identity);
+    let ids = stores.map(CredentialStore::identity);
     let names = || {
         ids.iter()
             .map(|id| id.key().to_owned())
@@ -109,9 +111,9 @@ pub async fn migrate(
     state_dir: Option<&Path>,
     direction: Direction,
 ) -> Result<(), MigrateError> {
-    let file = FileStore::new(auth_file).with_lock_wait(DEFAULT_WAIT);
-    let keyring =
-        FileStore::keyring(keyring_lock, KeyringStore::default()).with_lock_wait(DEFAULT_WAIT);
+    let file = CredentialStore::file(auth_file).with_lock_wait(DEFAULT_WAIT);
+    let keyring = CredentialStore::keyring(keyring_lock, KeyringStore::default())
+        .with_lock_wait(DEFAULT_WAIT);
     let _serving = claim(state_dir, [&file, &keyring], direction)?;
     // Both stores are locked for the whole move, the file first: every
     // mover takes them in this order, so two moves cannot deadlock.
@@ -142,9 +144,9 @@ pub async fn migrate(
             .delete()
             .await
             .map_err(|source| StoreError::Io {
-                path: keyring.path().to_owned(),
-                action: "delete the keyring item locked by",
-                source,
+                store: keyring.describe(),
+                action: "delete",
+                cause: source,
             })?;
     } else {
         from.commit(&source).await?;

@@ -19,7 +19,7 @@ use crate::login::{LoginSettings, Logins};
 use crate::paths::StoreId;
 use crate::rpc::CompletionsService;
 use crate::socket::{self, SocketError};
-use crate::store::{self, FileStore, KeyringStore, off_runtime};
+use crate::store::{self, CredentialStore, KeyringStore, off_runtime};
 use crate::supervisor;
 use crate::upstream::Issuer;
 
@@ -39,33 +39,51 @@ const RELOAD_SETTLE: Duration = Duration::from_millis(30);
 pub enum RunError {
     #[error(transparent)]
     Socket(#[from] SocketError),
-    #[error("cannot create pi's agent directory {path}: {source}")]
+    #[error("cannot create pi's agent directory {path}: {cause}")]
     AgentDir {
         path: std::path::PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
-    #[error("cannot watch {path} for changes: {source}")]
+    #[error("cannot watch {path} for changes: {cause}")]
     Watch {
         path: std::path::PathBuf,
-        #[source]
-        source: notify::Error,
+        cause: notify::Error,
     },
     #[error(
         "the OS keyring is not usable ({0}); piauthd will not run without a place to keep \
          credentials. Unlock or start the keyring (Secret Service on Linux), or use --store file"
     )]
-    Keyring(#[source] std::io::Error),
+    Keyring(std::io::Error),
     #[error(transparent)]
     Http(#[from] crate::upstream::ClientError),
-    #[error("the gRPC server failed: {0}")]
-    Serve(#[from] tonic::transport::Error),
+    #[error("the gRPC server failed: {}", crate::causes::line(.0))]
+    Serve(tonic::transport::Error),
     #[error(transparent)]
     Owner(#[from] store::OwnerError),
     #[error("cannot start a thread: {0}")]
-    Thread(#[from] std::io::Error),
+    Thread(std::io::Error),
     #[error("{0}; start piauthd again when the move is done")]
-    Serving(#[from] crate::serving::ServingError),
+    Serving(crate::serving::ServingError),
+}
+
+// By hand, not `#[from]`: these messages print their cause, so it is not
+// exposed again as `source()` (see `crate::causes`).
+impl From<tonic::transport::Error> for RunError {
+    fn from(e: tonic::transport::Error) -> Self {
+        RunError::Serve(e)
+    }
+}
+
+impl From<std::io::Error> for RunError {
+    fn from(e: std::io::Error) -> Self {
+        RunError::Thread(e)
+    }
+}
+
+impl From<crate::serving::ServingError> for RunError {
+    fn from(e: crate::serving::ServingError) -> Self {
+        RunError::Serving(e)
+    }
 }
 
 /// Where the daemon's socket comes from.
@@ -117,17 +135,16 @@ pub async fn run_with(
 /// Checks ownership, opens the store, binds the socket and loads the
 /// credentials, in that order.
 async fn start(config: &Config, listen: Listen) -> Result<Started, RunError> {
-    // SAFETY: geteuid cannot fail.
-    let uid = unsafe { libc::geteuid() };
+    let uid = rustix::process::geteuid().as_raw();
     let auth_file = config.auth_file.clone();
     off_runtime("piauthd-start", move || prepare_store(&auth_file, uid)).await??;
     let store = match config.store {
-        StoreKind::File => FileStore::new(&config.auth_file),
+        StoreKind::File => CredentialStore::file(&config.auth_file),
         StoreKind::Keyring => {
             let keyring = KeyringStore::default();
             keyring.self_test().await.map_err(RunError::Keyring)?;
             tracing::info!("the OS keyring works; credentials are kept there");
-            FileStore::keyring(config.keyring_lock(), keyring)
+            CredentialStore::keyring(config.keyring_lock(), keyring)
         }
     };
     // Bind before anything else touches the store: a second instance must
@@ -193,7 +210,7 @@ async fn start(config: &Config, listen: Listen) -> Result<Started, RunError> {
                 .await?
                 .map_err(|source| RunError::Watch {
                     path: config.auth_file.clone(),
-                    source,
+                    cause: source,
                 })?;
             (Some(w), rx)
         }
@@ -249,7 +266,7 @@ fn prepare_store(auth_file: &Path, euid: u32) -> Result<(), RunError> {
     if let Some(dir) = auth_file.parent().filter(|d| !d.as_os_str().is_empty()) {
         store::ensure_dir(dir).map_err(|source| RunError::AgentDir {
             path: dir.to_owned(),
-            source,
+            cause: source,
         })?;
     }
     Ok(())
@@ -301,8 +318,7 @@ async fn serve(
         "READY=1\n{}",
         supervisor::status_line(&ready_status(&broker, bound.path()))
     ));
-    // SAFETY: geteuid cannot fail.
-    let uid = unsafe { libc::geteuid() };
+    let uid = rustix::process::geteuid().as_raw();
     let serve = crate::rpc::serve(
         listener,
         broker.clone(),

@@ -54,12 +54,11 @@ impl std::fmt::Display for Holder {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServingError {
-    #[error("cannot use {path}, which records who serves {store}: {source}")]
+    #[error("cannot use {path}, which records who serves {store}: {cause}")]
     Io {
         store: String,
         path: PathBuf,
-        #[source]
-        source: io::Error,
+        cause: io::Error,
     },
     #[error("{holder} holds {store}")]
     Busy { store: String, holder: Holder },
@@ -114,7 +113,7 @@ fn take(
     let io_error = |source| ServingError::Io {
         store: store.key().to_owned(),
         path: path.clone(),
-        source,
+        cause: source,
     };
     crate::store::durable::ensure_dir(state_dir).map_err(io_error)?;
     let mut file = std::fs::OpenOptions::new()

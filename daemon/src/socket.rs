@@ -49,12 +49,11 @@ pub enum SocketError {
         default = crate::shared::default_socket().display()
     )]
     NotASocket { path: PathBuf },
-    #[error("cannot {action} {path}: {source}")]
+    #[error("cannot {action} {path}: {cause}")]
     Io {
         action: &'static str,
         path: PathBuf,
-        #[source]
-        source: io::Error,
+        cause: io::Error,
     },
 }
 
@@ -108,12 +107,12 @@ pub fn adopt(
     let meta = fs::symlink_metadata(path).map_err(|source| SocketError::Io {
         action: "inspect",
         path: path.to_owned(),
-        source,
+        cause: source,
     })?;
     let listener = UnixListener::from_std(listener).map_err(|source| SocketError::Io {
         action: "use",
         path: path.to_owned(),
-        source,
+        cause: source,
     })?;
     Ok((listener, SocketGuard::new(path, false, &meta, instance)))
 }
@@ -134,7 +133,7 @@ pub fn check_socket_path(path: &Path) -> Result<(), SocketError> {
         Err(source) => Err(SocketError::Io {
             action: "inspect",
             path: path.to_owned(),
-            source,
+            cause: source,
         }),
     }
 }
@@ -146,7 +145,7 @@ fn instance_lock(path: &Path) -> Result<File, SocketError> {
         move |source| SocketError::Io {
             action,
             path: p,
-            source,
+            cause: source,
         }
     };
     let mut lock_name = path.as_os_str().to_owned();
@@ -214,7 +213,7 @@ pub fn bind(path: &Path, uid: u32) -> Result<(UnixListener, SocketGuard), Socket
         move |source| SocketError::Io {
             action,
             path: p,
-            source,
+            cause: source,
         }
     };
     check_socket_path(path)?;
@@ -256,7 +255,7 @@ fn private_dir(dir: &Path, uid: u32) -> Result<(), SocketError> {
         move |source| SocketError::Io {
             action,
             path: p,
-            source,
+            cause: source,
         }
     };
     // Never create the directory (or its parents) inside another user's:
@@ -268,10 +267,13 @@ fn private_dir(dir: &Path, uid: u32) -> Result<(), SocketError> {
             owner: f.owner,
             uid,
         },
-        crate::store::OwnerError::Io { path, source } => SocketError::Io {
+        crate::store::OwnerError::Io {
+            path,
+            cause: source,
+        } => SocketError::Io {
             action: "inspect",
             path,
-            source,
+            cause: source,
         },
     })?;
     if let Some(parent) = dir.parent()
@@ -314,8 +316,7 @@ mod tests {
     use super::*;
 
     fn uid() -> u32 {
-        // SAFETY: getuid cannot fail.
-        unsafe { libc::getuid() }
+        rustix::process::getuid().as_raw()
     }
 
     #[tokio::test]

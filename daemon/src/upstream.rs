@@ -54,22 +54,20 @@ fn describe(f: &Failure) -> String {
 /// Why an HTTP client could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("cannot set up the HTTP client: {0}")]
-    Http(#[source] reqwest::Error),
+    #[error("cannot set up the HTTP client: {}", crate::causes::line(.0))]
+    Http(reqwest::Error),
     /// A base URL that cannot take a path: not one that
     /// [`crate::base_url::as_base`] makes.
-    #[error("{base} cannot take the path {path}: {source}")]
+    #[error("{base} cannot take the path {path}: {cause}")]
     Endpoint {
         base: String,
         path: &'static str,
-        #[source]
-        source: url::ParseError,
+        cause: url::ParseError,
     },
-    #[error("{base:?} is not a URL: {source}")]
+    #[error("{base:?} is not a URL: {cause}")]
     NotAUrl {
         base: String,
-        #[source]
-        source: url::ParseError,
+        cause: url::ParseError,
     },
 }
 
@@ -78,7 +76,7 @@ pub fn endpoint(base: &Url, path: &'static str) -> Result<Url, ClientError> {
     base.join(path).map_err(|source| ClientError::Endpoint {
         base: base.to_string(),
         path,
-        source,
+        cause: source,
     })
 }
 
@@ -100,7 +98,7 @@ impl Issuer {
     pub fn new(base: &str) -> Result<Issuer, ClientError> {
         let url = Url::parse(base).map_err(|source| ClientError::NotAUrl {
             base: base.to_owned(),
-            source,
+            cause: source,
         })?;
         Issuer::at(crate::base_url::as_base(url))
     }
@@ -224,13 +222,7 @@ fn sent_error(e: reqwest::Error) -> RefreshError {
     let (connect, timeout) = (e.is_connect(), e.is_timeout());
     // Strip the URL (not secret, but noise) and keep the causes, which say
     // what actually happened ("connection refused", "connection reset").
-    let e = e.without_url();
-    let mut message = e.to_string();
-    let mut source = std::error::Error::source(&e);
-    while let Some(cause) = source {
-        message = format!("{message}: {cause}");
-        source = cause.source();
-    }
+    let message = crate::causes::line(&e.without_url());
     if connect {
         RefreshError::NotSent { message }
     } else if timeout {
@@ -255,10 +247,12 @@ pub enum LoginHttpError {
     Network(String),
 }
 
-/// A device code to show the user.
+/// A device code to show the user. `device_auth_id` is what polls for the
+/// login's code, so it is a [`Secret`] and never printed; `user_code` is
+/// shown to the user anyway.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeviceCode {
-    pub device_auth_id: String,
+    pub device_auth_id: Secret<String>,
     pub user_code: String,
     pub interval_secs: u64,
 }
@@ -331,7 +325,7 @@ impl Issuer {
             answer.user_code.and_then(Loose::text),
         ) {
             (Some(device_auth_id), Some(user_code)) => Ok(DeviceCode {
-                device_auth_id,
+                device_auth_id: Secret::new(device_auth_id),
                 user_code,
                 interval_secs: interval.unwrap_or(5),
             }),
@@ -347,7 +341,7 @@ impl Issuer {
             .http
             .post(self.device_token_url.clone())
             .json(&serde_json::json!({
-                "device_auth_id": code.device_auth_id,
+                "device_auth_id": code.device_auth_id.expose(),
                 "user_code": code.user_code,
             }))
             .send()
@@ -403,7 +397,20 @@ fn refused(status: u16, body: &[u8]) -> LoginHttpError {
 
 #[cfg(test)]
 mod tests {
-    use super::{Issuer, outcome_unknown};
+    use super::{DeviceCode, Issuer, outcome_unknown};
+    use crate::secret::Secret;
+
+    #[test]
+    fn a_device_code_never_prints_its_device_auth_id() {
+        let code = DeviceCode {
+            device_auth_id: Secret::new("deviceauth_secret_123".to_owned()),
+            user_code: "ABCD-1234".into(),
+            interval_secs: 5,
+        };
+        let shown = format!("{code:?}");
+        assert!(!shown.contains("deviceauth_secret_123"), "{shown}");
+        assert!(shown.contains("ABCD-1234"), "{shown}");
+    }
 
     #[test]
     fn endpoints_go_below_the_issuers_path() {

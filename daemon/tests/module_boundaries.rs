@@ -5,7 +5,8 @@
 //!   its public API is the explicit `pub use` list;
 //! * only `rpc` sees the proto crate: outside `rpc/`, `piauth_proto` is
 //!   named in `shared.rs` alone (the provider's name and the paths);
-//! * `rpc` never reaches into `store`: it talks to the broker only.
+//! * `rpc` never reaches into `store`: it talks to the broker only;
+//! * no error prints its cause and also exposes it as `source()`.
 
 use std::path::{Path, PathBuf};
 
@@ -164,4 +165,111 @@ fn completions_messages_carry_no_token() {
         }
     }
     assert!(seen > 10, "only {seen} fields read");
+}
+
+/// The `#[error(...)]` attributes of `text`, each with the variant (or
+/// struct) body that follows it: `(message, body)`.
+fn error_attributes(text: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("#[error(") {
+        let after = &rest[start + "#[error(".len()..];
+        let Some(end) = after.find(")]\n") else { break };
+        let message = after[..end].to_owned();
+        let tail = &after[end + 2..];
+        // The body: up to the end of the variant's fields.
+        let open = tail.find(['(', '{', ',']).unwrap_or(tail.len());
+        let body = match tail[open..].chars().next() {
+            Some(c @ ('(' | '{')) => {
+                let close = if c == '(' { ')' } else { '}' };
+                let inner = &tail[open..];
+                let mut depth = 0;
+                let mut stop = inner.len();
+                for (i, ch) in inner.char_indices() {
+                    if ch == c {
+                        depth += 1;
+                    } else if ch == close {
+                        depth -= 1;
+                        if depth == 0 {
+                            stop = i;
+                            break;
+                        }
+                    }
+                }
+                inner[..stop].to_owned()
+            }
+            _ => String::new(),
+        };
+        out.push((message, body));
+        rest = tail;
+    }
+    out
+}
+
+/// Whether an error variant both prints its cause and exposes it as
+/// `source()`, which says the cause twice in a chain.
+fn prints_and_exposes(message: &str, body: &str) -> bool {
+    if message.trim() == "transparent" {
+        return false;
+    }
+    // The exposed field: a tuple field marked `#[source]` or `#[from]`, a
+    // named field so marked, or a field named `source`.
+    let mut exposed = Vec::new();
+    if body.starts_with('(') && (body.contains("#[source]") || body.contains("#[from]")) {
+        exposed.push("0".to_owned());
+    }
+    for marker in ["#[source]", "#[from]"] {
+        for (i, _) in body.match_indices(marker) {
+            let after = body[i + marker.len()..].trim_start();
+            let name: String = after
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            if after[name.len()..].trim_start().starts_with(':') {
+                exposed.push(name);
+            }
+        }
+    }
+    if body.contains("source:") {
+        exposed.push("source".to_owned());
+    }
+    exposed.iter().any(|name| {
+        message.contains(&format!("{{{name}}}")) || message.contains(&format!(".{name})"))
+    })
+}
+
+#[test]
+fn no_error_prints_its_cause_and_exposes_it_too() {
+    let root = src();
+    let mut offenders = Vec::new();
+    let mut seen = 0;
+    for (path, text) in sources(&root) {
+        for (message, body) in error_attributes(&text) {
+            seen += 1;
+            if prints_and_exposes(&message, &body) {
+                offenders.push(format!(
+                    "{}: #[error({message})] over {body}",
+                    path.display()
+                ));
+            }
+        }
+    }
+    assert!(seen > 40, "only {seen} error messages read");
+    assert!(
+        offenders.is_empty(),
+        "errors that print their cause and expose it as source():\n{}",
+        offenders.join("\n")
+    );
+}
+
+#[test]
+fn the_error_check_tells_the_two_styles_apart() {
+    let text = "enum E {\n    #[error(\"cannot read {path}: {source}\")]\n    Read {\n        path: String,\n        #[source]\n        source: io::Error,\n    },\n    #[error(\"cannot read {path}: {cause}\")]\n    Said { path: String, cause: io::Error },\n    #[error(\"the server failed\")]\n    Exposed(#[source] io::Error),\n    #[error(transparent)]\n    Inner(#[from] Other),\n    #[error(\"reading {path} {overdue}\")]\n    Hung {\n        path: String,\n        #[source]\n        overdue: Overdue,\n    },\n}\n";
+    let found = error_attributes(text);
+    assert_eq!(found.len(), 5, "{found:?}");
+    let verdicts: Vec<bool> = found
+        .iter()
+        .map(|(m, b)| prints_and_exposes(m, b))
+        .collect();
+    assert_eq!(verdicts, [true, false, false, false, true]);
 }

@@ -170,8 +170,7 @@ pub mod socket {
         Inputs {
             dirs: BaseDirs::from_env(),
             darwin_user_temp_dir: darwin_user_temp_dir(),
-            // SAFETY: geteuid has no preconditions and cannot fail.
-            uid: unsafe { libc::geteuid() },
+            uid: rustix::process::geteuid().as_raw(),
         }
     }
 

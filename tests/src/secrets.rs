@@ -19,7 +19,7 @@ impl SecretService {
     /// (in CI, `CI` set, a missing tool fails). Anything else failing panics.
     pub fn start() -> Option<SecretService> {
         let tools = ["dbus-daemon", "gnome-keyring-daemon", "dbus-send"];
-        if !tools.iter().all(|t| crate::daemon::have_tool(t)) {
+        if !tools.iter().all(|t| crate::host::have_tool(t)) {
             return None;
         }
         let dir = tempfile::Builder::new()

@@ -18,8 +18,10 @@ use std::time::{Duration, Instant};
 use piauth_client::Client;
 use piauth_client::proto::v1 as pb;
 use piauth_client::proto::v1::login_event::Event;
-use piauth_tests::daemon::{NOBODY, free_addr, rss_kb};
+use piauth_tests::host::free_addr;
 use piauth_tests::mock::{MockConfig, MockOpenAi};
+use piauth_tests::process::rss_kb;
+use piauth_tests::sandbox::NOBODY;
 use piauth_tests::{Daemon, Sandbox};
 
 use crate::login::{Begun, begin, browse, http, outcome, redirect_of};
@@ -164,7 +166,7 @@ fn account_in(sb: &Sandbox) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs root: run with --include-ignored as root (CI does)"]
 async fn a_stolen_state_cannot_log_the_victim_in_as_the_attacker() {
-    piauth_tests::daemon::assert_root();
+    piauth_tests::host::assert_root();
     let mut v = victim(None).await;
     let before = std::fs::read(v.sb.auth_file()).unwrap();
     let begun = begin(&mut v.client, 0).await;
@@ -240,10 +242,10 @@ async fn a_stolen_state_cannot_log_the_victim_in_as_the_attacker() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs root: run with --include-ignored as root (CI does)"]
 async fn a_squatter_on_ipv6_loopback_gets_no_redirect() {
-    piauth_tests::daemon::assert_root();
+    piauth_tests::host::assert_root();
     if !ipv6_loopback() {
         // With no [::1] there is nothing to squat, but nothing tested either.
-        piauth_tests::daemon::skip_outside_ci("IPv6 loopback ([::1] to squat)");
+        piauth_tests::host::skip_outside_ci("IPv6 loopback ([::1] to squat)");
         return;
     }
     // A fixed port is the point here: the attacker takes it first.
@@ -325,6 +327,7 @@ fn cpu_ticks(pid: i32) -> u64 {
 
 /// Percent of one core the process used over `window`, measured from
 /// /proc/<pid>/stat, while `during` runs (it may take up to the window).
+/// The rest of the window is slept: it is the measurement, not a wait.
 async fn cpu_percent_over<F: std::future::Future<Output = ()>>(
     pid: i32,
     window: Duration,
@@ -356,7 +359,7 @@ async fn keeps_serving(client: &Client, window: Duration) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs root: run with --include-ignored as root (CI does)"]
 async fn two_hundred_idle_connections_at_64_descriptors() {
-    piauth_tests::daemon::assert_root();
+    piauth_tests::host::assert_root();
     let mut v = victim(Some(64)).await;
     let begun = begin(&mut v.client, 0).await;
     let port = begun.callback().port();
@@ -570,7 +573,7 @@ async fn the_browser_opener_never_sees_state() {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-    let recorded = piauth_tests::daemon::eventually(Duration::from_secs(15), || {
+    let recorded = piauth_tests::wait::eventually(Duration::from_secs(15), || {
         std::fs::read_to_string(&argv).is_ok_and(|a| !a.is_empty())
     });
     assert!(recorded, "the opener was run");

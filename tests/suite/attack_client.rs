@@ -14,9 +14,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use piauth_client::{Client, Error};
-use piauth_tests::daemon::{NOBODY, assert_root, eventually, make_reachable};
 use piauth_tests::fixtures::write_codex_login;
+use piauth_tests::host::assert_root;
 use piauth_tests::mock::{MockConfig, MockOpenAi, ReplyShape};
+use piauth_tests::sandbox::{NOBODY, make_reachable};
+use piauth_tests::wait::eventually;
 use piauth_tests::{Daemon, Sandbox, bin_path};
 
 /// The attacker's fake daemon: creates the socket's directory (0755) and

@@ -17,9 +17,10 @@ use std::time::{Duration, Instant};
 use piauth_client::proto::v1 as pb;
 use piauth_client::proto::v1::login_event::Event;
 use piauth_client::{Client, Reason};
-use piauth_tests::daemon::{cpu_percent, eventually, limit_nofile, open_fds, peak_rss_kb, rss_kb};
 use piauth_tests::fixtures::{access_token, auth_json, now_ms};
 use piauth_tests::mock::{MockConfig, MockOpenAi};
+use piauth_tests::process::{cpu_percent, limit_nofile, open_fds, peak_rss_kb, rss_kb};
+use piauth_tests::wait::eventually;
 use piauth_tests::{Daemon, Sandbox};
 
 use crate::login::{Begun, begin, browse, outcome};
@@ -77,7 +78,7 @@ fn log_bytes(d: &Daemon) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs root: run with --include-ignored as root (CI does)"]
 async fn a_root_daemon_in_another_users_home_refuses_and_changes_nothing() {
-    piauth_tests::daemon::assert_root();
+    piauth_tests::host::assert_root();
     let mock = piauth_tests::mock::MockOpenAi::start(Default::default())
         .await
         .unwrap();

@@ -78,7 +78,7 @@ async fn daemon_with_callback(mock: &MockOpenAi) -> (Sandbox, Daemon) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn headless_chromium_completes_the_browser_login() {
     let Some(browser) = chromium() else {
-        piauth_tests::daemon::skip_outside_ci("Debian's chromium");
+        piauth_tests::host::skip_outside_ci("Debian's chromium");
         return;
     };
     let mock = MockOpenAi::start(MockConfig::default()).await.unwrap();

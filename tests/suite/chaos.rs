@@ -11,13 +11,14 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use piauth_client::Client;
 use piauth_client::proto::v1 as pb;
-use piauth_tests::daemon::{stored_refresh, wait_until};
+use piauth_tests::daemon::stored_refresh;
 use piauth_tests::fixtures::write_codex_login;
 use piauth_tests::mock::{Fault, MockConfig, MockOpenAi, ReplyShape};
+use piauth_tests::wait::wait_until;
 use piauth_tests::{Daemon, Sandbox};
 
 const GETTERS: usize = 256;
@@ -26,6 +27,9 @@ const STREAMERS: usize = 16;
 /// test's own status connections, an upstream connection being made). A
 /// leak grows with the work done: tens of thousands of calls here.
 const SLACK_FDS: usize = 8;
+/// A deadline for failing, never a wait: the load steps end on a count of
+/// answers.
+const LOAD_DEADLINE: Duration = Duration::from_secs(120);
 
 /// What went wrong for one client call, counted by its text.
 #[derive(Debug)]
@@ -45,9 +49,7 @@ impl std::fmt::Display for Failure {
 }
 
 fn fds(pid: i32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| d.count())
-        .unwrap_or(0)
+    piauth_tests::process::open_fds(pid as u32)
 }
 
 fn chattr(flag: &str, path: &std::path::Path) {
@@ -64,110 +66,121 @@ fn chattr(flag: &str, path: &std::path::Path) {
     );
 }
 
-#[cfg(target_os = "linux")]
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn chaos_under_load() {
-    let mock = MockOpenAi::start(MockConfig {
-        expires_in: 10,
-        ..MockConfig::default()
-    })
-    .await
-    .unwrap();
-    mock.state.set_reply(ReplyShape {
-        text: "chaos is a ladder".into(),
-        ..ReplyShape::default()
-    });
-    let sb = Sandbox::new();
-    write_codex_login(
-        &sb.auth_file(),
-        &mock.state.seed_login("acc-x", "x@example.com", "pro"),
-    )
-    .unwrap();
-    let (issuer, base) = (mock.issuer(), mock.codex_base());
-    let mut d = Daemon::start_with(&sb, |cmd| {
-        cmd.env("PIAUTHD_ISSUER", &issuer)
-            .env("PIAUTHD_CODEX_BASE_URL", &base)
-            // Trace everywhere except HTTP/2 frame dumps, which only repeat
-            // what the layers above log.
-            .env(
-                "RUST_LOG",
-                "trace,h2=debug,hyper=debug,hyper_util=debug,mio=debug,tower=debug",
-            );
-    });
-    let pid = d.pid();
-    let fds_before = fds(pid);
+/// Clients calling the daemon in a loop until stopped: `getters` GetToken
+/// callers (every 20 ms) and `streamers` completion streams (every 100 ms),
+/// each on its own connection. Failures are counted by their text.
+struct Load {
+    stop: Arc<AtomicBool>,
+    calls: Arc<AtomicU64>,
+    streams: Arc<AtomicU64>,
+    failures: Arc<std::sync::Mutex<BTreeMap<String, u64>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let calls = Arc::new(AtomicU64::new(0));
-    let streams = Arc::new(AtomicU64::new(0));
-    let failures = Arc::new(std::sync::Mutex::new(BTreeMap::<String, u64>::new()));
-    let mut tasks = Vec::new();
-    for i in 0..GETTERS + STREAMERS {
-        let mut c = Client::connect(sb.socket()).await.unwrap();
-        let (stop, calls, streams, failures) = (
-            stop.clone(),
-            calls.clone(),
-            streams.clone(),
-            failures.clone(),
-        );
-        tasks.push(tokio::spawn(async move {
-            while !stop.load(Ordering::Relaxed) {
-                let result = if i < GETTERS {
-                    c.get_token("", 0)
-                        .await
-                        .map(|_| calls.fetch_add(1, Ordering::Relaxed))
-                        .map_err(Failure::Client)
-                } else {
-                    let req = pb::CompletionRequest {
-                        model: "gpt-5.1-codex-mini".into(),
-                        input_json: "[]".into(),
-                        ..Default::default()
+impl Load {
+    async fn start(sb: &Sandbox, getters: usize, streamers: usize) -> Load {
+        let mut load = Load {
+            stop: Arc::new(AtomicBool::new(false)),
+            calls: Arc::new(AtomicU64::new(0)),
+            streams: Arc::new(AtomicU64::new(0)),
+            failures: Arc::new(std::sync::Mutex::new(BTreeMap::new())),
+            tasks: Vec::new(),
+        };
+        for i in 0..getters + streamers {
+            let c = Client::connect(sb.socket()).await.unwrap();
+            let (stop, calls, streams, failures) = (
+                load.stop.clone(),
+                load.calls.clone(),
+                load.streams.clone(),
+                load.failures.clone(),
+            );
+            let getter = i < getters;
+            load.tasks.push(tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let result = if getter {
+                        get_token(&c, &calls).await
+                    } else {
+                        stream_completion(&c, &streams).await
                     };
-                    match c.complete(req).await {
-                        Ok(mut s) => {
-                            let mut text = String::new();
-                            let mut r = Ok(0);
-                            loop {
-                                match s.next_text().await {
-                                    Ok(Some(t)) => text.push_str(&t),
-                                    Ok(None) => break,
-                                    Err(e) => {
-                                        r = Err(e);
-                                        break;
-                                    }
-                                }
-                            }
-                            match r {
-                                Err(e) => Err(Failure::Client(e)),
-                                Ok(_) if text != "chaos is a ladder" => {
-                                    Err(Failure::WrongText(text))
-                                }
-                                Ok(_) => Ok(streams.fetch_add(1, Ordering::Relaxed)),
-                            }
-                        }
-                        Err(e) => Err(Failure::Client(e)),
+                    if let Err(e) = result {
+                        *failures.lock().unwrap().entry(e.to_string()).or_default() += 1;
                     }
-                };
-                if let Err(e) = result {
-                    *failures.lock().unwrap().entry(e.to_string()).or_default() += 1;
+                    let pause = if getter { 20 } else { 100 };
+                    tokio::time::sleep(Duration::from_millis(pause)).await;
                 }
-                tokio::time::sleep(Duration::from_millis(if i < GETTERS { 20 } else { 100 })).await;
-            }
-        }));
+            }));
+        }
+        load
     }
 
-    let started = Instant::now();
-    let at = |secs: u64| async move {
-        let when = started + Duration::from_secs(secs);
-        tokio::time::sleep_until(when.into()).await;
-    };
-    let mut rss = Vec::new();
-    at(3).await;
-    rss.push(piauth_tests::daemon::rss_kb(pid as u32));
-    // Steady state: every client connected, connection pools warm.
-    let fds_warm = fds(pid);
+    fn calls(&self) -> u64 {
+        self.calls.load(Ordering::Relaxed)
+    }
 
-    // The issuer fails, then stalls.
+    fn streams(&self) -> u64 {
+        self.streams.load(Ordering::Relaxed)
+    }
+
+    /// Waits until the clients got `more` answers to GetToken (an event,
+    /// not a time); false if `limit` passes first.
+    async fn served_more(&self, more: u64, limit: Duration) -> bool {
+        let from = self.calls();
+        wait_until(limit, || async { self.calls() - from >= more }).await
+    }
+
+    /// Stops every client; returns (GetToken answers, completions, failures).
+    async fn finish(self) -> (u64, u64, BTreeMap<String, u64>) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.tasks {
+            t.await.unwrap();
+        }
+        let failures = self.failures.lock().unwrap().clone();
+        (
+            self.calls.load(Ordering::Relaxed),
+            self.streams.load(Ordering::Relaxed),
+            failures,
+        )
+    }
+}
+
+async fn get_token(c: &Client, calls: &AtomicU64) -> Result<u64, Failure> {
+    c.clone()
+        .get_token("", 0)
+        .await
+        .map(|_| calls.fetch_add(1, Ordering::Relaxed))
+        .map_err(Failure::Client)
+}
+
+async fn stream_completion(c: &Client, streams: &AtomicU64) -> Result<u64, Failure> {
+    let req = pb::CompletionRequest {
+        model: "gpt-5.1-codex-mini".into(),
+        input_json: "[]".into(),
+        ..Default::default()
+    };
+    let mut s = c.clone().complete(req).await.map_err(Failure::Client)?;
+    let mut text = String::new();
+    while let Some(t) = s.next_text().await.map_err(Failure::Client)? {
+        text.push_str(&t);
+    }
+    if text != "chaos is a ladder" {
+        return Err(Failure::WrongText(text));
+    }
+    Ok(streams.fetch_add(1, Ordering::Relaxed))
+}
+
+/// The daemon's Status, on a connection of its own.
+async fn status(sb: &Sandbox) -> pb::StatusResponse {
+    Client::connect(sb.socket())
+        .await
+        .unwrap()
+        .status()
+        .await
+        .unwrap()
+}
+
+/// Step: the issuer fails twice, then stalls 3 s, on a forced refresh;
+/// returns once the stalled refresh has landed in `auth.json`.
+async fn issuer_fails_then_stalls(mock: &MockOpenAi, sb: &Sandbox) {
     mock.state.push_faults([
         Fault::Status { code: 503 },
         Fault::Status { code: 500 },
@@ -178,71 +191,37 @@ async fn chaos_under_load() {
         .unwrap()
         .refresh("")
         .await;
-    at(9).await;
-    rss.push(piauth_tests::daemon::rss_kb(pid as u32));
-
-    // auth.json is replaced by a corrupt file, then restored. (First let
-    // the stalled refresh land, so the copy restored is the current one.)
-    let settled = wait_until(Duration::from_secs(10), || async {
-        let st = Client::connect(sb.socket())
-            .await
-            .unwrap()
-            .status()
-            .await
-            .unwrap();
-        st.providers[0].state != pb::ProviderState::Refreshing as i32
+    let landed = wait_until(Duration::from_secs(20), || async {
+        status(sb).await.providers[0].state != pb::ProviderState::Refreshing as i32
             && stored_refresh(&sb.auth_file()).is_some_and(|r| mock.state.is_live_refresh(&r))
     })
     .await;
-    assert!(settled, "the stalled refresh landed");
+    assert!(landed, "the stalled refresh landed");
+}
+
+/// Step: `auth.json` is replaced by a corrupt file, which Status reports,
+/// and is restored after the clients got 1,000 more answers meanwhile.
+/// Returns whether the corruption was reported.
+async fn corrupt_then_restore(sb: &Sandbox, load: &Load) -> bool {
     let good = std::fs::read(sb.auth_file()).unwrap();
     std::fs::write(sb.auth_file(), b"{ \"openai-codex\": { corrupt").unwrap();
-    let corrupt_seen = wait_until(Duration::from_secs(3), || async {
-        Client::connect(sb.socket())
-            .await
-            .unwrap()
-            .status()
-            .await
-            .unwrap()
-            .store
-            .unwrap()
-            .health
-            == pb::StoreHealth::Corrupt as i32
+    let seen = wait_until(Duration::from_secs(3), || async {
+        status(sb).await.store.unwrap().health == pb::StoreHealth::Corrupt as i32
     })
     .await;
-    at(13).await;
+    let served = load.served_more(1_000, Duration::from_secs(30)).await;
     std::fs::write(sb.auth_file(), &good).unwrap();
-    at(15).await;
-    rss.push(piauth_tests::daemon::rss_kb(pid as u32));
+    assert!(served, "the clients were served while the file was corrupt");
+    seen
+}
 
-    at(26).await;
-    rss.push(piauth_tests::daemon::rss_kb(pid as u32));
-    let fds_end = fds(pid);
-
-    stop.store(true, Ordering::Relaxed);
-    for t in tasks {
-        t.await.unwrap();
-    }
-    let served = (
-        calls.load(Ordering::Relaxed),
-        streams.load(Ordering::Relaxed),
-    );
-    let failures = failures.lock().unwrap().clone();
-    // Clients are gone: their descriptors go with them.
-    let clients = GETTERS + STREAMERS;
-    let fds_settle = wait_until(Duration::from_secs(3), || async {
-        fds(pid) + clients <= fds_warm + SLACK_FDS
-    })
-    .await;
-    let fds_after = fds(pid);
-
-    // Saved after the corrupt file was restored.
-    let saved = wait_until(Duration::from_secs(40), || async {
-        stored_refresh(&sb.auth_file()).is_some_and(|r| mock.state.is_live_refresh(&r))
-    })
-    .await;
-
-    // SIGTERM in the middle of a refresh: it is finished and saved first.
+/// Step: SIGTERM while a refresh is on the wire (a 1.5 s issuer). Returns
+/// the exit status, the daemon, and the refresh token before and after.
+async fn sigterm_mid_refresh(
+    mut d: Daemon,
+    mock: &MockOpenAi,
+    sb: &Sandbox,
+) -> (Option<std::process::ExitStatus>, Daemon, String, String) {
     mock.state.set_token_delay(Duration::from_millis(1500));
     let before = stored_refresh(&sb.auth_file()).unwrap();
     let forced = {
@@ -250,80 +229,29 @@ async fn chaos_under_load() {
         tokio::spawn(async move { Client::connect(sock).await.unwrap().refresh("").await })
     };
     let refreshing = wait_until(Duration::from_secs(5), || async {
-        Client::connect(sb.socket())
-            .await
-            .unwrap()
-            .status()
-            .await
-            .unwrap()
-            .providers[0]
-            .state
-            == pb::ProviderState::Refreshing as i32
+        status(sb).await.providers[0].state == pb::ProviderState::Refreshing as i32
     })
     .await;
-    let st = Client::connect(sb.socket())
-        .await
-        .unwrap()
-        .status()
-        .await
-        .unwrap();
+    let st = status(sb).await;
     assert!(
         refreshing,
         "no refresh in flight: {:?} {:?}",
         st.providers[0], st.store
     );
     d.signal(libc::SIGTERM);
-    let exit = tokio::task::spawn_blocking(move || {
+    let (exit, d) = tokio::task::spawn_blocking(move || {
         let s = d.wait_exit(Duration::from_secs(30));
         (s, d)
     })
     .await
     .unwrap();
-    let (status, d) = exit;
     let _ = forced.await;
     let after = stored_refresh(&sb.auth_file()).unwrap();
-    let stats = mock.stats();
+    (exit, d, before, after)
+}
 
-    eprintln!(
-        "chaos: served {} GetToken calls and {} completions; failures {:?}; corrupt file reported: {corrupt_seen}; \
-         fds {fds_before} before, {fds_warm} under load, \
-         {fds_end} at the end of the load, {fds_after} after; RSS kB {rss:?}; \
-         issuer: {} refreshes, {} requests, {} reuse; SIGTERM exit {status:?}",
-        served.0, served.1, failures, stats.refreshes, stats.token_requests, stats.reuse_attempts
-    );
-    assert!(failures.is_empty(), "failed calls: {failures:?}");
-    assert!(served.0 > 20_000 && served.1 > 200, "{served:?}");
-    assert_eq!(
-        (stats.reuse_attempts, stats.revocations),
-        (0, 0),
-        "{stats:?}"
-    );
-    assert!(corrupt_seen, "the corrupt file was reported in Status");
-    assert!(
-        fds_end <= fds_warm + SLACK_FDS,
-        "descriptors grew under load: {fds_warm} -> {fds_end}"
-    );
-    assert!(
-        fds_settle,
-        "client descriptors leaked: {fds_warm} under load -> {fds_after} after"
-    );
-    assert!(
-        rss.last().unwrap() < &(rss[0] + 10 * 1024),
-        "RSS grew: {rss:?}"
-    );
-    assert!(
-        saved,
-        "the token kept in memory reached the disk after the fault"
-    );
-    assert!(status.is_some_and(|s| s.success()), "clean exit on SIGTERM");
-    assert_ne!(
-        after, before,
-        "the refresh in flight at SIGTERM was finished"
-    );
-    assert!(mock.state.is_live_refresh(&after), "and saved before exit");
-
-    // No token reached the logs, at trace level, during all of this.
-    let logs = d.logs();
+/// No token the issuer gave out reached the trace logs.
+fn assert_no_token_in(logs: &str, mock: &MockOpenAi) {
     assert!(
         logs.len() > 100_000,
         "trace logs were written ({} bytes)",
@@ -348,6 +276,124 @@ async fn chaos_under_load() {
     }
 }
 
+/// The steps, in order, each on an event: warm load, failing then stalled
+/// issuer, a corrupt file, steady load up to the work the assertions ask
+/// for, the clients gone, SIGTERM mid-refresh. Memory and descriptors are
+/// read between steps, so they are compared over an amount of work, not
+/// of time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn chaos_under_load() {
+    let mock = MockOpenAi::start(MockConfig {
+        expires_in: 10,
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap();
+    mock.state.set_reply(ReplyShape {
+        text: "chaos is a ladder".into(),
+        ..ReplyShape::default()
+    });
+    let sb = Sandbox::new();
+    write_codex_login(
+        &sb.auth_file(),
+        &mock.state.seed_login("acc-x", "x@example.com", "pro"),
+    )
+    .unwrap();
+    let (issuer, base) = (mock.issuer(), mock.codex_base());
+    let d = Daemon::start_with(&sb, |cmd| {
+        cmd.env("PIAUTHD_ISSUER", &issuer)
+            .env("PIAUTHD_CODEX_BASE_URL", &base)
+            // Trace everywhere except HTTP/2 frame dumps, which only repeat
+            // what the layers above log.
+            .env(
+                "RUST_LOG",
+                "trace,h2=debug,hyper=debug,hyper_util=debug,mio=debug,tower=debug",
+            );
+    });
+    let pid = d.pid();
+    let rss = || piauth_tests::process::rss_kb(pid as u32);
+    let fds_before = fds(pid);
+
+    // 1. Warm: every client connected, connection pools in use.
+    let load = Load::start(&sb, GETTERS, STREAMERS).await;
+    assert!(load.served_more(2_000, LOAD_DEADLINE).await, "warm load");
+    let mut rss_kb = vec![rss()];
+    let fds_warm = fds(pid);
+
+    // 2. The issuer fails, then stalls.
+    issuer_fails_then_stalls(&mock, &sb).await;
+    rss_kb.push(rss());
+
+    // 3. auth.json corrupt, then restored.
+    let corrupt_seen = corrupt_then_restore(&sb, &load).await;
+    rss_kb.push(rss());
+
+    // 4. Steady load until the work the assertions below ask for is done.
+    let enough = wait_until(LOAD_DEADLINE, || async {
+        load.calls() > 20_000 && load.streams() > 200
+    })
+    .await;
+    rss_kb.push(rss());
+    let fds_end = fds(pid);
+
+    // 5. The clients go; their descriptors go with them.
+    let (calls, streams, failures) = load.finish().await;
+    let clients = GETTERS + STREAMERS;
+    let fds_settle = wait_until(Duration::from_secs(3), || async {
+        fds(pid) + clients <= fds_warm + SLACK_FDS
+    })
+    .await;
+    let fds_after = fds(pid);
+    // Saved after the corrupt file was restored.
+    let saved = wait_until(Duration::from_secs(40), || async {
+        stored_refresh(&sb.auth_file()).is_some_and(|r| mock.state.is_live_refresh(&r))
+    })
+    .await;
+
+    // 6. SIGTERM in the middle of a refresh: it is finished and saved first.
+    let (exit, d, before, after) = sigterm_mid_refresh(d, &mock, &sb).await;
+    let stats = mock.stats();
+
+    eprintln!(
+        "chaos: served {calls} GetToken calls and {streams} completions; failures {failures:?}; \
+         corrupt file reported: {corrupt_seen}; fds {fds_before} before, {fds_warm} under load, \
+         {fds_end} at the end of the load, {fds_after} after; RSS kB {rss_kb:?}; \
+         issuer: {} refreshes, {} requests, {} reuse; SIGTERM exit {exit:?}",
+        stats.refreshes, stats.token_requests, stats.reuse_attempts
+    );
+    assert!(failures.is_empty(), "failed calls: {failures:?}");
+    assert!(enough, "{calls} calls and {streams} completions");
+    assert_eq!(
+        (stats.reuse_attempts, stats.revocations),
+        (0, 0),
+        "{stats:?}"
+    );
+    assert!(corrupt_seen, "the corrupt file was reported in Status");
+    assert!(
+        fds_end <= fds_warm + SLACK_FDS,
+        "descriptors grew under load: {fds_warm} -> {fds_end}"
+    );
+    assert!(
+        fds_settle,
+        "client descriptors leaked: {fds_warm} under load -> {fds_after} after"
+    );
+    assert!(
+        rss_kb.last().unwrap() < &(rss_kb[0] + 10 * 1024),
+        "RSS grew: {rss_kb:?}"
+    );
+    assert!(
+        saved,
+        "the token kept in memory reached the disk after the fault"
+    );
+    assert!(exit.is_some_and(|s| s.success()), "clean exit on SIGTERM");
+    assert_ne!(
+        after, before,
+        "the refresh in flight at SIGTERM was finished"
+    );
+    assert!(mock.state.is_live_refresh(&after), "and saved before exit");
+    assert_no_token_in(&d.logs(), &mock);
+}
+
 /// The read-only phase of the chaos, on its own: under 64 GetToken clients
 /// the store is made immutable (`chattr +i`, so even root cannot write), a
 /// refresh cannot be saved, and Status says degraded while every call is
@@ -357,7 +403,7 @@ async fn chaos_under_load() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "needs root: run with --include-ignored as root (CI does)"]
 async fn an_immutable_store_under_load_is_degraded_then_saved() {
-    piauth_tests::daemon::assert_root();
+    piauth_tests::host::assert_root();
     let mock = MockOpenAi::start(MockConfig {
         expires_in: 10,
         ..MockConfig::default()
@@ -371,34 +417,7 @@ async fn an_immutable_store_under_load_is_degraded_then_saved() {
     )
     .unwrap();
     let _d = Daemon::start_against(&sb, &mock.issuer());
-    let stop = Arc::new(AtomicBool::new(false));
-    let calls = Arc::new(AtomicU64::new(0));
-    let failures = Arc::new(std::sync::Mutex::new(BTreeMap::<String, u64>::new()));
-    let mut tasks = Vec::new();
-    for _ in 0..64 {
-        let mut c = Client::connect(sb.socket()).await.unwrap();
-        let (stop, calls, failures) = (stop.clone(), calls.clone(), failures.clone());
-        tasks.push(tokio::spawn(async move {
-            while !stop.load(Ordering::Relaxed) {
-                match c.get_token("", 0).await {
-                    Ok(_) => {
-                        calls.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err(e) => *failures.lock().unwrap().entry(e.to_string()).or_default() += 1,
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }));
-    }
-    let socket = sb.socket();
-    let status = || async {
-        Client::connect(&socket)
-            .await
-            .unwrap()
-            .status()
-            .await
-            .unwrap()
-    };
+    let load = Load::start(&sb, 64, 0).await;
 
     chattr("+i", &sb.auth_file());
     chattr("+i", &sb.agent_dir());
@@ -408,12 +427,11 @@ async fn an_immutable_store_under_load_is_degraded_then_saved() {
         .refresh("")
         .await;
     let degraded = wait_until(Duration::from_secs(5), || async {
-        status().await.store.unwrap().health == pb::StoreHealth::Degraded as i32
+        status(&sb).await.store.unwrap().health == pb::StoreHealth::Degraded as i32
     })
     .await;
-    let during = calls.load(Ordering::Relaxed);
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let served_degraded = calls.load(Ordering::Relaxed) - during;
+    // Served while degraded: the callers get 50 more answers.
+    let served_degraded = load.served_more(50, Duration::from_secs(20)).await;
     let on_disk = stored_refresh(&sb.auth_file());
     // Writable again before any assertion, so the sandbox can be removed.
     chattr("-i", &sb.agent_dir());
@@ -422,14 +440,10 @@ async fn an_immutable_store_under_load_is_degraded_then_saved() {
         stored_refresh(&sb.auth_file()).is_some_and(|r| mock.state.is_live_refresh(&r))
     })
     .await;
-    stop.store(true, Ordering::Relaxed);
-    for t in tasks {
-        t.await.unwrap();
-    }
-    let failures = failures.lock().unwrap().clone();
+    let (_, _, failures) = load.finish().await;
     let stats = mock.stats();
     eprintln!(
-        "immutable store: degraded {degraded}; {served_degraded} calls served while degraded; \
+        "immutable store: degraded {degraded}; served while degraded {served_degraded}; \
          failures {failures:?}; saved after {saved}; issuer {stats:?}"
     );
     assert!(degraded, "the read-only store was reported as degraded");
@@ -437,7 +451,7 @@ async fn an_immutable_store_under_load_is_degraded_then_saved() {
         on_disk.is_some_and(|r| mock.state.is_spent(&r)),
         "the refresh could not be saved: the disk kept the older, spent token"
     );
-    assert!(served_degraded > 0, "calls were answered while degraded");
+    assert!(served_degraded, "calls were answered while degraded");
     assert!(failures.is_empty(), "failed calls: {failures:?}");
     assert!(saved, "the token kept in memory reached the disk");
     assert_eq!(

@@ -4,9 +4,9 @@ use std::time::{Duration, Instant};
 
 use piauth_client::proto::v1 as pb;
 use piauth_client::{Client, Error, Reason, text_delta};
-use piauth_tests::daemon::wait_until;
 use piauth_tests::fixtures::write_codex_login;
 use piauth_tests::mock::{MockConfig, MockOpenAi, ReplyShape, ResponsesFault};
+use piauth_tests::wait::wait_until;
 use piauth_tests::{Daemon, Sandbox};
 
 struct Rig {
@@ -331,14 +331,14 @@ async fn a_slow_client_keeps_memory_bounded() {
     // Warm up allocations with one small completion.
     let (_, err) = run(&mut r.client, ask("warm up")).await;
     assert!(err.is_none(), "{err:?}");
-    let before = piauth_tests::daemon::rss_kb(r.daemon.pid() as u32);
+    let before = piauth_tests::process::rss_kb(r.daemon.pid() as u32);
     let sent_before = r.mock.stats().events_sent;
     let mut stream = r.client.complete(ask("a lot")).await.unwrap();
     for _ in 0..30 {
         stream.next().await.unwrap().unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let after = piauth_tests::daemon::rss_kb(r.daemon.pid() as u32);
+    let after = piauth_tests::process::rss_kb(r.daemon.pid() as u32);
     let sent = r.mock.stats().events_sent - sent_before;
     let response_kb = (deltas * bytes / 1024) as u64;
     eprintln!(

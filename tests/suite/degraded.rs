@@ -4,9 +4,10 @@
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
-use piauth_tests::daemon::{stored_refresh, wait_until};
+use piauth_tests::daemon::stored_refresh;
 use piauth_tests::fixtures::write_codex_login;
 use piauth_tests::mock::{MockConfig, MockOpenAi};
+use piauth_tests::wait::wait_until;
 use piauth_tests::{Daemon, Sandbox};
 
 fn status(sb: &Sandbox) -> serde_json::Value {

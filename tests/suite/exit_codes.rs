@@ -8,9 +8,9 @@ use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use piauth_tests::daemon::eventually;
 use piauth_tests::fixtures::write_codex_login;
 use piauth_tests::mock::{MockConfig, MockOpenAi};
+use piauth_tests::wait::eventually;
 use piauth_tests::{Daemon, Sandbox, bin_path};
 
 fn stderr(out: &std::process::Output) -> String {

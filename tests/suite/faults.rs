@@ -5,9 +5,10 @@ use std::time::Duration;
 
 use piauth_client::proto::v1 as pb;
 use piauth_client::{Client, Error, Reason};
-use piauth_tests::daemon::{codex_status as codex, read_auth, stored_refresh, wait_until};
+use piauth_tests::daemon::{codex_status as codex, read_auth, stored_refresh};
 use piauth_tests::fixtures::{now_ms, write_codex_login};
 use piauth_tests::mock::{Fault, MockConfig, MockOpenAi, TokenSet};
+use piauth_tests::wait::wait_until;
 use piauth_tests::{Daemon, Sandbox};
 
 /// A daemon whose 20 s token is due for refresh at once (half-life 10 s,
@@ -46,6 +47,24 @@ async fn wait_codex(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     false
+}
+
+/// After an unknown outcome or a terminal refusal, a call that asks for
+/// more than the token has left (which would join a refresh, and return
+/// only once it is done) is answered without one: with the token it still
+/// has, or an error, and the issuer hears nothing. That the schedule never
+/// re-sends either is
+/// `broker::paused_tests::a_parked_token_is_never_sent_again_by_the_schedule`,
+/// over hours of virtual time: no wall-clock window is waited out here.
+async fn nothing_resent(c: &Client, mock: &MockOpenAi, what: &str) {
+    let before = mock.stats();
+    let asked = c.clone().get_token("", 3600).await;
+    let after = mock.stats();
+    assert_eq!(
+        (after.token_requests, after.reuse_attempts),
+        (before.token_requests, before.reuse_attempts),
+        "{what}: nothing re-sent (the call answered {asked:?}): {after:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -93,16 +112,14 @@ async fn a_slow_issuer_is_waited_for_and_the_lock_kept_fresh() {
     let lock = piauthd::lock_path(&sb.auth_file()).unwrap();
     assert!(wait_until(Duration::from_secs(3), || async { lock.exists() }).await);
     // Past pi's 10 s reader limit would need longer; what matters is that
-    // the mtime stays within the heartbeat, far from any stale limit.
+    // the heartbeat keeps touching the lock, far from any stale limit. Each
+    // turn waits for the next touch (the mtime moves), not for a time.
+    let mtime = || std::fs::metadata(&lock).and_then(|m| m.modified()).ok();
+    let mut last = mtime();
     for _ in 0..3 {
-        tokio::time::sleep(Duration::from_millis(1000)).await;
-        let age = std::fs::metadata(&lock)
-            .unwrap()
-            .modified()
-            .unwrap()
-            .elapsed()
-            .unwrap();
-        assert!(age < Duration::from_secs(2), "lock mtime is {age:?} old");
+        let touched = wait_until(Duration::from_secs(3), || async { mtime() != last }).await;
+        assert!(touched, "the heartbeat touches the lock within its period");
+        last = mtime();
         assert_eq!(
             codex(&mut c).await.state,
             pb::ProviderState::Refreshing as i32
@@ -139,7 +156,7 @@ async fn a_reset_after_sending_is_never_resent() {
     assert!(st.hint.contains("pi-authctl refresh"), "{}", st.hint);
     // The issuer did rotate; the daemon cannot know, so it stops.
     assert!(mock.state.is_spent(&set.refresh_token));
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    nothing_resent(&c, &mock, "a reset after sending").await;
     let stats = mock.stats();
     assert_eq!(
         (stats.token_requests, stats.reuse_attempts),
@@ -210,7 +227,7 @@ async fn terminal_errors_need_login_and_keep_the_credential() {
         );
         assert!(e.to_string().contains("pi-authctl login"));
         assert_eq!(sb.authctl(&["token"]).status.code(), Some(4));
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        nothing_resent(&c, &mock, &format!("{fault:?}")).await;
         assert_eq!(
             mock.stats().token_requests,
             1,
@@ -257,7 +274,7 @@ async fn presenting_a_spent_token_is_reuse_and_needs_login() {
         (1, 1),
         "{stats:?}"
     );
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    nothing_resent(&c, &mock, "a spent token").await;
     assert_eq!(mock.stats().token_requests, 1, "never called again");
     assert_eq!(stored_refresh(&sb.auth_file()).unwrap(), set.refresh_token);
 }
@@ -318,7 +335,7 @@ async fn a_gateway_error_after_the_rotation_is_never_resent() {
         if matches!(fault, Fault::GatewayAfterRotate { .. }) {
             assert!(mock.state.is_spent(&set.refresh_token), "{fault:?}");
         }
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        nothing_resent(&c, &mock, &format!("{fault:?}")).await;
         let stats = mock.stats();
         assert_eq!(
             (stats.token_requests, stats.reuse_attempts),

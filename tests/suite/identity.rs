@@ -12,9 +12,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use piauth_client::Client;
-use piauth_tests::daemon::{codex_status, stored_refresh, wait_until};
+use piauth_tests::daemon::{codex_status, stored_refresh};
 use piauth_tests::fixtures::write_codex_login;
 use piauth_tests::mock::{MockConfig, MockOpenAi};
+use piauth_tests::wait::wait_until;
 use piauth_tests::{Daemon, Sandbox};
 
 /// How long the issuer takes to answer a refresh: the kill lands inside
@@ -98,11 +99,14 @@ async fn one_spelling(how: &str) {
         st.last_error.contains("on the wire"),
         "{how}: the unknown outcome is reported: {st:?}"
     );
-    // A call that needs a newer token would refresh; it is refused instead.
+    // A call asking for more than the token has left would join a
+    // refresh; it is answered without one.
     let asked = c.get_token("", 3600).await;
-    assert!(asked.is_err(), "{how}: {asked:?}");
     let stats = mock.stats();
-    assert_eq!(stats.token_requests, 1, "{how}: nothing re-sent: {stats:?}");
+    assert_eq!(
+        stats.token_requests, 1,
+        "{how}: nothing re-sent (the call answered {asked:?}): {stats:?}"
+    );
     assert_eq!(stats.reuse_attempts, 0, "{how}: no reuse: {stats:?}");
     assert_eq!(stats.revocations, 0, "{how}: the login lives: {stats:?}");
 

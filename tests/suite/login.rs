@@ -7,8 +7,11 @@ use std::time::Duration;
 use piauth_client::proto::v1 as pb;
 use piauth_client::proto::v1::login_event::Event;
 use piauth_client::{Client, Error, LoginStream, Reason};
-use piauth_tests::daemon::{free_addr, read_auth, tcp_listeners, wait_until};
+use piauth_tests::daemon::read_auth;
+use piauth_tests::host::free_addr;
 use piauth_tests::mock::{MockConfig, MockOpenAi};
+use piauth_tests::process::tcp_listeners;
+use piauth_tests::wait::wait_until;
 use piauth_tests::{Daemon, Sandbox};
 
 /// A mock, a daemon with its callback addresses, and a client.

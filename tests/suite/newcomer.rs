@@ -34,7 +34,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use piauth_tests::daemon::bin_path;
+use piauth_tests::sandbox::bin_path;
 
 /// The fenced code block after `<!-- name ...-->` and before
 /// `<!-- /name -->` in `markdown`, without its fences. Pure.

@@ -68,8 +68,13 @@ async fn real_pi_processes_share_the_login_with_zero_reuse() {
         );
         calls += 1;
     }
-    let stats = mock.stats();
+    // The daemon still refreshes while the counts are read: the issuer
+    // counts a refresh when it rotates, the daemon once it has stored the
+    // answer. Read the daemon before and after the issuer, so the one
+    // refresh that may be between the two is allowed for exactly.
     let mut c = Client::connect(sb.socket()).await.unwrap();
+    let daemon_before = c.status().await.unwrap().providers[0].refresh_count;
+    let stats = mock.stats();
     let daemon_refreshes = c.status().await.unwrap().providers[0].refresh_count;
     eprintln!(
         "pi 0.73.1 interop: {calls} pi calls, {} refreshes ({daemon_refreshes} by piauthd), \
@@ -86,7 +91,13 @@ async fn real_pi_processes_share_the_login_with_zero_reuse() {
     assert!(calls > 500, "{calls}");
     // Refreshing ahead means pi never needed to refresh on its own.
     assert_eq!(redirected, 0, "pi called the token endpoint itself");
-    assert_eq!(u64::from(daemon_refreshes), stats.refreshes);
+    assert!(
+        u64::from(daemon_before) <= stats.refreshes
+            && stats.refreshes <= u64::from(daemon_refreshes) + 1,
+        "every rotation the issuer made is one piauthd stored: piauthd {daemon_before} then \
+         {daemon_refreshes}, the issuer {}",
+        stats.refreshes
+    );
 }
 
 const CURRENT_PROCESSES: usize = 4;

@@ -13,10 +13,10 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use piauth_client::Client;
-use piauth_tests::daemon::bin_path;
 use piauth_tests::fixtures::write_codex_login;
 use piauth_tests::mock::{MockConfig, MockOpenAi};
 use piauth_tests::proxy::RefusingProxy;
+use piauth_tests::sandbox::bin_path;
 use piauth_tests::secrets::SecretService;
 use piauth_tests::{Daemon, Sandbox};
 

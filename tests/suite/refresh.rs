@@ -6,9 +6,10 @@ use std::time::{Duration, Instant};
 
 use piauth_client::Client;
 use piauth_client::proto::v1 as pb;
-use piauth_tests::daemon::{codex_status, read_auth, stored_refresh, wait_until};
+use piauth_tests::daemon::{codex_status, read_auth, stored_refresh};
 use piauth_tests::fixtures::write_codex_login;
 use piauth_tests::mock::{MockConfig, MockOpenAi, TokenSet};
+use piauth_tests::wait::wait_until;
 use piauth_tests::{Daemon, Sandbox};
 
 async fn mock(expires_in: u64) -> MockOpenAi {

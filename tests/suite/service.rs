@@ -7,9 +7,10 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use piauth_client::Client;
-use piauth_tests::daemon::{have_tool, wait_until};
 use piauth_tests::fixtures::write_codex_login;
+use piauth_tests::host::have_tool;
 use piauth_tests::mock::{MockConfig, MockOpenAi};
+use piauth_tests::wait::wait_until;
 use piauth_tests::{Sandbox, bin_path};
 
 #[test]

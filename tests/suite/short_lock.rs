@@ -11,9 +11,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use piauth_client::Client;
-use piauth_tests::daemon::{read_auth, stored_refresh, wait_until};
+use piauth_tests::daemon::{read_auth, stored_refresh};
 use piauth_tests::fixtures::write_codex_login;
 use piauth_tests::mock::{MockConfig, MockOpenAi, TokenSet};
+use piauth_tests::wait::wait_until;
 use piauth_tests::{Daemon, Sandbox};
 
 const PROVIDER: &str = "openai-codex";

@@ -21,10 +21,10 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use piauth_client::Client;
-use piauth_tests::daemon::wait_until;
 use piauth_tests::fixtures::write_codex_login;
 use piauth_tests::mock::{MockConfig, MockOpenAi};
 use piauth_tests::proxy::RefusingProxy;
+use piauth_tests::wait::wait_until;
 use piauth_tests::{Daemon, Sandbox};
 use tokio::time::Instant;
 

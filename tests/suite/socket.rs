@@ -2,7 +2,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use piauth_tests::daemon::eventually;
+use piauth_tests::wait::eventually;
 use piauth_tests::{Daemon, Sandbox};
 
 #[test]
@@ -80,7 +80,7 @@ fn sigterm_stops_cleanly_and_removes_the_socket() {
 #[test]
 #[ignore = "needs root: run with --include-ignored as root (CI does)"]
 fn a_foreign_uid_is_refused() {
-    piauth_tests::daemon::assert_root();
+    piauth_tests::host::assert_root();
     let sb = Sandbox::new();
     let _d = Daemon::start(&sb);
     for dir in [sb.dir.path(), sb.socket().parent().unwrap()] {
@@ -88,7 +88,7 @@ fn a_foreign_uid_is_refused() {
     }
     std::fs::set_permissions(sb.socket(), PermissionsExt::from_mode(0o666)).unwrap();
     let authctl = piauth_tests::bin_path("pi-authctl");
-    piauth_tests::daemon::make_reachable(&authctl);
+    piauth_tests::sandbox::make_reachable(&authctl);
     let as_nobody = |program: &std::ffi::OsStr| {
         let mut c = Command::new("setpriv");
         c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
@@ -145,7 +145,7 @@ fn a_foreign_uid_is_refused() {
 #[test]
 #[ignore = "needs root: run with --include-ignored as root (CI does)"]
 fn a_runtime_dir_of_another_uid_is_refused() {
-    piauth_tests::daemon::assert_root();
+    piauth_tests::host::assert_root();
     let sb = Sandbox::new();
     let runtime = sb.dir.path().join("xdg");
     std::fs::create_dir(&runtime).unwrap();
@@ -214,8 +214,22 @@ async fn idle_connections_close_but_a_watching_one_stays() {
         after >= Duration::from_millis(900),
         "not before the timeout: {after:?}"
     );
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    // Well past the timeout, the watching connection still delivers.
+    // Past the timeout once more (a second idle connection, opened now, is
+    // closed too), the watching connection still delivers.
+    let mut again = std::os::unix::net::UnixStream::connect(sb.socket()).unwrap();
+    again
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let closed_again = tokio::task::block_in_place(|| {
+        loop {
+            match again.read(&mut buf) {
+                Ok(0) => return true,
+                Ok(_) => continue,
+                Err(_) => return false,
+            }
+        }
+    });
+    assert!(closed_again, "the second idle connection was closed");
     let second = token("second");
     sb.write_auth(&piauth_tests::fixtures::auth_json(
         &second, "rt-i", exp, "acc-i",

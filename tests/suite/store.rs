@@ -3,7 +3,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use piauth_tests::Sandbox;
-use piauthd::{Credential, FileStore, LockError, OAuthCredential, Secret, StoreError, lock_path};
+use piauthd::{
+    Credential, CredentialStore, LockError, OAuthCredential, Secret, StoreError, lock_path,
+};
 
 /// What pi 0.73.1 writes: other providers and fields piauthd does not know.
 const PI_FILE: &str = r#"{
@@ -40,7 +42,7 @@ fn new_cred() -> OAuthCredential {
 async fn a_pi_file_round_trips_with_other_providers_and_fields_intact() {
     let sb = Sandbox::new();
     sb.write_auth(PI_FILE);
-    let store = FileStore::new(sb.auth_file());
+    let store = CredentialStore::file(sb.auth_file());
     store
         .update(|doc| doc.set_oauth("openai-codex", &new_cred()))
         .await
@@ -78,7 +80,7 @@ async fn a_pi_file_round_trips_with_other_providers_and_fields_intact() {
 async fn a_corrupt_file_is_refused_and_left_untouched() {
     let sb = Sandbox::new();
     sb.write_auth("{\"openai-codex\": {\"type\": \"oauth\", \"acc");
-    let store = FileStore::new(sb.auth_file());
+    let store = CredentialStore::file(sb.auth_file());
     let err = store
         .update(|doc| doc.set_oauth("openai-codex", &new_cred()))
         .await
@@ -118,7 +120,7 @@ async fn a_lock_held_by_another_process_is_waited_for() {
     assert_eq!(line.trim(), "held");
 
     let started = Instant::now();
-    FileStore::new(sb.auth_file())
+    CredentialStore::file(sb.auth_file())
         .update(|doc| doc.set_oauth("openai-codex", &new_cred()))
         .await
         .unwrap();
@@ -154,7 +156,7 @@ async fn a_stale_lock_is_taken_but_a_young_one_is_not() {
     // 15 s old: pi's reader limit has passed, its refresher limit has not.
     std::fs::create_dir(&lock).unwrap();
     set_mtime_ago(&lock, 15);
-    let store = FileStore::new(sb.auth_file()).with_lock_wait(Duration::from_millis(500));
+    let store = CredentialStore::file(sb.auth_file()).with_lock_wait(Duration::from_millis(500));
     let err = store.update(|_| ()).await.unwrap_err();
     assert!(
         matches!(err, StoreError::Lock(LockError::Timeout { .. })),
@@ -184,7 +186,15 @@ async fn a_lock_orphaned_by_a_killed_piauthd_is_recovered_at_once() {
 
     // While the holder lives, its heartbeat keeps the lock fresh and ours waits.
     set_mtime_ago(&lock, 60);
-    std::thread::sleep(Duration::from_millis(1300));
+    // The holder's next heartbeat moves the mtime: wait for that change.
+    let touched = piauth_tests::wait::eventually(Duration::from_secs(5), || {
+        std::fs::metadata(&lock)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age < Duration::from_secs(30))
+    });
+    assert!(touched, "the holder's heartbeat touched the lock");
     let age = std::fs::metadata(&lock)
         .unwrap()
         .modified()
@@ -195,7 +205,7 @@ async fn a_lock_orphaned_by_a_killed_piauthd_is_recovered_at_once() {
         age < Duration::from_secs(2),
         "heartbeat refreshed the mtime ({age:?})"
     );
-    let store = FileStore::new(sb.auth_file()).with_lock_wait(Duration::from_millis(300));
+    let store = CredentialStore::file(sb.auth_file()).with_lock_wait(Duration::from_millis(300));
     assert!(
         store.update(|_| ()).await.is_err(),
         "a live holder is respected"
@@ -205,7 +215,7 @@ async fn a_lock_orphaned_by_a_killed_piauthd_is_recovered_at_once() {
     holder.wait().unwrap();
     assert!(lock.exists(), "SIGKILL leaves the lock directory");
     let started = Instant::now();
-    let store = FileStore::new(sb.auth_file()).with_lock_wait(Duration::from_secs(5));
+    let store = CredentialStore::file(sb.auth_file()).with_lock_wait(Duration::from_secs(5));
     store
         .update(|doc| doc.set_oauth("openai-codex", &new_cred()))
         .await
@@ -223,7 +233,7 @@ async fn a_symlinked_auth_json_is_written_through() {
     let real = sb.dir.path().join("dotfiles-auth.json");
     std::fs::write(&real, PI_FILE).unwrap();
     std::os::unix::fs::symlink(&real, sb.auth_file()).unwrap();
-    FileStore::new(sb.auth_file())
+    CredentialStore::file(sb.auth_file())
         .update(|doc| doc.set_oauth("openai-codex", &new_cred()))
         .await
         .unwrap();
@@ -253,7 +263,7 @@ async fn a_pi_lock_that_replaced_an_orphan_is_respected() {
     std::fs::create_dir(&lock).unwrap();
 
     assert!(!piauthd::recover_orphan(&sb.auth_file()).unwrap());
-    let store = FileStore::new(sb.auth_file()).with_lock_wait(Duration::from_millis(400));
+    let store = CredentialStore::file(sb.auth_file()).with_lock_wait(Duration::from_millis(400));
     let err = store.update(|_| ()).await.unwrap_err();
     assert!(
         matches!(err, StoreError::Lock(LockError::Timeout { .. })),

@@ -62,8 +62,7 @@ pub enum ServiceError {
 }
 
 fn uid() -> u32 {
-    // SAFETY: getuid cannot fail.
-    unsafe { libc::getuid() }
+    rustix::process::getuid().as_raw()
 }
 
 /// The commands that enable and start what `plan` wrote.

@@ -5,7 +5,7 @@
 import type { ExtensionAPI, ExtensionCommandContext } from "@earendil-works/pi-coding-agent";
 
 import type { Daemon } from "./daemon.ts";
-import type { ProviderStatus, Status } from "./messages.ts";
+import { CODEX, type ProviderStatus, type Status } from "./messages.ts";
 import type { TokenSource } from "./tokens.ts";
 
 /** "3d 4h", "12m", "40s": the two largest units of a duration. */
@@ -56,7 +56,7 @@ export function formatStatus(s: Status): string {
 	const store = `${s.store.kind}${s.store.path ? ` ${s.store.path}` : ""} (${s.store.health})`;
 	const lines = [`piauthd ${s.daemonVersion} (pid ${s.pid}) on ${s.socketPath} · store: ${store}`];
 	if (s.store.detail) lines.push(`  ${s.store.detail}`);
-	const codex = s.providers.filter((p) => p.provider === "openai-codex");
+	const codex = s.providers.filter((p) => p.provider === CODEX);
 	for (const p of codex) lines.push(...providerLines(p, now));
 	return lines.join("\n");
 }

@@ -20,40 +20,57 @@
  * a plain file, and the refresh token never leaves the daemon anyway.
  */
 
-import type { ApiKeyAuth, OAuthAuth, OAuthCredential, Provider } from "@earendil-works/pi-ai";
+import type { ApiKeyAuth, OAuthAuth, Provider } from "@earendil-works/pi-ai";
 
 import type { Daemon } from "./daemon.ts";
+import { CODEX } from "./messages.ts";
 import { runLogin } from "./login.ts";
 import type { TokenSource } from "./tokens.ts";
 
 /** The states in which the daemon can serve a token. */
 const SERVING = new Set(["valid", "expired", "refreshing", "degraded"]);
 
-/** "Unchanged" for pi's credential store; see the module comment. */
-const UNCHANGED = undefined as unknown as OAuthCredential;
+/**
+ * pi's `OAuthAuth` as pi 1.6.0 calls it, which is wider than it declares:
+ * `login` and `refresh` resolve to `undefined`, "leave the stored entry
+ * unchanged". pi hands `refresh`'s result straight back to its credential
+ * store's `modify` (`refreshStoredOAuthCredential` in pi-ai's
+ * `auth/resolve.js`), whose callback already returns `undefined` for "no
+ * change". What is returned here is stated as it is; the one conversion to
+ * pi's declared type is `asPiOAuth`.
+ */
+interface UnchangingOAuth extends Omit<OAuthAuth, "login" | "refresh"> {
+	login(interaction: Parameters<OAuthAuth["login"]>[0]): Promise<undefined>;
+	refresh(): Promise<undefined>;
+}
+
+/** The declared type pi asks for; see `UnchangingOAuth`. */
+function asPiOAuth(auth: UnchangingOAuth): OAuthAuth {
+	return auth as unknown as OAuthAuth;
+}
 
 export function codexAuth(daemon: Daemon, tokens: TokenSource): { oauth: OAuthAuth; apiKey: ApiKeyAuth } {
-	const oauth: OAuthAuth = {
+	const oauth = asPiOAuth({
 		name: "ChatGPT Plus/Pro (through piauthd)",
 		isSubscription: true,
 		async login(interaction) {
 			await runLogin(daemon, interaction);
 			tokens.reset();
-			return UNCHANGED;
+			return undefined;
 		},
 		async refresh() {
-			return UNCHANGED;
+			return undefined;
 		},
 		async toAuth() {
 			return { apiKey: (await tokens.token()).accessToken };
 		},
-	};
+	});
 	const apiKey: ApiKeyAuth = {
 		name: "piauthd",
 		async check() {
 			try {
 				const status = await daemon.status();
-				const codex = status.providers.find((p) => p.provider === "openai-codex");
+				const codex = status.providers.find((p) => p.provider === CODEX);
 				return codex && SERVING.has(codex.state) ? { type: "oauth", source: "piauthd" } : undefined;
 			} catch {
 				// Unreachable daemon: report configured, so a request says why in one line.

@@ -11,7 +11,7 @@ import type { Token } from "./messages.ts";
 
 /** What the cache needs from the daemon (a seam for tests). */
 export interface TokenDaemon {
-	getToken(minValidSecs: number, signal?: AbortSignal): Promise<Token>;
+	getToken(minValidSecs: number): Promise<Token>;
 	watchToken(signal: AbortSignal): AsyncGenerator<Token>;
 }
 
@@ -39,15 +39,22 @@ export class TokenSource {
 	}
 
 	async token(signal?: AbortSignal): Promise<Token> {
+		signal?.throwIfAborted();
 		if (this.cached && this.current) return this.current;
-		// Concurrent cold callers share one GetToken.
-		this.fetching ??= this.daemon.getToken(MIN_VALID_SECS, signal).finally(() => {
-			this.fetching = undefined;
-		});
-		const fresh = await this.fetching;
-		this.current = fresh;
-		this.startWatch();
-		return fresh;
+		// Concurrent cold callers share one GetToken. It carries no caller's
+		// signal (it is bounded by its own deadline): one caller giving up
+		// must not fail the others, so each stops waiting on its own signal.
+		this.fetching ??= this.daemon
+			.getToken(MIN_VALID_SECS)
+			.then((fresh) => {
+				this.current = fresh;
+				this.startWatch();
+				return fresh;
+			})
+			.finally(() => {
+				this.fetching = undefined;
+			});
+		return untilAborted(this.fetching, signal);
 	}
 
 	/** Forgets the token and closes the stream (logout, shutdown). */
@@ -73,4 +80,14 @@ export class TokenSource {
 			}
 		})();
 	}
+}
+
+/** `work`, or the reason `signal` gives when it aborts first. */
+function untilAborted<T>(work: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+	if (!signal) return work;
+	return new Promise<T>((resolve, reject) => {
+		const onAbort = () => reject(signal.reason);
+		signal.addEventListener("abort", onAbort, { once: true });
+		work.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
+	});
 }

@@ -15,9 +15,16 @@ class FakeDaemon implements TokenDaemon {
 		this.next = next;
 	}
 
-	async getToken(): Promise<Token> {
+	/** Honours a signal, as the real client does, should one be passed. */
+	async getToken(_minValidSecs: number, signal?: AbortSignal): Promise<Token> {
 		this.gets++;
-		await new Promise((r) => setTimeout(r, 5));
+		await new Promise<void>((resolve, reject) => {
+			const timer = setTimeout(resolve, 5);
+			signal?.addEventListener("abort", () => {
+				clearTimeout(timer);
+				reject(signal.reason);
+			});
+		});
 		return this.next;
 	}
 
@@ -63,6 +70,21 @@ test("concurrent cold callers share one GetToken", async () => {
 	const all = await Promise.all(Array.from({ length: 20 }, () => src.token()));
 	assert.ok(all.every((t) => t.accessToken === "t1"));
 	assert.equal(d.gets, 1);
+	src.reset();
+});
+
+test("a cold caller that cancels leaves the shared GetToken to the others", async () => {
+	const d = new FakeDaemon(tok("t1", Date.now() + 3_600_000));
+	const src = new TokenSource(d);
+	const first = new AbortController();
+	const cancelled = src.token(first.signal);
+	const others = Array.from({ length: 5 }, () => src.token());
+	first.abort(new Error("the first caller gave up"));
+	await assert.rejects(cancelled, /the first caller gave up/);
+	const served = await Promise.all(others);
+	assert.ok(served.every((t) => t.accessToken === "t1"));
+	assert.equal(d.gets, 1, "one GetToken for all of them");
+	await assert.rejects(src.token(AbortSignal.abort(new Error("already"))), /already/);
 	src.reset();
 });
 

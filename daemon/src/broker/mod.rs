@@ -36,7 +36,7 @@ use tokio::sync::{Mutex, watch};
 use crate::oauth::TokenResponse;
 use crate::oauth::{self, Claims};
 use crate::secret::Secret;
-use crate::store::{Credential, Document, FileStore, OAuthCredential, StoreError};
+use crate::store::{Credential, CredentialStore, Document, OAuthCredential, StoreError};
 use crate::upstream::{Issuer, RefreshError};
 pub use clock::Clock;
 
@@ -261,7 +261,7 @@ impl Refresher for Issuer {
 /// Owns the credentials for every provider in the store.
 #[derive(Debug)]
 pub struct Broker {
-    store: FileStore,
+    store: CredentialStore,
     issuer: Arc<dyn Refresher>,
     /// Where every time the broker decides on comes from.
     clock: Clock,
@@ -288,7 +288,7 @@ impl Broker {
     /// it. Long-lived tokens are refreshed `refresh_lead_ms` ahead of expiry;
     /// `inflight` is where a refresh on the wire is recorded.
     pub fn new(
-        store: FileStore,
+        store: CredentialStore,
         issuer: Issuer,
         refresh_lead_ms: i64,
         inflight: inflight::InFlight,
@@ -305,7 +305,7 @@ impl Broker {
     /// [`Broker::new`] with any [`Refresher`] and [`Clock`]: how tests run
     /// the broker with a scripted issuer under a paused clock.
     pub fn with_parts(
-        store: FileStore,
+        store: CredentialStore,
         issuer: Arc<dyn Refresher>,
         refresh_lead_ms: i64,
         inflight: inflight::InFlight,
@@ -384,7 +384,7 @@ impl Broker {
     /// The body of [`Broker::reload`], for a caller holding the gate.
     async fn reload_holding_gate(self: &Arc<Self>) {
         let loaded = self.store.load().await;
-        let path = self.store.path().display().to_string();
+        let path = self.store.describe();
         let was_unpersisted = self.view().refresh.unpersisted;
         self.modify(|view| match loaded {
             Ok(Some(doc)) => adopt_document(view, &doc, self.now_ms()),
@@ -541,11 +541,6 @@ pub fn adopt_document(view: &mut View, doc: &Document, now: i64) {
         view.refresh.failures = 0;
         view.refresh.retry_at_ms = 0;
     }
-}
-
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    clock::system_now_ms()
 }
 
 #[cfg(test)]

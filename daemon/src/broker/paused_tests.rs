@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Broker, Clock, DEFAULT_LEAD_MS, Refresher, inflight, run_schedule};
 use crate::oauth::{Failure, TokenResponse};
 use crate::secret::Secret;
-use crate::store::FileStore;
+use crate::store::{CredentialStore, MemoryStore};
 use crate::upstream::RefreshError;
 
 const EPOCH: i64 = 1_800_000_000_000;
@@ -69,7 +69,7 @@ async fn broker(
         r#"{{"openai-codex":{{"type":"oauth","access":"access-0","refresh":"refresh-0","expires":{}}}}}"#,
         EPOCH + expires_in_ms
     );
-    let store = FileStore::memory("paused", Some(doc.as_bytes()));
+    let store = CredentialStore::memory(MemoryStore::new("paused", Some(doc.as_bytes())));
     let script = Arc::new(Script {
         clock: clock.clone(),
         lifetime_secs,
@@ -181,4 +181,31 @@ async fn a_suspend_past_the_due_time_refreshes_within_a_minute_of_waking() {
         woke.elapsed()
     );
     assert_eq!(broker.view().codex().unwrap().access.expose(), "access-1");
+}
+
+/// The suite checks that nothing is re-sent after an unknown outcome or a
+/// terminal refusal by asking for a token; the schedule's side of it is
+/// checked here, over hours of virtual time rather than seconds of real.
+#[tokio::test(start_paused = true)]
+async fn a_parked_token_is_never_sent_again_by_the_schedule() {
+    let parked = [
+        Err(RefreshError::OutcomeUnknown {
+            message: "no answer".into(),
+        }),
+        Err(RefreshError::Rejected(Failure::Terminal {
+            code: "refresh_token_reused".into(),
+            message: "spent".into(),
+        })),
+    ];
+    for answer in parked {
+        let shown = format!("{answer:?}");
+        // Due at once: a 2 s token.
+        let (broker, script, _clock, _state) = broker(2_000, 2, vec![answer]).await;
+        sleep_ms(3 * 60 * MIN).await;
+        assert_eq!(script.sent().len(), 1, "{shown}: sent once, never again");
+        assert!(
+            !broker.view().refresh.last_error.is_empty(),
+            "{shown}: the reason is kept for Status"
+        );
+    }
 }

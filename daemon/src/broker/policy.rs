@@ -85,8 +85,13 @@ pub fn lifetime_ms(
 /// `jitter` in `[0, 1)` taking off up to half, and a server's `retry-after`
 /// honoured (capped).
 pub fn backoff_ms(failures: u32, jitter: f64, retry_after_ms: Option<u64>) -> i64 {
-    let exp = BACKOFF_BASE_MS.saturating_mul(1i64 << failures.saturating_sub(1).min(20));
-    let capped = exp.min(BACKOFF_CAP_MS);
+    let ms = |v: i64| std::time::Duration::from_millis(v.unsigned_abs());
+    let capped = crate::backoff::Backoff::nth(
+        ms(BACKOFF_BASE_MS),
+        ms(BACKOFF_CAP_MS),
+        failures.saturating_sub(1),
+    )
+    .as_millis() as i64;
     let jittered = capped - (capped as f64 * 0.5 * jitter.clamp(0.0, 1.0)) as i64;
     let server = retry_after_ms.map_or(0, |ms| ms.min(RETRY_AFTER_CAP_MS as u64) as i64);
     jittered.max(server).max(100)

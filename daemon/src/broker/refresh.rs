@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::{Broker, DEFAULT_PROVIDER, Phase, StoreHealth, TokenError, View, policy};
+use crate::backoff::Backoff;
 use crate::oauth::{self, Failure};
 use crate::secret::Secret;
 use crate::store::{Credential, Document, OAuthCredential, StoreError, Transaction, Unlockable};
@@ -32,8 +33,12 @@ pub enum Need {
     ValidFor(i64),
     /// The scheduled time has come: satisfied if someone refreshed since.
     Scheduled,
-    /// A token newer than this generation (explicit Refresh, or a 401).
+    /// A token newer than this generation (a 401 on a token that looked
+    /// valid).
     Newer(u64),
+    /// A token newer than this generation, on the user's word (the Refresh
+    /// RPC): an earlier attempt's failure is not shared, it is tried again.
+    Forced(u64),
 }
 
 impl Need {
@@ -44,7 +49,7 @@ impl Need {
         match self {
             Need::ValidFor(ms) => cred.expires_ms - now > ms.max(0),
             Need::Scheduled => view.next_refresh_ms().is_none_or(|at| at > now),
-            Need::Newer(generation) => view.generation > generation,
+            Need::Newer(generation) | Need::Forced(generation) => view.generation > generation,
         }
     }
 }
@@ -66,7 +71,11 @@ impl Broker {
                 // A refresh ran while we waited and did not give us what we
                 // need: share its outcome rather than call the issuer again.
                 let last = me.last_outcome.lock().map(|o| o.clone()).unwrap_or(Ok(()));
-                if last.is_err() || matches!(need, Need::Scheduled) {
+                // A forced refresh may have been asked while the attempt
+                // that failed was still finishing: the user's word is to try
+                // again, not to hear that failure twice.
+                let share = last.is_err() || matches!(need, Need::Scheduled);
+                if share && !matches!(need, Need::Forced(_)) {
                     return last;
                 }
             }
@@ -120,7 +129,7 @@ impl Broker {
             }
             v.refresh.retry_at_ms = 0;
         });
-        self.refresh_flight(Need::Newer(generation)).await
+        self.refresh_flight(Need::Forced(generation)).await
     }
 
     /// The backend rejected a token of `generation` although it looked
@@ -270,11 +279,12 @@ impl Broker {
         current: &OAuthCredential,
     ) -> Result<crate::oauth::TokenResponse, RefreshError> {
         let mut result = self.issuer.refresh(&current.refresh).await;
-        for attempt in 1..=NOT_SENT_RETRIES {
+        let mut pause = Backoff::new(Duration::from_millis(200), Duration::from_secs(1));
+        for _ in 1..=NOT_SENT_RETRIES {
             let Err(RefreshError::NotSent { .. }) = &result else {
                 break;
             };
-            tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
+            tokio::time::sleep(pause.fail()).await;
             result = self.issuer.refresh(&current.refresh).await;
         }
         result
@@ -487,13 +497,12 @@ impl Broker {
     fn spawn_persist_retry(self: &Arc<Self>) {
         let me = self.clone();
         tokio::spawn(async move {
-            let mut delay = Duration::from_millis(500);
+            let mut pause = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
             while me.view().refresh.unpersisted {
-                tokio::time::sleep(delay).await;
+                tokio::time::sleep(pause.fail()).await;
                 if me.persist_pending().await {
                     break;
                 }
-                delay = (delay * 2).min(Duration::from_secs(30));
             }
         });
     }

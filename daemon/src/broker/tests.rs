@@ -309,13 +309,18 @@ async fn get_token_reads_a_corrupt_store_again_before_it_fails() {
     std::fs::write(&auth, b"{\"openai-codex\": ").unwrap();
     let issuer = Issuer::new("http://127.0.0.1:9").unwrap();
     let inflight = inflight::InFlight::new(dir.path(), &crate::paths::StoreId::named("test"));
-    let broker = Broker::new(FileStore::new(&auth), issuer, DEFAULT_LEAD_MS, inflight);
+    let broker = Broker::new(
+        CredentialStore::file(&auth),
+        issuer,
+        DEFAULT_LEAD_MS,
+        inflight,
+    );
     broker.reload().await;
     assert_eq!(broker.view().health, StoreHealth::Corrupt);
     let e = broker.get_token(DEFAULT_PROVIDER, 60).await.unwrap_err();
     assert!(matches!(e, TokenError::StoreCorrupt { .. }), "{e:?}");
 
-    let expires = now_ms() + 3_600_000;
+    let expires = clock::system_now_ms() + 3_600_000;
     std::fs::write(
         &auth,
         format!(

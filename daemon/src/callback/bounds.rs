@@ -4,11 +4,13 @@
 //! At the descriptor limit `accept` fails at once and keeps failing, so a
 //! loop that retries immediately spins a core and writes a log line per
 //! turn. The backoff grows from [`FIRST_PAUSE`] to [`LONGEST_PAUSE`] while
-//! the failures last; the [`Throttle`] lets one line through per window and
-//! counts the rest.
+//! the failures last ([`crate::backoff`]); [`crate::throttle`] lets one log
+//! line through per window and counts the rest.
 
 use std::io;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::backoff::Backoff;
 
 /// The pause after the first resource error.
 pub const FIRST_PAUSE: Duration = Duration::from_millis(20);
@@ -27,58 +29,31 @@ pub fn is_exhaustion(e: &io::Error) -> bool {
     )
 }
 
-/// The growing pause between failing accepts.
-#[derive(Debug, Clone, Default)]
-pub struct Backoff {
-    last: Option<Duration>,
+/// The growing pause between failing accepts: [`FIRST_PAUSE`] doubling to
+/// [`LONGEST_PAUSE`] while resources run out, [`CONNECTION_PAUSE`] for an
+/// error that concerns one connection.
+#[derive(Debug, Clone)]
+pub struct AcceptBackoff(Backoff);
+
+impl Default for AcceptBackoff {
+    fn default() -> Self {
+        AcceptBackoff(Backoff::new(FIRST_PAUSE, LONGEST_PAUSE))
+    }
 }
 
-impl Backoff {
+impl AcceptBackoff {
     /// The pause to take after `e`.
     pub fn after(&mut self, e: &io::Error) -> Duration {
-        if !is_exhaustion(e) {
-            return CONNECTION_PAUSE;
+        if is_exhaustion(e) {
+            self.0.fail()
+        } else {
+            CONNECTION_PAUSE
         }
-        let next = match self.last {
-            None => FIRST_PAUSE,
-            Some(d) => (d * 2).min(LONGEST_PAUSE),
-        };
-        self.last = Some(next);
-        next
     }
 
     /// An accept succeeded: the next failure starts small again.
     pub fn reset(&mut self) {
-        self.last = None;
-    }
-}
-
-/// Lets a repeated log line through once per window.
-#[derive(Debug, Clone)]
-pub struct Throttle {
-    window: Duration,
-    open_at: Option<Instant>,
-    suppressed: u64,
-}
-
-impl Throttle {
-    pub fn new(window: Duration) -> Throttle {
-        Throttle {
-            window,
-            open_at: None,
-            suppressed: 0,
-        }
-    }
-
-    /// `Some(n)` when a line may be written now, `n` being how many were
-    /// held back since the last one; `None` to stay quiet.
-    pub fn admit(&mut self, now: Instant) -> Option<u64> {
-        if self.open_at.is_some_and(|t| now < t) {
-            self.suppressed += 1;
-            return None;
-        }
-        self.open_at = Some(now + self.window);
-        Some(std::mem::take(&mut self.suppressed))
+        self.0.reset();
     }
 }
 
@@ -92,7 +67,7 @@ mod tests {
 
     #[test]
     fn exhaustion_backs_off_up_to_a_second() {
-        let mut b = Backoff::default();
+        let mut b = AcceptBackoff::default();
         let pauses: Vec<u64> = (0..9)
             .map(|_| b.after(&os(libc::EMFILE)).as_millis() as u64)
             .collect();
@@ -103,24 +78,11 @@ mod tests {
 
     #[test]
     fn a_connection_error_pauses_briefly_and_keeps_the_backoff() {
-        let mut b = Backoff::default();
+        let mut b = AcceptBackoff::default();
         b.after(&os(libc::EMFILE));
         assert_eq!(b.after(&os(libc::ECONNABORTED)), CONNECTION_PAUSE);
         assert_eq!(b.after(&os(libc::EMFILE)), FIRST_PAUSE * 2);
         assert!(!is_exhaustion(&io::Error::other("x")));
         assert!(is_exhaustion(&os(libc::ENOBUFS)));
-    }
-
-    #[test]
-    fn the_throttle_admits_one_line_per_window_and_counts_the_rest() {
-        let mut t = Throttle::new(Duration::from_secs(10));
-        let t0 = Instant::now();
-        assert_eq!(t.admit(t0), Some(0));
-        for i in 1..=5 {
-            assert_eq!(t.admit(t0 + Duration::from_secs(i)), None);
-        }
-        assert_eq!(t.admit(t0 + Duration::from_secs(10)), Some(5));
-        assert_eq!(t.admit(t0 + Duration::from_secs(11)), None);
-        assert_eq!(t.admit(t0 + Duration::from_secs(30)), Some(1));
     }
 }

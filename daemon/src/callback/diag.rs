@@ -267,8 +267,10 @@ mod tests {
         let found = socket_owner(peer, listener.local_addr().unwrap())
             .unwrap()
             .unwrap();
-        // SAFETY: geteuid cannot fail.
-        assert_eq!((found.state, found.uid), (1, unsafe { libc::geteuid() }));
+        assert_eq!(
+            (found.state, found.uid),
+            (1, rustix::process::geteuid().as_raw())
+        );
         assert_ne!(found.inode, 0);
         drop(client);
         let gone = socket_owner(

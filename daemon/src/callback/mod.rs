@@ -44,7 +44,8 @@ pub use peer::Holder;
 pub use rules::{Answer, CallbackEvent, Flow};
 use rules::{Asked, Progress};
 
-use bounds::{Backoff, Throttle};
+use crate::throttle::Throttle;
+use bounds::AcceptBackoff;
 
 /// Connections served at once; enough for a browser's parallel sockets.
 pub const MAX_CONNECTIONS: usize = 16;
@@ -65,12 +66,8 @@ pub enum BindError {
         addr: SocketAddr,
         holder: Option<Holder>,
     },
-    #[error("cannot listen on {addr}: {source}")]
-    Io {
-        addr: SocketAddr,
-        #[source]
-        source: io::Error,
-    },
+    #[error("cannot listen on {addr}: {cause}")]
+    Io { addr: SocketAddr, cause: io::Error },
 }
 
 fn held_by(holder: &Option<Holder>) -> String {
@@ -110,8 +107,7 @@ fn companion(addr: SocketAddr) -> Option<SocketAddr> {
 }
 
 fn my_uid() -> u32 {
-    // SAFETY: geteuid cannot fail.
-    unsafe { libc::geteuid() }
+    rustix::process::geteuid().as_raw()
 }
 
 /// Who holds `addr`, where the system can tell.
@@ -133,7 +129,7 @@ async fn holder_of(addr: SocketAddr) -> Option<Holder> {
 /// What a failed bind means: another user's port, a busy one, or an error.
 async fn bind_failed(addr: SocketAddr, e: io::Error) -> Result<BindError, Refusal> {
     if e.kind() != io::ErrorKind::AddrInUse {
-        return Ok(BindError::Io { addr, source: e });
+        return Ok(BindError::Io { addr, cause: e });
     }
     match holder_of(addr).await {
         Some(holder) if holder.uid != my_uid() => Err(Refusal::Foreign { addr, holder }),
@@ -153,7 +149,7 @@ async fn bind_pair(candidate: SocketAddr) -> Result<Result<Bound, BindError>, Re
         Err(source) => {
             return Ok(Err(BindError::Io {
                 addr: candidate,
-                source,
+                cause: source,
             }));
         }
     };
@@ -357,7 +353,7 @@ impl Drop for CallbackServer {
 /// so aborting it (on drop) aborts them all.
 async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     let mut conns = JoinSet::new();
-    let mut backoff = Backoff::default();
+    let mut backoff = AcceptBackoff::default();
     loop {
         let Ok(slot) = shared.slots.clone().acquire_owned().await else {
             return;

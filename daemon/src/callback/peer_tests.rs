@@ -206,8 +206,7 @@ fn a_real_connection_is_owned_by_this_uid() {
     let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
     let (_server, peer) = listener.accept().unwrap();
     assert_eq!(peer, client.local_addr().unwrap());
-    // SAFETY: geteuid cannot fail.
-    let me = unsafe { libc::geteuid() };
+    let me = rustix::process::geteuid().as_raw();
     assert_eq!(
         peer_uid(listener.local_addr().unwrap(), peer).unwrap(),
         Some(me)

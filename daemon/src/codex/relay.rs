@@ -21,7 +21,8 @@ use tokio::sync::mpsc;
 use super::failure::{self, CodexError};
 use super::request::{self, Prepared};
 use super::sse::SseParser;
-use crate::broker::{Broker, DEFAULT_PROVIDER, TokenError, now_ms};
+use crate::backoff::Backoff;
+use crate::broker::{Broker, DEFAULT_PROVIDER, TokenError};
 
 /// Attempts before the first event (5xx and network errors).
 const ATTEMPTS: u32 = 3;
@@ -230,7 +231,7 @@ impl Codex {
                         status,
                         &bytes,
                         retry_after.map(|d| d.as_secs()),
-                        now_ms() / 1000,
+                        broker.now_ms() / 1000,
                     );
                     if status < 500 || attempt >= ATTEMPTS {
                         return Err(err.into());
@@ -337,18 +338,14 @@ fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
         .map(Duration::from_millis)
 }
 
+/// The pause before retry `attempt` (1 for the first): 500 ms doubling to
+/// 4 s.
 fn backoff(attempt: u32) -> Duration {
-    Duration::from_millis(250 * (1u64 << attempt.min(4)))
+    Backoff::nth(Duration::from_millis(250), Duration::from_secs(4), attempt)
 }
 
 fn describe(e: &reqwest::Error) -> String {
-    let mut message = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(cause) = source {
-        message = format!("{message}: {cause}");
-        source = cause.source();
-    }
-    message
+    crate::causes::line(e)
 }
 
 #[cfg(test)]

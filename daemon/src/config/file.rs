@@ -21,7 +21,7 @@ pub fn load_file(path: &Path, required: bool) -> Result<Option<Settings>, Config
         Err(source) => {
             return Err(ConfigError::Read {
                 path: path.to_owned(),
-                source,
+                cause: source,
             });
         }
     };

@@ -81,8 +81,7 @@ impl Environment {
     pub fn current() -> Environment {
         Environment {
             dirs: BaseDirs::from_env(),
-            // SAFETY: getuid has no preconditions and cannot fail.
-            uid: unsafe { libc::getuid() },
+            uid: rustix::process::getuid().as_raw(),
         }
     }
 
@@ -142,11 +141,10 @@ impl Config {
 /// Why the configuration is unusable.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read the config file {path}: {source}")]
+    #[error("cannot read the config file {path}: {cause}")]
     Read {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The file does not parse or has a bad value. `line` (1-based) and
     /// `key` locate it, when the parser says where.

@@ -7,7 +7,6 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use super::{DEVICE_LIMIT, FailureKind, LoginEvent, Logins, send};
-use crate::broker::now_ms;
 use crate::upstream::{DevicePoll, LoginHttpError};
 
 impl Logins {
@@ -32,12 +31,14 @@ impl Logins {
             }
         };
         let base = self.issuer.base();
+        let limit_ms = i64::try_from(DEVICE_LIMIT.as_millis()).unwrap_or(i64::MAX);
+        let deadline_ms = self.broker.now_ms().saturating_add(limit_ms);
         send(
             events,
             LoginEvent::DeviceCode {
                 verification_url: format!("{base}/codex/device"),
                 user_code: code.user_code.clone(),
-                expires_at_ms: now_ms() + DEVICE_LIMIT.as_millis() as i64,
+                expires_at_ms: self.broker.now_ms() + limit_ms,
             },
         )
         .await;
@@ -47,9 +48,9 @@ impl Logins {
         )
         .await;
         let mut interval = Duration::from_secs(code.interval_secs.max(1));
-        let deadline = tokio::time::Instant::now() + DEVICE_LIMIT;
         loop {
-            if tokio::time::Instant::now() + interval > deadline {
+            let interval_ms = i64::try_from(interval.as_millis()).unwrap_or(i64::MAX);
+            if self.broker.now_ms().saturating_add(interval_ms) > deadline_ms {
                 return Some(LoginEvent::Failure {
                     kind: FailureKind::Timeout,
                     message: "the device code expired after 15 minutes; run `pi-authctl login --device` again".into(),

@@ -100,7 +100,7 @@ pub enum SubmitError {
     NoLogin,
     #[error("the login in progress uses a device code; there is nothing to paste")]
     DeviceLogin,
-    #[error("{0}")]
+    #[error(transparent)]
     Rejected(#[from] PasteError),
     #[error("the issuer did not accept that code ({0}); paste the URL again")]
     Exchange(String),
@@ -444,13 +444,13 @@ impl Logins {
 #[derive(Debug, thiserror::Error)]
 enum ExchangeError {
     #[error("the code exchange failed: {0}")]
-    Http(#[source] LoginHttpError),
+    Http(LoginHttpError),
     #[error("the login's token is unusable: {0}")]
-    Claims(#[source] oauth::ClaimsError),
+    Claims(oauth::ClaimsError),
     #[error("the login's token is unusable: {0}")]
-    Account(#[source] AccountError),
+    Account(AccountError),
     #[error("signed in, but the credential could not be stored: {0}")]
-    Store(#[source] crate::store::StoreError),
+    Store(crate::store::StoreError),
 }
 
 impl ExchangeError {

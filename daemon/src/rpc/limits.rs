@@ -7,7 +7,7 @@
 //! still not spin a core, grow without bound, or fill the disk with logs:
 //! the user's other pi sessions depend on it.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Most connections served at once. Each is a descriptor and a little
 /// memory. A few hundred pi sessions and tools at once do happen on a big
@@ -58,99 +58,16 @@ pub fn current_nofile() -> Option<u64> {
     (unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0).then_some(lim.rlim_cur)
 }
 
-/// Exponential backoff for a failing `accept`: EMFILE and ENFILE persist
-/// until something closes, and retrying at once would spin a core.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    next: Duration,
-}
-
-impl Backoff {
-    pub const FIRST: Duration = Duration::from_millis(10);
-    pub const MAX: Duration = Duration::from_secs(1);
-
-    pub fn new() -> Backoff {
-        Backoff { next: Self::FIRST }
-    }
-
-    /// The pause before the next attempt; each failure doubles it.
-    pub fn fail(&mut self) -> Duration {
-        let now = self.next;
-        self.next = (self.next * 2).min(Self::MAX);
-        now
-    }
-
-    /// A success: the next failure starts over.
-    pub fn reset(&mut self) {
-        self.next = Self::FIRST;
-    }
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Backoff::new()
-    }
-}
-
-/// Lets one line through per period and counts the rest, so that an error
-/// repeated a million times costs one line every [`LOG_PERIOD`].
-#[derive(Debug, Clone)]
-pub struct RateLimit {
-    period: Duration,
-    last: Option<Instant>,
-    suppressed: u64,
-}
-
-impl RateLimit {
-    pub fn new(period: Duration) -> RateLimit {
-        RateLimit {
-            period,
-            last: None,
-            suppressed: 0,
-        }
-    }
-
-    /// Records one occurrence at `now`. `Some(n)` means log now, saying
-    /// that `n` more happened since the last line; `None` means stay quiet.
-    pub fn note(&mut self, now: Instant) -> Option<u64> {
-        match self.last {
-            Some(last) if now.saturating_duration_since(last) < self.period => {
-                self.suppressed += 1;
-                None
-            }
-            _ => {
-                self.last = Some(now);
-                Some(std::mem::take(&mut self.suppressed))
-            }
-        }
-    }
-}
+/// The pause after the first failing `accept`, doubling up to
+/// [`ACCEPT_PAUSE_MAX`]: EMFILE and ENFILE persist until something closes,
+/// and retrying at once would spin a core.
+pub const ACCEPT_PAUSE_FIRST: Duration = Duration::from_millis(10);
+/// The longest pause between failing accepts.
+pub const ACCEPT_PAUSE_MAX: Duration = Duration::from_secs(1);
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_doubles_from_10_ms_to_1_s_and_resets() {
-        let mut b = Backoff::new();
-        let steps: Vec<u128> = (0..9).map(|_| b.fail().as_millis()).collect();
-        assert_eq!(steps, [10, 20, 40, 80, 160, 320, 640, 1000, 1000]);
-        b.reset();
-        assert_eq!(b.fail(), Duration::from_millis(10));
-    }
-
-    #[test]
-    fn rate_limit_lets_one_line_per_period_and_counts_the_rest() {
-        let t0 = Instant::now();
-        let mut r = RateLimit::new(Duration::from_secs(10));
-        assert_eq!(r.note(t0), Some(0));
-        for i in 1..=1000 {
-            assert_eq!(r.note(t0 + Duration::from_millis(i)), None);
-        }
-        assert_eq!(r.note(t0 + Duration::from_secs(10)), Some(1000));
-        assert_eq!(r.note(t0 + Duration::from_secs(11)), None);
-        assert_eq!(r.note(t0 + Duration::from_secs(25)), Some(1));
-    }
 
     #[test]
     fn the_connection_cap_fits_the_descriptor_limit() {

@@ -31,7 +31,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::{Connected, UdsConnectInfo};
 
-use super::limits::{Backoff, LOG_PERIOD, RateLimit};
+use super::limits::{ACCEPT_PAUSE_FIRST, ACCEPT_PAUSE_MAX, LOG_PERIOD};
+use crate::backoff::Backoff;
+use crate::throttle::Throttle;
 
 /// One admitted connection, shared by its I/O and its requests.
 #[derive(Debug)]
@@ -100,7 +102,7 @@ pub struct Registry {
     /// Signalled whenever a connection ends.
     freed: tokio::sync::Notify,
     /// Evictions are logged once per period, with a count.
-    evictions: std::sync::Mutex<RateLimit>,
+    evictions: std::sync::Mutex<Throttle>,
 }
 
 impl Registry {
@@ -111,7 +113,7 @@ impl Registry {
             next_id: AtomicU64::new(0),
             conns: std::sync::Mutex::new(HashMap::new()),
             freed: tokio::sync::Notify::new(),
-            evictions: std::sync::Mutex::new(RateLimit::new(LOG_PERIOD)),
+            evictions: std::sync::Mutex::new(Throttle::new(LOG_PERIOD)),
         })
     }
 
@@ -170,7 +172,7 @@ impl Registry {
                     .evictions
                     .lock()
                     .ok()
-                    .and_then(|mut r| r.note(Instant::now()));
+                    .and_then(|mut r| r.admit(Instant::now()));
                 if let Some(more) = note {
                     tracing::info!(
                         cap = self.cap,
@@ -324,9 +326,9 @@ async fn accept_loop(
     tx: tokio::sync::mpsc::Sender<io::Result<Tracked>>,
     shutdown: CancellationToken,
 ) {
-    let mut backoff = Backoff::new();
-    let mut errors = RateLimit::new(LOG_PERIOD);
-    let mut full = RateLimit::new(LOG_PERIOD);
+    let mut backoff = Backoff::new(ACCEPT_PAUSE_FIRST, ACCEPT_PAUSE_MAX);
+    let mut errors = Throttle::new(LOG_PERIOD);
+    let mut full = Throttle::new(LOG_PERIOD);
     loop {
         let accepted = tokio::select! {
             r = listener.accept() => r,
@@ -339,7 +341,7 @@ async fn accept_loop(
             }
             Err(e) => {
                 let pause = backoff.fail();
-                if let Some(more) = errors.note(Instant::now()) {
+                if let Some(more) = errors.admit(Instant::now()) {
                     tracing::warn!(error = %e, pause_ms = pause.as_millis() as u64, more,
                         "cannot accept a connection; backing off (`more` counts the repeats since the last line)");
                 }
@@ -354,7 +356,7 @@ async fn accept_loop(
                 break state;
             }
             if !registry.evict_idlest()
-                && let Some(more) = full.note(Instant::now())
+                && let Some(more) = full.admit(Instant::now())
             {
                 tracing::warn!(
                     cap = registry.cap(),

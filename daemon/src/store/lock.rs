@@ -33,6 +33,8 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::backoff::Backoff;
+
 /// A lock directory older than this may be taken over.
 pub const STALE_AFTER: Duration = Duration::from_secs(30);
 /// How often a held lock's mtime is refreshed.
@@ -49,18 +51,10 @@ pub enum LockError {
     NotADirectory { path: PathBuf },
     /// The directory cannot be written (read-only, full, no permission), so
     /// no process, pi included, can take the lock or write the file.
-    #[error("cannot take the lock {path}: the directory is not writable ({source})")]
-    Unwritable {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    #[error("cannot use the lock {path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error("cannot take the lock {path}: the directory is not writable ({cause})")]
+    Unwritable { path: PathBuf, cause: io::Error },
+    #[error("cannot use the lock {path}: {cause}")]
+    Io { path: PathBuf, cause: io::Error },
 }
 
 /// The lock directory that guards `target`.
@@ -126,7 +120,7 @@ impl PiLock {
             Ok(Ok(result)) => result,
             Ok(Err(source)) => Err(LockError::Io {
                 path: target.to_owned(),
-                source,
+                cause: source,
             }),
             Err(_) => Err(LockError::Timeout {
                 path: lock_path(target).unwrap_or_else(|_| target.to_owned()),
@@ -139,7 +133,7 @@ impl PiLock {
     pub fn acquire_blocking(target: &Path, wait: Duration) -> Result<PiLock, LockError> {
         let dir = lock_path(target).map_err(|source| LockError::Io {
             path: target.to_owned(),
-            source,
+            cause: source,
         })?;
         let deadline = Instant::now() + wait;
         let side_path = sidecar_path(&dir);
@@ -153,7 +147,7 @@ impl PiLock {
         };
 
         // Queue behind other piauthd processes first.
-        let mut backoff = Backoff::new();
+        let mut backoff = lock_backoff();
         while let Some(side) = &sidecar {
             match side.try_lock() {
                 Ok(()) => break,
@@ -161,7 +155,7 @@ impl PiLock {
                 Err(fs::TryLockError::Error(source)) => {
                     return Err(LockError::Io {
                         path: side_path,
-                        source,
+                        cause: source,
                     });
                 }
             }
@@ -171,7 +165,7 @@ impl PiLock {
                     waited: wait,
                 });
             }
-            backoff.sleep();
+            thread::sleep(backoff.fail());
         }
         let mut lock = PiLock {
             dir,
@@ -189,9 +183,9 @@ impl PiLock {
         let dir = self.dir.clone();
         let io_err = |source: io::Error| LockError::Io {
             path: dir.clone(),
-            source,
+            cause: source,
         };
-        let mut backoff = Backoff::new();
+        let mut backoff = lock_backoff();
         loop {
             match fs::DirBuilder::new().mode(0o700).create(&dir) {
                 Ok(()) => break,
@@ -204,7 +198,7 @@ impl PiLock {
                             if unwritable(&e) {
                                 LockError::Unwritable {
                                     path: dir.clone(),
-                                    source: e,
+                                    cause: e,
                                 }
                             } else {
                                 io_err(e)
@@ -223,7 +217,7 @@ impl PiLock {
                 Err(e) if unwritable(&e) => {
                     return Err(LockError::Unwritable {
                         path: dir.clone(),
-                        source: e,
+                        cause: e,
                     });
                 }
                 Err(e) => return Err(io_err(e)),
@@ -234,7 +228,7 @@ impl PiLock {
                     waited: wait,
                 });
             }
-            backoff.sleep();
+            thread::sleep(backoff.fail());
         }
 
         // From here on the directory is ours: never leave it behind on error.
@@ -312,7 +306,10 @@ impl PiLock {
         .await;
         match resumed {
             Ok(Ok(result)) => result,
-            Ok(Err(source)) => Err(LockError::Io { path: dir, source }),
+            Ok(Err(source)) => Err(LockError::Io {
+                path: dir,
+                cause: source,
+            }),
             Err(_) => Err(LockError::Timeout {
                 path: dir,
                 waited: limit,
@@ -424,21 +421,8 @@ impl Drop for PiLock {
 
 /// The pause between tries for a held lock: 5 ms doubling to 100 ms, so a
 /// short hold costs little latency and a long one little CPU.
-struct Backoff(Duration);
-
-impl Backoff {
-    const FIRST: Duration = Duration::from_millis(5);
-    const MAX: Duration = Duration::from_millis(100);
-
-    fn new() -> Backoff {
-        Backoff(Backoff::FIRST)
-    }
-
-    /// Sleeps the current pause, then doubles it up to the maximum.
-    fn sleep(&mut self) {
-        thread::sleep(self.0);
-        self.0 = (self.0 * 2).min(Backoff::MAX);
-    }
+fn lock_backoff() -> Backoff {
+    Backoff::new(Duration::from_millis(5), Duration::from_millis(100))
 }
 
 /// Whether an error means the directory cannot be written at all.

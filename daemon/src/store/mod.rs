@@ -12,6 +12,7 @@ mod document;
 pub(crate) mod durable;
 mod keyring;
 mod lock;
+mod memory;
 mod owner;
 mod sidecar;
 mod transaction;
@@ -28,6 +29,7 @@ pub use document::{Credential, Document, OAuthCredential, ParseError};
 pub use durable::{ReadError, ensure_dir};
 pub use keyring::KeyringStore;
 pub use lock::{DEFAULT_WAIT, LockError, PiLock, lock_path, recover_orphan};
+pub use memory::MemoryStore;
 pub use owner::{OwnerError, check_dir, check_store, owner_hint};
 pub use transaction::{Transaction, Unlockable};
 pub use watch::{FileWatcher, watch_file};
@@ -35,12 +37,8 @@ pub use watch::{FileWatcher, watch_file};
 /// Why the store could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("{path} is corrupt ({source}); piauthd will not overwrite it: fix or remove it")]
-    Corrupt {
-        path: PathBuf,
-        #[source]
-        source: ParseError,
-    },
+    #[error("{store} is corrupt ({cause}); piauthd will not overwrite it: fix or remove it")]
+    Corrupt { store: String, cause: ParseError },
     #[error(
         "{path} is a {kind}, not a regular file; piauthd reads only regular files: \
          remove it, then log in again (pi-authctl login)"
@@ -55,17 +53,12 @@ pub enum StoreError {
         "reading {path} {overdue}; piauthd keeps the last good credentials and reads it \
          again when it changes"
     )]
-    Hung {
-        path: PathBuf,
-        #[source]
-        overdue: Overdue,
-    },
-    #[error("cannot {action} {path}: {source}")]
+    Hung { path: PathBuf, overdue: Overdue },
+    #[error("cannot {action} {store}: {cause}")]
     Io {
-        path: PathBuf,
+        store: String,
         action: &'static str,
-        #[source]
-        source: io::Error,
+        cause: io::Error,
     },
     #[error(transparent)]
     Lock(#[from] LockError),
@@ -82,64 +75,67 @@ const RETRY_PAUSE: Duration = Duration::from_millis(25);
 /// Where the credential document lives.
 #[derive(Debug, Clone)]
 enum Backend {
-    /// pi's `auth.json` itself (the default).
-    File,
-    /// The OS keyring; `path` then only names the lock.
-    Keyring(KeyringStore),
-    /// A document held in memory: the broker's logic under test, with no
-    /// disk, no lock and no D-Bus. Nobody else can write it, so it is not
-    /// locked.
-    Memory(std::sync::Arc<std::sync::Mutex<Option<Vec<u8>>>>),
+    /// pi's `auth.json` itself (the default), under pi's lock for it.
+    File { auth_file: PathBuf },
+    /// The OS keyring; writers are serialised by pi's lock protocol on
+    /// `lock`, a path of piauthd's own.
+    Keyring { lock: PathBuf, item: KeyringStore },
+    /// A document in memory, for tests of the broker: not locked.
+    Memory(MemoryStore),
 }
 
-/// The credential store: pi's `auth.json` at a fixed path, or the OS
-/// keyring. Either way writes happen under pi's lock for `path`.
+/// The credential store: pi's `auth.json`, the OS keyring, or (in tests) a
+/// document in memory. Writes to the first two happen under pi's lock.
 #[derive(Debug, Clone)]
-pub struct FileStore {
-    path: PathBuf,
+pub struct CredentialStore {
     lock_wait: Duration,
     backend: Backend,
 }
 
-impl FileStore {
-    pub fn new(path: impl Into<PathBuf>) -> FileStore {
-        FileStore {
-            path: path.into(),
+impl CredentialStore {
+    /// pi's `auth.json` at `auth_file`.
+    pub fn file(auth_file: impl Into<PathBuf>) -> CredentialStore {
+        CredentialStore {
             lock_wait: DEFAULT_WAIT,
-            backend: Backend::File,
+            backend: Backend::File {
+                auth_file: auth_file.into(),
+            },
         }
     }
 
-    /// The OS keyring, with `lock_path` naming the lock that serialises
+    /// The OS keyring, with `lock` naming the lock that serialises
     /// writers (piauthd processes) of the same keyring item.
-    pub fn keyring(lock_path: impl Into<PathBuf>, keyring: KeyringStore) -> FileStore {
-        FileStore {
-            path: lock_path.into(),
+    pub fn keyring(lock: impl Into<PathBuf>, item: KeyringStore) -> CredentialStore {
+        CredentialStore {
             lock_wait: DEFAULT_WAIT,
-            backend: Backend::Keyring(keyring),
+            backend: Backend::Keyring {
+                lock: lock.into(),
+                item,
+            },
         }
     }
 
-    /// A store in memory holding `bytes` (`None`: no file yet), named
-    /// `name` for people. Clones share the one document.
-    pub fn memory(name: &str, bytes: Option<&[u8]>) -> FileStore {
-        FileStore {
-            path: PathBuf::from(format!("memory:{name}")),
+    /// A document in memory.
+    pub fn memory(store: MemoryStore) -> CredentialStore {
+        CredentialStore {
             lock_wait: DEFAULT_WAIT,
-            backend: Backend::Memory(std::sync::Arc::new(std::sync::Mutex::new(
-                bytes.map(<[u8]>::to_vec),
-            ))),
+            backend: Backend::Memory(store),
         }
     }
 
-    /// Whether pi's lock guards this store (not for a store in memory).
-    fn is_locked_by_pi(&self) -> bool {
-        !matches!(self.backend, Backend::Memory(_))
+    /// The path pi's lock protocol guards for this store: `auth.json`, or
+    /// the keyring's lock; `None` for a store in memory.
+    pub fn lock_path(&self) -> Option<&Path> {
+        match &self.backend {
+            Backend::File { auth_file } => Some(auth_file),
+            Backend::Keyring { lock, .. } => Some(lock),
+            Backend::Memory(_) => None,
+        }
     }
 
     /// Whether this is the OS keyring.
     pub fn is_keyring(&self) -> bool {
-        matches!(self.backend, Backend::Keyring(_))
+        matches!(self.backend, Backend::Keyring { .. })
     }
 
     /// The store's identity in piauthd's state directory ([`StoreId`]):
@@ -147,17 +143,18 @@ impl FileStore {
     /// the path.
     pub fn identity(&self) -> StoreId {
         match &self.backend {
-            Backend::File => StoreId::file(&self.path),
-            Backend::Keyring(k) => StoreId::named(&k.describe()),
-            Backend::Memory(_) => StoreId::named(&self.describe()),
+            Backend::File { auth_file } => StoreId::file(auth_file),
+            Backend::Keyring { item, .. } => StoreId::named(&item.describe()),
+            Backend::Memory(m) => StoreId::named(&m.describe()),
         }
     }
 
     /// Where the credentials are, for people.
     pub fn describe(&self) -> String {
         match &self.backend {
-            Backend::File | Backend::Memory(_) => self.path.display().to_string(),
-            Backend::Keyring(k) => k.describe(),
+            Backend::File { auth_file } => auth_file.display().to_string(),
+            Backend::Keyring { item, .. } => item.describe(),
+            Backend::Memory(m) => m.describe(),
         }
     }
 
@@ -165,25 +162,22 @@ impl FileStore {
     /// Private: writers go through a [`Transaction`].
     ///
     /// ```compile_fail
-    /// # async fn f(store: piauthd::FileStore) {
+    /// # async fn f(store: piauthd::CredentialStore) {
     /// let _ = store.read_locked().await;
     /// # }
     /// ```
     async fn read_locked(&self) -> Result<Option<Document>, StoreError> {
         match &self.backend {
-            Backend::File => self.read_parsed().await,
-            Backend::Keyring(k) => {
-                let bytes = k.read().await.map_err(|source| StoreError::Io {
-                    path: self.path.clone(),
-                    action: "read the keyring item for",
-                    source,
+            Backend::File { auth_file } => self.read_parsed(auth_file).await,
+            Backend::Keyring { item, .. } => {
+                let bytes = item.read().await.map_err(|source| StoreError::Io {
+                    store: self.describe(),
+                    action: "read",
+                    cause: source,
                 })?;
                 self.parse(bytes)
             }
-            Backend::Memory(doc) => {
-                let bytes = doc.lock().unwrap_or_else(|p| p.into_inner()).clone();
-                self.parse(bytes)
-            }
+            Backend::Memory(m) => self.parse(m.read()),
         }
     }
 
@@ -191,7 +185,7 @@ impl FileStore {
     /// writers go through a [`Transaction`].
     ///
     /// ```compile_fail
-    /// # async fn f(store: piauthd::FileStore) {
+    /// # async fn f(store: piauthd::CredentialStore) {
     /// let _ = store.write(&Default::default()).await;
     /// # }
     /// ```
@@ -200,8 +194,8 @@ impl FileStore {
         match &self.backend {
             // No deadline: a rotated token must land, and an abandoned
             // write finishing late could overwrite a newer one.
-            Backend::File => {
-                let path = self.path.clone();
+            Backend::File { auth_file } => {
+                let path = auth_file.clone();
                 off_runtime("piauthd-store-write", move || {
                     let written = durable::write(&path, &bytes);
                     zeroize::Zeroize::zeroize(&mut bytes);
@@ -209,43 +203,39 @@ impl FileStore {
                 })
                 .await?
             }
-            Backend::Keyring(k) => {
-                let written = k.write(bytes.clone()).await;
+            Backend::Keyring { item, .. } => {
+                let written = item.write(bytes.clone()).await;
                 zeroize::Zeroize::zeroize(&mut bytes);
                 written
             }
-            Backend::Memory(doc) => {
-                *doc.lock().unwrap_or_else(|p| p.into_inner()) = Some(bytes);
+            Backend::Memory(m) => {
+                m.write(bytes);
                 Ok(())
             }
         }
     }
 
     /// Sets how long a write waits for pi's lock before failing.
-    pub fn with_lock_wait(mut self, wait: Duration) -> FileStore {
+    pub fn with_lock_wait(mut self, wait: Duration) -> CredentialStore {
         self.lock_wait = wait;
         self
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Reads the document; `Ok(None)` when the file does not exist.
     pub async fn load(&self) -> Result<Option<Document>, StoreError> {
-        if !matches!(self.backend, Backend::File) {
+        let Backend::File { auth_file } = &self.backend else {
             // Keyring and memory writes are atomic: there is no half-written item.
             return self.read_locked().await;
-        }
+        };
         for _ in 0..UNLOCKED_RETRIES {
-            match self.read_parsed().await {
+            match self.read_parsed(auth_file).await {
                 Err(StoreError::Corrupt { .. }) => tokio::time::sleep(RETRY_PAUSE).await,
                 other => return other,
             }
         }
         // Still unparsable: look again while no pi process can be writing.
-        let guard = PiLock::acquire(&self.path, self.lock_wait).await?;
-        let result = self.read_parsed().await;
+        let guard = PiLock::acquire(auth_file, self.lock_wait).await?;
+        let result = self.read_parsed(auth_file).await;
         if let Err(e) = guard.release().await {
             tracing::warn!(error = %e, "could not remove pi's lock directory after a read");
         }
@@ -257,7 +247,8 @@ impl FileStore {
     /// and reported. Nothing is written when `edit` leaves the document as it
     /// was.
     pub async fn update<R>(&self, edit: impl FnOnce(&mut Document) -> R) -> Result<R, StoreError> {
-        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        let dir = self.lock_path().and_then(Path::parent);
+        if let Some(dir) = dir.filter(|d| !d.as_os_str().is_empty()) {
             let owned = dir.to_owned();
             let created = within("piauthd-store-dir", IO_DEADLINE, move || ensure_dir(&owned))
                 .await
@@ -266,9 +257,9 @@ impl FileStore {
                     overdue,
                 })?;
             created.and_then(|r| r).map_err(|source| StoreError::Io {
-                path: dir.to_owned(),
+                store: dir.display().to_string(),
                 action: "create",
-                source,
+                cause: source,
             })?;
         }
         let mut tx = self.begin(Unlockable::Fail).await?;
@@ -282,29 +273,29 @@ impl FileStore {
 
     /// Reads and parses the file on a thread of its own, within
     /// [`IO_DEADLINE`], so a hung filesystem never stalls the runtime.
-    async fn read_parsed(&self) -> Result<Option<Document>, StoreError> {
-        let path = self.path.clone();
+    async fn read_parsed(&self, auth_file: &Path) -> Result<Option<Document>, StoreError> {
+        let path = auth_file.to_owned();
         let read = within("piauthd-store-read", IO_DEADLINE, move || {
             durable::read(&path)
         })
         .await
         .map_err(|overdue| StoreError::Hung {
-            path: self.path.clone(),
+            path: auth_file.to_owned(),
             overdue,
         })?
         .map_err(|source| StoreError::Io {
-            path: self.path.clone(),
+            store: self.describe(),
             action: "start a thread to read",
-            source,
+            cause: source,
         })?;
-        let path = self.path.clone();
+        let path = auth_file.to_owned();
         let bytes = read.map_err(|e| match e {
             ReadError::NotRegular { kind } => StoreError::NotRegular { path, kind },
             ReadError::TooLarge { size } => StoreError::TooLarge { path, size },
             ReadError::Io(source) => StoreError::Io {
-                path,
+                store: self.describe(),
                 action: "read",
-                source,
+                cause: source,
             },
         })?;
         self.parse(bytes)
@@ -316,8 +307,8 @@ impl FileStore {
             return Ok(None);
         };
         let parsed = Document::parse(&bytes).map_err(|source| StoreError::Corrupt {
-            path: self.path.clone(),
-            source,
+            store: self.describe(),
+            cause: source,
         });
         zeroize::Zeroize::zeroize(&mut bytes);
         parsed.map(Some)

@@ -48,12 +48,8 @@ pub fn owner_hint(owner: u32, euid: u32, path: &Path) -> String {
 pub enum OwnerError {
     #[error(transparent)]
     Foreign(#[from] ForeignOwner),
-    #[error("cannot inspect {path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error("cannot inspect {path}: {cause}")]
+    Io { path: PathBuf, cause: io::Error },
 }
 
 /// Whether a directory of `owner` may hold a directory the daemon (as
@@ -70,7 +66,7 @@ fn stat(path: &Path) -> Result<Option<std::fs::Metadata>, OwnerError> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(source) => Err(OwnerError::Io {
             path: path.to_owned(),
-            source,
+            cause: source,
         }),
     }
 }
@@ -128,8 +124,7 @@ mod tests {
     use super::*;
 
     fn euid() -> u32 {
-        // SAFETY: geteuid cannot fail.
-        unsafe { libc::geteuid() }
+        rustix::process::geteuid().as_raw()
     }
 
     #[test]

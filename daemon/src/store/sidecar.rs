@@ -42,8 +42,7 @@ pub(super) fn open_sidecar(path: &Path, create: bool) -> io::Result<File> {
             }
         })?;
     let meta = file.metadata()?;
-    // SAFETY: geteuid cannot fail.
-    let euid = unsafe { libc::geteuid() };
+    let euid = rustix::process::geteuid().as_raw();
     if !meta.file_type().is_file() || meta.uid() != euid {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,

@@ -12,7 +12,7 @@
 
 use std::time::Duration;
 
-use super::{Document, FileStore, LockError, PiLock, StoreError};
+use super::{CredentialStore, Document, LockError, PiLock, StoreError};
 
 /// How a transaction treats a directory nobody can lock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,7 +28,7 @@ pub enum Unlockable {
 /// A held lock on the store and the document read under it.
 #[derive(Debug)]
 pub struct Transaction<'s> {
-    store: &'s FileStore,
+    store: &'s CredentialStore,
     /// `None` when the directory cannot be locked by anyone
     /// ([`Unlockable::Proceed`]).
     lock: Option<PiLock>,
@@ -37,23 +37,22 @@ pub struct Transaction<'s> {
     doc: Option<Document>,
 }
 
-impl FileStore {
+impl CredentialStore {
     /// Takes pi's lock and reads the document under it. A corrupt file is
     /// an error: it is never overwritten.
     pub async fn begin(&self, unlockable: Unlockable) -> Result<Transaction<'_>, StoreError> {
         self.begin_waiting(self.lock_wait, unlockable).await
     }
 
-    /// [`FileStore::begin`], waiting up to `wait` for the lock.
+    /// [`CredentialStore::begin`], waiting up to `wait` for the lock.
     pub async fn begin_waiting(
         &self,
         wait: Duration,
         unlockable: Unlockable,
     ) -> Result<Transaction<'_>, StoreError> {
-        let acquired = if self.is_locked_by_pi() {
-            Some(PiLock::acquire(self.path(), wait).await)
-        } else {
-            None
+        let acquired = match self.lock_path() {
+            Some(path) => Some(PiLock::acquire(path, wait).await),
+            None => None,
         };
         let lock = match acquired {
             None => None,
@@ -105,9 +104,9 @@ impl Transaction<'_> {
             .write(doc)
             .await
             .map_err(|source| StoreError::Io {
-                path: self.store.path().to_owned(),
+                store: self.store.describe(),
                 action: "write",
-                source,
+                cause: source,
             })?;
         self.doc = Some(doc.clone());
         Ok(())
@@ -130,10 +129,10 @@ impl Transaction<'_> {
     pub async fn pause(&mut self) -> Result<(), StoreError> {
         if let Some(lock) = self.lock.take() {
             let path = lock.path().to_owned();
-            let paused = lock
-                .pause()
-                .await
-                .map_err(|source| LockError::Io { path, source })?;
+            let paused = lock.pause().await.map_err(|source| LockError::Io {
+                path,
+                cause: source,
+            })?;
             self.lock = Some(paused);
         }
         Ok(())
@@ -174,7 +173,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("auth.json");
         std::fs::write(&path, br#"{"other":{"type":"api_key","key":"k"}}"#).unwrap();
-        let store = FileStore::new(&path);
+        let store = CredentialStore::file(&path);
         let lock_dir = lock_path(&path).unwrap();
 
         let mut tx = store.begin(Unlockable::Fail).await.unwrap();
@@ -213,10 +212,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("auth.json");
         std::fs::write(&path, b"{}").unwrap();
-        let store = FileStore::new(&path).with_lock_wait(Duration::from_millis(300));
+        let store = CredentialStore::file(&path).with_lock_wait(Duration::from_millis(300));
         let mut tx = store.begin(Unlockable::Fail).await.unwrap();
         tx.pause().await.unwrap();
-        let other = FileStore::new(&path).with_lock_wait(Duration::from_millis(300));
+        let other = CredentialStore::file(&path).with_lock_wait(Duration::from_millis(300));
         let queued = other.begin(Unlockable::Fail).await.unwrap_err();
         assert!(
             matches!(queued, StoreError::Lock(LockError::Timeout { .. })),
@@ -231,7 +230,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("auth.json");
         std::fs::write(&path, b"{not json").unwrap();
-        let store = FileStore::new(&path);
+        let store = CredentialStore::file(&path);
         let err = store.begin(Unlockable::Fail).await.unwrap_err();
         assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
         assert!(!lock_path(&path).unwrap().exists());

@@ -58,9 +58,13 @@ pub async fn token(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    tokio::spawn(handle_token(state, reset, headers, body))
-        .await
-        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+    tokio::spawn(async move {
+        let answer = handle_token(state.clone(), reset, headers, body).await;
+        state.token_answers.fetch_add(1, Ordering::SeqCst);
+        answer
+    })
+    .await
+    .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
 async fn handle_token(

@@ -147,6 +147,10 @@ pub struct Stats {
     pub revocations: u64,
     /// Every request to `/oauth/token`.
     pub token_requests: u64,
+    /// Requests to `/oauth/token` the issuer has finished with (answered,
+    /// or done with after its client went away): once this equals
+    /// `token_requests`, no rotation is still under way.
+    pub token_answers: u64,
     /// Refreshes refused for a revoked family or unknown token.
     pub rejected: u64,
     /// Connections currently open.
@@ -240,6 +244,7 @@ pub struct MockState {
     reuse_attempts: AtomicU64,
     revocations: AtomicU64,
     token_requests: AtomicU64,
+    pub(crate) token_answers: AtomicU64,
     rejected: AtomicU64,
     open_connections: AtomicU64,
     exchanges: AtomicU64,
@@ -264,6 +269,7 @@ impl MockState {
             reuse_attempts: AtomicU64::new(0),
             revocations: AtomicU64::new(0),
             token_requests: AtomicU64::new(0),
+            token_answers: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
             open_connections: AtomicU64::new(0),
             exchanges: AtomicU64::new(0),
@@ -297,6 +303,7 @@ impl MockState {
             reuse_attempts: self.reuse_attempts.load(Ordering::SeqCst),
             revocations: self.revocations.load(Ordering::SeqCst),
             token_requests: self.token_requests.load(Ordering::SeqCst),
+            token_answers: self.token_answers.load(Ordering::SeqCst),
             rejected: self.rejected.load(Ordering::SeqCst),
             open_connections: self.open_connections.load(Ordering::SeqCst),
             exchanges: self.exchanges.load(Ordering::SeqCst),

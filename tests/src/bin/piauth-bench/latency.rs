@@ -74,7 +74,7 @@ pub async fn run(
             let mut m = 0;
             for _ in 0..20 {
                 tokio::time::sleep(Duration::from_millis(50)).await;
-                m = m.max(piauth_tests::daemon::rss_kb(rss_pid));
+                m = m.max(piauth_tests::process::rss_kb(rss_pid));
             }
             m
         });

@@ -96,7 +96,7 @@ async fn main() -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_millis(500)).await;
     figs.add(
         "idle_rss",
-        piauth_tests::daemon::rss_kb(pid) as f64 / 1024.0,
+        piauth_tests::process::rss_kb(pid) as f64 / 1024.0,
         "MB",
         json!({"target_mb": 15}),
     );
