@@ -11,7 +11,6 @@
 //! at EMFILE the accept loop took 106 %; any `Host` was served.
 
 use std::net::SocketAddr;
-use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -56,21 +55,7 @@ async fn victim_on(callback: SocketAddr, nofile: Option<u64>) -> Victim {
             .env("PIAUTHD_CALLBACK_ADDR", callback.to_string())
             .env("PIAUTHD_CALLBACK_FALLBACK_ADDR", "127.0.0.1:0");
         if let Some(n) = nofile {
-            // SAFETY: setrlimit is async-signal-safe and touches no memory
-            // of the parent.
-            unsafe {
-                cmd.pre_exec(move || {
-                    let limit = libc::rlimit {
-                        rlim_cur: n,
-                        rlim_max: n,
-                    };
-                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
-                        Ok(())
-                    } else {
-                        Err(std::io::Error::last_os_error())
-                    }
-                });
-            }
+            piauth_tests::process::limit_nofile(cmd, n);
         }
     });
     let client = Client::connect(sb.socket()).await.unwrap();

@@ -176,9 +176,26 @@ fn a_runtime_dir_of_another_uid_is_refused() {
 
 /// A connection with no open call is closed after the idle timeout; one
 /// holding a WatchToken stream is not, and its stream keeps delivering.
+/// Opens a connection that sends nothing and reads until the daemon ends
+/// it (its HTTP/2 settings arrive first); false if 5 s pass first.
+fn an_idle_connection_is_closed(socket: &std::path::Path) -> bool {
+    use std::io::Read;
+    let mut idle = std::os::unix::net::UnixStream::connect(socket).unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = [0u8; 256];
+    tokio::task::block_in_place(|| {
+        loop {
+            match idle.read(&mut buf) {
+                Ok(0) => return true,
+                Ok(_) => continue,
+                Err(_) => return false,
+            }
+        }
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connections_close_but_a_watching_one_stays() {
-    use std::io::Read;
     let sb = Sandbox::new();
     let exp = piauth_tests::fixtures::now_ms() + 86_400_000;
     let token = |nonce: &str| {
@@ -194,20 +211,8 @@ async fn idle_connections_close_but_a_watching_one_stays() {
     let mut watcher = piauth_client::Client::connect(sb.socket()).await.unwrap();
     let mut stream = watcher.watch_token("openai-codex").await.unwrap();
     assert_eq!(stream.next().await.unwrap().unwrap().access_token, first);
-    let mut idle = std::os::unix::net::UnixStream::connect(sb.socket()).unwrap();
-    idle.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let started = std::time::Instant::now();
-    let mut buf = [0u8; 256];
-    // The daemon's HTTP/2 settings arrive, then end of file.
-    let closed = tokio::task::block_in_place(|| {
-        loop {
-            match idle.read(&mut buf) {
-                Ok(0) => return true,
-                Ok(_) => continue,
-                Err(_) => return false,
-            }
-        }
-    });
+    let closed = an_idle_connection_is_closed(&sb.socket());
     let after = started.elapsed();
     assert!(closed, "the idle connection was closed");
     assert!(
@@ -216,20 +221,10 @@ async fn idle_connections_close_but_a_watching_one_stays() {
     );
     // Past the timeout once more (a second idle connection, opened now, is
     // closed too), the watching connection still delivers.
-    let mut again = std::os::unix::net::UnixStream::connect(sb.socket()).unwrap();
-    again
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    let closed_again = tokio::task::block_in_place(|| {
-        loop {
-            match again.read(&mut buf) {
-                Ok(0) => return true,
-                Ok(_) => continue,
-                Err(_) => return false,
-            }
-        }
-    });
-    assert!(closed_again, "the second idle connection was closed");
+    assert!(
+        an_idle_connection_is_closed(&sb.socket()),
+        "the second idle connection was closed"
+    );
     let second = token("second");
     sb.write_auth(&piauth_tests::fixtures::auth_json(
         &second, "rt-i", exp, "acc-i",
