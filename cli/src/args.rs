@@ -123,6 +123,24 @@ pub enum Command {
     /// The text goes to stdout as it arrives; usage goes to stderr at the
     /// end. The token never leaves the daemon.
     Complete(CompleteArgs),
+    /// Show the plan's usage limits: for each account, the 5-hour and the
+    /// weekly window (percent used, time to reset) and credits.
+    ///
+    /// The daemon reads the backend's usage endpoint at most once a minute
+    /// per account, and learns newer numbers from every response it
+    /// relays. A window the backend does not report is shown as such,
+    /// never as 0 %.
+    Usage {
+        /// Print JSON: {"accounts": [{"account_id", "email", "plan",
+        /// "primary", "secondary", "limit_reached", "source",
+        /// "fetched_at"}]}, times in epoch seconds.
+        #[arg(long)]
+        json: bool,
+        /// Ask the backend now, even when the daemon read it less than a
+        /// minute ago.
+        #[arg(long)]
+        fresh: bool,
+    },
     /// List the models the daemon relays, with their limits.
     Models {
         /// Print JSON.

@@ -17,6 +17,7 @@ mod login;
 mod paths;
 mod render;
 mod service;
+mod usage;
 
 use std::process::ExitCode;
 
@@ -84,6 +85,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Logout { provider } => logout(&mut connect(daemon).await?, &provider).await,
         Command::Complete(args) => complete(daemon, args).await,
         Command::Models { json } => models(&mut connect(daemon).await?, json).await,
+        Command::Usage { json, fresh } => usage(&mut connect(daemon).await?, json, fresh).await,
         Command::Watch {
             provider,
             json,
@@ -204,6 +206,19 @@ async fn complete(daemon: DaemonArgs, mut args: CompleteArgs) -> Result<ExitCode
     } else {
         ExitCode::from(CANCELLED)
     })
+}
+
+async fn usage(client: &mut Client, json: bool, fresh: bool) -> Result<ExitCode> {
+    let report = client.usage(fresh).await?;
+    if json {
+        out::line(&usage::usage_json(&report).to_string())?;
+    } else {
+        let now_s = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        out::print(&usage::usage_text(&report, now_s))?;
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn models(client: &mut Client, json: bool) -> Result<ExitCode> {

@@ -140,6 +140,13 @@ impl Client {
             .into_inner())
     }
 
+    /// The plan's usage limits per account. `fresh` asks the daemon to
+    /// read the backend now rather than serve a read under a minute old.
+    pub async fn usage(&mut self, fresh: bool) -> Result<pb::UsageResponse, Error> {
+        let req = pb::UsageRequest { fresh };
+        Ok(self.auth.usage(deadline(req, TOKEN)).await?.into_inner())
+    }
+
     /// Forces a refresh now (through the daemon's single flight) and returns
     /// the new token.
     pub async fn refresh(&mut self, provider: &str) -> Result<pb::Token, Error> {

@@ -62,6 +62,18 @@ impl Number {
             Number::Other(_) => None,
         }
     }
+
+    /// The value as a float (a percentage), or `None` for a non-finite
+    /// one, a non-numeric string or another type.
+    pub fn real(&self) -> Option<f64> {
+        let v = match self {
+            Number::Int(n) => *n as f64,
+            Number::Float(f) => *f,
+            Number::Text(s) => s.trim().parse::<f64>().ok()?,
+            Number::Other(_) => return None,
+        };
+        v.is_finite().then_some(v)
+    }
 }
 
 /// Reads `T` from JSON bytes that hold an object. serde would also fill a

@@ -126,9 +126,14 @@ async fn a_completion_streams_in_order_as_it_arrives() {
         .clone()
         .expect("the first event carries the response info");
     assert_eq!(first.http_status, 200);
+    // A fresh account in the mock: nothing of its 5-hour window used yet.
     assert_eq!(
         first.rate_limit_headers["x-codex-primary-used-percent"],
-        "42"
+        "0"
+    );
+    assert_eq!(
+        first.rate_limit_headers["x-codex-primary-window-minutes"],
+        "300"
     );
     assert!(!first.rate_limit_headers.contains_key("x-request-id"));
     let usage = events

@@ -56,3 +56,5 @@ mod socket;
 mod store;
 /// GetToken and Status over gRPC, file changes, and log redaction.
 mod tokens;
+/// pi-authctl usage against the mock's usage endpoint and response headers.
+mod usage;

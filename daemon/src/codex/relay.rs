@@ -21,6 +21,7 @@ use tokio::sync::mpsc;
 use super::failure::{self, CodexError};
 use super::request::{self, Prepared};
 use super::sse::SseParser;
+use super::usage::{self, Report, UsageBook};
 use crate::backoff::Backoff;
 use crate::broker::{Broker, DEFAULT_PROVIDER, TokenError};
 
@@ -30,6 +31,8 @@ const ATTEMPTS: u32 = 3;
 const MAX_RETRY_WAIT: Duration = Duration::from_secs(30);
 /// The token sent must stay valid at least this long.
 const TOKEN_MIN_VALID_SECS: u32 = 60;
+/// How long a read of the usage endpoint may take.
+const USAGE_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// What the daemon tells the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -143,8 +146,12 @@ pub fn is_terminal(event_type: &str) -> bool {
 pub struct Codex {
     http: reqwest::Client,
     url: url::Url,
+    usage_url: url::Url,
     originator: String,
     idle: Duration,
+    /// The limits learnt per account, from the usage endpoint and the
+    /// headers of every relayed response.
+    book: Arc<UsageBook>,
 }
 
 impl Codex {
@@ -165,9 +172,62 @@ impl Codex {
         Ok(Codex {
             http,
             url: crate::upstream::endpoint(base, "codex/responses")?,
+            usage_url: crate::upstream::endpoint(base, "wham/usage")?,
             originator: originator.to_owned(),
             idle,
+            book: Arc::new(UsageBook::default()),
         })
+    }
+
+    /// The limits of the account the broker serves: the last read of the
+    /// usage endpoint while it is under a minute old (unless `fresh`), else
+    /// a new read. Returns the account id with its report.
+    pub async fn usage(
+        &self,
+        broker: &Arc<Broker>,
+        fresh: bool,
+    ) -> Result<(String, Report), RelayError> {
+        let grant = broker
+            .get_token(DEFAULT_PROVIDER, TOKEN_MIN_VALID_SECS)
+            .await?;
+        let now_s = broker.now_ms() / 1000;
+        if !fresh && let Some(report) = self.book.fresh(&grant.account_id, now_s) {
+            return Ok((grant.account_id, report));
+        }
+        let mut req = self
+            .http
+            .get(self.usage_url.clone())
+            .bearer_auth(grant.access.expose())
+            .timeout(USAGE_TIMEOUT);
+        for (name, value) in request::identity_headers(&grant.account_id, &self.originator) {
+            req = req.header(name, value);
+        }
+        let network = |e: reqwest::Error| CodexError::Network {
+            message: describe(&e),
+            events: 0,
+        };
+        let resp = req.send().await.map_err(network)?;
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes().await.map_err(network)?;
+        if !(200..300).contains(&status) {
+            return Err(failure::from_http(status, &bytes, None, now_s).into());
+        }
+        let Some(report) = usage::from_endpoint(&bytes, now_s) else {
+            return Err(CodexError::Upstream {
+                status,
+                message: "the usage endpoint's answer is not the JSON object it should be".into(),
+            }
+            .into());
+        };
+        self.book.store(&grant.account_id, report.clone());
+        Ok((grant.account_id, report))
+    }
+
+    /// Folds the limits a response's headers carry into the book.
+    fn note_limits(&self, account: &str, headers: &reqwest::header::HeaderMap, now_s: i64) {
+        let get = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
+        self.book
+            .fold_headers(account, usage::from_headers(get), now_s);
     }
 
     /// Runs one completion, sending events (then at most one error) on `tx`.
@@ -209,6 +269,9 @@ impl Codex {
                 r = req.send() => r,
                 () = tx.closed() => return Ok(()),
             };
+            if let Ok(resp) = &sent {
+                self.note_limits(&grant.account_id, resp.headers(), broker.now_ms() / 1000);
+            }
             let wait = match sent {
                 Ok(resp) if resp.status().is_success() => break resp,
                 Ok(resp) if resp.status().as_u16() == 401 && !refreshed => {

@@ -126,6 +126,16 @@ pub fn headers(
     h
 }
 
+/// The headers that say who asks, for a request that is not a completion
+/// (the usage endpoint): the account, the originator, the User-Agent.
+pub fn identity_headers(account_id: &str, originator: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("chatgpt-account-id", account_id.to_owned()),
+        ("originator", originator.to_owned()),
+        ("User-Agent", user_agent()),
+    ]
+}
+
 /// `piauthd/<version> (<os>; <arch>)`.
 pub fn user_agent() -> String {
     format!(

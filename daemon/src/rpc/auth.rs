@@ -16,6 +16,7 @@ use tonic::Code;
 
 use super::error::{Reason, only_default, provider_arg, status};
 use crate::broker::{self, Broker, CredentialKind, Grant, ProviderState, StoreHealth};
+use crate::codex::Codex;
 use crate::login::{FailureKind, LoginEvent, Logins, Method, SubmitError};
 use crate::secret::Secret;
 
@@ -35,6 +36,8 @@ pub struct About {
 pub struct AuthService {
     broker: Arc<Broker>,
     logins: Arc<Logins>,
+    /// The Codex backend, for its usage endpoint.
+    codex: Codex,
     about: About,
     /// Ends open streams (WatchToken) at shutdown.
     shutdown: CancellationToken,
@@ -46,12 +49,14 @@ impl AuthService {
     pub fn new(
         broker: Arc<Broker>,
         logins: Arc<Logins>,
+        codex: Codex,
         about: About,
         shutdown: CancellationToken,
     ) -> AuthService {
         AuthService {
             broker,
             logins,
+            codex,
             about,
             shutdown,
             watchers: Arc::new(tokio::sync::Semaphore::new(super::MAX_WATCHERS)),
@@ -292,6 +297,16 @@ impl pb::auth_server::Auth for AuthService {
             status(Code::FailedPrecondition, reason, e.to_string())
         })?;
         Ok(Response::new(pb::LogoutResponse { removed }))
+    }
+
+    async fn usage(
+        &self,
+        req: Request<pb::UsageRequest>,
+    ) -> Result<Response<pb::UsageResponse>, Status> {
+        let fresh = req.into_inner().fresh;
+        super::usage::usage(&self.broker, &self.codex, fresh)
+            .await
+            .map(Response::new)
     }
 }
 

@@ -29,6 +29,11 @@ pub struct CompletionsService {
 }
 
 impl CompletionsService {
+    /// The Codex client (it shares the limits it learns with its clones).
+    pub fn codex(&self) -> Codex {
+        self.codex.clone()
+    }
+
     pub fn new(
         broker: Arc<Broker>,
         codex: Codex,

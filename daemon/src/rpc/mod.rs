@@ -12,6 +12,7 @@ mod limits;
 mod listen;
 mod peer;
 mod streams;
+mod usage;
 
 use std::sync::Arc;
 
@@ -74,9 +75,18 @@ pub async fn serve(
         .build_v1()
         .expect("the embedded descriptor set is valid");
 
-    let auth = AuthServer::new(AuthService::new(broker, logins, about, shutdown.clone()))
-        .max_decoding_message_size(MAX_REQUEST_BYTES)
-        .max_encoding_message_size(MAX_RESPONSE_BYTES);
+    // One Codex client for both services, so the limits the relay learns
+    // are the ones Usage reports.
+    let codex = completions.codex();
+    let auth = AuthServer::new(AuthService::new(
+        broker,
+        logins,
+        codex,
+        about,
+        shutdown.clone(),
+    ))
+    .max_decoding_message_size(MAX_REQUEST_BYTES)
+    .max_encoding_message_size(MAX_RESPONSE_BYTES);
     let completions = CompletionsServer::new(completions)
         .max_decoding_message_size(MAX_REQUEST_BYTES)
         .max_encoding_message_size(MAX_RESPONSE_BYTES);

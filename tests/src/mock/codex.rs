@@ -222,7 +222,7 @@ pub async fn responses(
     state.responses_requests.fetch_add(1, Ordering::SeqCst);
     let mut seen = SeenRequest::default();
     let answer = match check(&state, &headers, &body, &mut seen) {
-        Ok(_) => answer(&state, reset).await,
+        Ok(account) => answer(&state, &account, reset).await,
         Err(refusal) => *refusal,
     };
     seen.status = answer.status().as_u16();
@@ -237,7 +237,7 @@ fn check(
     headers: &HeaderMap,
     body: &Bytes,
     seen: &mut SeenRequest,
-) -> Result<(), Box<Response>> {
+) -> Result<String, Box<Response>> {
     let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or("");
     let optional = |n: &str| {
         headers
@@ -309,7 +309,7 @@ fn check(
             "max_output_tokens must be an integer of at least {MIN_OUTPUT_TOKENS}"
         )));
     }
-    Ok(())
+    Ok(account)
 }
 
 /// `GET {codex_base}/codex/responses` asking for `Upgrade: websocket`: pi
@@ -347,7 +347,11 @@ pub async fn refuse_websocket_upgrade(
 }
 
 /// The answer to an accepted request: a fault, or a stream.
-async fn answer(state: &Arc<MockState>, reset: Option<axum::Extension<ResetHandle>>) -> Response {
+async fn answer(
+    state: &Arc<MockState>,
+    account: &str,
+    reset: Option<axum::Extension<ResetHandle>>,
+) -> Response {
     let fault = state.ledger().responses_faults.pop_front();
     if let Some(refused) = fault.as_ref().and_then(refusal) {
         return refused;
@@ -361,7 +365,10 @@ async fn answer(state: &Arc<MockState>, reset: Option<axum::Extension<ResetHandl
         reset.map(|axum::Extension(r)| r),
         tx,
     ));
-    sse_response(rx)
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    sse_response(rx, &state.usage_of(account, now_s))
 }
 
 /// The answer to a fault that refuses the request before any event.
@@ -502,23 +509,34 @@ async fn end_with(
     }
 }
 
-/// The streaming response, with the rate-limit headers the backend sends.
-fn sse_response(rx: tokio::sync::mpsc::Receiver<Bytes>) -> Response {
+/// The streaming response, with the rate-limit headers the backend sends:
+/// the account's windows (a window it does not report has no headers).
+fn sse_response(rx: tokio::sync::mpsc::Receiver<Bytes>, usage: &super::AccountUsage) -> Response {
     let body = Body::from_stream(ReceiverStream::new(rx).map(Ok::<_, std::convert::Infallible>));
-    (
+    let mut response = (
         StatusCode::OK,
         [
             (header::CONTENT_TYPE, "text/event-stream"),
             (header::CACHE_CONTROL, "no-cache"),
         ],
-        [
-            ("x-codex-primary-used-percent", "42"),
-            ("x-codex-primary-window-minutes", "300"),
-            ("x-codex-primary-reset-at", "1767225600"),
-            ("x-codex-secondary-used-percent", "7"),
-            ("x-request-id", "req_mock"),
-        ],
+        [("x-request-id", "req_mock")],
         body,
     )
-        .into_response()
+        .into_response();
+    for (name, w) in [("primary", usage.primary), ("secondary", usage.secondary)] {
+        let Some(w) = w else { continue };
+        for (field, value) in [
+            ("used-percent", w.used_percent.to_string()),
+            ("window-minutes", w.window_minutes.to_string()),
+            ("reset-at", w.reset_at.to_string()),
+        ] {
+            if let (Ok(n), Ok(v)) = (
+                header::HeaderName::from_bytes(format!("x-codex-{name}-{field}").as_bytes()),
+                header::HeaderValue::from_str(&value),
+            ) {
+                response.headers_mut().insert(n, v);
+            }
+        }
+    }
+    response
 }

@@ -31,6 +31,7 @@ mod issuer;
 mod jwt;
 mod login;
 mod server;
+mod usage;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -39,6 +40,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+pub use usage::{AccountUsage, Window};
 
 pub use codex::{ReplyShape, ResponsesFault, SeenRequest, decode_zstd};
 pub use jwt::TEST_SIGNING_KEY;
@@ -178,6 +181,8 @@ pub struct Stats {
     /// WebSocket upgrades of the responses URL refused (pi 1.6.0 tries one
     /// first, then falls back to SSE for the session).
     pub websocket_upgrades_refused: u64,
+    /// Requests to `/backend-api/wham/usage`.
+    pub usage_requests: u64,
 }
 
 /// A login the mock has issued: what a test writes into `auth.json`.
@@ -258,6 +263,8 @@ pub struct MockState {
     max_output_tokens_seen: AtomicU64,
     websocket_upgrades_refused: AtomicU64,
     serial: AtomicU64,
+    usage: Mutex<usage::UsageBook>,
+    usage_requests: AtomicU64,
 }
 
 impl MockState {
@@ -283,6 +290,8 @@ impl MockState {
             max_output_tokens_seen: AtomicU64::new(0),
             websocket_upgrades_refused: AtomicU64::new(0),
             serial: AtomicU64::new(0),
+            usage: Mutex::default(),
+            usage_requests: AtomicU64::new(0),
         }
     }
 
@@ -316,6 +325,7 @@ impl MockState {
             developer_first: self.developer_first.load(Ordering::SeqCst),
             max_output_tokens_seen: self.max_output_tokens_seen.load(Ordering::SeqCst),
             websocket_upgrades_refused: self.websocket_upgrades_refused.load(Ordering::SeqCst),
+            usage_requests: self.usage_requests.load(Ordering::SeqCst),
         }
     }
 
@@ -430,6 +440,39 @@ impl MockState {
     }
 
     /// The account of `access` if it is a live, unexpired token at `now_ms`.
+    /// The account id and plan of a live, unexpired access token.
+    fn account_and_plan_of_valid_token(
+        &self,
+        access: &str,
+        now_ms: i64,
+    ) -> Option<(String, String)> {
+        let ledger = self.ledger();
+        let (family, at, life) = ledger.access_tokens.get(access)?;
+        let f = &ledger.families[*family];
+        (!f.revoked && now_ms < at + *life as i64 * 1000)
+            .then(|| (f.account_id.clone(), f.plan.clone()))
+    }
+
+    /// An account's rate-limit windows (fresh ones until set).
+    pub fn usage_of(&self, account: &str, now_s: i64) -> AccountUsage {
+        self.usage
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(account, now_s)
+    }
+
+    /// Sets an account's rate-limit windows (`None`: a missing window).
+    pub fn set_usage(&self, account: &str, usage: AccountUsage) {
+        self.usage
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .set(account, usage);
+    }
+
+    fn note_usage_request(&self) {
+        self.usage_requests.fetch_add(1, Ordering::SeqCst);
+    }
+
     fn account_of_valid_token(&self, access: &str, now_ms: i64) -> Option<String> {
         let ledger = self.ledger();
         let (family, at, life) = ledger.access_tokens.get(access)?;

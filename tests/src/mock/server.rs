@@ -52,6 +52,8 @@ fn router(state: Arc<MockState>) -> Router {
             "/backend-api/codex/responses",
             post(codex::responses).get(codex::refuse_websocket_upgrade),
         )
+        .route("/backend-api/wham/usage", get(super::usage::usage))
+        .route("/_mock/usage", post(super::usage::set_usage))
         .route("/_mock/stats", get(issuer::stats))
         .route("/_mock/responses", get(issuer::responses_seen))
         .route("/_mock/faults", post(issuer::push_faults))

@@ -75,6 +75,13 @@ impl Auth for Floor {
     ) -> Result<Response<pb::LogoutResponse>, Status> {
         absent()
     }
+
+    async fn usage(
+        &self,
+        _: Request<pb::UsageRequest>,
+    ) -> Result<Response<pb::UsageResponse>, Status> {
+        absent()
+    }
 }
 
 /// Serves the floor on `path` until the process ends.

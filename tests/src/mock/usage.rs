@@ -1,0 +1,185 @@
+//! `GET /backend-api/wham/usage`: each account's rate-limit windows, as the
+//! real backend answers them (PI.md, "Usage"), and `POST /_mock/usage` to
+//! set them. A window set to `null` is missing from the answer, as OpenAI
+//! has left out the 5-hour window for some plans at times.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::MockState;
+
+/// One window: how much of it is used, and when it resets.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Window {
+    pub used_percent: f64,
+    pub window_minutes: u64,
+    /// When it resets, in epoch seconds.
+    pub reset_at: i64,
+}
+
+/// An account's windows; `None` is a window the backend does not report.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct AccountUsage {
+    pub primary: Option<Window>,
+    pub secondary: Option<Window>,
+}
+
+impl AccountUsage {
+    /// A fresh account: both windows at 0 %, the 5-hour one resetting in
+    /// 5 hours and the weekly one in a week.
+    pub fn fresh(now_s: i64) -> AccountUsage {
+        AccountUsage {
+            primary: Some(Window {
+                used_percent: 0.0,
+                window_minutes: 300,
+                reset_at: now_s + 5 * 3600,
+            }),
+            secondary: Some(Window {
+                used_percent: 0.0,
+                window_minutes: 10_080,
+                reset_at: now_s + 7 * 86_400,
+            }),
+        }
+    }
+}
+
+/// Every account's usage, by account id.
+#[derive(Debug, Default)]
+pub struct UsageBook(HashMap<String, AccountUsage>);
+
+impl UsageBook {
+    pub fn get(&self, account: &str, now_s: i64) -> AccountUsage {
+        self.0
+            .get(account)
+            .copied()
+            .unwrap_or_else(|| AccountUsage::fresh(now_s))
+    }
+
+    pub fn set(&mut self, account: &str, usage: AccountUsage) {
+        self.0.insert(account.to_owned(), usage);
+    }
+}
+
+fn now_s() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// A window as the backend writes it.
+fn window_json(w: &Window, now_s: i64) -> Value {
+    json!({
+        "used_percent": w.used_percent,
+        "limit_window_seconds": w.window_minutes * 60,
+        "reset_after_seconds": (w.reset_at - now_s).max(0),
+        "reset_at": w.reset_at,
+    })
+}
+
+/// The backend's answer for `account` on `plan`.
+pub fn answer(usage: &AccountUsage, plan: &str, now_s: i64) -> Value {
+    let reached = [usage.primary, usage.secondary]
+        .iter()
+        .flatten()
+        .any(|w| w.used_percent >= 100.0);
+    let mut rate_limit = json!({ "allowed": !reached, "limit_reached": reached });
+    if let Some(w) = &usage.primary {
+        rate_limit["primary_window"] = window_json(w, now_s);
+    }
+    if let Some(w) = &usage.secondary {
+        rate_limit["secondary_window"] = window_json(w, now_s);
+    }
+    json!({
+        "plan_type": plan,
+        "rate_limit": rate_limit,
+        "credits": { "has_credits": false, "unlimited": false, "balance": "0" },
+    })
+}
+
+/// `GET /backend-api/wham/usage`, with the bearer token and the
+/// `chatgpt-account-id` of one account.
+pub async fn usage(State(state): State<Arc<MockState>>, headers: HeaderMap) -> Response {
+    state.note_usage_request();
+    let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let Some(token) = header("authorization").strip_prefix("Bearer ") else {
+        return refuse(StatusCode::UNAUTHORIZED, "missing bearer token");
+    };
+    let now = now_s();
+    let Some((account, plan)) = state.account_and_plan_of_valid_token(token, now * 1000) else {
+        return refuse(
+            StatusCode::UNAUTHORIZED,
+            "the access token is invalid or expired",
+        );
+    };
+    if header("chatgpt-account-id") != account {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            "chatgpt-account-id does not match the token",
+        );
+    }
+    let usage = state.usage_of(&account, now);
+    Json(answer(&usage, &plan, now)).into_response()
+}
+
+fn refuse(status: StatusCode, message: &str) -> Response {
+    (status, Json(json!({"detail": message}))).into_response()
+}
+
+/// What `POST /_mock/usage` takes.
+#[derive(Debug, Deserialize)]
+pub struct SetUsage {
+    pub account_id: String,
+    pub primary: Option<Window>,
+    pub secondary: Option<Window>,
+}
+
+/// `POST /_mock/usage`: sets an account's windows (`null`: missing).
+pub async fn set_usage(
+    State(state): State<Arc<MockState>>,
+    Json(body): Json<SetUsage>,
+) -> Response {
+    state.set_usage(
+        &body.account_id,
+        AccountUsage {
+            primary: body.primary,
+            secondary: body.secondary,
+        },
+    );
+    Json(json!({"set": body.account_id})).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_window_is_left_out_and_a_full_one_is_reached() {
+        let usage = AccountUsage {
+            primary: None,
+            secondary: Some(Window {
+                used_percent: 100.0,
+                window_minutes: 10_080,
+                reset_at: 2_000,
+            }),
+        };
+        let v = answer(&usage, "plus", 1_000);
+        assert!(v["rate_limit"].get("primary_window").is_none());
+        assert_eq!(
+            v["rate_limit"]["secondary_window"]["reset_after_seconds"],
+            1_000
+        );
+        assert_eq!(
+            v["rate_limit"]["secondary_window"]["limit_window_seconds"],
+            604_800
+        );
+        assert_eq!(v["rate_limit"]["limit_reached"], true);
+        assert_eq!(v["plan_type"], "plus");
+    }
+}
