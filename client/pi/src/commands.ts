@@ -7,6 +7,7 @@ import type { ExtensionAPI, ExtensionCommandContext } from "@earendil-works/pi-c
 import type { Daemon } from "./daemon.ts";
 import { CODEX, type ProviderStatus, type Status } from "./messages.ts";
 import type { TokenSource } from "./tokens.ts";
+import { formatUsage } from "./usage.ts";
 
 /** "3d 4h", "12m", "40s": the two largest units of a duration. */
 export function span(ms: number): string {
@@ -61,7 +62,7 @@ export function formatStatus(s: Status): string {
 	return lines.join("\n");
 }
 
-const USAGE = "Usage: /piauth [status|logout]";
+const USAGE = "Usage: /piauth [status|usage|logout]";
 
 type Level = "info" | "warning" | "error";
 
@@ -74,14 +75,16 @@ function show(ctx: ExtensionCommandContext, text: string, level: Level): void {
 
 export function registerCommands(pi: ExtensionAPI, daemon: Daemon, tokens: TokenSource): void {
 	pi.registerCommand("piauth", {
-		description: "piauthd: show the ChatGPT login (status) or log out of it (logout)",
+		description: "piauthd: show the ChatGPT login (status), its limits (usage), or log out of it (logout)",
 		getArgumentCompletions: (prefix) =>
-			["status", "logout"].filter((c) => c.startsWith(prefix)).map((c) => ({ value: c, label: c })),
+			["status", "usage", "logout"].filter((c) => c.startsWith(prefix)).map((c) => ({ value: c, label: c })),
 		handler: async (args, ctx) => {
 			const verb = args.trim() || "status";
 			try {
 				if (verb === "status") {
 					show(ctx, formatStatus(await daemon.status()), "info");
+				} else if (verb === "usage") {
+					show(ctx, formatUsage(await daemon.usage(), Date.now()), "info");
 				} else if (verb === "logout") {
 					const removed = await daemon.logout();
 					tokens.reset();

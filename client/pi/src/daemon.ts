@@ -28,6 +28,7 @@ import {
 	encodeSubmitCode,
 } from "./messages.ts";
 import { socketPath, verifySocket } from "./socket.ts";
+import { type AccountUsage, decodeUsage } from "./usage.ts";
 
 const AUTH = "/piauth.v1.Auth";
 
@@ -218,6 +219,13 @@ export class Daemon {
 	}
 
 	/** Removes the ChatGPT login; true when there was one. */
+	/** The plan's rate-limit windows per account. */
+	async usage(): Promise<AccountUsage[]> {
+		return this.running(async () =>
+			decodeUsage(await this.channel.unary(`${AUTH}/Usage`, new Uint8Array(), { deadlineMs: TOKEN_DEADLINE_MS })),
+		);
+	}
+
 	async logout(): Promise<boolean> {
 		return this.running(async () =>
 			decodeLogout(

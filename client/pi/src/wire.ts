@@ -47,6 +47,16 @@ export class Writer {
 		return this;
 	}
 
+	/** A `double` field (fixed64, little-endian IEEE 754). */
+	double(field: number, value: number): this {
+		if (value === 0) return this;
+		this.tag(field, WireType.fixed64);
+		const b = new Uint8Array(8);
+		new DataView(b.buffer).setFloat64(0, value, true);
+		for (const x of b) this.chunks.push(x);
+		return this;
+	}
+
 	finish(): Uint8Array {
 		return Uint8Array.from(this.chunks);
 	}
@@ -125,6 +135,12 @@ export function int64(f: Field): number {
 export function uint(f: Field): number {
 	if (f.wire !== WireType.varint) throw new WireError(`field ${f.field} is not a varint`);
 	return Number(BigInt.asUintN(64, f.value));
+}
+
+/** Reads a `double` field. */
+export function double(f: Field): number {
+	if (f.wire !== WireType.fixed64) throw new WireError(`field ${f.field} is not a double`);
+	return new DataView(f.value.buffer, f.value.byteOffset, 8).getFloat64(0, true);
 }
 
 export function bool(f: Field): boolean {

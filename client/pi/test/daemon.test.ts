@@ -47,6 +47,28 @@ describe("with a logged-in daemon", () => {
 		sb.remove();
 	});
 
+	test("/piauth usage reads the daemon's Usage: a window the backend leaves out stays missing", async () => {
+		const resetAt = Math.floor(Date.now() / 1000) + 86_400;
+		const set = await fetch(`${mock.issuer}/_mock/usage`, {
+			method: "POST",
+			headers: { "content-type": "application/json" },
+			body: JSON.stringify({
+				account_id: "acc-mock",
+				primary: null,
+				secondary: { used_percent: 12.5, window_minutes: 10080, reset_at: resetAt },
+			}),
+		});
+		assert.equal(set.status, 200);
+		const [account, ...rest] = await daemon.usage();
+		assert.equal(rest.length, 0);
+		assert.ok(account);
+		assert.equal(account.accountId, "acc-mock");
+		assert.equal(account.primary, undefined, "missing, not 0 %");
+		assert.equal(account.secondary?.usedPercent, 12.5);
+		assert.equal(account.secondary?.resetsAt, resetAt);
+		assert.equal(account.source, "usage_endpoint");
+	});
+
 	test("the token is the daemon's; a rotation arrives by WatchToken, not by asking", async () => {
 		const tokens = new TokenSource(daemon);
 		const first = await tokens.token();
