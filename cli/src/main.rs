@@ -246,7 +246,16 @@ async fn watch(client: &mut Client, provider: &str, json: bool, wait: bool) -> R
         say!("pi-authctl: {provider} is {state}; waiting for a login (`pi-authctl login`)");
     }
     let mut stream = client.watch_token(provider).await?;
-    while let Some(token) = stream.next().await? {
+    let gone = out::reader_gone();
+    tokio::pin!(gone);
+    loop {
+        // A reader that went away ends the watch at once, not at the next
+        // token (which may be days away).
+        let token = tokio::select! {
+            next = stream.next() => next?,
+            () = &mut gone => return Ok(ExitCode::SUCCESS),
+        };
+        let Some(token) = token else { break };
         if json {
             out::line(&render::token_json(&token).to_string())?;
         } else {

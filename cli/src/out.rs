@@ -51,6 +51,43 @@ pub fn line(text: &str) -> Result<(), WriteError> {
     print(&format!("{text}\n"))
 }
 
+/// Resolves once the reader of stdout has gone away (`pi-authctl watch |
+/// head -c 5`), without writing anything: a command that prints only now
+/// and then (`watch`, which may wait days for the next token) would
+/// otherwise notice only at its next write. Only a pipe or a socket can
+/// lose its reader; on a terminal or a file this never resolves.
+pub async fn reader_gone() {
+    let stdout = io::stdout();
+    let kind = rustix::fs::fstat(&stdout).map(|st| rustix::fs::FileType::from_raw_mode(st.st_mode));
+    if !matches!(
+        kind,
+        Ok(rustix::fs::FileType::Fifo | rustix::fs::FileType::Socket)
+    ) {
+        return std::future::pending().await;
+    }
+    // poll(2) with no events asked reports only POLLERR and POLLHUP: the
+    // reader closed its end. A thread of its own waits for that.
+    let gone = tokio::task::spawn_blocking(move || {
+        let stdout = io::stdout();
+        loop {
+            let mut fds = [rustix::event::PollFd::new(
+                &stdout,
+                rustix::event::PollFlags::empty(),
+            )];
+            match rustix::event::poll(&mut fds, None) {
+                Ok(_) if !fds[0].revents().is_empty() => return,
+                Ok(_) | Err(rustix::io::Errno::INTR) => continue,
+                Err(_) => loop {
+                    std::thread::park();
+                },
+            }
+        }
+    });
+    if gone.await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
 /// SIGINT as a stream, caught from the moment this returns (so a Ctrl-C
 /// that comes early cancels rather than kills).
 pub fn interrupts() -> Result<tokio::signal::unix::Signal, SignalError> {

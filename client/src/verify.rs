@@ -81,7 +81,17 @@ pub enum Untrusted {
         me: Owner,
     },
     #[error(
-        "{} is open to other users (mode {mode:o}); it must be 0700: chmod 700 {}",
+        "{} is shared with other users (mode {mode:o}): no piauthd serves a socket there, and \
+         no client talks to one there. Leave out --socket and PIAUTHD_SOCKET to use the default \
+         socket, or give a path in a directory only you can enter, such as \
+         $XDG_RUNTIME_DIR/piauthd/piauthd.sock",
+        dir.display()
+    )]
+    SharedDirectory { dir: PathBuf, mode: u32 },
+    #[error(
+        "{} can be entered by other users (mode {mode:o}), so piauthd's socket may not be there. \
+         Use a directory only you can enter (mkdir -m 700 DIR), or leave out --socket and \
+         PIAUTHD_SOCKET to use the default socket; chmod 700 {} only if nothing else needs it open",
         dir.display(),
         dir.display()
     )]
@@ -147,6 +157,14 @@ pub fn judge_dir(dir: &Path, facts: Facts, euid: u32) -> Result<(), Untrusted> {
     if !facts.is_dir {
         return Err(Untrusted::NotADirectory {
             dir: dir.to_owned(),
+        });
+    }
+    // Sticky or writable by others (/tmp): whoever owns it, it is shared,
+    // and a chmod is never the answer.
+    if facts.mode & 0o1002 != 0 {
+        return Err(Untrusted::SharedDirectory {
+            dir: dir.to_owned(),
+            mode: facts.mode,
         });
     }
     if facts.uid != euid {
@@ -244,7 +262,9 @@ pub fn check_path(socket: &Path, euid: u32) -> Result<Presence, CheckError> {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    if !check_dir(dir, euid)? {
+    // Named as the user can act on it: `.` says nothing in a message.
+    let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_owned());
+    if !check_dir(&dir, euid)? {
         return Ok(Presence::Absent);
     }
     match lstat(socket)? {
@@ -325,6 +345,43 @@ mod tests {
     }
 
     #[test]
+    fn a_shared_directory_is_refused_without_advising_a_chmod() {
+        for (uid, mode) in [(0, 0o1777), (1000, 0o1777), (1000, 0o777), (0, 0o1755)] {
+            let err = judge_dir(Path::new("/tmp"), Facts { uid, mode, ..DIR }, 1000).unwrap_err();
+            assert!(matches!(err, Untrusted::SharedDirectory { .. }), "{err:?}");
+            let text = err.to_string();
+            assert!(!text.contains("chmod"), "{text}");
+            assert!(text.contains("no piauthd serves a socket there"), "{text}");
+        }
+    }
+
+    #[test]
+    fn a_relative_socket_names_its_directory_absolutely() {
+        let here = tempfile::tempdir().expect("tempdir");
+        std::fs::set_permissions(
+            here.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .expect("chmod");
+        // The same socket reached by a relative path from the test's cwd.
+        let cwd = std::env::current_dir().expect("cwd");
+        let ups = cwd.components().count() - 1;
+        let socket = here.path().join("piauthd.sock");
+        let rel = Path::new(&"../".repeat(ups)).join(socket.strip_prefix("/").expect("absolute"));
+        assert!(rel.is_relative());
+        let err = match check_path(&rel, euid()) {
+            Err(CheckError::Untrusted(u)) => u.to_string(),
+            other => panic!("{other:?}"),
+        };
+        assert!(
+            err.starts_with('/'),
+            "the directory is named absolutely: {err}"
+        );
+        assert!(err.contains("(mode 755)"), "{err}");
+        assert!(!err.contains("chmod 700 ."), "{err}");
+    }
+
+    #[test]
     fn a_squatted_directory_is_refused_naming_its_owner() {
         let d = Path::new("/tmp/piauthd-1000");
         let err = judge_dir(d, Facts { uid: 0, ..DIR }, 1000).unwrap_err();
@@ -369,11 +426,11 @@ mod tests {
             ),
             (
                 judge_dir(d, Facts { mode: 0o755, ..DIR }, 1000),
-                "(mode 755); it must be 0700: chmod 700 /d",
+                "(mode 755), so piauthd's socket may not be there",
             ),
             (
                 judge_dir(d, Facts { mode: 0o710, ..DIR }, 1000),
-                "open to other users",
+                "can be entered by other users",
             ),
             (
                 judge_socket(

@@ -37,6 +37,15 @@ pub enum SocketError {
         hint = crate::store::owner_hint(*.owner, *.uid, path)
     )]
     ForeignDirectory { path: PathBuf, owner: u32, uid: u32 },
+    /// Sticky or writable by others (`/tmp`): never made private by us,
+    /// and never a place for the socket, whoever owns it.
+    #[error(
+        "{path} is shared with other users (mode {mode:o}); piauthd never puts its socket there \
+         and never changes its mode. Leave out --socket to use the default, or give a path in a \
+         directory of yours, e.g. {default}",
+        default = crate::shared::default_socket().display()
+    )]
+    SharedDirectory { path: PathBuf, mode: u32 },
     #[error("{path} is a symlink; piauthd never opens its lock through one: remove it")]
     Symlink { path: PathBuf },
     #[error("{path} exists and is not a directory")]
@@ -298,6 +307,14 @@ fn private_dir(dir: &Path, uid: u32) -> Result<(), SocketError> {
             path: dir.to_owned(),
         });
     }
+    // Checked before the owner: root owns /tmp, and a root daemon must not
+    // take it for its own private directory and chmod it.
+    if meta.mode() & 0o1002 != 0 {
+        return Err(SocketError::SharedDirectory {
+            path: dir.to_owned(),
+            mode: meta.mode() & 0o7777,
+        });
+    }
     if meta.uid() != uid {
         return Err(SocketError::ForeignDirectory {
             path: dir.to_owned(),
@@ -314,6 +331,20 @@ fn private_dir(dir: &Path, uid: u32) -> Result<(), SocketError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_shared_directory_is_refused_and_its_mode_left_alone() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::tempdir().unwrap();
+        let shared = root.path().join("shared");
+        fs::create_dir(&shared).unwrap();
+        fs::set_permissions(&shared, fs::Permissions::from_mode(0o1777)).unwrap();
+        let err = bind(&shared.join("piauthd.sock"), uid()).unwrap_err();
+        assert!(matches!(err, SocketError::SharedDirectory { .. }), "{err}");
+        assert!(err.to_string().contains("never changes its mode"), "{err}");
+        let mode = fs::metadata(&shared).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o1777, "untouched");
+    }
 
     fn uid() -> u32 {
         rustix::process::getuid().as_raw()

@@ -62,6 +62,27 @@ async fn status_0_success_also_when_the_reader_goes_away() {
     let out = sb.authctl(&["status"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 
+    // `pi-authctl watch | head -c 10` with no new token coming: watch sees
+    // the reader go at once, not at the next token (30 minutes away here,
+    // days with real tokens).
+    let mut idle = sb
+        .command("pi-authctl")
+        .arg("watch")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut head = [0u8; 10];
+    let mut stdout = idle.stdout.take().unwrap();
+    stdout.read_exact(&mut head).unwrap();
+    drop(stdout);
+    let status = exit_within(
+        &mut idle,
+        Duration::from_secs(10),
+        "watch whose reader went away, with no token to write",
+    );
+    assert_eq!(status.code(), Some(0));
+
     // `pi-authctl watch | head -c 10`: read 10 bytes, close, and make the
     // next token arrive so that watch writes into the closed pipe.
     let mut watch = sb

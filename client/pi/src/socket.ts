@@ -20,7 +20,7 @@
 
 import { execFileSync } from "node:child_process";
 import { lstatSync, readFileSync } from "node:fs";
-import { dirname, isAbsolute, join } from "node:path";
+import { dirname, isAbsolute, join, resolve as resolvePath } from "node:path";
 
 export const SOCKET_FILE = "piauthd.sock";
 
@@ -160,7 +160,8 @@ export const lstat: Lstat = (path) => {
  * as the Rust client's `verify` module.
  */
 export function verifySocket(path: string, uid = currentUid(), stat: Lstat = lstat, who: (uid: number) => string = describeUid): "ok" | "absent" {
-	const dir = dirname(path);
+	// Named as the user can act on it: `.` says nothing in a message.
+	const dir = resolvePath(dirname(path));
 	const d = stat(dir);
 	if (d) {
 		if (d.isSymlink) {
@@ -171,13 +172,22 @@ export function verifySocket(path: string, uid = currentUid(), stat: Lstat = lst
 		if (!d.isDirectory) {
 			throw new UnsafeSocket(`${dir} is not a directory; remove it, or set PIAUTHD_SOCKET to a path in a directory of your own`);
 		}
+		// Sticky or writable by others (/tmp): whoever owns it, it is shared,
+		// and a chmod is never the answer.
+		if ((d.mode & 0o1002) !== 0) {
+			throw new UnsafeSocket(
+				`${dir} is shared with other users (mode ${d.mode.toString(8)}): no piauthd serves a socket there, and no client talks to one there. Leave out PIAUTHD_SOCKET to use the default socket, or give a path in a directory only you can enter, such as $XDG_RUNTIME_DIR/piauthd/piauthd.sock`,
+			);
+		}
 		if (d.uid !== uid) {
 			throw new UnsafeSocket(
 				`${dir} belongs to ${who(d.uid)}, not to you (${who(uid)}): that user may be impersonating piauthd there. Ask them or an administrator to remove it, or set PIAUTHD_SOCKET (or XDG_RUNTIME_DIR) to a directory of your own`,
 			);
 		}
 		if ((d.mode & 0o077) !== 0) {
-			throw new UnsafeSocket(`${dir} is open to other users (mode ${d.mode.toString(8)}); it must be 0700: chmod 700 ${dir}`);
+			throw new UnsafeSocket(
+				`${dir} can be entered by other users (mode ${d.mode.toString(8)}), so piauthd's socket may not be there. Use a directory only you can enter (mkdir -m 700 DIR), or leave out PIAUTHD_SOCKET to use the default socket; chmod 700 ${dir} only if nothing else needs it open`,
+			);
 		}
 	}
 	const s = stat(path);

@@ -72,8 +72,9 @@ test("another user's directory, an open directory, a symlink or a foreign socket
 	const cases: [Entry | undefined, Entry | undefined, RegExp][] = [
 		[dir({ uid: 65534 }), sock(), /belongs to uid 65534.*not to you \(uid 1000.*impersonating piauthd.*PIAUTHD_SOCKET/],
 		[dir({ uid: 65534 }), undefined, /belongs to uid 65534/],
-		[dir({ mode: 0o755 }), sock(), /mode 755\); it must be 0700: chmod 700/],
-		[dir({ mode: 0o701 }), undefined, /open to other users/],
+		[dir({ mode: 0o755 }), sock(), /mode 755\), so piauthd's socket may not be there/],
+		[dir({ mode: 0o1777, uid: 0 }), undefined, /shared with other users \(mode 1777\): no piauthd serves a socket there/],
+		[dir({ mode: 0o701 }), undefined, /can be entered by other users/],
 		[dir({ isSymlink: true, isDirectory: false }), sock(), /is a symbolic link, not a directory/],
 		[dir({ isDirectory: false }), sock(), /is not a directory/],
 		[dir(), sock({ uid: 65534 }), /belongs to uid 65534/],
