@@ -54,6 +54,22 @@ fn exit_within(child: &mut Child, limit: Duration, what: &str) -> std::process::
     child.wait().unwrap()
 }
 
+/// `pi-authctl watch | head -c 10`: reads 10 bytes of watch's output, then
+/// closes the pipe. Returns the still running watch.
+fn watch_then_close(sb: &Sandbox) -> Child {
+    let mut watch = sb
+        .command("pi-authctl")
+        .arg("watch")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut head = [0u8; 10];
+    let mut stdout = watch.stdout.take().unwrap();
+    stdout.read_exact(&mut head).unwrap();
+    watch
+}
+
 /// Row 0: success; and a reader that stops reading (`watch | head -c 10`,
 /// `status | true`) ends the command quietly with 0, without a panic.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -65,17 +81,7 @@ async fn status_0_success_also_when_the_reader_goes_away() {
     // `pi-authctl watch | head -c 10` with no new token coming: watch sees
     // the reader go at once, not at the next token (30 minutes away here,
     // days with real tokens).
-    let mut idle = sb
-        .command("pi-authctl")
-        .arg("watch")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut head = [0u8; 10];
-    let mut stdout = idle.stdout.take().unwrap();
-    stdout.read_exact(&mut head).unwrap();
-    drop(stdout);
+    let mut idle = watch_then_close(&sb);
     let status = exit_within(
         &mut idle,
         Duration::from_secs(10),
@@ -85,17 +91,7 @@ async fn status_0_success_also_when_the_reader_goes_away() {
 
     // `pi-authctl watch | head -c 10`: read 10 bytes, close, and make the
     // next token arrive so that watch writes into the closed pipe.
-    let mut watch = sb
-        .command("pi-authctl")
-        .arg("watch")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut head = [0u8; 10];
-    let mut stdout = watch.stdout.take().unwrap();
-    stdout.read_exact(&mut head).unwrap();
-    drop(stdout);
+    let mut watch = watch_then_close(&sb);
     let refreshed = sb.authctl(&["refresh"]);
     assert!(refreshed.status.success(), "{}", stderr(&refreshed));
     let status = exit_within(
