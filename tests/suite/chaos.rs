@@ -205,7 +205,7 @@ async fn issuer_fails_then_stalls(mock: &MockOpenAi, sb: &Sandbox) {
 async fn corrupt_then_restore(sb: &Sandbox, load: &Load) -> bool {
     let good = std::fs::read(sb.auth_file()).unwrap();
     std::fs::write(sb.auth_file(), b"{ \"openai-codex\": { corrupt").unwrap();
-    let seen = wait_until(Duration::from_secs(3), || async {
+    let seen = wait_until(Duration::from_secs(20), || async {
         status(sb).await.store.unwrap().health == pb::StoreHealth::Corrupt as i32
     })
     .await;
@@ -222,20 +222,24 @@ async fn sigterm_mid_refresh(
     mock: &MockOpenAi,
     sb: &Sandbox,
 ) -> (Option<std::process::ExitStatus>, Daemon, String, String) {
-    mock.state.set_token_delay(Duration::from_millis(1500));
+    // The issuer holds the request long enough that SIGTERM lands while it
+    // is on the wire, however loaded the machine: the wait below ends when
+    // the request reaches the issuer, not at a time.
+    mock.state.set_token_delay(Duration::from_secs(5));
     let before = stored_refresh(&sb.auth_file()).unwrap();
+    let asked = mock.stats().token_requests;
     let forced = {
         let sock = sb.socket();
         tokio::spawn(async move { Client::connect(sock).await.unwrap().refresh("").await })
     };
-    let refreshing = wait_until(Duration::from_secs(5), || async {
-        status(sb).await.providers[0].state == pb::ProviderState::Refreshing as i32
+    let on_the_wire = wait_until(Duration::from_secs(20), || async {
+        mock.stats().token_requests > asked
     })
     .await;
     let st = status(sb).await;
     assert!(
-        refreshing,
-        "no refresh in flight: {:?} {:?}",
+        on_the_wire,
+        "no refresh reached the issuer: {:?} {:?}",
         st.providers[0], st.store
     );
     d.signal(libc::SIGTERM);
@@ -339,7 +343,7 @@ async fn chaos_under_load() {
     // 5. The clients go; their descriptors go with them.
     let (calls, streams, failures) = load.finish().await;
     let clients = GETTERS + STREAMERS;
-    let fds_settle = wait_until(Duration::from_secs(3), || async {
+    let fds_settle = wait_until(Duration::from_secs(20), || async {
         fds(pid) + clients <= fds_warm + SLACK_FDS
     })
     .await;
@@ -426,7 +430,7 @@ async fn an_immutable_store_under_load_is_degraded_then_saved() {
         .unwrap()
         .refresh("")
         .await;
-    let degraded = wait_until(Duration::from_secs(5), || async {
+    let degraded = wait_until(Duration::from_secs(20), || async {
         status(&sb).await.store.unwrap().health == pb::StoreHealth::Degraded as i32
     })
     .await;

@@ -159,14 +159,25 @@ pub enum Recovery {
     /// No record, or one for another token (the answer was stored, or
     /// another process refreshed since): nothing to do but drop it.
     Clear { stale: bool },
+    /// A newer token lives only in memory (its save failed), so the store
+    /// may still hold the token the record names: the record stays, so a
+    /// crash now still finds it, and nothing is unknown (the newer token is
+    /// in hand).
+    Keep,
     /// The token the store holds was sent and never answered.
     Unknown { sent_at_ms: i64 },
 }
 
-/// Decides what a record means for the refresh token now stored.
-pub fn recover(record: Option<&Record>, stored_refresh: Option<&Secret<String>>) -> Recovery {
-    match (record, stored_refresh) {
+/// Decides what a record means for the refresh token now held, which is
+/// `unpersisted` when its save failed.
+pub fn recover(
+    record: Option<&Record>,
+    held_refresh: Option<&Secret<String>>,
+    unpersisted: bool,
+) -> Recovery {
+    match (record, held_refresh) {
         (None, _) => Recovery::Clear { stale: false },
+        (Some(_), _) if unpersisted => Recovery::Keep,
         (Some(r), Some(token)) if r.refresh_sha256 == fingerprint(token) => Recovery::Unknown {
             sent_at_ms: r.sent_at_ms,
         },
@@ -184,10 +195,11 @@ impl super::Broker {
     pub(super) async fn recover_in_flight(&self) {
         let record = self.inflight.read().await;
         let view = self.view();
+        let unpersisted = view.refresh.unpersisted;
         let stored = view.codex().map(|c| c.refresh.clone());
         let sent_at_ms = match record {
-            Ok(record) => match recover(record.as_ref(), stored.as_ref()) {
-                Recovery::Clear { stale: false } => return,
+            Ok(record) => match recover(record.as_ref(), stored.as_ref(), unpersisted) {
+                Recovery::Clear { stale: false } | Recovery::Keep => return,
                 Recovery::Clear { stale: true } => {
                     if let Err(e) = self.inflight.settle().await {
                         tracing::warn!(error = %e, path = %self.inflight.path().display(), "cannot remove a settled refresh record");
@@ -196,6 +208,8 @@ impl super::Broker {
                 }
                 Recovery::Unknown { sent_at_ms } => Some(sent_at_ms),
             },
+            // Unreadable while a newer token is held: as Recovery::Keep.
+            Err(_) if unpersisted => return,
             // Unreadable: it may be the only sign of a refresh on the wire.
             Err(e) => {
                 tracing::error!(error = %e, path = %self.inflight.path().display(), "cannot read the refresh record; assuming a refresh was on the wire");
@@ -243,17 +257,26 @@ mod tests {
             pid: 7,
         };
         assert_eq!(
-            recover(Some(&rec), Some(&secret("rt-1"))),
+            recover(Some(&rec), Some(&secret("rt-1")), false),
             Recovery::Unknown { sent_at_ms: 42 }
         );
         assert_eq!(
-            recover(Some(&rec), Some(&secret("rt-2"))),
+            recover(Some(&rec), Some(&secret("rt-2")), false),
             Recovery::Clear { stale: true }
         );
-        assert_eq!(recover(Some(&rec), None), Recovery::Clear { stale: true });
         assert_eq!(
-            recover(None, Some(&secret("rt-1"))),
+            recover(Some(&rec), None, false),
+            Recovery::Clear { stale: true }
+        );
+        assert_eq!(
+            recover(None, Some(&secret("rt-1")), false),
             Recovery::Clear { stale: false }
+        );
+        // The save of rt-2 failed: the store may still hold rt-1, so the
+        // record of rt-1 on the wire stays.
+        assert_eq!(
+            recover(Some(&rec), Some(&secret("rt-2")), true),
+            Recovery::Keep
         );
     }
 

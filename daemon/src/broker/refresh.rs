@@ -74,8 +74,8 @@ impl Broker {
                 // A forced refresh may have been asked while the attempt
                 // that failed was still finishing: the user's word is to try
                 // again, not to hear that failure twice.
-                let share = last.is_err() || matches!(need, Need::Scheduled);
-                if share && !matches!(need, Need::Forced(_)) {
+                let forced = matches!(need, Need::Forced(_));
+                if !forced && (last.is_err() || matches!(need, Need::Scheduled)) {
                     return last;
                 }
             }
