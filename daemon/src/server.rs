@@ -6,12 +6,13 @@
 //! removed.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::inflight::InFlight;
-use crate::broker::{self, Broker};
+use crate::broker::{Broker, Clock, Duties};
 use crate::codex::Codex;
 use crate::config::Config;
 use crate::config::StoreKind;
@@ -31,9 +32,6 @@ pub const DRAIN_LIMIT: Duration = Duration::from_secs(10);
 /// 11 s of connection retries, 60 s for the request): abandoning a refresh
 /// may lose the rotated token.
 pub const QUIESCE_LIMIT: Duration = Duration::from_secs(130);
-
-/// How long the file watcher waits for a burst of changes to settle.
-const RELOAD_SETTLE: Duration = Duration::from_millis(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -109,7 +107,6 @@ struct Started {
     bound: socket::SocketGuard,
     /// Keeps the OS watch alive (file store only).
     _watcher: Option<store::FileWatcher>,
-    changes: tokio::sync::mpsc::Receiver<()>,
     /// Says "this store is served" to a store move, until the daemon exits.
     _serving: Option<crate::serving::Serving>,
 }
@@ -188,18 +185,6 @@ async fn start(config: &Config, listen: Listen) -> Result<Started, RunError> {
             .to_owned()
     });
     let inflight = InFlight::new(&record_dir, &identity).with_legacy(&store.describe());
-    let broker = Broker::new(store, issuer.clone(), lead_ms, inflight);
-    let logins = Logins::new(
-        broker.clone(),
-        issuer,
-        LoginSettings {
-            callback_addrs: std::iter::once(config.callback_addr)
-                .chain(config.callback_fallback_addr)
-                .collect(),
-            originator: config.originator.clone(),
-            default_timeout: Duration::from_secs(config.login_timeout_secs),
-        },
-    );
     // Watch before the first read: a change made in between would otherwise
     // go unnoticed until the next one.
     // (The keyring has no change notifications; a refresh re-reads it.)
@@ -212,10 +197,32 @@ async fn start(config: &Config, listen: Listen) -> Result<Started, RunError> {
                     path: config.auth_file.clone(),
                     cause: source,
                 })?;
-            (Some(w), rx)
+            (Some(w), Some(rx))
         }
-        StoreKind::Keyring => (None, tokio::sync::mpsc::channel(1).1),
+        StoreKind::Keyring => (None, None),
     };
+    let broker = Broker::with_parts(
+        store,
+        Arc::new(issuer.clone()),
+        lead_ms,
+        inflight,
+        Clock::system(),
+        Duties {
+            schedule: true,
+            changes,
+        },
+    );
+    let logins = Logins::new(
+        broker.clone(),
+        issuer,
+        LoginSettings {
+            callback_addrs: std::iter::once(config.callback_addr)
+                .chain(config.callback_fallback_addr)
+                .collect(),
+            originator: config.originator.clone(),
+            default_timeout: Duration::from_secs(config.login_timeout_secs),
+        },
+    );
     broker.reload().await;
     let codex = Codex::new(
         &config.codex_base_url,
@@ -231,7 +238,6 @@ async fn start(config: &Config, listen: Listen) -> Result<Started, RunError> {
         listener,
         bound,
         _watcher: watcher,
-        changes,
         _serving: serving,
     })
 }
@@ -285,28 +291,8 @@ async fn serve(
         listener,
         bound,
         _watcher,
-        mut changes,
         _serving,
     } = started;
-    let schedule = tokio::spawn(broker::run_schedule(broker.clone(), shutdown.clone()));
-
-    let reloader = {
-        let broker = broker.clone();
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    change = changes.recv() => if change.is_none() { break },
-                }
-                tokio::time::sleep(RELOAD_SETTLE).await;
-                while changes.try_recv().is_ok() {}
-                tracing::debug!("auth.json changed on disk; reloading");
-                broker.reload().await;
-            }
-        })
-    };
-
     tracing::info!(
         socket = %bound.path().display(),
         store = %broker.store_describe(),
@@ -352,11 +338,8 @@ async fn serve(
         }
     };
     supervisor::notify("STOPPING=1\nSTATUS=stopping: finishing in-flight work");
-    // Aborting a reload abandons its read (a hung one included) and frees
-    // the gate for the final save below.
-    reloader.abort();
-    schedule.abort();
-    // A refresh in flight finishes and is saved before we exit.
+    // A refresh in flight finishes and is saved before we exit; a hung
+    // read of the store is abandoned for the final save.
     match tokio::time::timeout(QUIESCE_LIMIT, broker.quiesce()).await {
         Ok(()) => {}
         Err(_) => tracing::error!("a refresh did not finish within {QUIESCE_LIMIT:?} of shutdown"),

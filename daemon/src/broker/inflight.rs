@@ -185,13 +185,14 @@ pub fn recover(
     }
 }
 
-impl super::Broker {
+impl super::keeper::Keeper {
     /// Marks the stored token's refresh as "outcome unknown" when a record
     /// says it was sent and never answered (a crash mid-refresh), and drops
-    /// a record that no longer matches the stored token. Runs under the
-    /// gate, after each load of the store and under the store's lock before
-    /// each refresh: a refresh in flight holds the gate (this daemon's) or
-    /// the lock (another's), so it is never mistaken for a crashed one.
+    /// a record that no longer matches the stored token. Runs in the
+    /// keeper's turn, after each load of the store and under the store's
+    /// lock before each refresh: a refresh in flight is the keeper's own
+    /// turn (this daemon's) or holds the lock (another's), so it is never
+    /// mistaken for a crashed one.
     pub(super) async fn recover_in_flight(&self) {
         let record = self.inflight.read().await;
         let view = self.view();

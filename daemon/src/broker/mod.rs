@@ -5,10 +5,10 @@
 //!   await. In steady state the token is always fresh, because refreshes
 //!   are scheduled ahead of expiry ([`policy`]).
 //! * **Single flight.** Every refresh, whoever asks for it (the schedule, a
-//!   caller whose token is too short, an explicit Refresh), goes through one
-//!   gate ([`refresh`]). Waiters re-check after the gate and reuse the
-//!   result of the refresh that ran while they waited, so N concurrent
-//!   callers cause one upstream request.
+//!   caller whose token is too short, an explicit Refresh), is a command to
+//!   the one task that owns the credential ([`keeper`]). Callers that asked
+//!   while a refresh ran share its result, so N concurrent callers cause
+//!   one upstream request.
 //! * **Across processes.** A refresh holds pi's lock directory, re-reads
 //!   `auth.json`, and adopts a token another process already rotated
 //!   instead of calling the issuer.
@@ -22,30 +22,32 @@ mod account;
 pub mod clock;
 mod grant;
 pub mod inflight;
+mod keeper;
 mod policy;
 mod refresh;
 mod report;
-mod schedule;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures_util::future::BoxFuture;
-use tokio::sync::{Mutex, watch};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use crate::oauth::TokenResponse;
 use crate::oauth::{self, Claims};
 use crate::secret::Secret;
-use crate::store::{Credential, CredentialStore, Document, OAuthCredential, StoreError};
+use crate::store::{Credential, CredentialStore, Document, OAuthCredential};
 use crate::upstream::{Issuer, RefreshError};
 pub use clock::Clock;
 
 pub use account::AccountError;
 pub use grant::{Decision, current_grant, decide, grant_static};
 use grant::{answers_from_snapshot, describe_remaining, grant_codex, unavailable};
+pub use keeper::Duties;
+use keeper::Keeper;
 pub use policy::{DEFAULT_LEAD_MS, MAX_MIN_VALID_MS, effective_min_valid_ms, refresh_at};
 pub use report::{CredentialKind, ProviderState, report};
-pub use schedule::run_schedule;
 
 /// The provider piauthd refreshes.
 pub use crate::shared::DEFAULT_PROVIDER;
@@ -116,6 +118,9 @@ pub struct RefreshState {
     /// When this daemon last obtained a token from the issuer.
     pub last_refresh_ms: i64,
     pub refresh_count: u32,
+    /// Completed refresh attempts, so callers that asked while one ran can
+    /// share its outcome.
+    pub attempts: u64,
     /// Consecutive transient failures.
     pub failures: u32,
     /// No automatic attempt before this time (backoff); 0 for none.
@@ -142,6 +147,7 @@ impl Default for RefreshState {
             lifetime_ms: 0,
             last_refresh_ms: 0,
             refresh_count: 0,
+            attempts: 0,
             failures: 0,
             retry_at_ms: 0,
             last_error: String::new(),
@@ -164,6 +170,9 @@ pub struct View {
     pub refresh: RefreshState,
     /// Increases whenever the default provider's access token changes.
     pub generation: u64,
+    /// Completed reads of the store, so callers that asked for one at the
+    /// same time share it.
+    pub loads: u64,
 }
 
 impl View {
@@ -258,58 +267,39 @@ impl Refresher for Issuer {
     }
 }
 
-/// Owns the credentials for every provider in the store.
+/// The handle every caller holds: it reads the keeper's snapshot without
+/// waiting and sends it a [`keeper::Command`] when the snapshot cannot
+/// answer. The keeper task (see [`keeper`]) owns the credential.
 #[derive(Debug)]
 pub struct Broker {
-    store: CredentialStore,
-    issuer: Arc<dyn Refresher>,
     /// Where every time the broker decides on comes from.
     clock: Clock,
-    view: watch::Sender<Arc<View>>,
-    /// The single flight: held for the whole of a refresh, and by reloads,
-    /// so snapshots never go backwards.
-    gate: Mutex<()>,
-    /// Completed refresh attempts, so waiters can tell one ran meanwhile.
-    attempts: AtomicU64,
-    /// The outcome of the last attempt, for waiters that arrived during it.
-    last_outcome: std::sync::Mutex<Result<(), TokenError>>,
-    /// Set at shutdown: no new refresh starts after it.
-    closing: std::sync::atomic::AtomicBool,
-    /// The durable record of a refresh on the wire, so that not even a
-    /// crash re-sends a token the issuer may have rotated.
-    inflight: inflight::InFlight,
-    /// Completed reloads, so callers that asked for one at the same time
-    /// share it.
-    loads: AtomicU64,
+    view: watch::Receiver<Arc<View>>,
+    commands: mpsc::Sender<keeper::Command>,
+    store_describe: String,
+    store_is_keyring: bool,
+    /// Ends the keeper (see [`Broker::quiesce`]).
+    stop: CancellationToken,
+    keeper: std::sync::Mutex<Option<JoinHandle<()>>>,
 }
 
-impl Broker {
-    /// Creates a broker with an empty view; call [`Broker::reload`] to fill
-    /// it. Long-lived tokens are refreshed `refresh_lead_ms` ahead of expiry;
-    /// `inflight` is where a refresh on the wire is recorded.
-    pub fn new(
-        store: CredentialStore,
-        issuer: Issuer,
-        refresh_lead_ms: i64,
-        inflight: inflight::InFlight,
-    ) -> Arc<Broker> {
-        Broker::with_parts(
-            store,
-            Arc::new(issuer),
-            refresh_lead_ms,
-            inflight,
-            Clock::system(),
-        )
-    }
+/// How many commands may wait for the keeper before senders wait too.
+const QUEUE: usize = 256;
 
-    /// [`Broker::new`] with any [`Refresher`] and [`Clock`]: how tests run
-    /// the broker with a scripted issuer under a paused clock.
+impl Broker {
+    /// Starts a broker with an empty view; call [`Broker::reload`] to fill
+    /// it. Long-lived tokens are refreshed `refresh_lead_ms` ahead of
+    /// expiry; `inflight` is where a refresh on the wire is recorded. The
+    /// issuer is any [`Refresher`] and the time any [`Clock`] (how tests run
+    /// the broker with a scripted issuer under a paused clock); `duties` are
+    /// the keeper's beyond answering: the schedule, and the store's changes.
     pub fn with_parts(
         store: CredentialStore,
         issuer: Arc<dyn Refresher>,
         refresh_lead_ms: i64,
         inflight: inflight::InFlight,
         clock: Clock,
+        duties: Duties,
     ) -> Arc<Broker> {
         let empty = View {
             health: StoreHealth::Missing,
@@ -320,18 +310,23 @@ impl Broker {
                 ..RefreshState::default()
             },
             generation: 0,
+            loads: 0,
         };
+        let (view, receiver) = watch::channel(Arc::new(empty));
+        let (commands, queue) = mpsc::channel(QUEUE);
+        let stop = CancellationToken::new();
+        let store_describe = store.describe();
+        let store_is_keyring = store.is_keyring();
+        let keeper = Keeper::new(store, issuer, clock.clone(), view, inflight);
+        let task = tokio::spawn(keeper.run(queue, duties, stop.clone()));
         Arc::new(Broker {
-            store,
-            issuer,
             clock,
-            view: watch::Sender::new(Arc::new(empty)),
-            gate: Mutex::new(()),
-            attempts: AtomicU64::new(0),
-            last_outcome: std::sync::Mutex::new(Ok(())),
-            closing: std::sync::atomic::AtomicBool::new(false),
-            inflight,
-            loads: AtomicU64::new(0),
+            view: receiver,
+            commands,
+            store_describe,
+            store_is_keyring,
+            stop,
+            keeper: std::sync::Mutex::new(Some(task)),
         })
     }
 
@@ -342,12 +337,12 @@ impl Broker {
 
     /// Whether the credentials live in the OS keyring.
     pub fn store_is_keyring(&self) -> bool {
-        self.store.is_keyring()
+        self.store_is_keyring
     }
 
     /// Where the credentials are, for people.
     pub fn store_describe(&self) -> String {
-        self.store.describe()
+        self.store_describe.clone()
     }
 
     /// The current snapshot.
@@ -357,65 +352,86 @@ impl Broker {
 
     /// A receiver that wakes on every new snapshot.
     pub fn subscribe(&self) -> watch::Receiver<Arc<View>> {
-        self.view.subscribe()
+        self.view.clone()
     }
 
-    fn modify(&self, f: impl FnOnce(&mut View)) {
-        self.view.send_modify(|v| f(Arc::make_mut(v)));
+    /// Sends the keeper a command and waits for its answer; `None` once
+    /// the keeper has stopped.
+    async fn ask<T>(
+        &self,
+        command: impl FnOnce(oneshot::Sender<T>) -> keeper::Command,
+    ) -> Option<T> {
+        let (reply, answer) = oneshot::channel();
+        self.commands.send(command(reply)).await.ok()?;
+        answer.await.ok()
     }
 
-    /// Re-reads the store and publishes a new snapshot. Waits for a refresh
+    /// Re-reads the store and publishes a new snapshot, after any refresh
     /// in flight, so an older file never replaces a newer token.
-    pub async fn reload(self: &Arc<Self>) {
-        let _gate = self.gate.lock().await;
-        self.reload_holding_gate().await;
+    pub async fn reload(&self) {
+        self.ask(|reply| keeper::Command::Reload {
+            unless_since: None,
+            reply,
+        })
+        .await;
     }
 
-    /// A reload for a call that found the store unusable, skipped when
-    /// another reload finished after the caller read `seen`: that one read
-    /// the store as recently, so a burst of calls costs one read.
-    async fn reload_unless_reloaded_since(self: &Arc<Self>, seen: u64) {
-        let _gate = self.gate.lock().await;
-        if self.loads.load(Ordering::Acquire) == seen {
-            self.reload_holding_gate().await;
-        }
+    /// Runs (or joins) a refresh so that `need` holds. The keeper does the
+    /// work: a caller that goes away (a cancelled RPC) never abandons a
+    /// refresh the issuer may already have completed.
+    pub async fn refresh_flight(&self, need: refresh::Need) -> Result<(), TokenError> {
+        let seen = self.view().refresh.attempts;
+        self.ask(|reply| keeper::Command::Refresh { need, seen, reply })
+            .await
+            .unwrap_or_else(|| Err(shutting_down()))
     }
 
-    /// The body of [`Broker::reload`], for a caller holding the gate.
-    async fn reload_holding_gate(self: &Arc<Self>) {
-        let loaded = self.store.load().await;
-        let path = self.store.describe();
-        let was_unpersisted = self.view().refresh.unpersisted;
-        self.modify(|view| match loaded {
-            Ok(Some(doc)) => adopt_document(view, &doc, self.now_ms()),
-            Ok(None) => {
-                adopt_document(view, &Document::default(), self.now_ms());
-                view.health = StoreHealth::Missing;
-                view.detail = format!("{path} does not exist yet: run `pi-authctl login`");
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot use the credential store; keeping the last good credentials");
-                view.health = match e {
-                    StoreError::Corrupt { .. } => StoreHealth::Corrupt,
-                    _ => StoreHealth::Unreadable,
-                };
-                view.detail = e.to_string();
-            }
-        });
-        self.recover_in_flight().await;
+    /// Forces a refresh now (the Refresh RPC). An unknown outcome is the
+    /// user's to retry; a terminal rejection is not.
+    pub async fn force_refresh(&self) -> Result<(), TokenError> {
         let view = self.view();
-        tracing::debug!(health = ?view.health, providers = view.entries.len(), "credential store loaded");
-        if view.refresh.unpersisted && !was_unpersisted {
-            self.persist_soon();
+        if view.codex().is_none() {
+            return Err(TokenError::NotLoggedIn {
+                provider: DEFAULT_PROVIDER.into(),
+            });
         }
-        self.loads.fetch_add(1, Ordering::AcqRel);
+        if let Phase::NeedsLogin { reason, .. } = &view.refresh.phase {
+            return Err(TokenError::NeedsLogin {
+                provider: DEFAULT_PROVIDER.into(),
+                reason: reason.clone(),
+            });
+        }
+        let generation = view.generation;
+        self.ask(|reply| keeper::Command::Force { generation, reply })
+            .await
+            .unwrap_or_else(|| Err(shutting_down()))
+    }
+
+    /// The backend rejected a token of `generation` although it looked
+    /// valid (revoked early): refresh once through the single flight, unless
+    /// a newer token exists already.
+    pub async fn refresh_rejected(&self, generation: u64) -> Result<(), TokenError> {
+        self.refresh_flight(refresh::Need::Newer(generation)).await
+    }
+
+    /// Ends the keeper: a refresh in flight finishes first, then what only
+    /// memory holds is saved. Called at shutdown; commands sent after it
+    /// are answered as "shutting down".
+    pub async fn quiesce(&self) {
+        self.stop.cancel();
+        let task = self.keeper.lock().ok().and_then(|mut k| k.take());
+        if let Some(task) = task
+            && let Err(e) = task.await
+        {
+            tracing::error!(error = %e, "the credential keeper ended abnormally");
+        }
     }
 
     /// A token for `provider` valid for at least `min_valid_secs` (capped,
     /// see [`policy`]). Refreshes first only when the current token is too
     /// short and no refresh is known to be futile right now.
     pub async fn get_token(
-        self: &Arc<Self>,
+        &self,
         provider: &str,
         min_valid_secs: u32,
     ) -> Result<Grant, TokenError> {
@@ -423,10 +439,16 @@ impl Broker {
         // before the watcher said so: look again, rather than answer from
         // the bad read. Only when the snapshot cannot serve the call, so a
         // token kept from the last good read is still served without I/O.
-        let seen = self.loads.load(Ordering::Acquire);
-        if !answers_from_snapshot(&self.view(), provider, min_valid_secs, self.now_ms()) {
-            self.reload_unless_reloaded_since(seen).await;
+        let view = self.view();
+        if !answers_from_snapshot(&view, provider, min_valid_secs, self.now_ms()) {
+            let seen = view.loads;
+            self.ask(|reply| keeper::Command::Reload {
+                unless_since: Some(seen),
+                reply,
+            })
+            .await;
         }
+        drop(view);
         if provider != DEFAULT_PROVIDER {
             return grant_static(&self.view(), provider, min_valid_secs, self.now_ms());
         }
@@ -452,6 +474,13 @@ impl Broker {
                 }
             }
         }
+    }
+}
+
+/// The answer to a call the keeper can no longer take.
+pub(crate) fn shutting_down() -> TokenError {
+    TokenError::StoreUnavailable {
+        detail: "piauthd is shutting down".into(),
     }
 }
 

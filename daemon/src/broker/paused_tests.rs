@@ -7,9 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use tokio_util::sync::CancellationToken;
 
-use super::{Broker, Clock, DEFAULT_LEAD_MS, Refresher, inflight, run_schedule};
+use super::{Broker, Clock, DEFAULT_LEAD_MS, Duties, Refresher, inflight};
 use crate::oauth::{Failure, TokenResponse};
 use crate::secret::Secret;
 use crate::store::{CredentialStore, MemoryStore};
@@ -64,12 +63,26 @@ async fn broker(
     lifetime_secs: i64,
     answers: Vec<Result<TokenResponse, RefreshError>>,
 ) -> (Arc<Broker>, Arc<Script>, Clock, tempfile::TempDir) {
-    let clock = Clock::paused_at(EPOCH);
-    let doc = format!(
+    let memory = MemoryStore::new("paused", Some(login(expires_in_ms).as_bytes()));
+    broker_on(memory, lifetime_secs, answers).await
+}
+
+/// The store a login expiring `expires_in_ms` from [`EPOCH`] leaves.
+fn login(expires_in_ms: i64) -> String {
+    format!(
         r#"{{"openai-codex":{{"type":"oauth","access":"access-0","refresh":"refresh-0","expires":{}}}}}"#,
         EPOCH + expires_in_ms
-    );
-    let store = CredentialStore::memory(MemoryStore::new("paused", Some(doc.as_bytes())));
+    )
+}
+
+/// [`broker`] on a store of the caller's.
+async fn broker_on(
+    memory: MemoryStore,
+    lifetime_secs: i64,
+    answers: Vec<Result<TokenResponse, RefreshError>>,
+) -> (Arc<Broker>, Arc<Script>, Clock, tempfile::TempDir) {
+    let clock = Clock::paused_at(EPOCH);
+    let store = CredentialStore::memory(memory);
     let script = Arc::new(Script {
         clock: clock.clone(),
         lifetime_secs,
@@ -84,9 +97,12 @@ async fn broker(
         DEFAULT_LEAD_MS,
         inflight,
         clock.clone(),
+        Duties {
+            schedule: true,
+            changes: None,
+        },
     );
     broker.reload().await;
-    tokio::spawn(run_schedule(broker.clone(), CancellationToken::new()));
     (broker, script, clock, state)
 }
 
@@ -207,5 +223,39 @@ async fn a_parked_token_is_never_sent_again_by_the_schedule() {
             !broker.view().refresh.last_error.is_empty(),
             "{shown}: the reason is kept for Status"
         );
+    }
+}
+
+/// Shutdown in the middle of the retries to save a token that lives only in
+/// memory ends the keeper at once, with one last save: it lands when the
+/// disk has room again, and nothing is sent to the issuer meanwhile.
+#[tokio::test(start_paused = true)]
+async fn shutdown_during_a_persist_retry_ends_the_keeper_after_one_last_save() {
+    for cleared_before_shutdown in [false, true] {
+        let memory = MemoryStore::new("full", Some(login(120 * MIN).as_bytes()));
+        let (broker, script, _clock, _state) = broker_on(memory.clone(), 7200, vec![]).await;
+        memory.set_full(true);
+        broker
+            .force_refresh()
+            .await
+            .expect("the refresh itself succeeds");
+        assert!(broker.view().refresh.unpersisted);
+        // Several retries fail meanwhile (0.5 s, 1 s, 2 s, 4 s, ...).
+        sleep_ms(10_000).await;
+        assert!(broker.view().refresh.unpersisted, "the disk is still full");
+        let on_disk = String::from_utf8(memory.read().unwrap()).unwrap();
+        assert!(on_disk.contains("refresh-0"), "{on_disk}");
+
+        memory.set_full(!cleared_before_shutdown);
+        broker.quiesce().await;
+        let on_disk = String::from_utf8(memory.read().unwrap()).unwrap();
+        assert_eq!(
+            on_disk.contains("refresh-1"),
+            cleared_before_shutdown,
+            "the last save lands exactly when there is room: {on_disk}"
+        );
+        let after = broker.force_refresh().await.unwrap_err();
+        assert!(after.to_string().contains("shutting down"), "{after}");
+        assert_eq!(script.sent().len(), 1, "one refresh in all");
     }
 }

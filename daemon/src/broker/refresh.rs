@@ -1,11 +1,10 @@
 //! The single flight: one refresh at a time, under pi's lock, persisted
 //! before it is served.
 
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use super::{Broker, DEFAULT_PROVIDER, Phase, StoreHealth, TokenError, View, policy};
+use super::keeper::Keeper;
+use super::{DEFAULT_PROVIDER, Phase, StoreHealth, TokenError, View, policy};
 use crate::backoff::Backoff;
 use crate::oauth::{self, Failure};
 use crate::secret::Secret;
@@ -42,7 +41,7 @@ pub enum Need {
 }
 
 impl Need {
-    fn satisfied(self, view: &View, now: i64) -> bool {
+    pub(super) fn satisfied(self, view: &View, now: i64) -> bool {
         let Some(cred) = view.codex() else {
             return false;
         };
@@ -54,67 +53,10 @@ impl Need {
     }
 }
 
-impl Broker {
-    /// Runs (or joins) a refresh so that `need` holds. The work happens in a
-    /// task of its own: a caller that goes away (a cancelled RPC) never
-    /// abandons a refresh the issuer may already have completed.
-    pub async fn refresh_flight(self: &Arc<Self>, need: Need) -> Result<(), TokenError> {
-        let me = self.clone();
-        let task = tokio::spawn(async move {
-            let seen = me.attempts.load(Ordering::SeqCst);
-            let _gate = me.gate.lock().await;
-            let view = me.view();
-            if need.satisfied(&view, me.now_ms()) {
-                return Ok(());
-            }
-            if me.attempts.load(Ordering::SeqCst) != seen {
-                // A refresh ran while we waited and did not give us what we
-                // need: share its outcome rather than call the issuer again.
-                let last = me.last_outcome.lock().map(|o| o.clone()).unwrap_or(Ok(()));
-                // A forced refresh may have been asked while the attempt
-                // that failed was still finishing: the user's word is to try
-                // again, not to hear that failure twice.
-                let forced = matches!(need, Need::Forced(_));
-                if !forced && (last.is_err() || matches!(need, Need::Scheduled)) {
-                    return last;
-                }
-            }
-            if me.closing.load(Ordering::SeqCst) {
-                return Err(TokenError::StoreUnavailable {
-                    detail: "piauthd is shutting down".into(),
-                });
-            }
-            let outcome = me.refresh_locked(need).await;
-            if let Ok(mut last) = me.last_outcome.lock() {
-                *last = outcome.clone();
-            }
-            me.attempts.fetch_add(1, Ordering::SeqCst);
-            outcome
-        });
-        task.await.unwrap_or_else(|e| {
-            Err(TokenError::StoreUnavailable {
-                detail: format!("the refresh task failed: {e}"),
-            })
-        })
-    }
-
-    /// Forces a refresh now (the Refresh RPC). An unknown outcome is the
-    /// user's to retry; a terminal rejection is not.
-    pub async fn force_refresh(self: &Arc<Self>) -> Result<(), TokenError> {
-        let view = self.view();
-        if view.codex().is_none() {
-            return Err(TokenError::NotLoggedIn {
-                provider: DEFAULT_PROVIDER.into(),
-            });
-        }
-        if let Phase::NeedsLogin { reason, .. } = &view.refresh.phase {
-            return Err(TokenError::NeedsLogin {
-                provider: DEFAULT_PROVIDER.into(),
-                reason: reason.clone(),
-            });
-        }
-        let generation = view.generation;
-        // The user's word: a record of an unanswered refresh no longer stops it.
+impl Keeper {
+    /// Forces a refresh now (the Refresh RPC): a record of an unanswered
+    /// refresh no longer stops it, on the user's word.
+    pub(super) async fn force(&mut self, generation: u64) -> Result<(), TokenError> {
         if let Err(e) = self.inflight.settle().await {
             return Err(TokenError::StoreUnavailable {
                 detail: format!(
@@ -129,18 +71,12 @@ impl Broker {
             }
             v.refresh.retry_at_ms = 0;
         });
-        self.refresh_flight(Need::Forced(generation)).await
+        let seen = self.view().refresh.attempts;
+        self.refresh(Need::Forced(generation), seen).await
     }
 
-    /// The backend rejected a token of `generation` although it looked
-    /// valid (revoked early): refresh once through the single flight, unless
-    /// a newer token exists already.
-    pub async fn refresh_rejected(self: &Arc<Self>, generation: u64) -> Result<(), TokenError> {
-        self.refresh_flight(Need::Newer(generation)).await
-    }
-
-    /// The refresh itself. Called with the gate held.
-    async fn refresh_locked(self: &Arc<Self>, need: Need) -> Result<(), TokenError> {
+    /// The refresh itself, in the keeper's turn.
+    pub(super) async fn refresh_locked(&self, need: Need) -> Result<(), TokenError> {
         let before = self.view();
         if let Phase::NeedsLogin { reason, .. } | Phase::OutcomeUnknown { reason, .. } =
             &before.refresh.phase
@@ -160,7 +96,7 @@ impl Broker {
         result
     }
 
-    async fn refresh_under_lock(self: &Arc<Self>, need: Need) -> Result<(), TokenError> {
+    async fn refresh_under_lock(&self, need: Need) -> Result<(), TokenError> {
         // Nobody can lock or write a read-only or full directory, pi
         // included; refresh anyway so clients keep being served, and keep
         // the result in memory until the disk recovers.
@@ -190,11 +126,7 @@ impl Broker {
     }
 
     /// The refresh proper, inside the store transaction `tx`.
-    async fn refresh_in(
-        self: &Arc<Self>,
-        need: Need,
-        tx: &mut Transaction<'_>,
-    ) -> Result<(), TokenError> {
+    async fn refresh_in(&self, need: Need, tx: &mut Transaction<'_>) -> Result<(), TokenError> {
         // Another process may have refreshed (or logged out) meanwhile.
         if self.view().refresh.unpersisted {
             self.persist(tx).await;
@@ -295,7 +227,7 @@ impl Broker {
     /// re-read first: a file that no longer holds the token just sent was
     /// changed by a new login or a logout, and the file wins.
     async fn on_tokens(
-        self: &Arc<Self>,
+        &self,
         tx: &mut Transaction<'_>,
         paused: bool,
         current: &OAuthCredential,
@@ -353,7 +285,7 @@ impl Broker {
     /// unpersisted, and a retry loop is started. `on_disk` is the codex
     /// refresh token the file held before.
     pub(super) fn publish(
-        self: &Arc<Self>,
+        &self,
         fresh: OAuthCredential,
         lifetime_ms: i64,
         now: i64,
@@ -401,9 +333,6 @@ impl Broker {
                 }
             }
         });
-        if written.is_err() {
-            self.spawn_persist_retry();
-        }
     }
 
     /// Records a transient failure and schedules the retry.
@@ -474,10 +403,9 @@ impl Broker {
         }
     }
 
-    /// Saves an unpersisted token now, if there is one. Used by the retry
-    /// loop and at shutdown.
-    pub async fn persist_pending(self: &Arc<Self>) -> bool {
-        let _gate = self.gate.lock().await;
+    /// Saves an unpersisted token now, if there is one: the keeper's retry
+    /// and its last act at shutdown.
+    pub(super) async fn persist_pending(&self) -> bool {
         if !self.view().refresh.unpersisted {
             return true;
         }
@@ -487,31 +415,6 @@ impl Broker {
         let saved = self.persist(&mut tx).await;
         tx.finish().await;
         saved
-    }
-
-    /// Starts writing the in-memory token back (after a stale file).
-    pub(super) fn persist_soon(self: &Arc<Self>) {
-        self.spawn_persist_retry();
-    }
-
-    fn spawn_persist_retry(self: &Arc<Self>) {
-        let me = self.clone();
-        tokio::spawn(async move {
-            let mut pause = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
-            while me.view().refresh.unpersisted {
-                tokio::time::sleep(pause.fail()).await;
-                if me.persist_pending().await {
-                    break;
-                }
-            }
-        });
-    }
-
-    /// Waits for a refresh in flight to finish and saves anything unsaved.
-    /// Called at shutdown.
-    pub async fn quiesce(self: &Arc<Self>) {
-        self.closing.store(true, Ordering::SeqCst);
-        let _ = self.persist_pending().await;
     }
 }
 

@@ -7,6 +7,7 @@ pub(crate) fn view_from(json: &str) -> View {
         entries: Vec::new(),
         refresh: RefreshState::default(),
         generation: 0,
+        loads: 0,
     };
     adopt_document(&mut view, &Document::parse(json.as_bytes()).unwrap(), NOW);
     view
@@ -309,11 +310,13 @@ async fn get_token_reads_a_corrupt_store_again_before_it_fails() {
     std::fs::write(&auth, b"{\"openai-codex\": ").unwrap();
     let issuer = Issuer::new("http://127.0.0.1:9").unwrap();
     let inflight = inflight::InFlight::new(dir.path(), &crate::paths::StoreId::named("test"));
-    let broker = Broker::new(
+    let broker = Broker::with_parts(
         CredentialStore::file(&auth),
-        issuer,
+        std::sync::Arc::new(issuer),
         DEFAULT_LEAD_MS,
         inflight,
+        Clock::system(),
+        Duties::default(),
     );
     broker.reload().await;
     assert_eq!(broker.view().health, StoreHealth::Corrupt);

@@ -418,6 +418,7 @@ impl Logins {
             .await
             .map_err(|e| match e {
                 AccountError::Store(e) => ExchangeError::Store(e),
+                AccountError::ShuttingDown => ExchangeError::Stopping,
                 e => ExchangeError::Account(e),
             })?;
         if let Some((id, _)) = &replaced {
@@ -451,6 +452,10 @@ enum ExchangeError {
     Account(AccountError),
     #[error("signed in, but the credential could not be stored: {0}")]
     Store(crate::store::StoreError),
+    #[error(
+        "signed in, but piauthd stopped before the credential was stored: start piauthd and log in again"
+    )]
+    Stopping,
 }
 
 impl ExchangeError {
@@ -458,7 +463,7 @@ impl ExchangeError {
         let kind = match &self {
             ExchangeError::Http(_) => FailureKind::ExchangeFailed,
             ExchangeError::Claims(_) | ExchangeError::Account(_) => FailureKind::InvalidToken,
-            ExchangeError::Store(_) => FailureKind::StoreFailed,
+            ExchangeError::Store(_) | ExchangeError::Stopping => FailureKind::StoreFailed,
         };
         LoginEvent::Failure {
             kind,

@@ -2,6 +2,8 @@
 //! with no disk, no lock and no D-Bus. Nobody else can write it, so it is
 //! not locked. Clones share the one document.
 
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// A document in memory, named for people.
@@ -9,6 +11,8 @@ use std::sync::{Arc, Mutex};
 pub struct MemoryStore {
     name: String,
     doc: Arc<Mutex<Option<Vec<u8>>>>,
+    /// Writes fail while set, as a full disk's would.
+    full: Arc<AtomicBool>,
 }
 
 impl MemoryStore {
@@ -17,6 +21,7 @@ impl MemoryStore {
         MemoryStore {
             name: name.to_owned(),
             doc: Arc::new(Mutex::new(bytes.map(<[u8]>::to_vec))),
+            full: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -30,9 +35,20 @@ impl MemoryStore {
         self.doc.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// Replaces the stored bytes.
-    pub fn write(&self, bytes: Vec<u8>) {
+    /// Replaces the stored bytes, unless the store is full
+    /// ([`MemoryStore::set_full`]).
+    pub fn write(&self, bytes: Vec<u8>) -> io::Result<()> {
+        if self.full.load(Ordering::SeqCst) {
+            return Err(io::Error::from(io::ErrorKind::StorageFull));
+        }
         *self.doc.lock().unwrap_or_else(|p| p.into_inner()) = Some(bytes);
+        Ok(())
+    }
+
+    /// Makes every write fail (`true`) or succeed again, as a disk that
+    /// fills up and is cleared.
+    pub fn set_full(&self, full: bool) {
+        self.full.store(full, Ordering::SeqCst);
     }
 }
 
@@ -45,8 +61,15 @@ mod tests {
         let a = MemoryStore::new("m", None);
         let b = a.clone();
         assert_eq!(b.read(), None);
-        a.write(b"{}".to_vec());
+        a.write(b"{}".to_vec()).unwrap();
         assert_eq!(b.read().as_deref(), Some(&b"{}"[..]));
+        b.set_full(true);
+        assert!(a.write(b"[]".to_vec()).is_err());
+        assert_eq!(
+            a.read().as_deref(),
+            Some(&b"{}"[..]),
+            "a failed write changes nothing"
+        );
         assert!(a.describe().contains("\"m\""));
     }
 }

@@ -208,10 +208,7 @@ impl CredentialStore {
                 zeroize::Zeroize::zeroize(&mut bytes);
                 written
             }
-            Backend::Memory(m) => {
-                m.write(bytes);
-                Ok(())
-            }
+            Backend::Memory(m) => m.write(bytes),
         }
     }
 
