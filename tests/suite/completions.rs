@@ -126,10 +126,11 @@ async fn a_completion_streams_in_order_as_it_arrives() {
         .clone()
         .expect("the first event carries the response info");
     assert_eq!(first.http_status, 200);
-    // A fresh account in the mock: nothing of its 5-hour window used yet.
+    // A fresh account in the mock: this first response used 1 % of its
+    // 5-hour window (the mock's default step).
     assert_eq!(
         first.rate_limit_headers["x-codex-primary-used-percent"],
-        "0"
+        "1"
     );
     assert_eq!(
         first.rate_limit_headers["x-codex-primary-window-minutes"],

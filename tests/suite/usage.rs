@@ -93,13 +93,14 @@ async fn usage_matches_the_backend_with_a_missing_window_and_follows_each_respon
         "{text}"
     );
 
-    // A relayed response carries newer numbers; they are folded in.
+    // A relayed response carries newer numbers; they are folded in. This
+    // one fills the 5-hour window (99.5 % plus the mock's 1 % a response).
     let primary_reset = now_s() + 3_600;
     mock.state.set_usage(
         "acc-u",
         AccountUsage {
             primary: Some(Window {
-                used_percent: 100.0,
+                used_percent: 99.5,
                 window_minutes: 300,
                 reset_at: primary_reset,
             }),
@@ -127,5 +128,34 @@ async fn usage_matches_the_backend_with_a_missing_window_and_follows_each_respon
     );
     assert_eq!(a["limit_reached"], true, "{v}");
     assert_eq!(mock.stats().usage_requests, 2, "no read needed for that");
+
+    // The window is full: the backend itself refuses the next response
+    // until its reset, and the client is told when.
+    let refused = async {
+        let started = c
+            .complete(pb::CompletionRequest {
+                model: "gpt-5.1-codex-mini".into(),
+                input_json: "[]".into(),
+                ..Default::default()
+            })
+            .await;
+        let mut stream = match started {
+            Ok(stream) => stream,
+            Err(e) => return Some(e),
+        };
+        loop {
+            match stream.next_text().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => return None,
+                Err(e) => return Some(e),
+            }
+        }
+    };
+    match refused.await {
+        Some(piauth_client::Error::ResourceExhausted { details, .. }) => {
+            assert_eq!(details["resets_at"], primary_reset.to_string());
+        }
+        other => panic!("a full window is refused with its reset time: {other:?}"),
+    }
     eprintln!("usage: {v}");
 }

@@ -45,6 +45,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use super::MockState;
 use super::server::ResetHandle;
+use super::usage;
 
 /// The largest request body accepted after decompression.
 const MAX_DECODED_BODY: usize = 32 * 1024 * 1024;
@@ -356,6 +357,11 @@ async fn answer(
     if let Some(refused) = fault.as_ref().and_then(refusal) {
         return refused;
     }
+    let now_s = usage::now_s();
+    let usage = match state.charge_usage(account, now_s) {
+        Ok(usage) => usage,
+        Err(resets_at) => return usage::limit_answer(&state.plan_of(account), resets_at, now_s),
+    };
     let shape = state.reply_shape();
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(1);
     tokio::spawn(stream_reply(
@@ -365,10 +371,7 @@ async fn answer(
         reset.map(|axum::Extension(r)| r),
         tx,
     ));
-    let now_s = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
-    sse_response(rx, &state.usage_of(account, now_s))
+    sse_response(rx, &usage)
 }
 
 /// The answer to a fault that refuses the request before any event.
@@ -378,15 +381,9 @@ fn refusal(fault: &ResponsesFault) -> Option<Response> {
             let status = StatusCode::from_u16(*code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             Some(error(status, "server_error", "injected fault"))
         }
-        ResponsesFault::UsageLimit { plan, resets_at } => Some(
-            (
-                StatusCode::TOO_MANY_REQUESTS,
-                [("x-codex-primary-used-percent", "100"), ("x-codex-active-limit", "primary")],
-                Json(json!({"error": {"type": "usage_limit_reached", "code": "usage_limit_reached",
-                    "message": "The usage limit has been reached", "plan_type": plan, "resets_at": resets_at}})),
-            )
-                .into_response(),
-        ),
+        ResponsesFault::UsageLimit { plan, resets_at } => {
+            Some(usage::limit_answer(plan, *resets_at, usage::now_s()))
+        }
         ResponsesFault::Revoked => Some(error(
             StatusCode::UNAUTHORIZED,
             "token_revoked",

@@ -102,6 +102,9 @@ pub struct MockConfig {
     pub device_enabled: bool,
     /// Leave the ChatGPT account id out of issued tokens (a broken login).
     pub omit_account_id: bool,
+    /// How many percent of the 5-hour window each response uses (the
+    /// weekly window grows by the same work over its length).
+    pub usage_step: f64,
 }
 
 /// The account a login signs in as.
@@ -133,6 +136,7 @@ impl Default for MockConfig {
             device_pending_polls: 2,
             device_slow_down_at: None,
             device_enabled: true,
+            usage_step: 1.0,
             omit_account_id: false,
         }
     }
@@ -451,6 +455,25 @@ impl MockState {
         let f = &ledger.families[*family];
         (!f.revoked && now_ms < at + *life as i64 * 1000)
             .then(|| (f.account_id.clone(), f.plan.clone()))
+    }
+
+    /// Charges one response to `account` (see [`usage::UsageBook::charge`]):
+    /// its windows after it, or the reset time of a full one.
+    pub fn charge_usage(&self, account: &str, now_s: i64) -> Result<AccountUsage, i64> {
+        let step = self.config().usage_step;
+        self.usage
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .charge(account, step, now_s)
+    }
+
+    /// The plan of an account the issuer knows; `plus` for others.
+    pub fn plan_of(&self, account: &str) -> String {
+        self.ledger()
+            .families
+            .iter()
+            .find(|f| f.account_id == account)
+            .map_or_else(|| "plus".to_owned(), |f| f.plan.clone())
     }
 
     /// An account's rate-limit windows (fresh ones until set).

@@ -65,9 +65,76 @@ impl UsageBook {
     pub fn set(&mut self, account: &str, usage: AccountUsage) {
         self.0.insert(account.to_owned(), usage);
     }
+
+    /// Charges one response to `account` at `now_s`, as the backend counts
+    /// it: a window past its reset starts over at 0 %; a full window
+    /// refuses the response (`Err` with the latest reset of a full
+    /// window); otherwise the 5-hour window grows by `step` percent and a
+    /// longer one by the same work over its length. The response that
+    /// fills a window is still served; the next one is refused.
+    pub fn charge(&mut self, account: &str, step: f64, now_s: i64) -> Result<AccountUsage, i64> {
+        let mut usage = self.get(account, now_s);
+        for w in [&mut usage.primary, &mut usage.secondary]
+            .into_iter()
+            .flatten()
+        {
+            if w.reset_at <= now_s {
+                w.used_percent = 0.0;
+                w.reset_at = now_s + window_secs(w);
+            }
+        }
+        let full = [usage.primary, usage.secondary]
+            .into_iter()
+            .flatten()
+            .filter(|w| w.used_percent >= 100.0)
+            .map(|w| w.reset_at)
+            .max();
+        if let Some(resets_at) = full {
+            self.set(account, usage);
+            return Err(resets_at);
+        }
+        for w in [&mut usage.primary, &mut usage.secondary]
+            .into_iter()
+            .flatten()
+        {
+            let share = FIVE_HOURS_MIN / w.window_minutes.max(1) as f64;
+            w.used_percent = (w.used_percent + step * share).min(100.0);
+        }
+        self.set(account, usage);
+        Ok(usage)
+    }
 }
 
-fn now_s() -> i64 {
+/// The 5-hour window, in minutes.
+const FIVE_HOURS_MIN: f64 = 300.0;
+
+fn window_secs(w: &Window) -> i64 {
+    i64::try_from(w.window_minutes.saturating_mul(60)).unwrap_or(i64::MAX)
+}
+
+/// The backend's 429 for an account whose window is full until
+/// `resets_at`, with the limit headers it sends.
+pub fn limit_answer(plan: &str, resets_at: i64, now_s: i64) -> Response {
+    (
+        StatusCode::TOO_MANY_REQUESTS,
+        [
+            ("x-codex-primary-used-percent", "100".to_owned()),
+            ("x-codex-active-limit", "primary".to_owned()),
+            ("retry-after", (resets_at - now_s).max(0).to_string()),
+        ],
+        Json(json!({"error": {
+            "type": "usage_limit_reached",
+            "code": "usage_limit_reached",
+            "message": "The usage limit has been reached",
+            "plan_type": plan,
+            "resets_at": resets_at,
+            "resets_in_seconds": (resets_at - now_s).max(0),
+        }})),
+    )
+        .into_response()
+}
+
+pub(super) fn now_s() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
@@ -158,6 +225,40 @@ pub async fn set_usage(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn usage_grows_per_response_refuses_when_full_and_resets_on_time() {
+        let mut book = UsageBook::default();
+        let t0 = 1_000_000;
+        let mut usage = AccountUsage::fresh(t0);
+        usage.primary.as_mut().unwrap().used_percent = 98.0;
+        book.set("a", usage);
+        let after = book.charge("a", 1.5, t0).expect("served");
+        assert_eq!(after.primary.unwrap().used_percent, 99.5);
+        let weekly = after.secondary.unwrap().used_percent;
+        assert!((weekly - 1.5 * 300.0 / 10_080.0).abs() < 1e-9, "{weekly}");
+        let full = book
+            .charge("a", 1.5, t0 + 1)
+            .expect("the filling one is served");
+        assert_eq!(full.primary.unwrap().used_percent, 100.0);
+        let reset = t0 + 5 * 3600;
+        assert_eq!(book.charge("a", 1.5, t0 + 2), Err(reset));
+        assert_eq!(book.charge("a", 1.5, reset - 1), Err(reset));
+        let fresh = book
+            .charge("a", 1.5, reset)
+            .expect("served after the reset");
+        assert_eq!(fresh.primary.unwrap().used_percent, 1.5);
+        assert_eq!(fresh.primary.unwrap().reset_at, reset + 5 * 3600);
+        // Other accounts are their own.
+        assert_eq!(
+            book.charge("b", 1.5, t0)
+                .unwrap()
+                .primary
+                .unwrap()
+                .used_percent,
+            1.5
+        );
+    }
 
     #[test]
     fn a_missing_window_is_left_out_and_a_full_one_is_reached() {

@@ -55,6 +55,8 @@ async fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(dir.path().join("agent"))?;
     let mock = MockOpenAi::start(MockConfig {
         expires_in: 86_400,
+        // Thousands of responses: usage is not what this measures.
+        usage_step: 0.0,
         ..MockConfig::default()
     })
     .await?;
