@@ -141,6 +141,19 @@ pub enum Command {
         #[arg(long)]
         fresh: bool,
     },
+    /// List the ChatGPT accounts the daemon keeps, or change them.
+    ///
+    /// `pi-authctl login` as another ChatGPT account adds it and makes it
+    /// active; the active account is the one in pi's auth.json, the others
+    /// are kept by piauthd (0600, under $XDG_DATA_HOME/piauthd/accounts).
+    Accounts {
+        #[command(subcommand)]
+        action: Option<AccountsAction>,
+        /// Print JSON: {"accounts": [{"account_id", "email", "plan",
+        /// "active", "state"}]}.
+        #[arg(long)]
+        json: bool,
+    },
     /// List the models the daemon relays, with their limits.
     Models {
         /// Print JSON.
@@ -211,6 +224,22 @@ pub struct CompleteArgs {
     /// terminal.
     #[arg(long)]
     pub raw: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AccountsAction {
+    /// Make ACCOUNT_ID the active account: it moves into pi's auth.json,
+    /// and the one there is kept beside it.
+    Use {
+        /// The account id, as `pi-authctl accounts` lists it.
+        account_id: String,
+    },
+    /// Remove ACCOUNT_ID and its tokens. Removing the active account makes
+    /// the first other usable account active, or logs out.
+    Remove {
+        /// The account id, as `pi-authctl accounts` lists it.
+        account_id: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

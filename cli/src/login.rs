@@ -187,8 +187,11 @@ pub async fn run(
                     let who = if s.email.is_empty() { s.account_id.clone() } else { s.email.clone() };
                     let plan = if s.plan.is_empty() { String::new() } else { format!(", plan {}", s.plan) };
                     out::line(&format!("Logged in to {} as {who} (account {}{plan}).", s.provider, s.account_id))?;
-                    if !s.replaced.is_empty() {
-                        out::line(&format!("This replaces the login of {}.", s.replaced))?;
+                    if !s.kept.is_empty() {
+                        out::line(&format!(
+                            "It is now the active account; {} is kept beside it (`pi-authctl accounts` lists both).",
+                            s.kept
+                        ))?;
                     }
                     break Outcome::Success;
                 }

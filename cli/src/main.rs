@@ -10,6 +10,7 @@
 
 #[macro_use]
 mod out;
+mod accounts;
 mod args;
 mod complete;
 mod connect;
@@ -25,7 +26,9 @@ use anyhow::Result;
 use clap::Parser;
 use piauth_client::Client;
 
-use crate::args::{Cli, Command, CompleteArgs, DaemonArgs, ServiceAction, StoreAction};
+use crate::args::{
+    AccountsAction, Cli, Command, CompleteArgs, DaemonArgs, ServiceAction, StoreAction,
+};
 use crate::service::{Platform, ServiceError};
 
 /// Exit status 130: cancelled with Ctrl-C (128 + SIGINT, as shells do).
@@ -84,6 +87,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Logout { provider } => logout(&mut connect(daemon).await?, &provider).await,
         Command::Complete(args) => complete(daemon, args).await,
+        Command::Accounts { action, json } => {
+            accounts(&mut connect(daemon).await?, action, json).await
+        }
         Command::Models { json } => models(&mut connect(daemon).await?, json).await,
         Command::Usage { json, fresh } => usage(&mut connect(daemon).await?, json, fresh).await,
         Command::Watch {
@@ -217,6 +223,33 @@ async fn usage(client: &mut Client, json: bool, fresh: bool) -> Result<ExitCode>
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64);
         out::print(&usage::usage_text(&report, now_s))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn accounts(
+    client: &mut Client,
+    action: Option<AccountsAction>,
+    json: bool,
+) -> Result<ExitCode> {
+    let list = match &action {
+        None => client.accounts().await?,
+        Some(AccountsAction::Use { account_id }) => client.use_account(account_id).await?,
+        Some(AccountsAction::Remove { account_id }) => client.remove_account(account_id).await?,
+    };
+    if json {
+        out::line(&accounts::accounts_json(&list).to_string())?;
+    } else {
+        match &action {
+            Some(AccountsAction::Use { account_id }) => {
+                out::line(&format!("{account_id} is now the active account."))?
+            }
+            Some(AccountsAction::Remove { account_id }) => {
+                out::line(&format!("Removed {account_id}."))?
+            }
+            None => {}
+        }
+        out::print(&accounts::accounts_text(&list))?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -24,7 +24,7 @@ pub fn relative(delta_ms: i64) -> String {
     }
 }
 
-fn state_name(state: i32) -> &'static str {
+pub fn state_name(state: i32) -> &'static str {
     match pb::ProviderState::try_from(state).unwrap_or_default() {
         pb::ProviderState::Unspecified => "unusable",
         pb::ProviderState::NotLoggedIn => "not logged in",

@@ -147,6 +147,39 @@ impl Client {
         Ok(self.auth.usage(deadline(req, TOKEN)).await?.into_inner())
     }
 
+    /// The ChatGPT accounts the daemon keeps, the active one first.
+    pub async fn accounts(&mut self) -> Result<pb::AccountsResponse, Error> {
+        let req = pb::AccountsRequest {};
+        Ok(self.auth.accounts(deadline(req, QUICK)).await?.into_inner())
+    }
+
+    /// Makes `account_id` the active account (the one in pi's auth.json).
+    pub async fn use_account(&mut self, account_id: &str) -> Result<pb::AccountsResponse, Error> {
+        let req = pb::UseAccountRequest {
+            account_id: account_id.to_owned(),
+        };
+        Ok(self
+            .auth
+            .use_account(deadline(req, TOKEN))
+            .await?
+            .into_inner())
+    }
+
+    /// Removes `account_id`; removing the active one makes another active.
+    pub async fn remove_account(
+        &mut self,
+        account_id: &str,
+    ) -> Result<pb::AccountsResponse, Error> {
+        let req = pb::RemoveAccountRequest {
+            account_id: account_id.to_owned(),
+        };
+        Ok(self
+            .auth
+            .remove_account(deadline(req, TOKEN))
+            .await?
+            .into_inner())
+    }
+
     /// Forces a refresh now (through the daemon's single flight) and returns
     /// the new token.
     pub async fn refresh(&mut self, provider: &str) -> Result<pb::Token, Error> {

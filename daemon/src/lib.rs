@@ -31,6 +31,7 @@
 //!   name, the socket and XDG paths): the one use of `piauth-proto`
 //!   outside [`rpc`].
 
+mod accounts;
 mod backoff;
 mod base_url;
 mod broker;

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::accounts::{Accounts, Shelf};
 use crate::broker::inflight::InFlight;
 use crate::broker::{Broker, Clock, Duties};
 use crate::codex::Codex;
@@ -101,6 +102,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
 /// Everything set up before the daemon serves.
 struct Started {
     broker: std::sync::Arc<Broker>,
+    accounts: std::sync::Arc<Accounts>,
     logins: std::sync::Arc<Logins>,
     completions: CompletionsService,
     listener: tokio::net::UnixListener,
@@ -212,8 +214,27 @@ async fn start(config: &Config, listen: Listen) -> Result<Started, RunError> {
             changes,
         },
     );
+    broker.reload().await;
+    // In keyring mode the other accounts would need keyring items of their
+    // own; until then only the one account is kept.
+    let (accounts_dir, without) = match config.store {
+        StoreKind::File => (
+            config.accounts_dir.clone(),
+            "set HOME or XDG_DATA_HOME for a place to keep a second account",
+        ),
+        StoreKind::Keyring => (None, "the keyring store keeps one account"),
+    };
+    let shelf = Shelf::new(
+        accounts_dir,
+        without,
+        record_dir,
+        Arc::new(issuer.clone()),
+        lead_ms,
+        Clock::system(),
+    );
+    let accounts = Accounts::open(broker.clone(), shelf).await;
     let logins = Logins::new(
-        broker.clone(),
+        accounts.clone(),
         issuer,
         LoginSettings {
             callback_addrs: std::iter::once(config.callback_addr)
@@ -223,7 +244,6 @@ async fn start(config: &Config, listen: Listen) -> Result<Started, RunError> {
             default_timeout: Duration::from_secs(config.login_timeout_secs),
         },
     );
-    broker.reload().await;
     let codex = Codex::new(
         &config.codex_base_url,
         &config.originator,
@@ -233,6 +253,7 @@ async fn start(config: &Config, listen: Listen) -> Result<Started, RunError> {
     let completions = CompletionsService::new(broker.clone(), codex, config.models.clone());
     Ok(Started {
         broker,
+        accounts,
         logins,
         completions,
         listener,
@@ -286,6 +307,7 @@ async fn serve(
 ) -> Result<(), RunError> {
     let Started {
         broker,
+        accounts,
         logins,
         completions,
         listener,
@@ -307,7 +329,7 @@ async fn serve(
     let uid = rustix::process::geteuid().as_raw();
     let serve = crate::rpc::serve(
         listener,
-        broker.clone(),
+        accounts.clone(),
         logins,
         completions,
         crate::rpc::Serving {
@@ -340,8 +362,9 @@ async fn serve(
     supervisor::notify("STOPPING=1\nSTATUS=stopping: finishing in-flight work");
     // A refresh in flight finishes and is saved before we exit; a hung
     // read of the store is abandoned for the final save.
-    match tokio::time::timeout(QUIESCE_LIMIT, broker.quiesce()).await {
-        Ok(()) => {}
+    let quiesce = async { tokio::join!(broker.quiesce(), accounts.quiesce_shelf()) };
+    match tokio::time::timeout(QUIESCE_LIMIT, quiesce).await {
+        Ok(((), ())) => {}
         Err(_) => tracing::error!("a refresh did not finish within {QUIESCE_LIMIT:?} of shutdown"),
     }
     bound.remove();

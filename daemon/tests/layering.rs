@@ -23,7 +23,9 @@ const LAYERS: &[&[&str]] = &[
     &["serving", "socket", "upstream", "callback"],
     // Decisions about credentials; moving a store.
     &["broker", "migrate"],
-    // What uses the broker.
+    // Several accounts, each with its own broker.
+    &["accounts"],
+    // What uses the brokers.
     &["login", "codex"],
     &["rpc"],
     &["server"],

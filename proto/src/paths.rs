@@ -20,6 +20,7 @@ pub struct BaseDirs {
     pub home: Option<PathBuf>,
     pub xdg_config_home: Option<PathBuf>,
     pub xdg_state_home: Option<PathBuf>,
+    pub xdg_data_home: Option<PathBuf>,
     pub xdg_runtime_dir: Option<PathBuf>,
 }
 
@@ -31,6 +32,7 @@ impl BaseDirs {
             home: var("HOME"),
             xdg_config_home: var("XDG_CONFIG_HOME"),
             xdg_state_home: var("XDG_STATE_HOME"),
+            xdg_data_home: var("XDG_DATA_HOME"),
             xdg_runtime_dir: var("XDG_RUNTIME_DIR"),
         }
     }
@@ -49,6 +51,18 @@ impl BaseDirs {
     pub fn state_home(&self) -> Option<PathBuf> {
         absolute(self.xdg_state_home.as_deref())
             .or_else(|| self.under_home(Path::new(".local").join("state")))
+    }
+
+    /// `$XDG_DATA_HOME`, else `~/.local/share`.
+    pub fn data_home(&self) -> Option<PathBuf> {
+        absolute(self.xdg_data_home.as_deref())
+            .or_else(|| self.under_home(Path::new(".local").join("share")))
+    }
+
+    /// piauthd's own data directory: `data_home()/piauthd`. The accounts
+    /// other than the one in pi's `auth.json` live here.
+    pub fn piauthd_data_dir(&self) -> Option<PathBuf> {
+        self.data_home().map(|d| d.join(PIAUTHD))
     }
 
     /// `$XDG_RUNTIME_DIR`. The spec gives it no fallback: a replacement
@@ -98,6 +112,15 @@ mod tests {
         assert_eq!(dirs.state_home(), Some("/s".into()));
         assert_eq!(dirs.runtime_dir(), Some("/run/user/7".into()));
         assert_eq!(dirs.piauthd_state_dir(), Some("/s/piauthd".into()));
+        let data = BaseDirs {
+            xdg_data_home: Some("/d".into()),
+            ..home_only()
+        };
+        assert_eq!(data.piauthd_data_dir(), Some("/d/piauthd".into()));
+        assert_eq!(
+            home_only().piauthd_data_dir(),
+            Some("/home/u/.local/share/piauthd".into())
+        );
     }
 
     #[test]

@@ -90,6 +90,11 @@ impl Sandbox {
         sb
     }
 
+    /// `HOME` of the sandbox's processes.
+    pub fn home(&self) -> PathBuf {
+        self.dir.path().to_owned()
+    }
+
     pub fn agent_dir(&self) -> PathBuf {
         self.dir.path().join("agent")
     }

@@ -146,7 +146,7 @@ fn account_in(sb: &Sandbox) -> String {
 /// signs in at the issuer as itself, and delivers its own code to the
 /// victim's listener on both loopback families, and tries the start URL.
 /// Every connection is closed unread; the victim's login then completes,
-/// as the victim, and says whose login it replaced.
+/// as the victim, and says which login it kept beside it.
 #[cfg(target_os = "linux")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs root: run with --include-ignored as root (CI does)"]
@@ -202,8 +202,8 @@ async fn a_stolen_state_cannot_log_the_victim_in_as_the_attacker() {
         ("acc-login", "login@example.com")
     );
     assert_eq!(
-        s.replaced, "old@example.com",
-        "it says whose login it replaced"
+        s.kept, "old@example.com",
+        "it says which login it kept beside the new one"
     );
     assert_eq!(account_in(&v.sb), "acc-login");
     let log = v.daemon.logs();
@@ -591,8 +591,7 @@ async fn the_browser_opener_never_sees_state() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        said.contains("as login@example.com")
-            && said.contains("This replaces the login of old@example.com"),
+        said.contains("as login@example.com") && said.contains("old@example.com is kept beside it"),
         "{said}"
     );
 }

@@ -1,5 +1,7 @@
 //! End-to-end suite: real binaries, a real Unix socket, real gRPC.
 
+/// Several ChatGPT accounts: added by a login, switched, removed, kept.
+mod accounts;
 /// The login callback against another local user, and a flood.
 mod attack_callback;
 /// Another uid against the clients: squatted directories, fake daemons, locks, links, escapes.

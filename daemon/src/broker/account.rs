@@ -1,9 +1,12 @@
 //! Logging in and out: the two other ways the broker writes the store.
 
+use super::inflight::InFlight;
 use super::keeper::{Command, Keeper};
 use super::{Broker, DEFAULT_PROVIDER, Phase, StoreHealth, TokenError};
 use crate::oauth::{Claims, TokenResponse};
-use crate::store::{Document, OAuthCredential, StoreError, Transaction, Unlockable};
+use crate::store::{
+    CredentialStore, Document, OAuthCredential, StoreError, Transaction, Unlockable,
+};
 
 /// Why a login's credential could not be stored, or a logout made.
 #[derive(Debug, thiserror::Error)]
@@ -18,18 +21,20 @@ pub enum AccountError {
     Store(#[from] StoreError),
     #[error("piauthd is shutting down")]
     ShuttingDown,
+    #[error("cannot record the unanswered refresh in {}: {cause}", path.display())]
+    Record {
+        path: std::path::PathBuf,
+        cause: std::io::Error,
+    },
 }
 
 impl Broker {
-    /// Stores the tokens of a completed login and starts serving them.
-    /// `sent_at` is when the code exchange was sent (expiry counts from it).
-    pub async fn install_login(
+    /// Stores a credential of this account (a login's) and serves it.
+    pub async fn install(
         &self,
-        tokens: TokenResponse,
-        claims: &Claims,
-        sent_at: i64,
+        fresh: OAuthCredential,
+        lifetime_ms: i64,
     ) -> Result<(), AccountError> {
-        let (fresh, lifetime_ms) = login_credential(tokens, claims, sent_at)?;
         self.ask(|reply| Command::Install {
             fresh,
             lifetime_ms,
@@ -57,8 +62,40 @@ impl Broker {
     }
 }
 
+/// Where the credential leaving a store goes in a [`Broker::swap`]: the
+/// store of its own account, and that store's record of a refresh on the
+/// wire.
+#[derive(Debug)]
+pub struct Slot {
+    pub store: CredentialStore,
+    pub inflight: InFlight,
+}
+
+impl Broker {
+    /// Puts `incoming` (another account's credential) in this store and
+    /// serves it. The credential it replaces is returned, and first written
+    /// to `shelve`, so a crash in between leaves it in both places, never
+    /// in neither. An outgoing refresh whose answer never came is recorded
+    /// in the shelf's record too: no keeper ever sends that token again.
+    pub async fn swap(
+        &self,
+        incoming: OAuthCredential,
+        lifetime_ms: i64,
+        shelve: Option<Slot>,
+    ) -> Result<Option<OAuthCredential>, AccountError> {
+        self.ask(|reply| Command::Swap {
+            incoming,
+            lifetime_ms,
+            shelve,
+            reply,
+        })
+        .await
+        .unwrap_or(Err(AccountError::ShuttingDown))
+    }
+}
+
 /// The credential a login's answer gives, and its lifetime. Pure.
-fn login_credential(
+pub fn login_credential(
     tokens: TokenResponse,
     claims: &Claims,
     sent_at: i64,
@@ -98,6 +135,57 @@ impl Keeper {
         self.publish(fresh, lifetime_ms, self.now_ms(), false, on_disk, &written);
         tracing::info!("logged in to {DEFAULT_PROVIDER}");
         Ok(())
+    }
+
+    /// The body of [`Broker::swap`], in the keeper's turn.
+    pub(super) async fn swap(
+        &self,
+        incoming: OAuthCredential,
+        lifetime_ms: i64,
+        shelve: Option<Slot>,
+    ) -> Result<Option<OAuthCredential>, AccountError> {
+        let mut tx = self
+            .store
+            .begin_waiting(super::refresh::LOCK_WAIT, Unlockable::Proceed)
+            .await?;
+        let now = self.now_ms();
+        // The newest outgoing credential: memory's while it is unsaved,
+        // else the file's (another process may have refreshed it).
+        if !self.view().refresh.unpersisted {
+            let doc = tx.document();
+            self.modify(|v| super::adopt_document(v, &doc, now));
+        }
+        let view = self.view();
+        let outgoing = view.codex().cloned();
+        if let (Some(slot), Some(out)) = (&shelve, &outgoing) {
+            let unanswered = matches!(&view.refresh.phase,
+                Phase::OutcomeUnknown { refresh_used, .. } if *refresh_used == out.refresh);
+            if unanswered {
+                slot.inflight
+                    .begin(&out.refresh, now)
+                    .await
+                    .map_err(|e| AccountError::Record {
+                        path: slot.inflight.path().to_owned(),
+                        cause: e,
+                    })?;
+            }
+            let shelved = slot
+                .store
+                .update(|doc| doc.set_oauth(DEFAULT_PROVIDER, out))
+                .await;
+            if let Err(e) = shelved {
+                tx.finish().await;
+                return Err(AccountError::Store(e));
+            }
+        }
+        let on_disk = super::refresh::codex_refresh(&tx.document());
+        let written = super::refresh::write_credential(&mut tx, &incoming).await;
+        tx.finish().await;
+        if let Err(e) = &written {
+            tracing::error!(error = %e, "switched accounts, but cannot save the new one yet; keeping it in memory");
+        }
+        self.publish(incoming, lifetime_ms, now, false, on_disk, &written);
+        Ok(outgoing)
     }
 
     /// Removes `provider` from the store and from memory.

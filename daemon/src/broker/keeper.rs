@@ -60,6 +60,14 @@ pub(super) enum Command {
         lifetime_ms: i64,
         reply: oneshot::Sender<Result<(), AccountError>>,
     },
+    /// Put another account's credential in place of this one's, shelving
+    /// the outgoing one first (see [`super::Broker::swap`]).
+    Swap {
+        incoming: OAuthCredential,
+        lifetime_ms: i64,
+        shelve: Option<super::Slot>,
+        reply: oneshot::Sender<Result<Option<OAuthCredential>, AccountError>>,
+    },
     /// Remove a provider's entry; answers whether there was one.
     Logout {
         provider: String,
@@ -78,7 +86,7 @@ pub struct Duties {
 
 /// What woke the keeper.
 enum Event {
-    Command(Command),
+    Command(Box<Command>),
     Changed,
     ChangesEnded,
     Reload,
@@ -167,7 +175,7 @@ impl Keeper {
                     if changed { Event::Changed } else { Event::ChangesEnded }
                 }
                 command = commands.recv() => match command {
-                    Some(c) => Event::Command(c),
+                    Some(c) => Event::Command(Box::new(c)),
                     None => Event::Stop,
                 },
             };
@@ -198,7 +206,7 @@ impl Keeper {
                     let _ = self.refresh(Need::Scheduled, seen).await;
                 }
                 Event::Command(command) => {
-                    if self.answer(command, &stop).await.is_break() {
+                    if self.answer(*command, &stop).await.is_break() {
                         break;
                     }
                 }
@@ -242,6 +250,14 @@ impl Keeper {
                 reply,
             } => {
                 let _ = reply.send(self.install(fresh, lifetime_ms).await);
+            }
+            Command::Swap {
+                incoming,
+                lifetime_ms,
+                shelve,
+                reply,
+            } => {
+                let _ = reply.send(self.swap(incoming, lifetime_ms, shelve).await);
             }
             Command::Logout { provider, reply } => {
                 let _ = reply.send(self.logout(&provider).await);

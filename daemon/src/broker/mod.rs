@@ -41,7 +41,7 @@ use crate::store::{Credential, CredentialStore, Document, OAuthCredential};
 use crate::upstream::{Issuer, RefreshError};
 pub use clock::Clock;
 
-pub use account::AccountError;
+pub use account::{AccountError, Slot, login_credential};
 pub use grant::{Decision, current_grant, decide, grant_static};
 use grant::{answers_from_snapshot, describe_remaining, grant_codex, unavailable};
 pub use keeper::Duties;

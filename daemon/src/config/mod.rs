@@ -127,6 +127,11 @@ pub struct Config {
     /// `~/.local/state/piauthd`): the in-flight refresh record and the
     /// serving lock. `None` without an absolute `HOME` or `XDG_STATE_HOME`.
     pub state_dir: Option<PathBuf>,
+    /// Where the ChatGPT accounts other than the one in `auth.json` are
+    /// kept, one file each (`$XDG_DATA_HOME/piauthd/accounts`, else
+    /// `~/.local/share/piauthd/accounts`). `None` without an absolute
+    /// `HOME` or `XDG_DATA_HOME`: then only one account is kept.
+    pub accounts_dir: Option<PathBuf>,
     /// The config file that was read, for `status`; `None` when none was.
     pub config_file: Option<PathBuf>,
 }
@@ -247,6 +252,7 @@ pub fn resolve(
         store: store.unwrap_or_default(),
         config_file,
         state_dir: env.dirs.piauthd_state_dir(),
+        accounts_dir: env.dirs.piauthd_data_dir().map(|d| d.join("accounts")),
     })
 }
 

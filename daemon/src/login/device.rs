@@ -32,13 +32,13 @@ impl Logins {
         };
         let base = self.issuer.base();
         let limit_ms = i64::try_from(DEVICE_LIMIT.as_millis()).unwrap_or(i64::MAX);
-        let deadline_ms = self.broker.now_ms().saturating_add(limit_ms);
+        let deadline_ms = self.accounts.active().now_ms().saturating_add(limit_ms);
         send(
             events,
             LoginEvent::DeviceCode {
                 verification_url: format!("{base}/codex/device"),
                 user_code: code.user_code.clone(),
-                expires_at_ms: self.broker.now_ms() + limit_ms,
+                expires_at_ms: self.accounts.active().now_ms() + limit_ms,
             },
         )
         .await;
@@ -50,7 +50,7 @@ impl Logins {
         let mut interval = Duration::from_secs(code.interval_secs.max(1));
         loop {
             let interval_ms = i64::try_from(interval.as_millis()).unwrap_or(i64::MAX);
-            if self.broker.now_ms().saturating_add(interval_ms) > deadline_ms {
+            if self.accounts.active().now_ms().saturating_add(interval_ms) > deadline_ms {
                 return Some(LoginEvent::Failure {
                     kind: FailureKind::Timeout,
                     message: "the device code expired after 15 minutes; run `pi-authctl login --device` again".into(),

@@ -13,7 +13,8 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::broker::{AccountError, Broker};
+use crate::accounts::{Accounts, AccountsError, Added};
+use crate::broker::AccountError;
 use crate::callback::{self, CallbackEvent, CallbackServer, Flow, Refusal};
 use crate::oauth::{self, PasteError, Pkce};
 use crate::secret::Secret;
@@ -64,9 +65,9 @@ pub enum LoginEvent {
         account_id: String,
         email: String,
         plan: String,
-        /// The stored account this login replaced (email, else account
-        /// id), when it was another one.
-        replaced: Option<String>,
+        /// The account active before, when it was another one, now kept
+        /// beside this one (email, else account id).
+        kept: Option<String>,
     },
     Failure {
         kind: FailureKind,
@@ -119,7 +120,7 @@ struct Active {
 
 /// The one login that may be in progress.
 pub struct Logins {
-    broker: Arc<Broker>,
+    accounts: Arc<Accounts>,
     issuer: Issuer,
     settings: LoginSettings,
     active: Mutex<Option<Active>>,
@@ -150,9 +151,9 @@ impl Drop for ActiveGuard {
 }
 
 impl Logins {
-    pub fn new(broker: Arc<Broker>, issuer: Issuer, settings: LoginSettings) -> Arc<Logins> {
+    pub fn new(accounts: Arc<Accounts>, issuer: Issuer, settings: LoginSettings) -> Arc<Logins> {
         Arc::new(Logins {
-            broker,
+            accounts,
             issuer,
             settings,
             active: Mutex::new(None),
@@ -393,7 +394,7 @@ impl Logins {
         verifier: &Secret<String>,
         redirect: &str,
     ) -> Result<LoginEvent, ExchangeError> {
-        let sent_at = self.broker.now_ms();
+        let sent_at = self.accounts.active().now_ms();
         let tokens = self
             .issuer
             .exchange_code(code, verifier, redirect)
@@ -412,29 +413,37 @@ impl Logins {
             .account_id
             .clone()
             .ok_or(ExchangeError::Account(AccountError::NoAccountId))?;
-        let replaced = self.stored_account().filter(|(id, _)| *id != account_id);
-        self.broker
+        let before = self.active_account();
+        let added = self
+            .accounts
             .install_login(tokens, &claims, sent_at)
             .await
             .map_err(|e| match e {
-                AccountError::Store(e) => ExchangeError::Store(e),
-                AccountError::ShuttingDown => ExchangeError::Stopping,
-                e => ExchangeError::Account(e),
+                AccountsError::Account(AccountError::Store(e)) => ExchangeError::Store(e),
+                AccountsError::Account(AccountError::ShuttingDown) => ExchangeError::Stopping,
+                AccountsError::Account(e) => ExchangeError::Account(e),
+                e => ExchangeError::Accounts(e),
             })?;
-        if let Some((id, _)) = &replaced {
-            tracing::info!(previous = %id, now = %account_id, "the login replaced another account");
-        }
+        let kept = match added {
+            Added::Beside { previous } => Some(
+                before
+                    .filter(|(id, _)| *id == previous)
+                    .and_then(|(_, email)| email)
+                    .unwrap_or(previous),
+            ),
+            Added::Active | Added::Renewed => None,
+        };
         Ok(LoginEvent::Success {
             account_id,
             email,
             plan,
-            replaced: replaced.map(|(id, email)| email.unwrap_or(id)),
+            kept,
         })
     }
 
-    /// The account stored now: its id, and its email when the token says.
-    fn stored_account(&self) -> Option<(String, Option<String>)> {
-        let view = self.broker.view();
+    /// The active account: its id, and its email when the token says.
+    fn active_account(&self) -> Option<(String, Option<String>)> {
+        let view = self.accounts.active().view();
         let cred = view.codex()?;
         let claims = oauth::read_claims(cred.access.expose()).unwrap_or_default();
         let id = cred.account_id.clone().or(claims.account_id)?;
@@ -456,6 +465,8 @@ enum ExchangeError {
         "signed in, but piauthd stopped before the credential was stored: start piauthd and log in again"
     )]
     Stopping,
+    #[error("signed in, but the account could not be added: {0}")]
+    Accounts(AccountsError),
 }
 
 impl ExchangeError {
@@ -463,7 +474,9 @@ impl ExchangeError {
         let kind = match &self {
             ExchangeError::Http(_) => FailureKind::ExchangeFailed,
             ExchangeError::Claims(_) | ExchangeError::Account(_) => FailureKind::InvalidToken,
-            ExchangeError::Store(_) | ExchangeError::Stopping => FailureKind::StoreFailed,
+            ExchangeError::Store(_) | ExchangeError::Stopping | ExchangeError::Accounts(_) => {
+                FailureKind::StoreFailed
+            }
         };
         LoginEvent::Failure {
             kind,

@@ -15,7 +15,8 @@ use std::time::Duration;
 use tonic::Code;
 
 use super::error::{Reason, only_default, provider_arg, status};
-use crate::broker::{self, Broker, CredentialKind, Grant, ProviderState, StoreHealth};
+use crate::accounts::Accounts;
+use crate::broker::{self, Broker, CredentialKind, Grant, StoreHealth};
 use crate::codex::Codex;
 use crate::login::{FailureKind, LoginEvent, Logins, Method, SubmitError};
 use crate::secret::Secret;
@@ -34,7 +35,9 @@ pub struct About {
 /// Serves `piauth.v1.Auth` from a broker.
 #[derive(Debug, Clone)]
 pub struct AuthService {
+    /// The keeper of the active account.
     broker: Arc<Broker>,
+    accounts: Arc<Accounts>,
     logins: Arc<Logins>,
     /// The Codex backend, for its usage endpoint.
     codex: Codex,
@@ -47,14 +50,15 @@ pub struct AuthService {
 
 impl AuthService {
     pub fn new(
-        broker: Arc<Broker>,
+        accounts: Arc<Accounts>,
         logins: Arc<Logins>,
         codex: Codex,
         about: About,
         shutdown: CancellationToken,
     ) -> AuthService {
         AuthService {
-            broker,
+            broker: accounts.active().clone(),
+            accounts,
             logins,
             codex,
             about,
@@ -99,16 +103,7 @@ impl pb::auth_server::Auth for AuthService {
                     CredentialKind::ApiKey => pb::CredentialKind::ApiKey,
                     CredentialKind::Other => pb::CredentialKind::Other,
                 } as i32,
-                state: match r.state {
-                    ProviderState::NotLoggedIn => pb::ProviderState::NotLoggedIn,
-                    ProviderState::Valid => pb::ProviderState::Valid,
-                    ProviderState::Expired => pb::ProviderState::Expired,
-                    ProviderState::Static => pb::ProviderState::Static,
-                    ProviderState::Unusable => pb::ProviderState::Unspecified,
-                    ProviderState::Refreshing => pb::ProviderState::Refreshing,
-                    ProviderState::NeedsLogin => pb::ProviderState::NeedsLogin,
-                    ProviderState::Degraded => pb::ProviderState::Degraded,
-                } as i32,
+                state: super::accounts::state(r.state) as i32,
                 account_id: r.account_id,
                 email: r.email,
                 plan: r.plan,
@@ -304,9 +299,42 @@ impl pb::auth_server::Auth for AuthService {
         req: Request<pb::UsageRequest>,
     ) -> Result<Response<pb::UsageResponse>, Status> {
         let fresh = req.into_inner().fresh;
-        super::usage::usage(&self.broker, &self.codex, fresh)
+        super::usage::usage(&self.accounts, &self.codex, fresh)
             .await
             .map(Response::new)
+    }
+
+    async fn accounts(
+        &self,
+        _req: Request<pb::AccountsRequest>,
+    ) -> Result<Response<pb::AccountsResponse>, Status> {
+        Ok(Response::new(super::accounts::list(&self.accounts)))
+    }
+
+    async fn use_account(
+        &self,
+        req: Request<pb::UseAccountRequest>,
+    ) -> Result<Response<pb::AccountsResponse>, Status> {
+        let req = req.into_inner();
+        let id = super::accounts::account_arg(&req.account_id)?;
+        self.accounts
+            .use_account(id)
+            .await
+            .map_err(super::accounts::refused)?;
+        Ok(Response::new(super::accounts::list(&self.accounts)))
+    }
+
+    async fn remove_account(
+        &self,
+        req: Request<pb::RemoveAccountRequest>,
+    ) -> Result<Response<pb::AccountsResponse>, Status> {
+        let req = req.into_inner();
+        let id = super::accounts::account_arg(&req.account_id)?;
+        self.accounts
+            .remove(id)
+            .await
+            .map_err(super::accounts::refused)?;
+        Ok(Response::new(super::accounts::list(&self.accounts)))
     }
 }
 
@@ -339,13 +367,13 @@ fn login_event(event: LoginEvent) -> pb::LoginEvent {
             account_id,
             email,
             plan,
-            replaced,
+            kept,
         } => Event::Success(pb::LoginSuccess {
             provider: broker::DEFAULT_PROVIDER.into(),
             account_id,
             email,
             plan,
-            replaced: replaced.unwrap_or_default(),
+            kept: kept.unwrap_or_default(),
         }),
         LoginEvent::Failure { kind, message } => Event::Failure(pb::LoginFailure {
             kind: match kind {

@@ -4,6 +4,7 @@
 //! This is the only module of the daemon that sees proto types; it converts
 //! them to broker calls and broker errors back to statuses ([`error`]).
 
+mod accounts;
 mod auth;
 mod codec_errors;
 mod completions;
@@ -30,7 +31,7 @@ pub use limits::{
 pub use listen::Registry;
 pub use peer::PeerUidLayer;
 
-use crate::broker::Broker;
+use crate::accounts::Accounts;
 use crate::login::Logins;
 
 /// Largest request the daemon decodes. Requests are small except a
@@ -54,7 +55,7 @@ pub struct Serving {
 /// stops accepting and lets in-flight calls finish.
 pub async fn serve(
     listener: UnixListener,
-    broker: Arc<Broker>,
+    accounts: Arc<Accounts>,
     logins: Arc<Logins>,
     completions: CompletionsService,
     serving: Serving,
@@ -79,7 +80,7 @@ pub async fn serve(
     // are the ones Usage reports.
     let codex = completions.codex();
     let auth = AuthServer::new(AuthService::new(
-        broker,
+        accounts,
         logins,
         codex,
         about,

@@ -6,26 +6,51 @@ use piauth_proto::v1 as pb;
 use tonic::Status;
 
 use super::completions::relay_status;
+use crate::accounts::Accounts;
 use crate::broker::{Broker, report};
 use crate::codex::Codex;
 use crate::codex::usage::{Report, Window};
 
-/// The answer to `Auth.Usage` for the account the broker serves.
+/// The answer to `Auth.Usage`: every account, the active one first. One
+/// account's failure fails the call only when it is the only account.
 pub async fn usage(
-    broker: &Arc<Broker>,
+    accounts: &Accounts,
     codex: &Codex,
     fresh: bool,
 ) -> Result<pb::UsageResponse, Status> {
-    let (account_id, usage) = codex.usage(broker, fresh).await.map_err(relay_status)?;
-    let now = broker.now_ms();
-    let who = report(&broker.view(), now)
+    let keepers = accounts.keepers();
+    if keepers.is_empty() {
+        // Not logged in: the relay says so in its own words.
+        let active = accounts.active();
+        codex.usage(active, fresh).await.map_err(relay_status)?;
+    }
+    let mut out = Vec::new();
+    let mut first_error = None;
+    for (_, keeper) in &keepers {
+        match one(keeper, codex, fresh).await {
+            Ok(a) => out.push(a),
+            Err(e) => {
+                tracing::warn!(error = %e.message(), "cannot read an account's usage");
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    match first_error {
+        Some(e) if out.is_empty() => Err(e),
+        _ => Ok(pb::UsageResponse { accounts: out }),
+    }
+}
+
+/// One account's usage.
+async fn one(keeper: &Arc<Broker>, codex: &Codex, fresh: bool) -> Result<pb::AccountUsage, Status> {
+    let (account_id, usage) = codex.usage(keeper, fresh).await.map_err(relay_status)?;
+    let now = keeper.now_ms();
+    let who = report(&keeper.view(), now)
         .into_iter()
         .find(|r| r.account_id == account_id);
     let email = who.as_ref().map(|r| r.email.clone()).unwrap_or_default();
     let claimed_plan = who.map(|r| r.plan).unwrap_or_default();
-    Ok(pb::UsageResponse {
-        accounts: vec![account_usage(account_id, email, claimed_plan, usage)],
-    })
+    Ok(account_usage(account_id, email, claimed_plan, usage))
 }
 
 /// One account's report as the wire says it. The plan the backend reports

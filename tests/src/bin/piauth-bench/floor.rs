@@ -82,6 +82,27 @@ impl Auth for Floor {
     ) -> Result<Response<pb::UsageResponse>, Status> {
         absent()
     }
+
+    async fn accounts(
+        &self,
+        _: Request<pb::AccountsRequest>,
+    ) -> Result<Response<pb::AccountsResponse>, Status> {
+        absent()
+    }
+
+    async fn use_account(
+        &self,
+        _: Request<pb::UseAccountRequest>,
+    ) -> Result<Response<pb::AccountsResponse>, Status> {
+        absent()
+    }
+
+    async fn remove_account(
+        &self,
+        _: Request<pb::RemoveAccountRequest>,
+    ) -> Result<Response<pb::AccountsResponse>, Status> {
+        absent()
+    }
 }
 
 /// Serves the floor on `path` until the process ends.

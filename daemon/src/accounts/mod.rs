@@ -1,0 +1,375 @@
+//! Several ChatGPT accounts, one of them active.
+//!
+//! pi's `auth.json` holds the active account, so pi still sees one login;
+//! the others are on the [`Shelf`], one file each in piauthd's own data
+//! directory. Every account has its own keeper ([`Broker`]): its own
+//! single flight, refresh-ahead and needs-login state. Accounts are keyed
+//! by the ChatGPT account id.
+//!
+//! A credential moves between stores only through [`Broker::swap`], which
+//! writes the outgoing one to its shelf file before the incoming one
+//! replaces it: a crash in between leaves an account in two places (the
+//! next start keeps `auth.json`'s and deletes the shelf's copy), never in
+//! none. The keeper of an account that moves is stopped first, so no two
+//! keepers ever hold one refresh token.
+
+mod shelf;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+pub use shelf::{Shelf, ShelfError};
+
+use crate::broker::{
+    AccountError, Broker, DEFAULT_PROVIDER, Phase, ProviderState, View, login_credential, report,
+};
+use crate::oauth::{Claims, TokenResponse};
+use crate::store::off_runtime;
+
+/// One account, as `accounts` lists it. Holds no secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountInfo {
+    pub account_id: String,
+    pub email: String,
+    pub plan: String,
+    /// The account in pi's `auth.json`.
+    pub active: bool,
+    pub state: ProviderState,
+}
+
+/// What a login did to the set of accounts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Added {
+    /// The login is the active account: the first one, or a new login of
+    /// the active account.
+    Active,
+    /// A new login of an account on the shelf; it stays there.
+    Renewed,
+    /// A new account, now active; `previous` (the one active before) is
+    /// kept on the shelf.
+    Beside { previous: String },
+}
+
+/// Why a change of accounts was refused. Messages say what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum AccountsError {
+    #[error(
+        "no account {id} here; `pi-authctl accounts` lists them ({})",
+        known_list(known)
+    )]
+    Unknown { id: String, known: Vec<String> },
+    #[error(
+        "account {id} cannot be used now ({reason}): log in to it again with `pi-authctl login`"
+    )]
+    Unusable { id: String, reason: String },
+    #[error(transparent)]
+    Shelf(#[from] ShelfError),
+    #[error(transparent)]
+    Account(#[from] AccountError),
+    #[error("cannot remove the account: {detail}")]
+    Logout { detail: String },
+}
+
+impl AccountsError {
+    /// Whether a store is corrupt (and left untouched): fixing it is the
+    /// user's part.
+    pub fn store_corrupt(&self) -> bool {
+        matches!(
+            self,
+            AccountsError::Account(AccountError::Store(
+                crate::store::StoreError::Corrupt { .. }
+            ))
+        )
+    }
+}
+
+fn known_list(known: &[String]) -> String {
+    if known.is_empty() {
+        "there are none".into()
+    } else {
+        format!("known: {}", known.join(", "))
+    }
+}
+
+/// Every account's keeper, and the one change of the set at a time.
+#[derive(Debug)]
+pub struct Accounts {
+    active: Arc<Broker>,
+    shelf: Shelf,
+    shelved: RwLock<BTreeMap<String, Arc<Broker>>>,
+    /// Held for a whole change of the set (a login, `use`, `remove`), so
+    /// two changes never interleave their moves.
+    changing: tokio::sync::Mutex<()>,
+}
+
+/// The ChatGPT account of a keeper's credential.
+pub fn account_id(view: &View) -> Option<String> {
+    let entry = view.entry(DEFAULT_PROVIDER)?;
+    view.codex()?
+        .account_id
+        .clone()
+        .or_else(|| entry.claims.as_ref()?.account_id.clone())
+}
+
+impl Accounts {
+    /// Starts a keeper for each account on the shelf. A shelf copy of the
+    /// active account (a move a crash interrupted) is deleted: `auth.json`
+    /// holds the newer one.
+    pub async fn open(active: Arc<Broker>, shelf: Shelf) -> Arc<Accounts> {
+        let listing = {
+            let shelf = shelf.clone();
+            off_runtime("piauthd-accounts", move || shelf.list()).await
+        };
+        let names = match listing {
+            Ok(Ok(names)) => names,
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "the other accounts are not served");
+                Vec::new()
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the other accounts are not served");
+                Vec::new()
+            }
+        };
+        let active_id = account_id(&active.view());
+        let mut shelved = BTreeMap::new();
+        for name in names {
+            if active_id.as_deref() == Some(name.as_str()) {
+                tracing::warn!(account = %name, "the active account was also on the shelf (an interrupted switch); keeping auth.json's");
+                delete(&shelf, &name).await;
+                continue;
+            }
+            let Ok(slot) = shelf.slot(&name) else {
+                continue;
+            };
+            shelved.insert(name, shelf.start(slot).await);
+        }
+        Arc::new(Accounts {
+            active,
+            shelf,
+            shelved: RwLock::new(shelved),
+            changing: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// The keeper of the account in `auth.json`.
+    pub fn active(&self) -> &Arc<Broker> {
+        &self.active
+    }
+
+    fn read_shelved(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<Broker>>> {
+        self.shelved.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write_shelved(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, Arc<Broker>>> {
+        self.shelved.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Every account's keeper, the active one first.
+    pub fn keepers(&self) -> Vec<(String, Arc<Broker>)> {
+        let mut out = Vec::new();
+        if let Some(id) = account_id(&self.active.view()) {
+            out.push((id, self.active.clone()));
+        }
+        out.extend(
+            self.read_shelved()
+                .iter()
+                .map(|(id, b)| (id.clone(), b.clone())),
+        );
+        out
+    }
+
+    /// Every account, the active one first.
+    pub fn list(&self) -> Vec<AccountInfo> {
+        self.keepers()
+            .into_iter()
+            .enumerate()
+            .map(|(i, (id, keeper))| info(id, &keeper, i == 0 && self.is_active(&keeper)))
+            .collect()
+    }
+
+    fn is_active(&self, keeper: &Arc<Broker>) -> bool {
+        Arc::ptr_eq(keeper, &self.active)
+    }
+
+    /// Stores a completed login: the active account's, a shelved one's,
+    /// or a new account's, which becomes active while the one before is
+    /// kept on the shelf.
+    pub async fn install_login(
+        &self,
+        tokens: TokenResponse,
+        claims: &Claims,
+        sent_at: i64,
+    ) -> Result<Added, AccountsError> {
+        let (fresh, lifetime_ms) = login_credential(tokens, claims, sent_at)?;
+        let id = fresh.account_id.clone().ok_or(AccountError::NoAccountId)?;
+        let _change = self.changing.lock().await;
+        let active_id = account_id(&self.active.view());
+        if active_id.is_none() || active_id.as_deref() == Some(id.as_str()) {
+            self.active.install(fresh, lifetime_ms).await?;
+            return Ok(Added::Active);
+        }
+        let shelved = self.read_shelved().get(&id).cloned();
+        if let Some(keeper) = shelved {
+            keeper.install(fresh, lifetime_ms).await?;
+            return Ok(Added::Renewed);
+        }
+        let previous = active_id.unwrap_or_default();
+        let slot = self.shelf.slot(&previous)?;
+        self.active.swap(fresh, lifetime_ms, Some(slot)).await?;
+        self.shelve(&previous).await?;
+        tracing::info!(account = %id, previous = %previous, "added an account; the one before is kept");
+        Ok(Added::Beside { previous })
+    }
+
+    /// Starts the keeper of `account`, just written to the shelf.
+    async fn shelve(&self, account: &str) -> Result<(), AccountsError> {
+        let keeper = self.shelf.start(self.shelf.slot(account)?).await;
+        self.write_shelved().insert(account.to_owned(), keeper);
+        Ok(())
+    }
+
+    /// Makes `id` the active account: it moves into `auth.json`, and the
+    /// one there moves to the shelf.
+    pub async fn use_account(&self, id: &str) -> Result<(), AccountsError> {
+        let _change = self.changing.lock().await;
+        let active_id = account_id(&self.active.view());
+        if active_id.as_deref() == Some(id) {
+            return Ok(());
+        }
+        let shelve = match &active_id {
+            Some(a) => Some(self.shelf.slot(a)?),
+            None => None,
+        };
+        self.promote(id, shelve).await?;
+        if let Some(previous) = active_id {
+            self.shelve(&previous).await?;
+        }
+        tracing::info!(account = %id, "switched the active account");
+        Ok(())
+    }
+
+    /// Removes `id`: a shelved account's file goes; the active account is
+    /// replaced by the first usable shelved one, or logged out when there
+    /// is none.
+    pub async fn remove(&self, id: &str) -> Result<(), AccountsError> {
+        let _change = self.changing.lock().await;
+        if account_id(&self.active.view()).as_deref() == Some(id) {
+            let next = self
+                .read_shelved()
+                .iter()
+                .find(|(_, k)| usable(&k.view()).is_ok())
+                .map(|(n, _)| n.clone());
+            match next {
+                Some(next) => self.promote(&next, None).await?,
+                None => {
+                    self.active.logout(DEFAULT_PROVIDER).await.map_err(|e| {
+                        AccountsError::Logout {
+                            detail: e.to_string(),
+                        }
+                    })?;
+                }
+            }
+            tracing::info!(account = %id, "removed the active account");
+            return Ok(());
+        }
+        let keeper = self.write_shelved().remove(id);
+        let Some(keeper) = keeper else {
+            return Err(self.unknown(id));
+        };
+        keeper.quiesce().await;
+        delete(&self.shelf, id).await;
+        tracing::info!(account = %id, "removed an account");
+        Ok(())
+    }
+
+    /// Moves shelved `id` into `auth.json`, writing the outgoing account
+    /// to `shelve` (none: it is dropped). Its keeper stops first; if the
+    /// move fails, it starts again.
+    async fn promote(
+        &self,
+        id: &str,
+        shelve: Option<crate::broker::Slot>,
+    ) -> Result<(), AccountsError> {
+        let keeper = self.read_shelved().get(id).cloned();
+        let Some(keeper) = keeper else {
+            return Err(self.unknown(id));
+        };
+        usable(&keeper.view()).map_err(|reason| AccountsError::Unusable {
+            id: id.to_owned(),
+            reason,
+        })?;
+        keeper.quiesce().await;
+        let view = keeper.view();
+        let moved = match view.codex().cloned() {
+            Some(cred) => self
+                .active
+                .swap(cred, view.refresh.lifetime_ms, shelve)
+                .await
+                .map_err(AccountsError::from),
+            None => Err(AccountsError::Unusable {
+                id: id.to_owned(),
+                reason: "it holds no login".into(),
+            }),
+        };
+        if let Err(e) = moved {
+            self.shelve(id).await?;
+            return Err(e);
+        }
+        self.write_shelved().remove(id);
+        delete(&self.shelf, id).await;
+        Ok(())
+    }
+
+    fn unknown(&self, id: &str) -> AccountsError {
+        AccountsError::Unknown {
+            id: id.to_owned(),
+            known: self.keepers().into_iter().map(|(n, _)| n).collect(),
+        }
+    }
+
+    /// Stops every shelved account's keeper (the active one is the
+    /// server's). Called at shutdown.
+    pub async fn quiesce_shelf(&self) {
+        let keepers: Vec<_> = self.read_shelved().values().cloned().collect();
+        for keeper in keepers {
+            keeper.quiesce().await;
+        }
+    }
+}
+
+/// Whether a keeper's credential can move into `auth.json`: not while its
+/// login must be renewed, nor while a refresh of it went unanswered (that
+/// token may be spent). Pure.
+fn usable(view: &View) -> Result<(), String> {
+    match &view.refresh.phase {
+        Phase::NeedsLogin { reason, .. } | Phase::OutcomeUnknown { reason, .. } => {
+            Err(reason.clone())
+        }
+        Phase::Idle | Phase::Refreshing => Ok(()),
+    }
+}
+
+fn info(account_id: String, keeper: &Broker, active: bool) -> AccountInfo {
+    let view = keeper.view();
+    let codex = report(&view, keeper.now_ms())
+        .into_iter()
+        .find(|r| r.provider == DEFAULT_PROVIDER);
+    AccountInfo {
+        account_id,
+        email: codex.as_ref().map(|r| r.email.clone()).unwrap_or_default(),
+        plan: codex.as_ref().map(|r| r.plan.clone()).unwrap_or_default(),
+        active,
+        state: codex.map_or(ProviderState::NotLoggedIn, |r| r.state),
+    }
+}
+
+/// Deletes a shelf file, logging a failure: the next start removes a
+/// copy of the active account anyway.
+async fn delete(shelf: &Shelf, account: &str) {
+    let (shelf, name) = (shelf.clone(), account.to_owned());
+    let deleted = off_runtime("piauthd-accounts", move || shelf.delete(&name)).await;
+    if let Ok(Err(e)) | Err(e) = deleted {
+        tracing::warn!(error = %e, account, "cannot delete the account's shelf file");
+    }
+}

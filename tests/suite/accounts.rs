@@ -1,0 +1,172 @@
+//! Several ChatGPT accounts: a login as another account adds it, `accounts
+//! use` and `accounts remove` move them between pi's `auth.json` and
+//! piauthd's own store, a restart keeps them all, and every account is
+//! refreshed by its own keeper with no token ever sent twice.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use piauth_client::Client;
+use piauth_client::proto::v1 as pb;
+use piauth_client::proto::v1::login_event::Event;
+use piauth_tests::daemon::stored_refresh;
+use piauth_tests::fixtures::write_codex_login;
+use piauth_tests::mock::{Identity, MockConfig, MockOpenAi};
+use piauth_tests::wait::wait_until;
+use piauth_tests::{Daemon, Sandbox};
+use serde_json::Value;
+
+fn accounts_json(sb: &Sandbox, args: &[&str]) -> Value {
+    let mut all = vec!["accounts", "--json"];
+    all.extend_from_slice(args);
+    let out = sb.authctl(&all);
+    assert!(
+        out.status.success(),
+        "pi-authctl {all:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("accounts --json prints JSON")
+}
+
+/// The account ids listed, the active one marked with `*`.
+fn listed(v: &Value) -> Vec<String> {
+    v["accounts"]
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|a| {
+            let mark = if a["active"] == true { "*" } else { "" };
+            format!("{mark}{}", a["account_id"].as_str().unwrap_or_default())
+        })
+        .collect()
+}
+
+fn shelf(sb: &Sandbox) -> PathBuf {
+    sb.home().join(".local/share/piauthd/accounts")
+}
+
+fn account_in(auth: &Path) -> String {
+    let v: Value = serde_json::from_slice(&std::fs::read(auth).unwrap()).unwrap();
+    v["openai-codex"]["accountId"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn start(sb: &Sandbox, mock: &MockOpenAi) -> Daemon {
+    let (issuer, base) = (mock.issuer(), mock.codex_base());
+    Daemon::start_with(sb, |cmd| {
+        cmd.env("PIAUTHD_ISSUER", &issuer)
+            .env("PIAUTHD_CODEX_BASE_URL", &base);
+    })
+}
+
+async fn device_login(sb: &Sandbox) -> pb::LoginSuccess {
+    let mut c = Client::connect(sb.socket()).await.unwrap();
+    let mut stream = c.login("", pb::LoginMethod::DeviceCode, 0).await.unwrap();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(30), stream.next())
+            .await
+            .expect("the login ends in time")
+            .unwrap()
+        {
+            Some(Event::Success(s)) => return s,
+            Some(Event::Failure(f)) => panic!("the login failed: {}", f.message),
+            Some(_) => {}
+            None => panic!("the login stream ended without an outcome"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_login_adds_an_account_that_use_remove_and_a_restart_keep() {
+    let mock = MockOpenAi::start(MockConfig {
+        device_pending_polls: 0,
+        // Short tokens: both keepers refresh on their own while we watch.
+        expires_in: 6,
+        login_identity: Identity {
+            account_id: "acc-b".into(),
+            email: "b@example.com".into(),
+            plan: "pro".into(),
+        },
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap();
+    let sb = Sandbox::new();
+    write_codex_login(
+        &sb.auth_file(),
+        &mock.state.seed_login("acc-a", "a@example.com", "plus"),
+    )
+    .unwrap();
+    let mut daemon = start(&sb, &mock);
+    assert_eq!(listed(&accounts_json(&sb, &[])), ["*acc-a"]);
+
+    // A login as B adds B, active, and keeps A in piauthd's own store.
+    let s = device_login(&sb).await;
+    assert_eq!(s.account_id, "acc-b");
+    assert_eq!(s.kept, "a@example.com", "the login says A is kept");
+    assert_eq!(listed(&accounts_json(&sb, &[])), ["*acc-b", "acc-a"]);
+    assert_eq!(account_in(&sb.auth_file()), "acc-b", "pi sees one login: B");
+    let a_file = shelf(&sb).join("acc-a.json");
+    let mode = std::fs::metadata(&a_file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "{}", a_file.display());
+    assert_eq!(
+        std::fs::metadata(shelf(&sb)).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+
+    // The kept account is refreshed by its own keeper (its file changes),
+    // as is the active one.
+    let (a0, b0) = (stored_refresh(&a_file), stored_refresh(&sb.auth_file()));
+    assert!(
+        wait_until(Duration::from_secs(30), || async {
+            stored_refresh(&a_file) != a0 && stored_refresh(&sb.auth_file()) != b0
+        })
+        .await,
+        "both accounts are refreshed ahead of expiry"
+    );
+
+    // `use` moves A back into auth.json and keeps B.
+    let v = accounts_json(&sb, &["use", "acc-a"]);
+    assert_eq!(listed(&v), ["*acc-a", "acc-b"]);
+    assert_eq!(account_in(&sb.auth_file()), "acc-a");
+    assert!(!a_file.exists(), "A left the shelf");
+    let b_file = shelf(&sb).join("acc-b.json");
+    assert!(b_file.exists(), "B is on the shelf");
+    let token = Client::connect(sb.socket())
+        .await
+        .unwrap()
+        .get_token("", 0)
+        .await
+        .unwrap();
+    assert_eq!(token.account_id, "acc-a", "tokens are A's now");
+
+    // A restart keeps both accounts and the active choice.
+    daemon.signal(libc::SIGTERM);
+    assert!(daemon.wait_exit(Duration::from_secs(30)).is_some());
+    drop(daemon);
+    let daemon = start(&sb, &mock);
+    assert_eq!(listed(&accounts_json(&sb, &[])), ["*acc-a", "acc-b"]);
+
+    // An unknown id is refused with what to do, and changes nothing.
+    let out = sb.authctl(&["accounts", "use", "acc-zzz"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no account acc-zzz") && err.contains("pi-authctl accounts"),
+        "{err}"
+    );
+
+    // Removing the active account makes the other one active.
+    let v = accounts_json(&sb, &["remove", "acc-a"]);
+    assert_eq!(listed(&v), ["*acc-b"]);
+    assert_eq!(account_in(&sb.auth_file()), "acc-b");
+    assert!(!b_file.exists() && !a_file.exists(), "the shelf is empty");
+
+    let stats = mock.stats();
+    assert_eq!(stats.reuse_attempts, 0, "no refresh token was sent twice");
+    assert_eq!(stats.revocations, 0);
+    drop(daemon);
+}
