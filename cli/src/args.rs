@@ -234,6 +234,9 @@ pub enum AccountsAction {
         /// The account id, as `pi-authctl accounts` lists it.
         account_id: String,
     },
+    /// Choose the account by headroom again (undo `use`): each new session
+    /// gets the account with the most room, and a limited one is skipped.
+    Auto,
     /// Remove ACCOUNT_ID and its tokens. Removing the active account makes
     /// the first other usable account active, or logs out.
     Remove {

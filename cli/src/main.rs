@@ -236,6 +236,7 @@ async fn accounts(
         None => client.accounts().await?,
         Some(AccountsAction::Use { account_id }) => client.use_account(account_id).await?,
         Some(AccountsAction::Remove { account_id }) => client.remove_account(account_id).await?,
+        Some(AccountsAction::Auto) => client.automatic_account().await?,
     };
     if json {
         out::line(&accounts::accounts_json(&list).to_string())?;
@@ -246,6 +247,9 @@ async fn accounts(
             }
             Some(AccountsAction::Remove { account_id }) => {
                 out::line(&format!("Removed {account_id}."))?
+            }
+            Some(AccountsAction::Auto) => {
+                out::line("Each new session gets the account with the most room.")?
             }
             None => {}
         }

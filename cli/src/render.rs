@@ -185,6 +185,12 @@ pub fn status_table(s: &pb::StatusResponse) -> String {
             out += &format!("{}: {}\n", p.provider, p.hint);
         }
     }
+    if s.accounts.len() > 1 {
+        out += "\nChatGPT accounts:\n";
+        out += &crate::accounts::accounts_text(&pb::AccountsResponse {
+            accounts: s.accounts.clone(),
+        });
+    }
     out
 }
 
@@ -204,6 +210,9 @@ pub fn status_json(s: &pb::StatusResponse) -> serde_json::Value {
             "health": health_name(store.health).to_lowercase(),
             "detail": store.detail,
         },
+        "accounts": crate::accounts::accounts_json(&pb::AccountsResponse {
+            accounts: s.accounts.clone(),
+        })["accounts"],
         "providers": s.providers.iter().map(|p| json!({
             "provider": p.provider,
             "state": state_name(p.state).replace(' ', "_"),
@@ -377,6 +386,7 @@ mod tests {
             issuer: "http://127.0.0.1:8787".into(),
             codex_base_url: "http://127.0.0.1:8787/backend-api".into(),
             config_file: String::new(),
+            accounts: Vec::new(),
         };
         let t = status_table(&s);
         assert!(t.contains("store    /h/auth.json (ok)"), "{t}");

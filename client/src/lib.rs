@@ -129,9 +129,21 @@ impl Client {
         provider: &str,
         min_valid_secs: u32,
     ) -> Result<pb::Token, Error> {
+        self.session_token("", provider, min_valid_secs).await
+    }
+
+    /// [`Client::get_token`] for `session` (pi's session id): with several
+    /// accounts, a session keeps its account while that account has room.
+    pub async fn session_token(
+        &mut self,
+        session: &str,
+        provider: &str,
+        min_valid_secs: u32,
+    ) -> Result<pb::Token, Error> {
         let req = pb::GetTokenRequest {
             provider: provider.to_owned(),
             min_valid_secs,
+            session_id: session.to_owned(),
         };
         Ok(self
             .auth
@@ -157,10 +169,24 @@ impl Client {
     pub async fn use_account(&mut self, account_id: &str) -> Result<pb::AccountsResponse, Error> {
         let req = pb::UseAccountRequest {
             account_id: account_id.to_owned(),
+            automatic: false,
         };
         Ok(self
             .auth
             .use_account(deadline(req, TOKEN))
+            .await?
+            .into_inner())
+    }
+
+    /// Undoes [`Client::use_account`]: the account is chosen by headroom.
+    pub async fn automatic_account(&mut self) -> Result<pb::AccountsResponse, Error> {
+        let req = pb::UseAccountRequest {
+            account_id: String::new(),
+            automatic: true,
+        };
+        Ok(self
+            .auth
+            .use_account(deadline(req, QUICK))
             .await?
             .into_inner())
     }
@@ -191,8 +217,19 @@ impl Client {
 
     /// The current token, then each new one as the daemon obtains it.
     pub async fn watch_token(&mut self, provider: &str) -> Result<TokenStream, Error> {
+        self.watch_session_token("", provider).await
+    }
+
+    /// [`Client::watch_token`] for `session`: when the session moves to
+    /// another account, the stream sends that account's token.
+    pub async fn watch_session_token(
+        &mut self,
+        session: &str,
+        provider: &str,
+    ) -> Result<TokenStream, Error> {
         let req = pb::WatchTokenRequest {
             provider: provider.to_owned(),
+            session_id: session.to_owned(),
         };
         Ok(TokenStream(
             self.auth

@@ -53,6 +53,7 @@ mod store;
 mod supervisor;
 mod throttle;
 mod upstream;
+mod usage;
 mod wire;
 
 // The crate's whole public API: what `main` runs, and what the suite's

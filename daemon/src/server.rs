@@ -24,6 +24,7 @@ use crate::socket::{self, SocketError};
 use crate::store::{self, CredentialStore, KeyringStore, off_runtime};
 use crate::supervisor;
 use crate::upstream::Issuer;
+use crate::usage::UsageBook;
 
 /// How long in-flight calls may run after shutdown begins.
 pub const DRAIN_LIMIT: Duration = Duration::from_secs(10);
@@ -232,7 +233,10 @@ async fn start(config: &Config, listen: Listen) -> Result<Started, RunError> {
         lead_ms,
         Clock::system(),
     );
-    let accounts = Accounts::open(broker.clone(), shelf).await;
+    // What the relay learns of every account's limits, which the choice of
+    // account and the Usage RPC read.
+    let book = Arc::new(UsageBook::default());
+    let accounts = Accounts::open(broker.clone(), shelf, book.clone()).await;
     let logins = Logins::new(
         accounts.clone(),
         issuer,
@@ -248,9 +252,10 @@ async fn start(config: &Config, listen: Listen) -> Result<Started, RunError> {
         &config.codex_base_url,
         &config.originator,
         Duration::from_secs(config.stream_idle_secs),
+        book,
     )
     .map_err(RunError::Http)?;
-    let completions = CompletionsService::new(broker.clone(), codex, config.models.clone());
+    let completions = CompletionsService::new(accounts.clone(), codex, config.models.clone());
     Ok(Started {
         broker,
         accounts,

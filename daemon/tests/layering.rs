@@ -16,7 +16,7 @@ const LAYERS: &[&[&str]] = &[
     &[
         "secret", "shared", "wire", "base_url", "backoff", "throttle", "causes",
     ],
-    &["paths", "oauth", "supervisor"],
+    &["paths", "oauth", "supervisor", "usage"],
     // Configuration and the credential store.
     &["config", "store"],
     // Processes, sockets and the network, each on its own.

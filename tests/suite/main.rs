@@ -22,6 +22,8 @@ mod crash;
 mod degraded;
 /// pi-authctl's exit status: one test per row of the README's table.
 mod exit_codes;
+/// Two accounts under load: a limit moves every session to the other.
+mod failover;
 /// Upstream failures, one by one.
 mod faults;
 /// One store under several spellings of its path: one record, one lock.

@@ -13,18 +13,25 @@
 //! none. The keeper of an account that moves is stopped first, so no two
 //! keepers ever hold one refresh token.
 
+mod choice;
+mod sessions;
 mod shelf;
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
+pub use choice::DEFAULT_RESERVE_PERCENT;
 pub use shelf::{Shelf, ShelfError};
 
 use crate::broker::{
-    AccountError, Broker, DEFAULT_PROVIDER, Phase, ProviderState, View, login_credential, report,
+    AccountError, Broker, DEFAULT_PROVIDER, Grant, Phase, ProviderState, TokenError, View,
+    login_credential, report,
 };
 use crate::oauth::{Claims, TokenResponse};
 use crate::store::off_runtime;
+use crate::usage::UsageBook;
+use choice::{Candidate, Choice};
+use sessions::Pins;
 
 /// One account, as `accounts` lists it. Holds no secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,6 +107,23 @@ pub struct Accounts {
     /// Held for a whole change of the set (a login, `use`, `remove`), so
     /// two changes never interleave their moves.
     changing: tokio::sync::Mutex<()>,
+    /// What is known of every account's limits (the relay keeps it).
+    book: Arc<UsageBook>,
+    /// Which account serves whom.
+    choices: Mutex<Choices>,
+    /// Counts switches of a session's account, so WatchToken streams
+    /// choose again.
+    switches: tokio::sync::watch::Sender<u64>,
+}
+
+/// The state of the choice of account.
+#[derive(Debug, Default)]
+struct Choices {
+    pins: Pins,
+    /// The account calls without a session were last served from.
+    unpinned: Option<String>,
+    /// `pi-authctl accounts use`'s account, until undone.
+    preferred: Option<String>,
 }
 
 /// The ChatGPT account of a keeper's credential.
@@ -115,10 +139,17 @@ impl Accounts {
     /// Starts a keeper for each account on the shelf. A shelf copy of the
     /// active account (a move a crash interrupted) is deleted: `auth.json`
     /// holds the newer one.
-    pub async fn open(active: Arc<Broker>, shelf: Shelf) -> Arc<Accounts> {
+    pub async fn open(active: Arc<Broker>, shelf: Shelf, book: Arc<UsageBook>) -> Arc<Accounts> {
         let listing = {
             let shelf = shelf.clone();
-            off_runtime("piauthd-accounts", move || shelf.list()).await
+            off_runtime("piauthd-accounts", move || {
+                (shelf.list(), shelf.preference())
+            })
+            .await
+        };
+        let (listing, preferred) = match listing {
+            Ok((list, preferred)) => (Ok(list), preferred),
+            Err(e) => (Err(e), None),
         };
         let names = match listing {
             Ok(Ok(names)) => names,
@@ -149,7 +180,115 @@ impl Accounts {
             shelf,
             shelved: RwLock::new(shelved),
             changing: tokio::sync::Mutex::new(()),
+            book,
+            choices: Mutex::new(Choices {
+                preferred,
+                ..Choices::default()
+            }),
+            switches: tokio::sync::watch::Sender::new(0),
         })
+    }
+
+    /// A receiver that wakes whenever a session may have to move to
+    /// another account (a switch, a limit, a preference).
+    pub fn switches(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.switches.subscribe()
+    }
+
+    fn choices(&self) -> std::sync::MutexGuard<'_, Choices> {
+        self.choices.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The keeper that serves `session` (empty: a call without one), and
+    /// its account id: see [`choice`]. With one account, that account,
+    /// limited or not (its own answers say so).
+    pub fn choose(&self, session: &str) -> Result<Arc<Broker>, TokenError> {
+        if self.read_shelved().is_empty() {
+            return Ok(self.active.clone());
+        }
+        let keepers = self.keepers();
+        let now_s = self.active.now_ms() / 1000;
+        let views: Vec<_> = keepers.iter().map(|(_, k)| k.view()).collect();
+        let candidates: Vec<Candidate<'_>> = keepers
+            .iter()
+            .zip(&views)
+            .map(|((id, _), view)| Candidate {
+                id,
+                usable: view.codex().is_some() && usable(view).is_ok(),
+                limited_until: self.book.limited_until(id, now_s),
+                used_percent: self.book.used_percent(id),
+            })
+            .collect();
+        let mut choices = self.choices();
+        let pinned = if session.is_empty() {
+            choices.unpinned.clone()
+        } else {
+            choices.pins.get(session)
+        };
+        let chosen = choice::choose(
+            &candidates,
+            pinned.as_deref(),
+            choices.preferred.as_deref(),
+            DEFAULT_RESERVE_PERCENT,
+        );
+        let id = match chosen {
+            Choice::Account(id) => id,
+            Choice::NoneUsable => return Ok(self.active.clone()),
+            Choice::AllLimited { resets_at } => {
+                return Err(TokenError::AllLimited {
+                    resets_at,
+                    when: crate::usage::reset_words(resets_at, now_s),
+                });
+            }
+        };
+        if pinned.as_deref() != Some(id.as_str()) {
+            if session.is_empty() {
+                choices.unpinned = Some(id.clone());
+            } else {
+                choices.pins.set(session, &id);
+            }
+            if let Some(from) = &pinned {
+                tracing::info!(from = %from, to = %id, "moved to another account (the one before is limited or gone)");
+                self.switches.send_modify(|n| *n += 1);
+            }
+        }
+        drop(choices);
+        let keeper = keepers
+            .into_iter()
+            .find_map(|(k_id, k)| (k_id == id).then_some(k));
+        Ok(keeper.unwrap_or_else(|| self.active.clone()))
+    }
+
+    /// A token of `provider` for `session` (see [`Accounts::choose`]);
+    /// other providers are the active store's.
+    pub async fn get_token(
+        &self,
+        session: &str,
+        provider: &str,
+        min_valid_secs: u32,
+    ) -> Result<Grant, TokenError> {
+        if provider != DEFAULT_PROVIDER {
+            return self.active.get_token(provider, min_valid_secs).await;
+        }
+        self.choose(session)?
+            .get_token(provider, min_valid_secs)
+            .await
+    }
+
+    /// A limit answer for `account`: nothing goes to it before `until_s`,
+    /// and its sessions move on at their next call.
+    pub fn note_limit(&self, account: &str, until_s: i64) {
+        let now_s = self.active.now_ms() / 1000;
+        let was = self.book.limited_until(account, now_s);
+        self.book.note_limit(account, until_s, now_s);
+        if was.is_none() {
+            tracing::info!(
+                account,
+                resets_at = until_s,
+                "an account reached its usage limit"
+            );
+            self.switches.send_modify(|n| *n += 1);
+        }
     }
 
     /// The keeper of the account in `auth.json`.
@@ -245,8 +384,23 @@ impl Accounts {
         if let Some(previous) = active_id {
             self.shelve(&previous).await?;
         }
+        self.prefer(Some(id)).await;
         tracing::info!(account = %id, "switched the active account");
         Ok(())
+    }
+
+    /// Sets (or with `None`, undoes) the preference for one account.
+    pub async fn prefer(&self, account: Option<&str>) {
+        self.choices().preferred = account.map(str::to_owned);
+        self.switches.send_modify(|n| *n += 1);
+        let (shelf, account) = (self.shelf.clone(), account.map(str::to_owned));
+        let saved = off_runtime("piauthd-accounts", move || {
+            shelf.set_preference(account.as_deref())
+        })
+        .await;
+        if let Ok(Err(e)) | Err(e) = saved {
+            tracing::warn!(error = %e, "cannot save the preferred account; it holds until piauthd stops");
+        }
     }
 
     /// Removes `id`: a shelved account's file goes; the active account is
@@ -270,6 +424,7 @@ impl Accounts {
                     })?;
                 }
             }
+            self.forget(id).await;
             tracing::info!(account = %id, "removed the active account");
             return Ok(());
         }
@@ -279,6 +434,7 @@ impl Accounts {
         };
         keeper.quiesce().await;
         delete(&self.shelf, id).await;
+        self.forget(id).await;
         tracing::info!(account = %id, "removed an account");
         Ok(())
     }
@@ -319,6 +475,21 @@ impl Accounts {
         self.write_shelved().remove(id);
         delete(&self.shelf, id).await;
         Ok(())
+    }
+
+    /// Drops every pin to, and a preference for, removed `id`.
+    async fn forget(&self, id: &str) {
+        let preferred = {
+            let mut choices = self.choices();
+            choices.pins.forget(id);
+            if choices.unpinned.as_deref() == Some(id) {
+                choices.unpinned = None;
+            }
+            choices.preferred.as_deref() == Some(id)
+        };
+        if preferred {
+            self.prefer(None).await;
+        }
     }
 
     fn unknown(&self, id: &str) -> AccountsError {

@@ -129,6 +129,37 @@ impl Shelf {
     }
 }
 
+impl Shelf {
+    /// The account `pi-authctl accounts use` prefers, if any. Blocking.
+    pub fn preference(&self) -> Option<String> {
+        let path = self.dir.as_deref()?.join(PREFERENCE);
+        let text = std::fs::read_to_string(path).ok()?;
+        let id = text.trim();
+        (!id.is_empty()).then(|| id.to_owned())
+    }
+
+    /// Records the preferred account (`None`: choose by headroom).
+    /// Blocking; 0600, written durably.
+    pub fn set_preference(&self, account: Option<&str>) -> io::Result<()> {
+        let Some(dir) = self.dir.as_deref() else {
+            return Ok(());
+        };
+        crate::store::ensure_dir(dir)?;
+        let path = dir.join(PREFERENCE);
+        match account {
+            Some(id) => crate::store::durable::write(&path, format!("{id}\n").as_bytes()),
+            None => match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+                _ => Ok(()),
+            },
+        }
+    }
+}
+
+/// The file that names the preferred account (not a `.json`, so never
+/// taken for an account).
+const PREFERENCE: &str = "preferred";
+
 /// The file an account is kept in: its id, with anything but ASCII
 /// letters, digits, `-` and `_` written as `%XX`, so no id can name a
 /// path elsewhere. Pure.

@@ -247,6 +247,16 @@ pub enum TokenError {
     Expiring { provider: String, when: String },
     #[error("the {provider} entry in auth.json is unusable: {reason}")]
     Unusable { provider: String, reason: String },
+    #[error(
+        "every ChatGPT account piauthd keeps has reached its usage limit{when}; add another \
+         with `pi-authctl login`, or wait (`pi-authctl usage` shows each reset)"
+    )]
+    AllLimited {
+        /// The earliest reset, epoch seconds.
+        resets_at: Option<i64>,
+        /// When that is, for people ("; it resets in …"), or empty.
+        when: String,
+    },
 }
 
 /// Who answers a refresh: the issuer over HTTP, or a script in tests.

@@ -120,16 +120,6 @@ fn text(v: Option<Loose<Label>>) -> Option<String> {
 }
 
 /// "resets in 2h 5m (at <epoch>)" for people.
-fn reset_words(resets_at: Option<i64>, now_secs: i64) -> String {
-    match resets_at {
-        Some(at) if at > now_secs => {
-            let d = at - now_secs;
-            format!("; it resets in {}h {}m", d / 3600, d / 60 % 60)
-        }
-        _ => String::new(),
-    }
-}
-
 /// Classifies a non-2xx answer to `POST /codex/responses`.
 pub fn from_http(
     status: u16,
@@ -168,7 +158,7 @@ pub fn from_http(
                 plan.as_deref()
                     .map(|p| format!(" of your {p} plan"))
                     .unwrap_or_default(),
-                reset_words(resets_at, now_secs)
+                crate::usage::reset_words(resets_at, now_secs)
             ),
             plan,
             resets_at,
@@ -177,7 +167,7 @@ pub fn from_http(
         _ if status == 429 => CodexError::UsageLimit {
             message: format!(
                 "rate limited{}: {message}",
-                reset_words(resets_at, now_secs)
+                crate::usage::reset_words(resets_at, now_secs)
             ),
             plan,
             resets_at,

@@ -6,15 +6,12 @@
 //! * [`failure`]: sorting failures into what the client should do (pure).
 //! * [`relay`]: the I/O: send, retry before the first event, relay.
 //! * [`models`]: the models `ListModels` reports.
-//! * [`usage`]: the plan's rate-limit windows per account (pure parsing,
-//!   and the book the relay and the Usage RPC share).
 
 pub mod failure;
 pub mod models;
 pub mod relay;
 pub mod request;
 pub mod sse;
-pub mod usage;
 
 pub use failure::CodexError;
 pub use relay::{Codex, RelayError, Relayed};

@@ -21,9 +21,10 @@ use tokio::sync::mpsc;
 use super::failure::{self, CodexError};
 use super::request::{self, Prepared};
 use super::sse::SseParser;
-use super::usage::{self, Report, UsageBook};
+use crate::accounts::Accounts;
 use crate::backoff::Backoff;
 use crate::broker::{Broker, DEFAULT_PROVIDER, TokenError};
+use crate::usage::{self, Report, UsageBook};
 
 /// Attempts before the first event (5xx and network errors).
 const ATTEMPTS: u32 = 3;
@@ -163,6 +164,7 @@ impl Codex {
         base: &url::Url,
         originator: &str,
         idle: Duration,
+        book: Arc<UsageBook>,
     ) -> Result<Codex, crate::upstream::ClientError> {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
@@ -175,7 +177,7 @@ impl Codex {
             usage_url: crate::upstream::endpoint(base, "wham/usage")?,
             originator: originator.to_owned(),
             idle,
-            book: Arc::new(UsageBook::default()),
+            book,
         })
     }
 
@@ -233,23 +235,25 @@ impl Codex {
     /// Runs one completion, sending events (then at most one error) on `tx`.
     pub async fn relay(
         &self,
-        broker: Arc<Broker>,
+        accounts: Arc<Accounts>,
         prepared: Prepared,
         tx: mpsc::Sender<Result<Relayed, RelayError>>,
     ) {
-        if let Err(e) = self.run(&broker, &prepared, &tx).await {
+        if let Err(e) = self.run(&accounts, &prepared, &tx).await {
             let _ = tx.send(Err(e)).await;
         }
     }
 
     async fn run(
         &self,
-        broker: &Arc<Broker>,
+        accounts: &Accounts,
         prepared: &Prepared,
         tx: &mpsc::Sender<Result<Relayed, RelayError>>,
     ) -> Result<(), RelayError> {
         let mut refreshed = false;
+        let mut moved = false;
         let mut attempt = 0;
+        let mut broker = accounts.choose(&prepared.session_id)?;
         let response = loop {
             attempt += 1;
             let grant = broker
@@ -290,12 +294,25 @@ impl Codex {
                         let message = failure::from_http(status, &bytes, None, 0).to_string();
                         return Err(CodexError::Unauthorized { message }.into());
                     }
-                    let err = failure::from_http(
-                        status,
-                        &bytes,
-                        retry_after.map(|d| d.as_secs()),
-                        broker.now_ms() / 1000,
-                    );
+                    let now_s = broker.now_ms() / 1000;
+                    let err =
+                        failure::from_http(status, &bytes, retry_after.map(|d| d.as_secs()), now_s);
+                    if let Some(until) = limited_until(&err, now_s) {
+                        accounts.note_limit(&grant.account_id, until);
+                        // Nothing was relayed yet: the same request goes to
+                        // the next account with room, once; the client
+                        // never sees this limit.
+                        match accounts.choose(&prepared.session_id) {
+                            Ok(next) if !moved && !Arc::ptr_eq(&next, &broker) => {
+                                tracing::info!(from = %grant.account_id, "usage limit before the first event; sending to the next account");
+                                moved = true;
+                                broker = next;
+                                attempt -= 1;
+                                continue;
+                            }
+                            _ => return Err(err.into()),
+                        }
+                    }
                     if status < 500 || attempt >= ATTEMPTS {
                         return Err(err.into());
                     }
@@ -410,6 +427,25 @@ fn backoff(attempt: u32) -> Duration {
 fn describe(e: &reqwest::Error) -> String {
     crate::causes::line(e)
 }
+
+/// Until when a failure limits the account, at `now_s`: a usage limit's
+/// reset, else its `retry-after`, else a minute. `None` for other
+/// failures. Pure.
+fn limited_until(err: &CodexError, now_s: i64) -> Option<i64> {
+    let CodexError::UsageLimit {
+        resets_at,
+        retry_after_secs,
+        ..
+    } = err
+    else {
+        return None;
+    };
+    let after = retry_after_secs.and_then(|s| i64::try_from(s).ok());
+    Some(resets_at.unwrap_or_else(|| now_s + after.unwrap_or(LIMIT_COOL_S)))
+}
+
+/// How long an account rests after a limit answer that says no reset.
+const LIMIT_COOL_S: i64 = 60;
 
 #[cfg(test)]
 mod tests {

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use tonic::Code;
 
-use super::error::{Reason, only_default, provider_arg, status};
+use super::error::{Reason, only_default, provider_arg, session_arg, status};
 use crate::accounts::Accounts;
 use crate::broker::{self, Broker, CredentialKind, Grant, StoreHealth};
 use crate::codex::Codex;
@@ -134,6 +134,7 @@ impl pb::auth_server::Auth for AuthService {
             issuer: self.about.issuer.clone(),
             codex_base_url: self.about.codex_base_url.clone(),
             config_file: self.about.config_file.clone(),
+            accounts: super::accounts::list(&self.accounts).accounts,
         }))
     }
 
@@ -143,7 +144,11 @@ impl pb::auth_server::Auth for AuthService {
     ) -> Result<Response<pb::Token>, Status> {
         let req = req.into_inner();
         let provider = provider_arg(&req.provider)?;
-        let grant = self.broker.get_token(provider, req.min_valid_secs).await?;
+        let session = session_arg(&req.session_id)?;
+        let grant = self
+            .accounts
+            .get_token(session, provider, req.min_valid_secs)
+            .await?;
         tracing::debug!(
             provider,
             expires_at_ms = grant.expires_at_ms,
@@ -158,7 +163,9 @@ impl pb::auth_server::Auth for AuthService {
         &self,
         req: Request<pb::WatchTokenRequest>,
     ) -> Result<Response<Self::WatchTokenStream>, Status> {
-        let provider = provider_arg(&req.into_inner().provider)?.to_owned();
+        let req = req.into_inner();
+        let provider = provider_arg(&req.provider)?.to_owned();
+        let session = session_arg(&req.session_id)?.to_owned();
         let permit = self.watchers.clone().try_acquire_owned().map_err(|_| {
             status(
                 Code::ResourceExhausted,
@@ -170,12 +177,22 @@ impl pb::auth_server::Auth for AuthService {
                 ),
             )
         })?;
-        let mut changes = self.broker.subscribe();
-        let me = self.broker.clone();
+        let accounts = self.accounts.clone();
         let shutdown = self.shutdown.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         tokio::spawn(async move {
             let _permit = permit;
+            let mut switches = accounts.switches();
+            // The keeper serving this session; another account's when the
+            // session moves (other providers: the active store's).
+            let choose = |keep: &Arc<Broker>| -> Arc<Broker> {
+                if provider != broker::DEFAULT_PROVIDER {
+                    return accounts.active().clone();
+                }
+                accounts.choose(&session).unwrap_or_else(|_| keep.clone())
+            };
+            let mut me = choose(accounts.active());
+            let mut changes = me.subscribe();
             let mut last_sent: Option<Secret<String>> = None;
             loop {
                 let view = changes.borrow_and_update().clone();
@@ -196,6 +213,16 @@ impl pb::auth_server::Auth for AuthService {
                     () = tx.closed() => return,
                     () = shutdown.cancelled() => return,
                     changed = changes.changed() => if changed.is_err() { return },
+                    switched = switches.changed() => {
+                        if switched.is_err() {
+                            return;
+                        }
+                        let next = choose(&me);
+                        if !Arc::ptr_eq(&next, &me) {
+                            me = next;
+                            changes = me.subscribe();
+                        }
+                    }
                 }
             }
         });
@@ -316,6 +343,10 @@ impl pb::auth_server::Auth for AuthService {
         req: Request<pb::UseAccountRequest>,
     ) -> Result<Response<pb::AccountsResponse>, Status> {
         let req = req.into_inner();
+        if req.automatic {
+            self.accounts.prefer(None).await;
+            return Ok(Response::new(super::accounts::list(&self.accounts)));
+        }
         let id = super::accounts::account_arg(&req.account_id)?;
         self.accounts
             .use_account(id)

@@ -12,7 +12,7 @@ use tonic::{Code, Request, Response, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
 use super::error::{Reason, only_default, provider_arg, status};
-use crate::broker::Broker;
+use crate::accounts::Accounts;
 use crate::codex::{self, Ask, Codex, CodexError, RelayError, Relayed};
 
 /// Events buffered between the upstream read and a slow client. Small on
@@ -21,7 +21,7 @@ const CHANNEL_EVENTS: usize = 8;
 
 #[derive(Debug, Clone)]
 pub struct CompletionsService {
-    broker: Arc<Broker>,
+    accounts: Arc<Accounts>,
     codex: Codex,
     models: Vec<codex::models::Model>,
     /// Bounds the completions relayed upstream at once.
@@ -35,12 +35,12 @@ impl CompletionsService {
     }
 
     pub fn new(
-        broker: Arc<Broker>,
+        accounts: Arc<Accounts>,
         codex: Codex,
         models: Vec<codex::models::Model>,
     ) -> CompletionsService {
         CompletionsService {
-            broker,
+            accounts,
             codex,
             models,
             relays: Arc::new(tokio::sync::Semaphore::new(super::MAX_COMPLETIONS)),
@@ -159,8 +159,8 @@ impl pb::completions_server::Completions for CompletionsService {
         let (tx, mut rx) = tokio::sync::mpsc::channel(CHANNEL_EVENTS);
         let (out_tx, out_rx) = tokio::sync::mpsc::channel(1);
         let relay = self.codex.clone();
-        let broker = self.broker.clone();
-        tokio::spawn(async move { relay.relay(broker, prepared, tx).await });
+        let accounts = self.accounts.clone();
+        tokio::spawn(async move { relay.relay(accounts, prepared, tx).await });
         tokio::spawn(async move {
             // Held until the relay is over (its sender dropped) or the
             // client went away.

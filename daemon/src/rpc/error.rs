@@ -35,9 +35,38 @@ impl From<TokenError> for Status {
             TokenError::StoreUnavailable { .. } => (Code::Unavailable, Reason::StoreUnavailable),
             TokenError::Expiring { .. } => (Code::FailedPrecondition, Reason::TokenExpiring),
             TokenError::Unusable { .. } => (Code::FailedPrecondition, Reason::NotOauth),
+            TokenError::AllLimited { resets_at, .. } => {
+                let meta: std::collections::HashMap<String, String> = resets_at
+                    .map(|r| ("resets_at".to_owned(), r.to_string()))
+                    .into_iter()
+                    .collect();
+                return Status::with_error_details(
+                    Code::ResourceExhausted,
+                    e.to_string(),
+                    ErrorDetails::with_error_info(
+                        Reason::UsageLimit.as_str_name(),
+                        piauth_proto::ERROR_DOMAIN,
+                        meta,
+                    ),
+                );
+            }
         };
         status(code, reason, e.to_string())
     }
+}
+
+/// Validates a session id from a request: printable ASCII, at most 128
+/// bytes (pi's are UUIDs); empty means none.
+pub fn session_arg(session: &str) -> Result<&str, Status> {
+    let ok = session.len() <= 128 && session.bytes().all(|b| b.is_ascii_graphic());
+    if !ok {
+        return Err(status(
+            Code::InvalidArgument,
+            Reason::InvalidArgument,
+            "session_id must be printable ASCII of at most 128 bytes (pi's session id)",
+        ));
+    }
+    Ok(session)
 }
 
 /// Validates a provider id from a request; empty means the default.

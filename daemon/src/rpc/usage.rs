@@ -9,7 +9,7 @@ use super::completions::relay_status;
 use crate::accounts::Accounts;
 use crate::broker::{Broker, report};
 use crate::codex::Codex;
-use crate::codex::usage::{Report, Window};
+use crate::usage::{Report, Window};
 
 /// The answer to `Auth.Usage`: every account, the active one first. One
 /// account's failure fails the call only when it is the only account.
@@ -89,7 +89,7 @@ fn window(w: Window) -> pb::UsageWindow {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codex::usage::Source;
+    use crate::usage::Source;
 
     #[test]
     fn a_missing_window_stays_missing_on_the_wire() {
@@ -106,6 +106,7 @@ mod tests {
             source: Source::Endpoint,
             fetched_at_s: 7,
             endpoint_read_at_s: Some(7),
+            limited_until_s: None,
         };
         let wire = account_usage("acc".into(), "a@b.c".into(), "plus".into(), report);
         assert_eq!(wire.primary, None);

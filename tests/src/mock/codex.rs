@@ -104,6 +104,9 @@ impl Default for ReplyShape {
 pub struct SeenRequest {
     /// The status the mock answered with.
     pub status: u16,
+    /// The ChatGPT account the request was for (empty when refused before
+    /// the token was read).
+    pub account: String,
     /// `Content-Encoding` as sent, lower-cased; empty when absent.
     pub content_encoding: String,
     /// Whether the body arrived zstd-compressed and decoded.
@@ -223,7 +226,10 @@ pub async fn responses(
     state.responses_requests.fetch_add(1, Ordering::SeqCst);
     let mut seen = SeenRequest::default();
     let answer = match check(&state, &headers, &body, &mut seen) {
-        Ok(account) => answer(&state, &account, reset).await,
+        Ok(account) => {
+            seen.account = account.clone();
+            answer(&state, &account, reset).await
+        }
         Err(refusal) => *refusal,
     };
     seen.status = answer.status().as_u16();

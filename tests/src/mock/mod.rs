@@ -41,7 +41,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use usage::{AccountUsage, Window};
+pub use usage::{AccountUsage, Charged, Window};
 
 pub use codex::{ReplyShape, ResponsesFault, SeenRequest, decode_zstd};
 pub use jwt::TEST_SIGNING_KEY;
@@ -465,6 +465,14 @@ impl MockState {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .charge(account, step, now_s)
+    }
+
+    /// The responses `account` was served and refused by its limit.
+    pub fn charged(&self, account: &str) -> usage::Charged {
+        self.usage
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .charged(account)
     }
 
     /// The plan of an account the issuer knows; `plus` for others.

@@ -50,20 +50,36 @@ impl AccountUsage {
     }
 }
 
-/// Every account's usage, by account id.
+/// Every account's usage, by account id, and what it was charged.
 #[derive(Debug, Default)]
-pub struct UsageBook(HashMap<String, AccountUsage>);
+pub struct UsageBook {
+    usage: HashMap<String, AccountUsage>,
+    charged: HashMap<String, Charged>,
+}
+
+/// The responses an account was charged for, and the ones its limit
+/// refused.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Charged {
+    pub served: u64,
+    pub refused: u64,
+}
 
 impl UsageBook {
     pub fn get(&self, account: &str, now_s: i64) -> AccountUsage {
-        self.0
+        self.usage
             .get(account)
             .copied()
             .unwrap_or_else(|| AccountUsage::fresh(now_s))
     }
 
     pub fn set(&mut self, account: &str, usage: AccountUsage) {
-        self.0.insert(account.to_owned(), usage);
+        self.usage.insert(account.to_owned(), usage);
+    }
+
+    /// What `account` was charged so far.
+    pub fn charged(&self, account: &str) -> Charged {
+        self.charged.get(account).copied().unwrap_or_default()
     }
 
     /// Charges one response to `account` at `now_s`, as the backend counts
@@ -91,6 +107,7 @@ impl UsageBook {
             .max();
         if let Some(resets_at) = full {
             self.set(account, usage);
+            self.charged.entry(account.to_owned()).or_default().refused += 1;
             return Err(resets_at);
         }
         for w in [&mut usage.primary, &mut usage.secondary]
@@ -101,6 +118,7 @@ impl UsageBook {
             w.used_percent = (w.used_percent + step * share).min(100.0);
         }
         self.set(account, usage);
+        self.charged.entry(account.to_owned()).or_default().served += 1;
         Ok(usage)
     }
 }
@@ -257,6 +275,20 @@ mod tests {
                 .unwrap()
                 .used_percent,
             1.5
+        );
+        assert_eq!(
+            book.charged("a"),
+            Charged {
+                served: 3,
+                refused: 2
+            }
+        );
+        assert_eq!(
+            book.charged("b"),
+            Charged {
+                served: 1,
+                refused: 0
+            }
         );
     }
 

@@ -67,6 +67,52 @@ pub struct Report {
     pub fetched_at_s: i64,
     /// When the usage endpoint was last read, epoch seconds.
     pub endpoint_read_at_s: Option<i64>,
+    /// A limit answer said no request is served before this, epoch
+    /// seconds.
+    pub limited_until_s: Option<i64>,
+}
+
+impl Report {
+    /// Nothing known yet, at `now_s`.
+    fn empty(now_s: i64) -> Report {
+        Report {
+            plan: None,
+            primary: None,
+            secondary: None,
+            limit_reached: false,
+            credits: None,
+            source: Source::Headers,
+            fetched_at_s: now_s,
+            endpoint_read_at_s: None,
+            limited_until_s: None,
+        }
+    }
+
+    /// Until when the account is limited at `now_s`: a limit answer's
+    /// reset, or a full window's, whichever is later; `None` when it has
+    /// room. A reset in the past has happened.
+    pub fn limited_until(&self, now_s: i64) -> Option<i64> {
+        let full = [self.primary, self.secondary]
+            .into_iter()
+            .flatten()
+            .filter(|w| w.used_percent >= 100.0)
+            .filter_map(|w| w.resets_at_s);
+        self.limited_until_s
+            .into_iter()
+            .chain(full)
+            .filter(|&t| t > now_s)
+            .max()
+    }
+
+    /// How much of its fullest window the account has used, in percent;
+    /// `None` when no window is known.
+    pub fn used_percent(&self) -> Option<f64> {
+        [self.primary, self.secondary]
+            .into_iter()
+            .flatten()
+            .map(|w| w.used_percent)
+            .reduce(f64::max)
+    }
 }
 
 #[derive(Deserialize)]
@@ -146,6 +192,7 @@ pub fn from_endpoint(body: &[u8], now_s: i64) -> Option<Report> {
         source: Source::Endpoint,
         fetched_at_s: now_s,
         endpoint_read_at_s: Some(now_s),
+        limited_until_s: None,
     })
 }
 
@@ -163,6 +210,17 @@ pub fn from_headers<'a>(get: impl Fn(&str) -> Option<&'a str>) -> (Option<Window
         })
     };
     (side("primary"), side("secondary"))
+}
+
+/// "; it resets in 2h 5m" for a reset ahead of `now_s`; empty otherwise.
+pub fn reset_words(resets_at: Option<i64>, now_s: i64) -> String {
+    match resets_at {
+        Some(at) if at > now_s => {
+            let d = at - now_s;
+            format!("; it resets in {}h {}m", d / 3600, d / 60 % 60)
+        }
+        _ => String::new(),
+    }
 }
 
 /// Every account's last report, shared by the relay and the Usage RPC.
@@ -185,8 +243,36 @@ impl UsageBook {
             .cloned()
     }
 
-    pub fn store(&self, account: &str, report: Report) {
-        self.lock().insert(account.to_owned(), report);
+    /// Stores a read of the usage endpoint, keeping a limit answer's reset
+    /// that is still ahead.
+    pub fn store(&self, account: &str, mut report: Report) {
+        let mut reports = self.lock();
+        if let Some(old) = reports.get(account) {
+            report.limited_until_s = report.limited_until_s.max(old.limited_until_s);
+        }
+        reports.insert(account.to_owned(), report);
+    }
+
+    /// A limit answer for `account` at `now_s`: nothing is sent to it
+    /// before `until_s`.
+    pub fn note_limit(&self, account: &str, until_s: i64, now_s: i64) {
+        let mut reports = self.lock();
+        let report = reports
+            .entry(account.to_owned())
+            .or_insert_with(|| Report::empty(now_s));
+        report.limited_until_s = report.limited_until_s.max(Some(until_s));
+        report.limit_reached = true;
+    }
+
+    /// Until when `account` is limited at `now_s`; `None` when it has room
+    /// (or nothing is known of it).
+    pub fn limited_until(&self, account: &str, now_s: i64) -> Option<i64> {
+        self.lock().get(account)?.limited_until(now_s)
+    }
+
+    /// How much of its fullest window `account` has used; `None` unknown.
+    pub fn used_percent(&self, account: &str) -> Option<f64> {
+        self.lock().get(account)?.used_percent()
     }
 
     /// Folds the windows of a relayed response's headers into `account`'s
@@ -202,22 +288,16 @@ impl UsageBook {
             return;
         }
         let mut reports = self.lock();
-        let report = reports.entry(account.to_owned()).or_insert(Report {
-            plan: None,
-            primary: None,
-            secondary: None,
-            limit_reached: false,
-            credits: None,
-            source: Source::Headers,
-            fetched_at_s: now_s,
-            endpoint_read_at_s: None,
-        });
+        let report = reports
+            .entry(account.to_owned())
+            .or_insert_with(|| Report::empty(now_s));
         report.primary = primary.or(report.primary);
         report.secondary = secondary.or(report.secondary);
         report.limit_reached = [report.primary, report.secondary]
             .iter()
             .flatten()
-            .any(|w| w.used_percent >= 100.0);
+            .any(|w| w.used_percent >= 100.0)
+            || report.limited_until(now_s).is_some();
         report.source = Source::Headers;
         report.fetched_at_s = now_s;
     }
@@ -234,6 +314,31 @@ mod tests {
     const ANSWER: &str = r#"{"plan_type":"plus","rate_limit":{"allowed":true,"limit_reached":false,
         "secondary_window":{"used_percent":42.5,"limit_window_seconds":604800,"reset_after_seconds":100,"reset_at":5100}},
         "credits":{"has_credits":true,"unlimited":false,"balance":"12.5"}}"#;
+
+    #[test]
+    fn a_limit_holds_until_its_reset_and_a_full_window_until_its_own() {
+        let book = UsageBook::default();
+        assert_eq!(book.limited_until("a", 100), None, "nothing known: room");
+        book.note_limit("a", 500, 100);
+        assert_eq!(book.limited_until("a", 100), Some(500));
+        assert_eq!(book.limited_until("a", 499), Some(500));
+        assert_eq!(book.limited_until("a", 500), None, "the reset has come");
+        // A full window limits until its reset, even without an answer.
+        let full = Window {
+            used_percent: 100.0,
+            window_minutes: 300,
+            resets_at_s: Some(900),
+        };
+        book.fold_headers("b", (Some(full), None), 100);
+        assert_eq!(book.limited_until("b", 100), Some(900));
+        assert_eq!(book.used_percent("b"), Some(100.0));
+        assert_eq!(book.limited_until("b", 900), None);
+        // A read of the endpoint keeps a limit answer still ahead.
+        let read = from_endpoint(ANSWER.as_bytes(), 100).expect("a report");
+        book.store("a", read);
+        assert_eq!(book.limited_until("a", 100), Some(500));
+        assert_eq!(book.used_percent("a"), Some(42.5));
+    }
 
     #[test]
     fn a_missing_window_is_none_not_zero() {
