@@ -178,6 +178,29 @@ impl Client {
             .into_inner())
     }
 
+    /// Tells the daemon that a request of `session` on `account_id` met a
+    /// usage limit (resetting at `resets_at`, epoch seconds, or 0 when
+    /// unknown) before any output; returns the token of the account that
+    /// now serves the session.
+    pub async fn report_limit(
+        &mut self,
+        session: &str,
+        account_id: &str,
+        resets_at: i64,
+    ) -> Result<pb::Token, Error> {
+        let req = pb::LimitReport {
+            session_id: session.to_owned(),
+            account_id: account_id.to_owned(),
+            resets_at,
+            min_valid_secs: 60,
+        };
+        Ok(self
+            .auth
+            .report_limit(deadline(req, TOKEN))
+            .await?
+            .into_inner())
+    }
+
     /// Undoes [`Client::use_account`]: the account is chosen by headroom.
     pub async fn automatic_account(&mut self) -> Result<pb::AccountsResponse, Error> {
         let req = pb::UseAccountRequest {

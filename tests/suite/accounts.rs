@@ -170,3 +170,69 @@ async fn a_second_login_adds_an_account_that_use_remove_and_a_restart_keep() {
     assert_eq!(stats.revocations, 0);
     drop(daemon);
 }
+
+/// A client that met a limit on its own request reports it: the session's
+/// next token is the other account's, and with both limited the answer is
+/// RESOURCE_EXHAUSTED naming the earliest reset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reported_limit_moves_the_session_and_all_limited_says_when() {
+    let mock = MockOpenAi::start(MockConfig {
+        device_pending_polls: 0,
+        login_identity: Identity {
+            account_id: "acc-b".into(),
+            email: "b@example.com".into(),
+            plan: "pro".into(),
+        },
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap();
+    let sb = Sandbox::new();
+    write_codex_login(
+        &sb.auth_file(),
+        &mock.state.seed_login("acc-a", "a@example.com", "plus"),
+    )
+    .unwrap();
+    let _daemon = start(&sb, &mock);
+    device_login(&sb).await;
+    let mut c = Client::connect(sb.socket()).await.unwrap();
+    let first = c.session_token("s1", "", 60).await.unwrap();
+    let other = if first.account_id == "acc-a" {
+        "acc-b"
+    } else {
+        "acc-a"
+    };
+    assert_eq!(
+        c.session_token("s1", "", 60).await.unwrap().account_id,
+        first.account_id,
+        "a session keeps its account"
+    );
+    let now = piauth_tests::fixtures::now_ms() / 1000;
+    let next = c
+        .report_limit("s1", &first.account_id, now + 600)
+        .await
+        .unwrap();
+    assert_eq!(next.account_id, other, "the session moved");
+    assert_eq!(
+        c.session_token("s1", "", 60).await.unwrap().account_id,
+        other
+    );
+    let e = c
+        .report_limit("s1", other, now + 300)
+        .await
+        .expect_err("no account has room");
+    assert!(
+        matches!(&e, piauth_client::Error::ResourceExhausted { details, .. }
+            if details["resets_at"] == (now + 300).to_string()),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("every ChatGPT account"), "{e}");
+    let unknown = c
+        .report_limit("s1", "acc-zzz", 0)
+        .await
+        .expect_err("unknown");
+    assert!(
+        unknown.to_string().contains("no account acc-zzz"),
+        "{unknown}"
+    );
+}

@@ -21,6 +21,9 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, RwLock};
 
 pub use choice::DEFAULT_RESERVE_PERCENT;
+
+/// How long an account rests after a limit answer that says no reset.
+pub const LIMIT_COOL_S: i64 = 60;
 pub use shelf::{Shelf, ShelfError};
 
 use crate::broker::{
@@ -492,7 +495,13 @@ impl Accounts {
         }
     }
 
-    fn unknown(&self, id: &str) -> AccountsError {
+    /// Whether `id` is one of the accounts kept.
+    pub fn knows(&self, id: &str) -> bool {
+        self.keepers().iter().any(|(k, _)| k == id)
+    }
+
+    /// The error for an account that is not kept.
+    pub fn unknown(&self, id: &str) -> AccountsError {
         AccountsError::Unknown {
             id: id.to_owned(),
             known: self.keepers().into_iter().map(|(n, _)| n).collect(),

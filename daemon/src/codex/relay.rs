@@ -441,11 +441,8 @@ fn limited_until(err: &CodexError, now_s: i64) -> Option<i64> {
         return None;
     };
     let after = retry_after_secs.and_then(|s| i64::try_from(s).ok());
-    Some(resets_at.unwrap_or_else(|| now_s + after.unwrap_or(LIMIT_COOL_S)))
+    Some(resets_at.unwrap_or_else(|| now_s + after.unwrap_or(crate::accounts::LIMIT_COOL_S)))
 }
-
-/// How long an account rests after a limit answer that says no reset.
-const LIMIT_COOL_S: i64 = 60;
 
 #[cfg(test)]
 mod tests {

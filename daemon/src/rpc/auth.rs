@@ -331,6 +331,30 @@ impl pb::auth_server::Auth for AuthService {
             .map(Response::new)
     }
 
+    async fn report_limit(
+        &self,
+        req: Request<pb::LimitReport>,
+    ) -> Result<Response<pb::Token>, Status> {
+        let req = req.into_inner();
+        let session = session_arg(&req.session_id)?;
+        let account = super::accounts::account_arg(&req.account_id)?;
+        if !self.accounts.knows(account) {
+            return Err(super::accounts::refused(self.accounts.unknown(account)));
+        }
+        let now_s = self.broker.now_ms() / 1000;
+        let until = if req.resets_at > now_s {
+            req.resets_at
+        } else {
+            now_s + crate::accounts::LIMIT_COOL_S
+        };
+        self.accounts.note_limit(account, until);
+        let grant = self
+            .accounts
+            .get_token(session, broker::DEFAULT_PROVIDER, req.min_valid_secs)
+            .await?;
+        Ok(Response::new(token_of(grant)))
+    }
+
     async fn accounts(
         &self,
         _req: Request<pb::AccountsRequest>,

@@ -97,6 +97,13 @@ impl Auth for Floor {
         absent()
     }
 
+    async fn report_limit(
+        &self,
+        _: Request<pb::LimitReport>,
+    ) -> Result<Response<pb::Token>, Status> {
+        absent()
+    }
+
     async fn remove_account(
         &self,
         _: Request<pb::RemoveAccountRequest>,
