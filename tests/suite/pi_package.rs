@@ -403,3 +403,83 @@ async fn a_daemon_killed_mid_run_is_autostarted_and_only_prompts_in_flight_fail(
     // SAFETY: as above.
     unsafe { libc::kill(pid as i32, libc::SIGKILL) };
 }
+
+/// Two accounts, four real pi sessions per round; A's limit is reached
+/// between rounds. Every prompt is answered, the ones after the limit by B,
+/// and none needs typing again: the package reports the limit and sends
+/// the turn once more on B's token. The retried turns are counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_limit_mid_run_moves_pi_sessions_to_the_other_account_and_no_prompt_is_lost() {
+    use piauth_client::proto::v1 as pb;
+    use piauth_tests::mock::{AccountUsage, Identity, Window};
+    let mock = MockOpenAi::start(MockConfig {
+        device_pending_polls: 0,
+        login_identity: Identity {
+            account_id: "acc-b".into(),
+            email: "b@example.com".into(),
+            plan: "pro".into(),
+        },
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap();
+    let sb = Sandbox::new();
+    write_codex_login(
+        &sb.auth_file(),
+        &mock.state.seed_login("acc-a", "a@example.com", "plus"),
+    )
+    .unwrap();
+    let _d = file_daemon(&sb, &mock);
+    let mut c = Client::connect(sb.socket()).await.unwrap();
+    let mut login = c.login("", pb::LoginMethod::DeviceCode, 0).await.unwrap();
+    while let Some(e) = login.next().await.unwrap() {
+        if let pb::login_event::Event::Success(s) = e {
+            assert_eq!(s.account_id, "acc-b");
+        }
+    }
+    c.use_account("acc-a").await.unwrap();
+    let home = PiHome::new(&sb, &mock);
+
+    let outs = home.round(4);
+    assert!(
+        outs.iter().all(answered),
+        "before the limit:\n{}",
+        describe(&outs)
+    );
+    let (a0, b0) = (mock.state.charged("acc-a"), mock.state.charged("acc-b"));
+    assert_eq!((a0.served, b0.served), (4, 0), "A served the first round");
+
+    // A's 5-hour window fills up; the daemon does not know yet.
+    mock.state.set_usage(
+        "acc-a",
+        AccountUsage {
+            primary: Some(Window {
+                used_percent: 100.0,
+                window_minutes: 300,
+                reset_at: piauth_tests::fixtures::now_ms() / 1000 + 3_600,
+            }),
+            secondary: None,
+        },
+    );
+    for round in 1..=2 {
+        let outs = home.round(4);
+        assert!(
+            outs.iter().all(answered),
+            "round {round}, after the limit:\n{}",
+            describe(&outs)
+        );
+    }
+    let (a1, b1) = (mock.state.charged("acc-a"), mock.state.charged("acc-b"));
+    let retried = a1.refused;
+    eprintln!(
+        "pi 1.6.0 + package, A limited mid-run: 12 prompts answered; {retried} turn(s) refused by A's limit and sent again on B; B answered {}",
+        b1.served
+    );
+    assert_eq!(a1.served, a0.served, "A answered nothing after its limit");
+    assert_eq!(b1.served, 8, "B answered every prompt after the limit");
+    assert!(
+        (1..=4).contains(&retried),
+        "the first turns after the limit met it once each, and later ones went to B at once: {retried}"
+    );
+    home.assert_pi_never_called_its_issuer();
+}

@@ -23,9 +23,11 @@ import {
 	decodeStatus,
 	decodeToken,
 	encodeGetToken,
+	encodeLimitReport,
 	encodeLogin,
 	encodeProvider,
 	encodeSubmitCode,
+	encodeWatchToken,
 } from "./messages.ts";
 import { socketPath, verifySocket } from "./socket.ts";
 import { type AccountUsage, decodeUsage } from "./usage.ts";
@@ -172,11 +174,15 @@ export class Daemon {
 		);
 	}
 
-	/** A token valid for at least `minValidSecs` (the daemon caps it at half the token's life). */
-	async getToken(minValidSecs: number, signal?: AbortSignal): Promise<Token> {
+	/**
+	 * A token valid for at least `minValidSecs` (the daemon caps it at half
+	 * the token's life), of the account that serves `session` (pi's session
+	 * id; with several accounts a session keeps its account while it has room).
+	 */
+	async getToken(minValidSecs: number, signal?: AbortSignal, session = ""): Promise<Token> {
 		return this.running(async () =>
 			decodeToken(
-				await this.channel.unary(`${AUTH}/GetToken`, encodeGetToken(CODEX, minValidSecs), {
+				await this.channel.unary(`${AUTH}/GetToken`, encodeGetToken(CODEX, minValidSecs, session), {
 					deadlineMs: TOKEN_DEADLINE_MS,
 					signal,
 				}),
@@ -184,10 +190,25 @@ export class Daemon {
 		);
 	}
 
-	/** The current token, then each new one. Ends (throws) when the stream drops. */
-	async *watchToken(signal: AbortSignal): AsyncGenerator<Token> {
+	/**
+	 * Says that `accountId`'s request in `session` met a usage limit before
+	 * any output (`resetsAt`: epoch seconds, 0 unknown); returns the token of
+	 * the account that serves the session now, valid `minValidSecs`.
+	 */
+	async reportLimit(session: string, accountId: string, resetsAt: number, minValidSecs: number): Promise<Token> {
+		return this.running(async () =>
+			decodeToken(
+				await this.channel.unary(`${AUTH}/ReportLimit`, encodeLimitReport(session, accountId, resetsAt, minValidSecs), {
+					deadlineMs: TOKEN_DEADLINE_MS,
+				}),
+			),
+		);
+	}
+
+	/** The current token, then each new one (another account's when the session moves). Ends (throws) when the stream drops. */
+	async *watchToken(signal: AbortSignal, session = ""): AsyncGenerator<Token> {
 		try {
-			for await (const m of this.channel.call(`${AUTH}/WatchToken`, encodeProvider(CODEX), { signal })) {
+			for await (const m of this.channel.call(`${AUTH}/WatchToken`, encodeWatchToken(CODEX, session), { signal })) {
 				yield decodeToken(m);
 			}
 		} catch (e) {

@@ -26,8 +26,19 @@ export function encodeProvider(provider: string): Uint8Array {
 	return new Writer().string(1, provider).finish();
 }
 
-export function encodeGetToken(provider: string, minValidSecs: number): Uint8Array {
-	return new Writer().string(1, provider).varint(2, minValidSecs).finish();
+/** WatchTokenRequest; `session` is pi's session id ("" for none). */
+export function encodeWatchToken(provider: string, session: string): Uint8Array {
+	return new Writer().string(1, provider).string(2, session).finish();
+}
+
+/** GetTokenRequest; `session` is pi's session id ("" for none). */
+export function encodeGetToken(provider: string, minValidSecs: number, session = ""): Uint8Array {
+	return new Writer().string(1, provider).varint(2, minValidSecs).string(3, session).finish();
+}
+
+/** LimitReport: `accountId`'s request in `session` met a usage limit. */
+export function encodeLimitReport(session: string, accountId: string, resetsAt: number, minValidSecs: number): Uint8Array {
+	return new Writer().string(1, session).string(2, accountId).varint(3, resetsAt).varint(4, minValidSecs).finish();
 }
 
 export function decodeToken(buf: Uint8Array): Token {

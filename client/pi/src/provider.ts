@@ -20,9 +20,17 @@
  * a plain file, and the refresh token never leaves the daemon anyway.
  */
 
-import type { ApiKeyAuth, OAuthAuth, Provider } from "@earendil-works/pi-ai";
+import {
+	type ApiKeyAuth,
+	type AssistantMessageEventStream,
+	type OAuthAuth,
+	type Provider,
+	type StreamOptions,
+	createAssistantMessageEventStream,
+} from "@earendil-works/pi-ai";
 
 import type { Daemon } from "./daemon.ts";
+import { type Moved, type Run, accountOf, retryOnLimit } from "./limits.ts";
 import { CODEX } from "./messages.ts";
 import { runLogin } from "./login.ts";
 import type { TokenSource } from "./tokens.ts";
@@ -84,7 +92,37 @@ export function codexAuth(daemon: Daemon, tokens: TokenSource): { oauth: OAuthAu
 	return { oauth, apiKey };
 }
 
-/** pi's built-in codex provider with piauthd's auth. */
-export function codexProvider(builtin: Provider, daemon: Daemon, tokens: TokenSource): Provider {
-	return { ...builtin, auth: codexAuth(daemon, tokens) };
+/**
+ * pi's built-in codex provider with piauthd's auth, whose streams move to
+ * another account when a usage limit refuses a turn before any output
+ * (see `limits.ts`). `onMoved` hears of each move.
+ */
+export function codexProvider(
+	builtin: Provider,
+	daemon: Daemon,
+	tokens: TokenSource,
+	onMoved: (moved: Moved) => void = () => {},
+): Provider {
+	const guarded = (options: StreamOptions | undefined, run: Run): AssistantMessageEventStream => {
+		const session = options?.sessionId ?? "";
+		tokens.useSession(session);
+		const accessToken = options?.apiKey ?? "";
+		const first = { provider: CODEX, accessToken, expiresAtMs: 0, accountId: accountOf(accessToken) };
+		return retryOnLimit(createAssistantMessageEventStream, run, first, session, daemon, (moved) => {
+			tokens.adopt(moved.to);
+			onMoved(moved);
+		});
+	};
+	return {
+		...builtin,
+		auth: codexAuth(daemon, tokens),
+		stream(model, context, options) {
+			// The options pi gave, with the token of the account serving the turn.
+			const withKey = (apiKey: string) => ({ ...options, apiKey }) as NonNullable<typeof options>;
+			return guarded(options, (apiKey) => builtin.stream(model, context, withKey(apiKey)));
+		},
+		streamSimple(model, context, options) {
+			return guarded(options, (apiKey) => builtin.streamSimple(model, context, { ...options, apiKey }));
+		},
+	};
 }

@@ -11,8 +11,8 @@ import type { Token } from "./messages.ts";
 
 /** What the cache needs from the daemon (a seam for tests). */
 export interface TokenDaemon {
-	getToken(minValidSecs: number): Promise<Token>;
-	watchToken(signal: AbortSignal): AsyncGenerator<Token>;
+	getToken(minValidSecs: number, signal?: AbortSignal, session?: string): Promise<Token>;
+	watchToken(signal: AbortSignal, session?: string): AsyncGenerator<Token>;
 }
 
 /** A cached token is served only while it has at least this long to live. */
@@ -26,6 +26,8 @@ export class TokenSource {
 	private current: Token | undefined;
 	private watch: AbortController | undefined;
 	private fetching: Promise<Token> | undefined;
+	/** pi's session: with several accounts, it keeps its account while that has room. */
+	private session = "";
 
 	constructor(daemon: TokenDaemon, now: () => number = Date.now) {
 		this.daemon = daemon;
@@ -44,17 +46,44 @@ export class TokenSource {
 		// Concurrent cold callers share one GetToken. It carries no caller's
 		// signal (it is bounded by its own deadline): one caller giving up
 		// must not fail the others, so each stops waiting on its own signal.
-		this.fetching ??= this.daemon
-			.getToken(MIN_VALID_SECS)
+		const session = this.session;
+		const fetching = (this.fetching ??= this.daemon
+			.getToken(MIN_VALID_SECS, undefined, session)
 			.then((fresh) => {
-				this.current = fresh;
-				this.startWatch();
+				if (this.session === session) {
+					this.current = fresh;
+					this.startWatch();
+				}
 				return fresh;
 			})
 			.finally(() => {
-				this.fetching = undefined;
-			});
-		return untilAborted(this.fetching, signal);
+				if (this.fetching === fetching) this.fetching = undefined;
+			}));
+		return untilAborted(fetching, signal);
+	}
+
+	/** Serves pi's session `id` from now on; a new session starts from a new token. */
+	useSession(id: string): void {
+		if (id === this.session) return;
+		this.reset();
+		this.fetching = undefined;
+		this.session = id;
+	}
+
+	/** The account of the token in hand; "" before the first. */
+	get accountId(): string {
+		return this.current?.accountId ?? "";
+	}
+
+	/** The session served. */
+	get sessionId(): string {
+		return this.session;
+	}
+
+	/** Takes a token the daemon handed over another way (after a reported limit). */
+	adopt(token: Token): void {
+		this.current = token;
+		this.startWatch();
 	}
 
 	/** Forgets the token and closes the stream (logout, shutdown). */
@@ -70,7 +99,7 @@ export class TokenSource {
 		this.watch = ctl;
 		void (async () => {
 			try {
-				for await (const t of this.daemon.watchToken(ctl.signal)) {
+				for await (const t of this.daemon.watchToken(ctl.signal, this.session)) {
 					if (this.watch === ctl) this.current = t;
 				}
 			} catch {

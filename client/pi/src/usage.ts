@@ -92,6 +92,18 @@ function windowLine(name: string, w: UsageWindow | undefined, nowS: number): str
 	return `  ${name.padEnd(7)}  ${bar(w.usedPercent)} ${w.usedPercent.toFixed(1)}% used${reset}`;
 }
 
+/**
+ * The footer: the account serving this session and its 5-hour use, e.g.
+ * "ChatGPT b@example.com · 5h 12%". Undefined when the account is unknown.
+ */
+export function footerText(accounts: AccountUsage[], accountId: string): string | undefined {
+	const a = accounts.find((x) => x.accountId === accountId);
+	if (!a) return undefined;
+	const five = a.primary ? `5h ${Math.round(a.primary.usedPercent)}%` : "5h not reported";
+	const limited = a.limitReached ? " · limit reached" : "";
+	return `ChatGPT ${a.email || a.accountId} · ${five}${limited}`;
+}
+
 /** The text `/piauth usage` shows (pure: `nowMs` is the clock). */
 export function formatUsage(accounts: AccountUsage[], nowMs: number): string {
 	if (accounts.length === 0) return "piauthd: no ChatGPT account. In pi, run /login and choose ChatGPT.";

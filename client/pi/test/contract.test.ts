@@ -27,6 +27,12 @@ function fieldsOf(message: string): Map<string, number> {
 const USED: [string, string, number][] = [
 	["GetTokenRequest", "provider", 1],
 	["GetTokenRequest", "min_valid_secs", 2],
+	["GetTokenRequest", "session_id", 3],
+	["WatchTokenRequest", "session_id", 2],
+	["LimitReport", "session_id", 1],
+	["LimitReport", "account_id", 2],
+	["LimitReport", "resets_at", 3],
+	["LimitReport", "min_valid_secs", 4],
 	["Token", "provider", 1],
 	["Token", "access_token", 2],
 	["Token", "expires_at_ms", 3],

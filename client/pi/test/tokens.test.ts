@@ -7,6 +7,7 @@ import { FRESH_MS, TokenSource, type TokenDaemon } from "../src/tokens.ts";
 /** A daemon double: counts GetToken calls and lets the test push WatchToken messages. */
 class FakeDaemon implements TokenDaemon {
 	gets = 0;
+	sessions: string[] = [];
 	next: Token;
 	private push: ((t: Token | Error) => void) | undefined;
 	private queue: (Token | Error)[] = [];
@@ -16,8 +17,9 @@ class FakeDaemon implements TokenDaemon {
 	}
 
 	/** Honours a signal, as the real client does, should one be passed. */
-	async getToken(_minValidSecs: number, signal?: AbortSignal): Promise<Token> {
+	async getToken(_minValidSecs: number, signal?: AbortSignal, session = ""): Promise<Token> {
 		this.gets++;
+		this.sessions.push(session);
 		await new Promise<void>((resolve, reject) => {
 			const timer = setTimeout(resolve, 5);
 			signal?.addEventListener("abort", () => {
@@ -28,7 +30,8 @@ class FakeDaemon implements TokenDaemon {
 		return this.next;
 	}
 
-	async *watchToken(signal: AbortSignal): AsyncGenerator<Token> {
+	async *watchToken(signal: AbortSignal, session = ""): AsyncGenerator<Token> {
+		this.sessions.push(`watch:${session}`);
 		yield this.next;
 		while (!signal.aborted) {
 			const item = this.queue.shift() ?? (await new Promise<Token | Error>((r) => (this.push = r)));
@@ -117,5 +120,28 @@ test("a dropped stream or a nearly expired token sends the next request to GetTo
 	assert.equal(src.cached, false);
 	await src.token();
 	assert.equal(d.gets, 3);
+	src.reset();
+});
+
+test("a new session asks for its own token, and an adopted one is served at once", async () => {
+	const now = 1_000_000;
+	const d = new FakeDaemon(tok("t1", now + 3_600_000));
+	const src = new TokenSource(d, () => now);
+	await src.token();
+	src.useSession("s-1");
+	src.useSession("s-1");
+	assert.equal(src.sessionId, "s-1");
+	d.next = tok("t2", now + 3_600_000);
+	assert.equal((await src.token()).accessToken, "t2");
+	assert.deepEqual(
+		d.sessions.filter((s) => !s.startsWith("watch:")),
+		["", "s-1"],
+		"one GetToken per session",
+	);
+	await tick();
+	assert.ok(d.sessions.includes("watch:s-1"), "the stream follows the session");
+	src.adopt({ ...tok("t3", now + 3_600_000), accountId: "acc-b" });
+	assert.equal((await src.token()).accessToken, "t3");
+	assert.equal(src.accountId, "acc-b");
 	src.reset();
 });

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { bar, decodeUsage, formatUsage } from "../src/usage.ts";
+import { bar, decodeUsage, footerText, formatUsage } from "../src/usage.ts";
 import { Writer } from "../src/wire.ts";
 
 const NOW_MS = 1_800_000_000_000;
@@ -39,4 +39,13 @@ test("/piauth usage shows bars, percent and time to reset", () => {
 	assert.match(text, /weekly {3}\[#{9}\.{11}\] 42\.5% used, resets in 2d 3h/);
 	assert.equal(bar(150), `[${"#".repeat(20)}]`);
 	assert.match(formatUsage([], NOW_MS), /no ChatGPT account/);
+});
+
+test("the footer names the session's account and its 5-hour use", () => {
+	const [a] = decodeUsage(response());
+	assert.ok(a);
+	assert.equal(footerText([a], "acc-1"), "ChatGPT u@example.com · 5h not reported");
+	const busy = { ...a, primary: { usedPercent: 12.4, windowMinutes: 300, resetsAt: 0 }, limitReached: true };
+	assert.equal(footerText([busy], "acc-1"), "ChatGPT u@example.com · 5h 12% · limit reached");
+	assert.equal(footerText([a], "acc-other"), undefined);
 });
