@@ -196,6 +196,45 @@ pub fn from_endpoint(body: &[u8], now_s: i64) -> Option<Report> {
     })
 }
 
+#[derive(Deserialize)]
+struct RateLimitsEvent {
+    rate_limits: Option<Loose<EventLimits>>,
+}
+
+#[derive(Deserialize)]
+struct EventLimits {
+    primary: Option<Loose<EventWindow>>,
+    secondary: Option<Loose<EventWindow>>,
+}
+
+#[derive(Deserialize)]
+struct EventWindow {
+    used_percent: Option<Loose<Number>>,
+    window_minutes: Option<Loose<Number>>,
+    reset_at: Option<Loose<Number>>,
+}
+
+/// The windows a stream's `codex.rate_limits` event carries
+/// (`rate_limits{primary, secondary{used_percent, window_minutes,
+/// reset_at}}`); both `None` when the payload is not such an event. Pure.
+pub fn from_rate_limits_event(payload: &str) -> (Option<Window>, Option<Window>) {
+    let limits = crate::wire::object::<RateLimitsEvent>(payload.as_bytes())
+        .and_then(|e| e.rate_limits)
+        .and_then(Loose::fit);
+    let Some(limits) = limits else {
+        return (None, None);
+    };
+    let side = |w: Option<Loose<EventWindow>>| {
+        let w = w.and_then(Loose::fit)?;
+        Some(Window {
+            used_percent: number(w.used_percent)?,
+            window_minutes: number(w.window_minutes).map_or(0, |m| m as u64),
+            resets_at_s: number(w.reset_at).map(|t| t as i64),
+        })
+    };
+    (side(limits.primary), side(limits.secondary))
+}
+
 /// The windows the `x-codex-{primary,secondary}-*` headers describe
 /// (`used-percent`, `window-minutes`, `reset-at`), read with `get`.
 pub fn from_headers<'a>(get: impl Fn(&str) -> Option<&'a str>) -> (Option<Window>, Option<Window>) {
@@ -338,6 +377,30 @@ mod tests {
         book.store("a", read);
         assert_eq!(book.limited_until("a", 100), Some(500));
         assert_eq!(book.used_percent("a"), Some(42.5));
+    }
+
+    #[test]
+    fn a_rate_limits_event_gives_its_windows_and_anything_else_none() {
+        let (p, s) = from_rate_limits_event(
+            r#"{"type":"codex.rate_limits","rate_limits":{"primary":{"used_percent":12.5,"window_minutes":300,"reset_at":900},"secondary":null}}"#,
+        );
+        assert_eq!(
+            p,
+            Some(Window {
+                used_percent: 12.5,
+                window_minutes: 300,
+                resets_at_s: Some(900)
+            })
+        );
+        assert_eq!(s, None, "a null window is missing, not 0 %");
+        for other in [
+            r#"{"type":"response.created"}"#,
+            "[]",
+            "{",
+            r#"{"rate_limits":7}"#,
+        ] {
+            assert_eq!(from_rate_limits_event(other), (None, None), "{other}");
+        }
     }
 
     #[test]

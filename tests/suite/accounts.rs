@@ -236,3 +236,103 @@ async fn a_reported_limit_moves_the_session_and_all_limited_says_when() {
         "{unknown}"
     );
 }
+
+/// `usage --json` reports both accounts as the backend has them (one
+/// without a 5-hour window), and two sessions pinned to different
+/// accounts stay pinned while both have room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_lists_both_accounts_and_two_pinned_sessions_stay_apart() {
+    use piauth_tests::mock::{AccountUsage, Window};
+    let mock = MockOpenAi::start(MockConfig {
+        device_pending_polls: 0,
+        login_identity: Identity {
+            account_id: "acc-b".into(),
+            email: "b@example.com".into(),
+            plan: "pro".into(),
+        },
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap();
+    let sb = Sandbox::new();
+    write_codex_login(
+        &sb.auth_file(),
+        &mock.state.seed_login("acc-a", "a@example.com", "plus"),
+    )
+    .unwrap();
+    let _daemon = start(&sb, &mock);
+    device_login(&sb).await;
+    let now = piauth_tests::fixtures::now_ms() / 1000;
+    let window = |used: f64, minutes: u64, reset: i64| Window {
+        used_percent: used,
+        window_minutes: minutes,
+        reset_at: now + reset,
+    };
+    mock.state.set_usage(
+        "acc-a",
+        AccountUsage {
+            primary: Some(window(50.0, 300, 3_600)),
+            secondary: Some(window(20.0, 10_080, 86_400)),
+        },
+    );
+    mock.state.set_usage(
+        "acc-b",
+        AccountUsage {
+            primary: None,
+            secondary: Some(window(10.0, 10_080, 2 * 86_400)),
+        },
+    );
+    let out = sb.authctl(&["usage", "--json", "--fresh"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let by_id = |id: &str| {
+        v["accounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["account_id"] == id)
+            .cloned()
+            .unwrap_or_else(|| panic!("{id} in {v}"))
+    };
+    let (a, b) = (by_id("acc-a"), by_id("acc-b"));
+    assert_eq!(a["primary"]["used_percent"], 50.0, "{v}");
+    assert_eq!(a["primary"]["resets_at"], now + 3_600, "{v}");
+    assert_eq!(a["secondary"]["used_percent"], 20.0, "{v}");
+    assert_eq!(a["plan"], "plus", "{v}");
+    assert!(b["primary"].is_null(), "B's missing window is null: {v}");
+    assert_eq!(b["secondary"]["used_percent"], 10.0, "{v}");
+    assert_eq!(b["secondary"]["resets_at"], now + 2 * 86_400, "{v}");
+    assert_eq!(b["email"], "b@example.com", "{v}");
+
+    // A session that began on A keeps it although B has more room now; a
+    // new session gets B, the most headroom; both stay where they are.
+    let mut c = Client::connect(sb.socket()).await.unwrap();
+    c.automatic_account().await.unwrap();
+    let first = c.session_token("s-a", "", 60).await.unwrap().account_id;
+    assert_eq!(first, "acc-b", "a new session gets the most headroom");
+    mock.state.set_usage(
+        "acc-b",
+        AccountUsage {
+            primary: Some(window(80.0, 300, 3_600)),
+            secondary: None,
+        },
+    );
+    let out = sb.authctl(&["usage", "--json", "--fresh"]);
+    assert!(out.status.success());
+    let second = c.session_token("s-b", "", 60).await.unwrap().account_id;
+    assert_eq!(second, "acc-a", "A has more room now");
+    for _ in 0..20 {
+        assert_eq!(
+            c.session_token("s-a", "", 60).await.unwrap().account_id,
+            "acc-b"
+        );
+        assert_eq!(
+            c.session_token("s-b", "", 60).await.unwrap().account_id,
+            "acc-a"
+        );
+    }
+}

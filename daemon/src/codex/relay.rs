@@ -254,7 +254,7 @@ impl Codex {
         let mut moved = false;
         let mut attempt = 0;
         let mut broker = accounts.choose(&prepared.session_id)?;
-        let response = loop {
+        let (response, account) = loop {
             attempt += 1;
             let grant = broker
                 .get_token(DEFAULT_PROVIDER, TOKEN_MIN_VALID_SECS)
@@ -277,7 +277,7 @@ impl Codex {
                 self.note_limits(&grant.account_id, resp.headers(), broker.now_ms() / 1000);
             }
             let wait = match sent {
-                Ok(resp) if resp.status().is_success() => break resp,
+                Ok(resp) if resp.status().is_success() => break (resp, grant.account_id),
                 Ok(resp) if resp.status().as_u16() == 401 && !refreshed => {
                     // Revoked before its expiry: one forced refresh, one retry.
                     tracing::info!("the Codex backend answered 401; refreshing once");
@@ -340,13 +340,16 @@ impl Codex {
                 () = tx.closed() => return Ok(()),
             }
         };
-        self.stream(response, tx).await
+        self.stream(response, &broker, &account, tx).await
     }
 
-    /// Relays the events of a 2xx response. Never retries.
+    /// Relays the events of a 2xx response of `account`'s, folding the
+    /// limits a stream reports into the book. Never retries.
     async fn stream(
         &self,
         mut response: reqwest::Response,
+        broker: &Broker,
+        account: &str,
         tx: &mpsc::Sender<Result<Relayed, RelayError>>,
     ) -> Result<(), RelayError> {
         let mut info = Some(ResponseInfo {
@@ -385,6 +388,11 @@ impl Codex {
                     tracing::debug!("skipped an SSE event that is not a JSON object");
                     continue;
                 };
+                if event_type == RATE_LIMITS_EVENT {
+                    let windows = usage::from_rate_limits_event(&payload);
+                    self.book
+                        .fold_headers(account, windows, broker.now_ms() / 1000);
+                }
                 let terminal = is_terminal(&event_type);
                 let failed = failure::from_event(&event_type, &payload);
                 let relayed = Relayed {
@@ -411,6 +419,9 @@ impl Codex {
         }
     }
 }
+
+/// The stream event that carries the account's rate-limit windows.
+const RATE_LIMITS_EVENT: &str = "codex.rate_limits";
 
 fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     let get = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());

@@ -85,6 +85,9 @@ pub struct ReplyShape {
     pub delta_bytes: usize,
     /// Pause between events.
     pub delay: Duration,
+    /// Send the account's windows first, as a `codex.rate_limits` event
+    /// (the real backend sends one at times).
+    pub rate_limits_event: bool,
 }
 
 impl Default for ReplyShape {
@@ -94,6 +97,7 @@ impl Default for ReplyShape {
             deltas: None,
             delta_bytes: 16,
             delay: Duration::ZERO,
+            rate_limits_event: false,
         }
     }
 }
@@ -373,6 +377,7 @@ async fn answer(
     tokio::spawn(stream_reply(
         state.clone(),
         shape,
+        usage,
         fault,
         reset.map(|axum::Extension(r)| r),
         tx,
@@ -434,6 +439,7 @@ async fn send_all(
 async fn stream_reply(
     state: Arc<MockState>,
     shape: ReplyShape,
+    usage: usage::AccountUsage,
     fault: Option<ResponsesFault>,
     reset: Option<ResetHandle>,
     tx: tokio::sync::mpsc::Sender<Bytes>,
@@ -441,11 +447,15 @@ async fn stream_reply(
     let _live = state.stream_guard();
     let deltas = deltas_of(&shape);
     let id = format!("resp_{}", super::jwt::nonce());
-    let mut events = vec![
+    let mut events: Vec<Value> = Vec::new();
+    if shape.rate_limits_event {
+        events.push(usage::rate_limits_event(&usage));
+    }
+    events.extend([
         json!({"type": "response.created", "response": {"id": id, "status": "in_progress"}}),
         json!({"type": "response.output_item.added", "output_index": 0,
                "item": {"type": "message", "role": "assistant", "content": []}}),
-    ];
+    ]);
     let cut = match &fault {
         Some(ResponsesFault::Stall { .. }) => 1,
         Some(_) => 2,

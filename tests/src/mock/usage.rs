@@ -130,6 +130,23 @@ fn window_secs(w: &Window) -> i64 {
     i64::try_from(w.window_minutes.saturating_mul(60)).unwrap_or(i64::MAX)
 }
 
+/// A stream's `codex.rate_limits` event for `usage` (a missing window is
+/// `null`).
+pub fn rate_limits_event(usage: &AccountUsage) -> Value {
+    let window = |w: &Option<Window>| match w {
+        Some(w) => json!({
+            "used_percent": w.used_percent,
+            "window_minutes": w.window_minutes,
+            "reset_at": w.reset_at,
+        }),
+        None => Value::Null,
+    };
+    json!({
+        "type": "codex.rate_limits",
+        "rate_limits": {"primary": window(&usage.primary), "secondary": window(&usage.secondary)},
+    })
+}
+
 /// The backend's 429 for an account whose window is full until
 /// `resets_at`, with the limit headers it sends.
 pub fn limit_answer(plan: &str, resets_at: i64, now_s: i64) -> Response {
