@@ -14,6 +14,7 @@ use piauth_tests::fixtures::write_codex_login;
 use piauth_tests::mock::{MockConfig, MockOpenAi};
 use serde_json::json;
 
+mod accounts;
 mod figures;
 mod floor;
 mod latency;
@@ -36,6 +37,10 @@ struct Args {
     /// Clients in the refresh storm.
     #[arg(long, default_value_t = 1000)]
     storm: usize,
+    /// Run only these sections (comma-separated: ready, latency, relay,
+    /// storm, idle, accounts); all when not given.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
     /// Internal: serve the echo and gRPC-floor baselines in DIR, with a
     /// token taken from the daemon at DAEMON_SOCKET (the run starts itself
     /// this way, so that no baseline shares the clients' process).
@@ -74,39 +79,53 @@ async fn main() -> anyhow::Result<()> {
     );
     println!("{:<58} {:>14} unit", "figure", "value");
 
-    // Time from exec to READY (median of 10), and idle RSS.
-    let mut readies = Vec::new();
-    for i in 0..10 {
-        let (d, t) = start_daemon(
-            dir.path(),
-            &format!("r{i}"),
-            &mock.issuer(),
-            &mock.codex_base(),
-        )?;
-        readies.push(t);
-        drop(d);
+    let wants = |section: &str| args.only.is_empty() || args.only.iter().any(|s| s == section);
+    if wants("ready") {
+        // Time from exec to READY (median of 10).
+        let mut readies = Vec::new();
+        for i in 0..10 {
+            let (d, t) = start_daemon(
+                dir.path(),
+                &format!("r{i}"),
+                &mock.issuer(),
+                &mock.codex_base(),
+            )?;
+            readies.push(t);
+            drop(d);
+        }
+        readies.sort_unstable();
+        figs.add(
+            "exec_to_ready_p50",
+            us(percentile(&readies, 0.5)) / 1000.0,
+            "ms",
+            json!({"target_ms": 100}),
+        );
     }
-    readies.sort_unstable();
-    figs.add(
-        "exec_to_ready_p50",
-        us(percentile(&readies, 0.5)) / 1000.0,
-        "ms",
-        json!({"target_ms": 100}),
-    );
     let (daemon, _) = start_daemon(dir.path(), "main", &mock.issuer(), &mock.codex_base())?;
-    let pid = daemon.child.id();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    figs.add(
-        "idle_rss",
-        piauth_tests::process::rss_kb(pid) as f64 / 1024.0,
-        "MB",
-        json!({"target_mb": 15}),
-    );
-
-    latency::run(args.secs, dir.path(), &auth, &daemon, &mut figs).await?;
-    relay::run(&mock, &daemon, &mut figs).await?;
-    storm::storm(args.storm, dir.path(), &mock, &mut figs).await?;
-    storm::idle(args.idle_secs, &daemon, dir.path(), &mock, &mut figs).await?;
+    if wants("ready") {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        figs.add(
+            "idle_rss",
+            piauth_tests::process::rss_kb(daemon.child.id()) as f64 / 1024.0,
+            "MB",
+            json!({"target_mb": 15}),
+        );
+    }
+    if wants("latency") {
+        latency::run(args.secs, dir.path(), &auth, &daemon, &mut figs).await?;
+    }
+    if wants("relay") {
+        relay::run(&mock, &daemon, &mut figs).await?;
+    }
+    if wants("storm") {
+        storm::storm(args.storm, dir.path(), &mock, &mut figs).await?;
+    }
+    if wants("idle") {
+        storm::idle(args.idle_secs, &daemon, dir.path(), &mock, &mut figs).await?;
+    }
+    if wants("accounts") {
+        accounts::run(args.secs, dir.path(), &mock, &mut figs).await?;
+    }
 
     println!();
     for f in &figs.0 {
