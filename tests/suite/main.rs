@@ -38,8 +38,12 @@ mod mock_pi16;
 mod newcomer;
 /// What the tests with the real pi share: clients, output, a file watch.
 mod pi_harness;
+/// A pi 1.6.0 home with the package installed, for the pi tests.
+mod pi_home;
 /// The real pi beside the daemon.
 mod pi_interop;
+/// What a pi user reads from the package when no token can be had.
+mod pi_messages;
 /// The real pi 1.6.0 with the package in client/pi.
 mod pi_package;
 /// An independent client: Python grpcio.

@@ -2,198 +2,27 @@
 //! with the package in `client/pi/` installed as a user installs it
 //! (`pi install ./client/pi`), answering prompts through piauthd.
 //!
-//! pi's Codex backend is the mock, set through `models.json` `baseUrl`. pi's
-//! own issuer is unreachable: every HTTPS request pi makes goes to a proxy
-//! that answers nothing and records where pi wanted to go, so a refresh by
-//! pi itself would fail loudly and be seen. Tokens live a few seconds, so
+//! pi's Codex backend is the mock: the package points pi at the daemon's
+//! backend by itself (no `models.json`), and no request pi makes may leave
+//! for OpenAI. pi's own issuer is unreachable: every HTTPS request pi makes
+//! goes to a proxy that answers nothing and records where pi wanted to go,
+//! so a refresh by pi itself would fail loudly and be seen. Tokens live a few seconds, so
 //! each test spans several token lifetimes.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use piauth_client::Client;
 use piauth_tests::fixtures::write_codex_login;
 use piauth_tests::mock::{MockConfig, MockOpenAi};
-use piauth_tests::proxy::RefusingProxy;
-use piauth_tests::sandbox::bin_path;
 use piauth_tests::secrets::SecretService;
 use piauth_tests::{Daemon, Sandbox};
+
+use crate::pi_home::{PiHome, answered, describe, file_daemon};
 
 /// Sessions started at once.
 const SESSIONS: usize = 8;
 /// Access-token lifetime at the mock.
 const LIFETIME_SECS: u64 = 6;
-const REPLY: &str = "Hello from the mock Codex backend.";
-
-/// Node 22 and pi 1.6.0's CLI, as `tests/run` installs them.
-fn pi16() -> (PathBuf, PathBuf) {
-    let get = |var: &str| {
-        let path = std::env::var_os(var).map(PathBuf::from).unwrap_or_else(|| {
-            panic!("{var} is not set: run the suite with `tests/run`, which installs pi 1.6.0 and Node 22")
-        });
-        assert!(path.exists(), "{var}={} does not exist", path.display());
-        path
-    };
-    (get("PIAUTHD_TEST_NODE22"), get("PIAUTHD_TEST_PI16"))
-}
-
-fn package_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../client/pi")
-        .canonicalize()
-        .expect("client/pi")
-}
-
-/// A pi home: the package installed, `models.json` pointing at the mock.
-struct PiHome<'a> {
-    sb: &'a Sandbox,
-    node: PathBuf,
-    cli: PathBuf,
-    proxy: RefusingProxy,
-    env: Vec<(String, String)>,
-}
-
-impl<'a> PiHome<'a> {
-    fn new(sb: &'a Sandbox, mock: &MockOpenAi) -> PiHome<'a> {
-        let (node, cli) = pi16();
-        let models =
-            serde_json::json!({"providers": {"openai-codex": {"baseUrl": mock.codex_base()}}});
-        std::fs::write(sb.agent_dir().join("models.json"), models.to_string())
-            .expect("models.json");
-        let home = PiHome {
-            sb,
-            node,
-            cli,
-            proxy: RefusingProxy::start(),
-            env: Vec::new(),
-        };
-        let out = home
-            .pi(&["install", &package_dir().display().to_string()])
-            .output()
-            .expect("pi install");
-        assert!(
-            out.status.success(),
-            "pi install failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let settings =
-            std::fs::read_to_string(sb.agent_dir().join("settings.json")).expect("settings.json");
-        assert!(
-            settings.contains("client/pi"),
-            "pi recorded the package: {settings}"
-        );
-        home
-    }
-
-    fn pi(&self, args: &[&str]) -> Command {
-        let proxy = self.proxy.url();
-        let bin_dir = bin_path("piauthd").parent().expect("bin dir").to_owned();
-        let path = format!(
-            "{}:{}",
-            bin_dir.display(),
-            std::env::var("PATH").unwrap_or_default()
-        );
-        let mut cmd = Command::new(&self.node);
-        cmd.arg(&self.cli)
-            .args(args)
-            .current_dir(self.sb.dir.path())
-            .env_clear()
-            .env("PATH", path)
-            .env("HOME", self.sb.dir.path())
-            .env("PI_CODING_AGENT_DIR", self.sb.agent_dir())
-            .env("PIAUTHD_SOCKET", self.sb.socket())
-            .env("PIAUTHD_NO_AUTOSTART", "1")
-            .env("PI_SKIP_VERSION_CHECK", "1")
-            .env("HTTPS_PROXY", &proxy)
-            .env("HTTP_PROXY", &proxy)
-            .env("NO_PROXY", "127.0.0.1,localhost")
-            .stdin(Stdio::null());
-        for (k, v) in &self.env {
-            cmd.env(k, v);
-        }
-        cmd
-    }
-
-    /// Starts `n` prompts at once; returns each one's output.
-    fn round(&self, n: usize) -> Vec<Output> {
-        let children: Vec<_> = (0..n).map(|i| self.session(i)).collect();
-        children
-            .into_iter()
-            .map(|c| c.wait_with_output().expect("pi output"))
-            .collect()
-    }
-
-    /// Starts `pi -p "prompt i"` on the codex provider.
-    fn session(&self, i: usize) -> std::process::Child {
-        self.pi(&[
-            "-p",
-            &format!("prompt {i}"),
-            "--provider",
-            "openai-codex",
-            "--model",
-            "gpt-6.2-sol",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn pi")
-    }
-
-    /// Like `round`, and calls `during` once the sessions are started;
-    /// returns each session's output with the moment it exited.
-    fn round_while(&self, n: usize, during: impl FnOnce()) -> Vec<(Output, Instant)> {
-        let waits: Vec<_> = (0..n)
-            .map(|i| {
-                let child = self.session(i);
-                std::thread::spawn(move || {
-                    let out = child.wait_with_output().expect("pi output");
-                    (out, Instant::now())
-                })
-            })
-            .collect();
-        during();
-        waits
-            .into_iter()
-            .map(|w| w.join().expect("a waiting thread"))
-            .collect()
-    }
-
-    /// pi never tried to reach OpenAI's issuer by itself.
-    fn assert_pi_never_called_its_issuer(&self) {
-        let targets = self.proxy.requests();
-        assert!(
-            !targets.iter().any(|t| t.contains("auth.openai.com")),
-            "pi tried its own issuer: {targets:?}"
-        );
-    }
-}
-
-fn answered(o: &Output) -> bool {
-    o.status.success() && String::from_utf8_lossy(&o.stdout).contains(REPLY)
-}
-
-fn describe(outs: &[Output]) -> String {
-    outs.iter()
-        .filter(|o| !answered(o))
-        .map(|o| {
-            format!(
-                "{}: {}",
-                o.status,
-                String::from_utf8_lossy(&o.stderr).trim()
-            )
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-fn file_daemon(sb: &Sandbox, mock: &MockOpenAi) -> Daemon {
-    let (issuer, base) = (mock.issuer(), mock.codex_base());
-    Daemon::start_with(sb, move |cmd| {
-        cmd.env("PIAUTHD_ISSUER", &issuer)
-            .env("PIAUTHD_CODEX_BASE_URL", &base);
-    })
-}
 
 async fn refresh_count(sb: &Sandbox) -> u32 {
     let mut c = Client::connect(sb.socket()).await.expect("connect");
@@ -221,7 +50,7 @@ async fn eight_sessions_across_five_token_lifetimes_all_answered_with_zero_reuse
     )
     .unwrap();
     let _d = file_daemon(&sb, &mock);
-    let home = PiHome::new(&sb, &mock);
+    let home = PiHome::new(&sb);
 
     let start = Instant::now();
     let (mut prompts, mut rounds) = (0, 0);
@@ -296,7 +125,7 @@ async fn without_a_codex_entry_in_auth_json_prompts_are_answered_from_the_keyrin
         "no codex entry in auth.json"
     );
 
-    let home = PiHome::new(&sb, &mock);
+    let home = PiHome::new(&sb);
     let start = Instant::now();
     let mut prompts = 0;
     while start.elapsed() < Duration::from_secs(2 * LIFETIME_SECS) {
@@ -329,7 +158,7 @@ async fn a_daemon_killed_mid_run_is_autostarted_and_only_prompts_in_flight_fail(
     )
     .unwrap();
     let d = file_daemon(&sb, &mock);
-    let mut home = PiHome::new(&sb, &mock);
+    let mut home = PiHome::new(&sb);
     // pi may start the daemon now, against the same mock.
     home.env = vec![
         ("PIAUTHD_NO_AUTOSTART".into(), "0".into()),
@@ -438,7 +267,7 @@ async fn a_limit_mid_run_moves_pi_sessions_to_the_other_account_and_no_prompt_is
         }
     }
     c.use_account("acc-a").await.unwrap();
-    let home = PiHome::new(&sb, &mock);
+    let home = PiHome::new(&sb);
 
     let outs = home.round(4);
     assert!(

@@ -29,6 +29,7 @@ import type { AuthContext, OAuthCredential } from "@earendil-works/pi-ai";
 import { Daemon } from "../src/daemon.ts";
 import { codexAuth } from "../src/provider.ts";
 import { TokenSource } from "../src/tokens.ts";
+import { Unavailable } from "../src/unavailable.ts";
 import { Sandbox, bin, startDaemon, startMock, stop } from "../test/harness.ts";
 
 const { values } = parseArgs({
@@ -99,7 +100,7 @@ try {
 	const options = { socketPath: sb.socket, authctl: undefined };
 	const daemon = new Daemon(options);
 	const tokens = new TokenSource(daemon);
-	const auth = codexAuth(daemon, tokens);
+	const auth = codexAuth(daemon, tokens, new Unavailable());
 	const cred = {} as OAuthCredential;
 	const { runtime, model } = await piRuntime(sb.agentDir);
 	const authctl = bin("pi-authctl");

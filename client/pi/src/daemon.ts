@@ -14,6 +14,7 @@ import { execFile } from "node:child_process";
 import { Channel, Code, NotListening, RpcError } from "./grpc.ts";
 import {
 	CODEX,
+	LOGIN_HINT,
 	type LoginEvent,
 	type LoginMethod,
 	type Status,
@@ -71,8 +72,12 @@ const LOGIN_REASONS = new Set(["ERROR_REASON_NOT_LOGGED_IN", "ERROR_REASON_NEEDS
 export function explain(e: unknown, path: string): Error {
 	if (e instanceof PiauthError) return e;
 	if (e instanceof RpcError) {
-		const hint = e.reason && LOGIN_REASONS.has(e.reason) ? " In pi, run /login and choose ChatGPT." : "";
-		return new PiauthError(`piauthd: ${e.message}${hint}`, { reason: e.reason, code: e.code, cause: e });
+		if (e.reason && LOGIN_REASONS.has(e.reason)) {
+			// The daemon's own advice names pi-authctl; in pi, pi's /login does it.
+			const what = e.message.replace(/:\s*run `pi-authctl login`\s*$/, "");
+			return new PiauthError(`piauthd: ${what}. ${LOGIN_HINT}`, { reason: e.reason, code: e.code, cause: e });
+		}
+		return new PiauthError(`piauthd: ${e.message}`, { reason: e.reason, code: e.code, cause: e });
 	}
 	if (e instanceof NotListening) {
 		return new PiauthError(`piauthd is not running (nothing listens on ${path}): start it with \`piauthd\``, { cause: e });

@@ -11,6 +11,12 @@ import { Writer, WireError, bool, bytes, fields, int64, string, uint } from "./w
 export const CODEX = "openai-codex";
 
 /**
+ * What to type in pi to log in, in pi's words: its `/login` menu lists the
+ * provider by its name, "OpenAI Codex" (a test checks it against pi-ai).
+ */
+export const LOGIN_HINT = "In pi, run /login and choose OpenAI Codex.";
+
+/**
  * An access token from the daemon. `accessToken` is a secret: it never goes
  * into a log, an error message or a notification.
  */

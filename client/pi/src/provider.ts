@@ -25,18 +25,18 @@ import {
 	type AssistantMessageEventStream,
 	type OAuthAuth,
 	type Provider,
+	type Model,
 	type StreamOptions,
 	createAssistantMessageEventStream,
 } from "@earendil-works/pi-ai";
 
+import { BackendSource } from "./backend.ts";
 import type { Daemon } from "./daemon.ts";
 import { type Moved, type Run, accountOf, retryOnLimit } from "./limits.ts";
 import { CODEX } from "./messages.ts";
 import { runLogin } from "./login.ts";
 import type { TokenSource } from "./tokens.ts";
-
-/** The states in which the daemon can serve a token. */
-const SERVING = new Set(["valid", "expired", "refreshing", "degraded"]);
+import { Unavailable, failedStream } from "./unavailable.ts";
 
 /**
  * pi's `OAuthAuth` as pi 1.6.0 calls it, which is wider than it declares:
@@ -57,7 +57,21 @@ function asPiOAuth(auth: UnchangingOAuth): OAuthAuth {
 	return auth as unknown as OAuthAuth;
 }
 
-export function codexAuth(daemon: Daemon, tokens: TokenSource): { oauth: OAuthAuth; apiKey: ApiKeyAuth } {
+export function codexAuth(
+	daemon: Daemon,
+	tokens: TokenSource,
+	unavailable: Unavailable,
+): { oauth: OAuthAuth; apiKey: ApiKeyAuth } {
+	const backend = new BackendSource(daemon);
+	// The token and the backend, or a placeholder naming why not (see `unavailable.ts`).
+	const auth = async (signal?: AbortSignal): Promise<{ apiKey: string; baseUrl?: string }> => {
+		try {
+			return { apiKey: (await tokens.token(signal)).accessToken, ...(await backend.override()) };
+		} catch (e) {
+			if (signal?.aborted) throw e;
+			return { apiKey: unavailable.mark(e) };
+		}
+	};
 	const oauth = asPiOAuth({
 		name: "ChatGPT Plus/Pro (through piauthd)",
 		isSubscription: true,
@@ -70,23 +84,19 @@ export function codexAuth(daemon: Daemon, tokens: TokenSource): { oauth: OAuthAu
 			return undefined;
 		},
 		async toAuth() {
-			return { apiKey: (await tokens.token()).accessToken };
+			return auth();
 		},
 	});
 	const apiKey: ApiKeyAuth = {
 		name: "piauthd",
+		// Always configured: tokens come from piauthd. Logged out or with the
+		// daemon away, a request then says so in piauthd's words and names
+		// what to type, where pi alone would say "No API key found".
 		async check() {
-			try {
-				const status = await daemon.status();
-				const codex = status.providers.find((p) => p.provider === CODEX);
-				return codex && SERVING.has(codex.state) ? { type: "oauth", source: "piauthd" } : undefined;
-			} catch {
-				// Unreachable daemon: report configured, so a request says why in one line.
-				return { type: "oauth", source: "piauthd" };
-			}
+			return { type: "oauth", source: "piauthd" };
 		},
 		async resolve({ signal }) {
-			return { auth: { apiKey: (await tokens.token(signal)).accessToken }, source: "piauthd" };
+			return { auth: await auth(signal), source: "piauthd" };
 		},
 	};
 	return { oauth, apiKey };
@@ -103,7 +113,10 @@ export function codexProvider(
 	tokens: TokenSource,
 	onMoved: (moved: Moved) => void = () => {},
 ): Provider {
-	const guarded = (options: StreamOptions | undefined, run: Run): AssistantMessageEventStream => {
+	const unavailable = new Unavailable();
+	const guarded = (model: Model<string>, options: StreamOptions | undefined, run: Run): AssistantMessageEventStream => {
+		const failure = unavailable.reason(options?.apiKey);
+		if (failure) return failedStream(createAssistantMessageEventStream, model, failure);
 		const session = options?.sessionId ?? "";
 		tokens.useSession(session);
 		const accessToken = options?.apiKey ?? "";
@@ -115,14 +128,14 @@ export function codexProvider(
 	};
 	return {
 		...builtin,
-		auth: codexAuth(daemon, tokens),
+		auth: codexAuth(daemon, tokens, unavailable),
 		stream(model, context, options) {
 			// The options pi gave, with the token of the account serving the turn.
 			const withKey = (apiKey: string) => ({ ...options, apiKey }) as NonNullable<typeof options>;
-			return guarded(options, (apiKey) => builtin.stream(model, context, withKey(apiKey)));
+			return guarded(model, options, (apiKey) => builtin.stream(model, context, withKey(apiKey)));
 		},
 		streamSimple(model, context, options) {
-			return guarded(options, (apiKey) => builtin.streamSimple(model, context, { ...options, apiKey }));
+			return guarded(model, options, (apiKey) => builtin.streamSimple(model, context, { ...options, apiKey }));
 		},
 	};
 }

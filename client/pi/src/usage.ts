@@ -4,6 +4,7 @@
  * missing, never shown as 0 %.
  */
 
+import { LOGIN_HINT } from "./messages.ts";
 import { bool, bytes, double, fields, int64, string, uint } from "./wire.ts";
 
 export interface UsageWindow {
@@ -106,7 +107,7 @@ export function footerText(accounts: AccountUsage[], accountId: string): string 
 
 /** The text `/piauth usage` shows (pure: `nowMs` is the clock). */
 export function formatUsage(accounts: AccountUsage[], nowMs: number): string {
-	if (accounts.length === 0) return "piauthd: no ChatGPT account. In pi, run /login and choose ChatGPT.";
+	if (accounts.length === 0) return `piauthd: no ChatGPT account. ${LOGIN_HINT}`;
 	const nowS = Math.floor(nowMs / 1000);
 	const lines: string[] = [];
 	for (const a of accounts) {

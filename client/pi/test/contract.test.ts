@@ -118,3 +118,13 @@ test("the enums the package names keep their numbers", () => {
 	assert.ok(order("ProviderState").includes("PROVIDER_STATE_NEEDS_LOGIN=5"));
 	assert.ok(proto.includes("ERROR_REASON_PASTE_REJECTED = 14;"));
 });
+
+test("the login hint names the menu item pi 1.6.0 shows", async () => {
+	const { LOGIN_HINT } = await import("../src/messages.ts");
+	const { openaiCodexProvider } = await import(
+		"../../../tests/pi-current/node_modules/@earendil-works/pi-ai/dist/providers/openai-codex.js"
+	);
+	const name: string = openaiCodexProvider().name;
+	assert.equal(name, "OpenAI Codex");
+	assert.ok(LOGIN_HINT.includes(`/login and choose ${name}`), LOGIN_HINT);
+});

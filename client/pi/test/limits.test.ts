@@ -121,3 +121,19 @@ test("the limit's words, its reset and the token's account are read", () => {
 	assert.equal(accountOf("not-a-jwt"), "");
 	assert.equal(accountOf("a.%%%.c"), "");
 });
+
+test("a placeholder for a failure answers with the daemon's sentence and no request", async () => {
+	const { Unavailable, failedStream } = await import("../src/unavailable.ts");
+	const u = new Unavailable();
+	const key = u.mark(new Error("piauthd: not logged in to openai-codex. In pi, run /login and choose OpenAI Codex."));
+	assert.equal(u.reason("a.real.token"), undefined);
+	assert.match(u.reason(key) ?? "", /^piauthd: not logged in/);
+	for (let i = 0; i < 40; i++) u.mark(new Error(`failure ${i}`));
+	assert.match(u.reason(key) ?? "", /try again/, "old placeholders are forgotten, and still say something");
+	const model = { api: "openai-codex-responses", provider: "openai-codex", id: "m" } as Parameters<typeof failedStream>[1];
+	const events: AssistantMessageEvent[] = [];
+	for await (const e of failedStream(createAssistantMessageEventStream, model, "piauthd: why")) events.push(e);
+	assert.equal(events.length, 1);
+	const [only] = events;
+	assert.ok(only?.type === "error" && only.error.errorMessage === "piauthd: why");
+});
