@@ -204,7 +204,7 @@ pub struct CompleteArgs {
     /// The prompt, or `-` to read it from stdin.
     pub prompt: String,
     /// Model id (see `pi-authctl models`).
-    #[arg(long, default_value = "gpt-5.1-codex-mini")]
+    #[arg(long, default_value = "gpt-6.2-sol")]
     pub model: String,
     /// Reasoning effort [default: the model's].
     #[arg(long, value_parser = ["minimal", "low", "medium", "high", "xhigh"])]

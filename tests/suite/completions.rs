@@ -402,10 +402,12 @@ async fn bad_requests_and_missing_logins_fail_before_any_upstream_call() {
 async fn list_models_and_the_cli() {
     let mut r = rig().await;
     let models = r.client.list_models().await.unwrap();
-    assert!(models.iter().any(|m| m.id == "gpt-5.5"
-        && m.context_window == 272_000
+    // pi 1.6.0's catalog: what pi offers, pi-authctl lists.
+    assert!(models.iter().any(|m| m.id == "gpt-6.2-sol"
+        && m.context_window == 500_000
         && m.max_output_tokens == 128_000));
-    assert_eq!(models.len(), 9);
+    assert!(models.iter().all(|m| !m.id.starts_with("gpt-5.1")));
+    assert_eq!(models.len(), 10);
 
     let out = r.sb.authctl(&["complete", "hello"]);
     assert!(
@@ -441,7 +443,7 @@ async fn list_models_and_the_cli() {
 
     let mut child =
         r.sb.command("pi-authctl")
-            .args(["complete", "-", "--model", "gpt-5.5"])
+            .args(["complete", "-", "--model", "gpt-6.1-sol"])
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
@@ -460,5 +462,11 @@ async fn list_models_and_the_cli() {
 
     let out = r.sb.authctl(&["models", "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v.as_array().unwrap().len(), 9);
+    assert_eq!(v.as_array().unwrap().len(), 10);
+    assert!(
+        v.as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["id"] == "gpt-6.2-sol")
+    );
 }
