@@ -11,10 +11,13 @@ import type { ProviderAuthInteraction } from "@earendil-works/pi-ai";
 
 import type { Daemon } from "./daemon.ts";
 import { PiauthError } from "./daemon.ts";
-import { type LoginEvent, LoginMethod } from "./messages.ts";
+import { type LoginEvent, LoginMethod, type Status } from "./messages.ts";
 
 const BROWSER = "browser";
 const DEVICE = "device_code";
+
+/** pi takes a failure of exactly this message for the user's cancel, and says nothing. */
+export const CANCELLED = "Login cancelled";
 
 export const PASTE_PROMPT = "Finish in your browser, or paste the URL it ends on (or the code) here:";
 
@@ -28,16 +31,20 @@ export type Step =
 /** Maps a daemon login event to pi's AuthEvent vocabulary (pure). */
 export function step(e: LoginEvent, nowMs: number): Step {
 	switch (e.type) {
-		case "authorize_url":
+		case "authorize_url": {
+			const here = `Sign in with your ChatGPT account. piauthd listens for the browser on ${e.callbackAddr || "localhost"}.`;
+			// Over SSH the link above opens nothing: the issuer's own URL, opened
+			// on the user's machine, ends on a page whose URL is pasted here.
+			const elsewhere =
+				e.issuerUrl && e.issuerUrl !== e.url
+					? ` Browser on another machine? Open this link there instead, then paste the URL it ends on (it will not load) here: ${e.issuerUrl}`
+					: "";
 			return {
 				kind: "notify",
-				event: {
-					type: "auth_url",
-					url: e.url,
-					instructions: `Sign in with your ChatGPT account. piauthd listens for the browser on ${e.callbackAddr || "localhost"}.`,
-				},
+				event: { type: "auth_url", url: e.url, instructions: here + elsewhere },
 				offerPaste: true,
 			};
+		}
 		case "device_code":
 			return {
 				kind: "notify",
@@ -58,7 +65,7 @@ export function step(e: LoginEvent, nowMs: number): Step {
 		case "failure":
 			return { kind: "fail", message: `Login failed: ${e.message}` };
 		case "cancelled":
-			return { kind: "fail", message: "Login cancelled" };
+			return { kind: "fail", message: CANCELLED };
 		default:
 			return { kind: "ignore" };
 	}
@@ -90,8 +97,34 @@ async function pasteLoop(daemon: Daemon, interaction: ProviderAuthInteraction, s
 	}
 }
 
-/** Runs a login through the daemon; resolves once the daemon has stored it. */
+/**
+ * Runs a login through the daemon; resolves once the daemon has stored it,
+ * after saying where. Esc (pi's abort) is a cancel, never an error.
+ */
 export async function runLogin(daemon: Daemon, interaction: ProviderAuthInteraction): Promise<void> {
+	try {
+		await loginSteps(daemon, interaction);
+	} catch (e) {
+		if (interaction.signal.aborted) throw new PiauthError(CANCELLED, { cause: e });
+		throw e;
+	}
+	try {
+		interaction.notify({ type: "info", message: storedWhere(await daemon.status()) });
+	} catch {
+		// Where it went is a courtesy; the login itself is done.
+	}
+}
+
+/** Where the daemon keeps the login, for pi's dialog (pure). */
+export function storedWhere(status: Status): string {
+	const store = status.store;
+	if (store?.kind === "keyring") {
+		return "piauthd keeps this login in the OS keyring, not in pi's auth.json; every pi session gets it through piauthd.";
+	}
+	return `piauthd saved this login in ${store?.path || "pi's auth.json"}; every pi session gets it through piauthd.`;
+}
+
+async function loginSteps(daemon: Daemon, interaction: ProviderAuthInteraction): Promise<void> {
 	const choice = await interaction.prompt({
 		type: "select",
 		message: "Sign in to ChatGPT (piauthd keeps the login for every pi session):",

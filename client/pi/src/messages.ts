@@ -196,7 +196,7 @@ export function encodeSubmitCode(provider: string, input: string): Uint8Array {
 
 /** One step of a login, as the daemon reports it. */
 export type LoginEvent =
-	| { type: "authorize_url"; url: string; callbackAddr: string }
+	| { type: "authorize_url"; url: string; callbackAddr: string; issuerUrl: string }
 	| { type: "waiting"; message: string }
 	| { type: "device_code"; verificationUrl: string; userCode: string; expiresAtMs: number }
 	| { type: "callback_unavailable"; message: string }
@@ -218,7 +218,7 @@ export function decodeLoginEvent(buf: Uint8Array): LoginEvent {
 		const inner = bytes(f);
 		const s = strings(inner);
 		switch (f.field) {
-			case 1: return { type: "authorize_url", url: s[1] ?? "", callbackAddr: s[2] ?? "" };
+			case 1: return { type: "authorize_url", url: s[1] ?? "", callbackAddr: s[2] ?? "", issuerUrl: s[3] ?? "" };
 			case 2: return { type: "waiting", message: s[1] ?? "" };
 			case 3: {
 				let expiresAtMs = 0;

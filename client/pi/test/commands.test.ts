@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 
 import { formatStatus, span } from "../src/commands.ts";
-import { step } from "../src/login.ts";
+import { CANCELLED, step, storedWhere } from "../src/login.ts";
 import type { Status } from "../src/messages.ts";
 
 test("span shows the two largest units", () => {
@@ -83,9 +83,17 @@ test("a logged-out daemon's status says what to do", () => {
 });
 
 test("login events map onto pi's dialog", () => {
-	const url = step({ type: "authorize_url", url: "http://i/authorize?x", callbackAddr: "127.0.0.1:1455" }, 0);
+	const url = step(
+		{ type: "authorize_url", url: "http://localhost:1455/start/s", callbackAddr: "127.0.0.1:1455", issuerUrl: "http://i/authorize?x" },
+		0,
+	);
 	assert.equal(url.kind, "notify");
-	assert.ok(url.kind === "notify" && url.offerPaste && url.event.type === "auth_url" && url.event.url === "http://i/authorize?x");
+	assert.ok(url.kind === "notify" && url.offerPaste && url.event.type === "auth_url" && url.event.url === "http://localhost:1455/start/s");
+	// Over SSH: the issuer's own URL is shown too, to open on another machine.
+	assert.ok(url.kind === "notify" && url.event.type === "auth_url" && url.event.instructions?.includes("Browser on another machine? Open this link there instead"));
+	assert.ok(url.kind === "notify" && url.event.type === "auth_url" && url.event.instructions?.endsWith("http://i/authorize?x"));
+	const same = step({ type: "authorize_url", url: "http://i/authorize?x", callbackAddr: "", issuerUrl: "http://i/authorize?x" }, 0);
+	assert.ok(same.kind === "notify" && same.event.type === "auth_url" && !same.event.instructions?.includes("another machine"));
 	const dev = step({ type: "device_code", verificationUrl: "https://v", userCode: "AB-12", expiresAtMs: 900_000 }, 0);
 	assert.ok(dev.kind === "notify" && dev.event.type === "device_code" && dev.event.expiresInSeconds === 900);
 	assert.deepEqual(step({ type: "success", provider: "", accountId: "", email: "", plan: "" }, 0), { kind: "done" });
@@ -94,4 +102,11 @@ test("login events map onto pi's dialog", () => {
 		message: "Login failed: access_denied",
 	});
 	assert.deepEqual(step({ type: "cancelled", message: "" }, 0), { kind: "fail", message: "Login cancelled" });
+});
+
+test("after a login pi is told where the daemon keeps it", () => {
+	const status = (kind: string, path: string) => ({ store: { kind, path, health: "ok", detail: "" } }) as unknown as Status;
+	assert.match(storedWhere(status("keyring", "keyring")), /OS keyring, not in pi's auth\.json/);
+	assert.match(storedWhere(status("file", "/h/.pi/agent/auth.json")), /saved this login in \/h\/\.pi\/agent\/auth\.json/);
+	assert.equal(CANCELLED, "Login cancelled", "pi's exact words for a cancel");
 });

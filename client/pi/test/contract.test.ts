@@ -86,6 +86,7 @@ const USED: [string, string, number][] = [
 	["LoginEvent", "cancelled", 7],
 	["AuthorizeUrl", "url", 1],
 	["AuthorizeUrl", "callback_addr", 2],
+	["AuthorizeUrl", "issuer_url", 3],
 	["DeviceCode", "verification_url", 1],
 	["DeviceCode", "user_code", 2],
 	["DeviceCode", "expires_at_ms", 3],

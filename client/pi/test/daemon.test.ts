@@ -131,10 +131,10 @@ describe("logging in from pi's dialog", () => {
 	});
 
 	/** pi's side of a login: records notices, answers prompts with `answer`. */
-	function dialog(answer: (p: AuthPrompt, events: AuthEvent[]) => Promise<string>) {
+	function dialog(answer: (p: AuthPrompt, events: AuthEvent[]) => Promise<string>, esc = new AbortController()) {
 		const events: AuthEvent[] = [];
 		const interaction: ProviderAuthInteraction = {
-			signal: new AbortController().signal,
+			signal: esc.signal,
 			notify: (e) => events.push(e),
 			prompt: (p) => answer(p, events),
 		};
@@ -202,11 +202,27 @@ describe("logging in from pi's dialog", () => {
 		assert.equal(stored(sb.authFile).accountId, "acc-login");
 	});
 
-	test("device code: the code shows in pi and the login completes", async () => {
+	test("device code: the code shows in pi and the login completes, and pi hears where it went", async () => {
 		const d = dialog(async () => "device_code");
 		await runLogin(daemon, d.interaction);
 		const ev = d.events.find((e) => e.type === "device_code");
 		assert.ok(ev?.type === "device_code" && ev.userCode.length > 0);
+		assert.ok(
+			d.events.some((e) => e.type === "info" && e.message.includes(`piauthd saved this login in ${sb.authFile}`)),
+			JSON.stringify(d.events),
+		);
+	});
+
+	test("Esc during a login is pi's cancel, not an error", async () => {
+		const esc = new AbortController();
+		const d = dialog(async (p) => {
+			if (p.type === "select") return "browser";
+			return new Promise((_, reject) => p.signal?.addEventListener("abort", () => reject(new Error("aborted"))));
+		}, esc);
+		const done = runLogin(daemon, d.interaction);
+		await until("the authorize URL", () => d.events.some((e) => e.type === "auth_url"));
+		esc.abort();
+		await assert.rejects(done, (e: unknown) => e instanceof Error && e.message === "Login cancelled");
 	});
 
 	test("logout goes through the daemon", async () => {

@@ -80,11 +80,16 @@ test("status decodes nested store and providers", () => {
 });
 
 test("login events decode by their oneof field", () => {
-	const url = new Writer().string(1, "http://x/authorize").string(2, "127.0.0.1:1455").finish();
+	const url = new Writer()
+		.string(1, "http://localhost:1455/start/x")
+		.string(2, "127.0.0.1:1455")
+		.string(3, "http://x/authorize")
+		.finish();
 	assert.deepEqual(decodeLoginEvent(new Writer().bytes(1, url).finish()), {
 		type: "authorize_url",
-		url: "http://x/authorize",
+		url: "http://localhost:1455/start/x",
 		callbackAddr: "127.0.0.1:1455",
+		issuerUrl: "http://x/authorize",
 	});
 	const device = new Writer().string(1, "https://v").string(2, "ABCD-1234").varint(3, 5_000).finish();
 	assert.deepEqual(decodeLoginEvent(new Writer().bytes(3, device).finish()), {
