@@ -1,10 +1,12 @@
 //! A newcomer's first hour: a fresh `git clone` of this repository's HEAD
-//! in a temporary directory, then the README's quick start and its mock
-//! recipe run exactly as written, ending with a logged-in
-//! `pi-authctl status` against `mock-openai`.
+//! in a temporary directory, then the README's quick start, its mock recipe
+//! and its pi recipe run exactly as written, ending with a logged-in
+//! `pi-authctl status` against `mock-openai` and a real pi 1.6.0 answered
+//! by the mock.
 //!
 //! The commands are taken from the README itself (the fenced blocks
-//! between the `<!-- quick-start -->` and `<!-- mock-recipe -->` markers),
+//! between the `<!-- quick-start -->`, `<!-- mock-recipe -->` and
+//! `<!-- pi-recipe -->` markers),
 //! so this test fails when the README drifts from what works. It tests the
 //! committed HEAD: uncommitted edits to the README are not seen.
 //!
@@ -214,7 +216,7 @@ fn readme_blocks_are_found_between_their_markers() {
     assert_eq!(marked_block(md, "a").as_deref(), Some("one\ntwo\n"));
     assert_eq!(marked_block(md, "b"), None);
     let readme = include_str!("../../README.md");
-    for name in ["quick-start", "mock-recipe"] {
+    for name in ["quick-start", "mock-recipe", "pi-recipe"] {
         assert!(marked_block(readme, name).is_some(), "README lacks {name}");
     }
 }
@@ -241,6 +243,7 @@ fn a_fresh_clone_follows_the_readme_to_a_logged_in_status() {
     let readme = fs::read_to_string(clone.join("README.md")).expect("README.md");
     let quick = marked_block(&readme, "quick-start").expect("the quick-start block");
     let recipe = marked_block(&readme, "mock-recipe").expect("the mock-recipe block");
+    let pi_recipe = marked_block(&readme, "pi-recipe").expect("the pi-recipe block");
     let suite_authctl = fs::metadata(bin_path("pi-authctl")).expect("the suite's pi-authctl");
 
     // 1. The quick start: build everything, start the daemon with its
@@ -281,13 +284,31 @@ fn a_fresh_clone_follows_the_readme_to_a_logged_in_status() {
     let clone_authctl = fs::metadata(&authctl).expect("the clone's pi-authctl");
     assert_ne!(clone_authctl.ino(), after.ino(), "one binary for both");
 
-    // 2. The mock recipe, as one shell script: it ends with `status`.
+    // 2. The mock recipe, then pi against it, as one shell script: pi 1.6.0
+    //    from npm is on the newcomer's PATH (as `pi`), offline.
     assert!(
         std::net::TcpListener::bind("127.0.0.1:8787").is_ok(),
         "port 8787, which the README's mock recipe uses, is taken"
     );
+    let pi_bin = home.path().join("bin");
+    fs::create_dir(&pi_bin).expect("bin");
+    let (node, cli) = crate::pi_home::pi16();
+    fs::write(
+        pi_bin.join("pi"),
+        format!(
+            "#!/bin/sh\nPI_SKIP_VERSION_CHECK=1 exec '{}' '{}' \"$@\"\n",
+            node.display(),
+            cli.display()
+        ),
+    )
+    .expect("pi");
+    fs::set_permissions(pi_bin.join("pi"), fs::Permissions::from_mode(0o755)).expect("0755");
+    let script = format!(
+        "export PATH=\"{}:$PATH\"\n{recipe}\n{pi_recipe}",
+        pi_bin.display()
+    );
     let log = home.path().join("mock-recipe.log");
-    let mut recipe_run = spawn_script(&recipe, &clone, home.path(), &log);
+    let mut recipe_run = spawn_script(&script, &clone, home.path(), &log);
     let deadline = Instant::now() + Duration::from_secs(120);
     let exit = loop {
         if let Some(status) = recipe_run.try_wait().expect("wait for bash") {
@@ -315,8 +336,18 @@ fn a_fresh_clone_follows_the_readme_to_a_logged_in_status() {
     let last = said.rfind("PROVIDER").map(|i| &said[i..]).unwrap_or("");
     assert!(
         last.contains("openai-codex  valid  acc-login"),
-        "the final status is logged in:\n{said}"
+        "the status is logged in:\n{said}"
     );
+    // pi answered through the package, from the mock, with no models.json.
+    assert!(
+        said.contains("Hello from the mock Codex backend."),
+        "pi was answered by the mock:\n{said}"
+    );
+    let demo_models = fs::read_dir(home.path().join("tmp"))
+        .expect("the demo dirs")
+        .flatten()
+        .any(|d| d.path().join("agent/models.json").exists());
+    assert!(!demo_models, "no models.json was needed");
 }
 
 /// A newcomer's config mistakes: each is said once, naming the file, the
