@@ -129,3 +129,15 @@ test("the login hint names the menu item pi 1.6.0 shows", async () => {
 	assert.equal(name, "OpenAI Codex");
 	assert.ok(LOGIN_HINT.includes(`/login and choose ${name}`), LOGIN_HINT);
 });
+
+test("pi lists the extension as piauthd", async () => {
+	// pi 1.6.0 labels an extension by the directory of its index.ts
+	// (`getCompactExtensionLabels`): the entry must sit in a "piauthd" directory.
+	const manifest = JSON.parse(readFileSync(resolve(dirname(fileURLToPath(import.meta.url)), "../package.json"), "utf8"));
+	assert.deepEqual(manifest.pi.extensions, ["./piauthd/index.ts"]);
+	assert.ok(manifest.files.includes("piauthd"));
+	// Real pi loads it in the suite (tests/suite/pi_package.rs); here, that
+	// it is the extension's entry and nothing else.
+	const entry = readFileSync(resolve(dirname(fileURLToPath(import.meta.url)), "../piauthd/index.ts"), "utf8");
+	assert.match(entry, /^export \{ default \} from "\.\.\/src\/index\.ts";$/m);
+});
