@@ -178,6 +178,7 @@ mod tests {
         Error::NotRunning {
             socket: "/run/user/1/piauthd/piauthd.sock".into(),
             default: "/run/user/1/piauthd/piauthd.sock".into(),
+            restart: None,
             source: std::io::ErrorKind::NotFound.into(),
         }
     }

@@ -348,6 +348,7 @@ mod tests {
         Error::NotRunning {
             socket: "/s/piauthd.sock".into(),
             default: "/s/piauthd.sock".into(),
+            restart: None,
             source: std::io::ErrorKind::NotFound.into(),
         }
     }

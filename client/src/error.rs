@@ -5,6 +5,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
+use piauth_proto::restart::shell_word;
 use piauth_proto::v1 as pb;
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
@@ -17,11 +18,14 @@ pub enum Error {
     /// Nothing serves `socket`. When it is not `default` (a `--socket` or
     /// `PIAUTHD_SOCKET` of the user's), the message says both paths, since
     /// a mistyped path looks exactly like this.
-    #[error("{}", not_running_message(socket, default))]
+    #[error("{}", not_running_message(socket, default, restart.as_deref()))]
     NotRunning {
         socket: PathBuf,
         /// The default socket of this environment.
         default: PathBuf,
+        /// How the daemon last on `socket` was started, when it said
+        /// (`piauth_proto::restart`).
+        restart: Option<String>,
         #[source]
         source: io::Error,
     },
@@ -89,8 +93,15 @@ pub enum Error {
 pub type Reason = pb::ErrorReason;
 
 /// What [`Error::NotRunning`] says: how to start the daemon that was
-/// looked for, and, for a path other than the default, what the default is.
-fn not_running_message(socket: &Path, default: &Path) -> String {
+/// looked for (as it was started last, when it said), and, for a path other
+/// than the default, what the default is.
+fn not_running_message(socket: &Path, default: &Path, restart: Option<&str>) -> String {
+    if let Some(command) = restart {
+        return format!(
+            "piauthd is not running (nothing is listening on {}): start it again as it was started: `{command}`",
+            socket.display()
+        );
+    }
     if socket == default {
         format!(
             "piauthd is not running (nothing is listening on {}): start it with `piauthd`",
@@ -103,19 +114,6 @@ fn not_running_message(socket: &Path, default: &Path) -> String {
             default.display(),
             shell_word(&socket.display().to_string())
         )
-    }
-}
-
-/// `word` quoted for a POSIX shell when it needs it, so a hint can be pasted.
-fn shell_word(word: &str) -> String {
-    let plain = !word.is_empty()
-        && word
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"/._-+,:@%=".contains(&b));
-    if plain {
-        word.to_owned()
-    } else {
-        format!("'{}'", word.replace('\'', "'\\''"))
     }
 }
 
@@ -179,16 +177,24 @@ mod tests {
     #[test]
     fn not_running_names_the_default_only_for_another_path() {
         let d = Path::new("/run/user/1/piauthd/piauthd.sock");
-        let msg = not_running_message(d, d);
+        let msg = not_running_message(d, d, None);
         assert!(msg.contains("start it with `piauthd`"), "{msg}");
         let typo = Path::new("/run/user/1/piauthd/piauthd.scok");
         assert_eq!(
-            not_running_message(typo, d),
+            not_running_message(typo, d, None),
             "nothing serves /run/user/1/piauthd/piauthd.scok; the default is \
              /run/user/1/piauthd/piauthd.sock; start one with \
              `piauthd --socket /run/user/1/piauthd/piauthd.scok`"
         );
-        let spaced = not_running_message(Path::new("/tmp/my dir/it's.sock"), d);
+        let restart =
+            not_running_message(d, d, Some("PIAUTHD_ISSUER=http://i piauthd --agent-dir /a"));
+        assert!(
+            restart.ends_with(
+                "start it again as it was started: `PIAUTHD_ISSUER=http://i piauthd --agent-dir /a`"
+            ),
+            "{restart}"
+        );
+        let spaced = not_running_message(Path::new("/tmp/my dir/it's.sock"), d, None);
         assert!(
             spaced.ends_with("`piauthd --socket '/tmp/my dir/it'\\''s.sock'`"),
             "{spaced}"

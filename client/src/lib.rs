@@ -367,6 +367,29 @@ pub fn check_not_other_file(socket: &Path) -> Result<(), Error> {
 
 /// Checks the socket's directory and the socket, connects, and checks the
 /// server's uid: only then is the stream handed to gRPC.
+/// How the daemon last on `socket` was started, from the file it left
+/// beside it (`piauth_proto::restart`): only a regular file of ours, not a
+/// link, holding one plausible line. The socket's directory was checked
+/// (ours, 0700) before this is read.
+fn restart_command(socket: &Path, euid: u32) -> Option<String> {
+    use std::io::Read;
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(piauth_proto::restart::path_for(socket))
+        .ok()?;
+    let meta = file.metadata().ok()?;
+    if !meta.is_file() || meta.uid() != euid || meta.len() > piauth_proto::restart::MAX_BYTES as u64
+    {
+        return None;
+    }
+    let mut text = String::new();
+    file.read_to_string(&mut text).ok()?;
+    let line = text.trim_end_matches('\n');
+    piauth_proto::restart::plausible(line).then(|| line.to_owned())
+}
+
 async fn dial(socket: &Path) -> Result<UnixStream, Error> {
     check_not_other_file(socket)?;
     let euid = verify::euid();
@@ -384,6 +407,7 @@ async fn dial(socket: &Path) -> Result<UnixStream, Error> {
         return Err(Error::NotRunning {
             socket: socket.to_owned(),
             default: default_socket_path(),
+            restart: restart_command(socket, euid),
             source: io::ErrorKind::NotFound.into(),
         });
     }
@@ -396,6 +420,7 @@ async fn dial(socket: &Path) -> Result<UnixStream, Error> {
             Error::NotRunning {
                 socket: socket.to_owned(),
                 default: default_socket_path(),
+                restart: restart_command(socket, euid),
                 source,
             }
         } else {

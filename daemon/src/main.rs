@@ -102,7 +102,8 @@ fn start(args: Args) -> anyhow::Result<()> {
     };
     let loaded_from = path.filter(|_| file.is_some());
     let settings = args.settings.merge(file.unwrap_or_default());
-    let config = piauthd::resolve_config(settings, loaded_from, &env)?;
+    let mut config = piauthd::resolve_config(settings, loaded_from, &env)?;
+    config.started_as = Some(started_as());
     if args.check_config {
         println!("{}", describe(&config));
         return Ok(());
@@ -160,6 +161,17 @@ fn start(args: Args) -> anyhow::Result<()> {
     runtime.shutdown_timeout(EXIT_WAIT);
     result?;
     Ok(())
+}
+
+/// This process's start command: the settings it read from the environment,
+/// then its arguments (see `piauthd::restart`).
+fn started_as() -> String {
+    let env: Vec<(String, String)> = piauthd::restart::SETTINGS
+        .iter()
+        .filter_map(|name| Some(((*name).to_owned(), std::env::var(name).ok()?)))
+        .collect();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    piauthd::restart::command(&env, &args)
 }
 
 /// How long exit waits for blocking work still running after shutdown.

@@ -150,7 +150,13 @@ async fn start(config: &Config, listen: Listen) -> Result<Started, RunError> {
     // Bind before anything else touches the store: a second instance must
     // fail first. (The keyring check above only probes its own item.)
     let (listener, bound) = match listen {
-        Listen::Bind => socket::bind(&config.socket, uid)?,
+        Listen::Bind => {
+            let bound = socket::bind(&config.socket, uid)?;
+            if let Some(command) = &config.started_as {
+                socket::leave_start_command(bound.1.path(), command);
+            }
+            bound
+        }
         Listen::Activated(listener, path) => {
             tracing::info!(socket = %path.display(), "using the socket passed by systemd");
             socket::adopt(listener, &path)?

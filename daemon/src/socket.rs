@@ -106,6 +106,31 @@ impl SocketGuard {
     }
 }
 
+/// Leaves how this daemon was started beside its socket (0600, replaced
+/// whole), so a client that finds nothing serving there can say how to
+/// start it again (`shared::restart`). A failure costs only that hint.
+pub fn leave_start_command(socket: &Path, command: &str) {
+    let path = crate::shared::restart::path_for(socket);
+    let mut tmp = path.clone().into_os_string();
+    tmp.push(".tmp");
+    let written = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&tmp)
+        .and_then(|mut f| {
+            use std::io::Write;
+            f.write_all(format!("{command}\n").as_bytes())
+        })
+        .and_then(|()| fs::rename(&tmp, &path));
+    if let Err(e) = written {
+        tracing::warn!(path = %path.display(), error = %e, "cannot leave the start command beside the socket");
+        let _ = fs::remove_file(&tmp);
+    }
+}
+
 /// Takes the instance lock for a socket systemd created and passed to us.
 pub fn adopt(
     listener: std::os::unix::net::UnixListener,

@@ -42,6 +42,7 @@ pub const DEFAULT_PROVIDER: &str = "openai-codex";
 pub const ERROR_DOMAIN: &str = "piauth.v1";
 
 pub mod paths;
+pub mod restart;
 
 pub mod socket {
     //! Where the daemon's socket lives, so the daemon and every client agree.

@@ -236,3 +236,85 @@ async fn idle_connections_close_but_a_watching_one_stays() {
         .expect("a token, not the end");
     assert_eq!(next.access_token, second);
 }
+
+/// After a daemon dies, the clients' hint is the command that started it,
+/// its settings included: followed literally, it starts the same daemon
+/// (same store, same issuer and backend), never a bare `piauthd` against
+/// OpenAI's issuer with another store.
+#[test]
+fn the_hint_after_a_daemon_dies_starts_the_same_daemon_again() {
+    let sb = Sandbox::new();
+    // Not the sandbox's defaults, so the hint must carry them.
+    let issuer = "http://127.0.0.1:7";
+    let backend = "http://127.0.0.1:7/backend-api";
+    let agent = sb.dir.path().join("elsewhere");
+    std::fs::create_dir_all(&agent).unwrap();
+    let mut first = Daemon::start_with(&sb, |cmd| {
+        cmd.env("PIAUTHD_ISSUER", issuer)
+            .env("PIAUTHD_CODEX_BASE_URL", backend)
+            .arg("--agent-dir")
+            .arg(&agent);
+    });
+    first.signal(libc::SIGKILL);
+    first.wait_exit(Duration::from_secs(5)).expect("killed");
+
+    let out = sb.authctl(&["status"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let hint = err
+        .split("start it again as it was started: `")
+        .nth(1)
+        .and_then(|rest| rest.split('`').next())
+        .unwrap_or_else(|| panic!("a start command in: {err}"))
+        .to_owned();
+    for part in [
+        format!("PIAUTHD_ISSUER={issuer}"),
+        format!("PIAUTHD_CODEX_BASE_URL={backend}"),
+        format!("--agent-dir {}", agent.display()),
+    ] {
+        assert!(hint.contains(&part), "{part} in the hint: {hint}");
+    }
+    assert!(!err.contains("start one with"), "{err}");
+
+    // Followed literally, by a shell that has nothing but PATH and HOME.
+    let bin_dir = piauth_tests::sandbox::bin_path("piauthd")
+        .parent()
+        .unwrap()
+        .to_owned();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut again = Command::new("bash")
+        .env_clear()
+        .env("PATH", path)
+        .env("HOME", sb.dir.path())
+        .args(["-c", &hint])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(sb.dir.path().join("again.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let served = eventually(Duration::from_secs(10), || {
+        sb.authctl(&["status"]).status.success()
+    });
+    let status = String::from_utf8_lossy(&sb.authctl(&["status"]).stdout).into_owned();
+    // The daemon the hint started (bash ran it in its place), whatever its pid.
+    let json = sb.authctl(&["status", "--json"]);
+    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&json.stdout)
+        && let Some(pid) = v["pid"].as_i64()
+    {
+        // SAFETY: kill has no memory-safety preconditions.
+        unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    }
+    let _ = again.kill();
+    let _ = again.wait();
+    let log = std::fs::read_to_string(sb.dir.path().join("again.log")).unwrap_or_default();
+    assert!(served, "the hint `{hint}` started no daemon:\n{log}");
+    assert!(status.contains(&format!("issuer   {issuer}")), "{status}");
+    assert!(
+        status.contains(&agent.join("auth.json").display().to_string()),
+        "the same store: {status}"
+    );
+}

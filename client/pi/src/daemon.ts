@@ -30,7 +30,7 @@ import {
 	encodeSubmitCode,
 	encodeWatchToken,
 } from "./messages.ts";
-import { socketPath, verifySocket } from "./socket.ts";
+import { socketPath, startCommand, verifySocket } from "./socket.ts";
 import { type AccountUsage, decodeUsage } from "./usage.ts";
 
 const AUTH = "/piauth.v1.Auth";
@@ -80,10 +80,16 @@ export function explain(e: unknown, path: string): Error {
 		return new PiauthError(`piauthd: ${e.message}`, { reason: e.reason, code: e.code, cause: e });
 	}
 	if (e instanceof NotListening) {
-		return new PiauthError(`piauthd is not running (nothing listens on ${path}): start it with \`piauthd\``, { cause: e });
+		return new PiauthError(`piauthd is not running (nothing listens on ${path}): ${howToStart(path)}`, { cause: e });
 	}
 	const message = e instanceof Error ? e.message : String(e);
 	return new PiauthError(`piauthd: ${message}`, { cause: e });
+}
+
+/** How to start the daemon for `socket`: as it was started last, when it said. */
+function howToStart(socket: string): string {
+	const command = startCommand(socket);
+	return command ? `start it again as it was started: \`${command}\`` : "start it with `piauthd`";
 }
 
 /** The last non-empty line of a command's error output. */
@@ -145,7 +151,7 @@ export class Daemon {
 		const path = this.socketPath;
 		if (!authctl) {
 			return Promise.reject(
-				new PiauthError(`piauthd is not running (nothing listens on ${path}) and autostart is off: start it with \`piauthd\``),
+				new PiauthError(`piauthd is not running (nothing listens on ${path}) and autostart is off: ${howToStart(path)}`),
 			);
 		}
 		return new Promise((resolve, reject) => {

@@ -19,7 +19,7 @@
  */
 
 import { execFileSync } from "node:child_process";
-import { lstatSync, readFileSync } from "node:fs";
+import { closeSync, constants, fstatSync, lstatSync, openSync, readFileSync } from "node:fs";
 import { dirname, isAbsolute, join, resolve as resolvePath } from "node:path";
 
 export const SOCKET_FILE = "piauthd.sock";
@@ -200,4 +200,29 @@ export function verifySocket(path: string, uid = currentUid(), stat: Lstat = lst
 		);
 	}
 	return "ok";
+}
+
+/** The longest start command kept beside a socket (as the daemon writes it). */
+const MAX_START_BYTES = 4096;
+
+/**
+ * How the daemon last on `socket` was started, from the `<socket>.start`
+ * file it leaves beside it: only a regular file of this user's, not a link,
+ * holding one line that starts piauthd. Undefined otherwise. Read only
+ * after the socket's directory was checked (`verifySocket`).
+ */
+export function startCommand(socket: string, uid = currentUid()): string | undefined {
+	let fd: number | undefined;
+	try {
+		fd = openSync(`${socket}.start`, constants.O_RDONLY | constants.O_NOFOLLOW);
+		const st = fstatSync(fd);
+		if (!st.isFile() || st.uid !== uid || st.size > MAX_START_BYTES) return undefined;
+		const line = readFileSync(fd, "utf8").replace(/\n$/, "");
+		const plausible = !/[\u0000-\u001f\u007f]/.test(line) && line.split(" ").includes("piauthd");
+		return plausible ? line : undefined;
+	} catch {
+		return undefined;
+	} finally {
+		if (fd !== undefined) closeSync(fd);
+	}
 }

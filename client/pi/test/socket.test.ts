@@ -1,10 +1,20 @@
 import assert from "node:assert/strict";
-import { chmodSync, mkdirSync, mkdtempSync, rmSync, symlinkSync } from "node:fs";
+import { chmodSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import net from "node:net";
 import { join } from "node:path";
 import { test } from "node:test";
 
-import { type Entry, type Host, UnsafeSocket, defaultSocket, describeUid, socketPath, verifySocket } from "../src/socket.ts";
+import {
+	type Entry,
+	type Host,
+	UnsafeSocket,
+	defaultSocket,
+	describeUid,
+	socketPath,
+	startCommand,
+	verifySocket,
+} from "../src/socket.ts";
 
 const linux: Host = { platform: "linux", darwinUserTempDir: () => undefined };
 const mac: Host = { platform: "darwin", darwinUserTempDir: () => "/var/folders/ab/xyz/T/" };
@@ -107,5 +117,26 @@ test("real files: a listening socket in a 0700 directory passes, 0755 or a symli
 		}
 	} finally {
 		rmSync(root, { recursive: true, force: true });
+	}
+});
+
+test("the start command left beside a socket is read only when it is the user's own plain line", () => {
+	const dir = mkdtempSync(join(tmpdir(), "piauthd-start-"));
+	try {
+		const sock = join(dir, "piauthd.sock");
+		assert.equal(startCommand(sock), undefined, "none left");
+		writeFileSync(`${sock}.start`, "PIAUTHD_ISSUER=http://127.0.0.1:7 piauthd --agent-dir /a\n", { mode: 0o600 });
+		assert.equal(startCommand(sock), "PIAUTHD_ISSUER=http://127.0.0.1:7 piauthd --agent-dir /a");
+		assert.equal(startCommand(sock, process.getuid?.() === 0 ? 1 : 0), undefined, "another user's file");
+		writeFileSync(`${sock}.start`, "rm -rf ~\n");
+		assert.equal(startCommand(sock), undefined, "not a piauthd command");
+		writeFileSync(`${sock}.start`, "piauthd\u001b[2J\n");
+		assert.equal(startCommand(sock), undefined, "control characters");
+		rmSync(`${sock}.start`);
+		writeFileSync(join(dir, "elsewhere"), "piauthd --socket /x\n");
+		symlinkSync(join(dir, "elsewhere"), `${sock}.start`);
+		assert.equal(startCommand(sock), undefined, "a link is not followed");
+	} finally {
+		rmSync(dir, { recursive: true, force: true });
 	}
 });

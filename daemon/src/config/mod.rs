@@ -132,6 +132,10 @@ pub struct Config {
     /// `~/.local/share/piauthd/accounts`). `None` without an absolute
     /// `HOME` or `XDG_DATA_HOME`: then only one account is kept.
     pub accounts_dir: Option<PathBuf>,
+    /// How this daemon was started (its settings from the environment, and
+    /// its flags), left beside the socket for a client's "start it again"
+    /// hint (`piauth_proto::restart`); `None` leaves nothing.
+    pub started_as: Option<String>,
     /// The config file that was read, for `status`; `None` when none was.
     pub config_file: Option<PathBuf>,
 }
@@ -253,6 +257,7 @@ pub fn resolve(
         config_file,
         state_dir: env.dirs.piauthd_state_dir(),
         accounts_dir: env.dirs.piauthd_data_dir().map(|d| d.join("accounts")),
+        started_as: None,
     })
 }
 
