@@ -430,3 +430,20 @@ fn config_mistakes_are_said_once_and_status_shows_the_config_in_use() {
     assert_eq!(status["issuer"], "http://127.0.0.1:9");
     assert_eq!(status["codex_base_url"], "http://127.0.0.1:9/backend-api");
 }
+
+/// The README's first link for pi goes to the package the pi package
+/// needs (its peer dependency), not to the legacy line.
+#[test]
+fn the_readme_links_pi_to_the_package_the_pi_package_needs() {
+    let (repo, _) = repo_and_target();
+    let readme = fs::read_to_string(repo.join("README.md")).expect("README.md");
+    let manifest = fs::read_to_string(repo.join("client/pi/package.json")).expect("package.json");
+    let needed = "@earendil-works/pi-coding-agent";
+    assert!(manifest.contains(&format!("\"{needed}\"")), "{manifest}");
+    let first = readme.find("[pi](").expect("a link for pi");
+    assert!(
+        readme[first..].starts_with(&format!("[pi](https://www.npmjs.com/package/{needed})")),
+        "{}",
+        &readme[first..first + 80]
+    );
+}
