@@ -5,6 +5,8 @@
 //! with real gRPC, and read the files they leave behind. Nothing here fakes
 //! the daemon.
 
+/// Two ChatGPT accounts: A in auth.json, B from the mock's login.
+pub mod accounts;
 /// Starting the real daemon, and reading what it leaves.
 pub mod daemon;
 /// Credentials shaped as pi writes them.

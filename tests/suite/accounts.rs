@@ -8,11 +8,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use piauth_client::Client;
-use piauth_client::proto::v1 as pb;
-use piauth_client::proto::v1::login_event::Event;
+use piauth_tests::accounts::{device_login, two_accounts};
 use piauth_tests::daemon::stored_refresh;
-use piauth_tests::fixtures::write_codex_login;
-use piauth_tests::mock::{Identity, MockConfig, MockOpenAi};
+use piauth_tests::mock::{MockConfig, MockOpenAi};
 use piauth_tests::wait::wait_until;
 use piauth_tests::{Daemon, Sandbox};
 use serde_json::Value;
@@ -62,49 +60,19 @@ fn start(sb: &Sandbox, mock: &MockOpenAi) -> Daemon {
     })
 }
 
-async fn device_login(sb: &Sandbox) -> pb::LoginSuccess {
-    let mut c = Client::connect(sb.socket()).await.unwrap();
-    let mut stream = c.login("", pb::LoginMethod::DeviceCode, 0).await.unwrap();
-    loop {
-        match tokio::time::timeout(Duration::from_secs(30), stream.next())
-            .await
-            .expect("the login ends in time")
-            .unwrap()
-        {
-            Some(Event::Success(s)) => return s,
-            Some(Event::Failure(f)) => panic!("the login failed: {}", f.message),
-            Some(_) => {}
-            None => panic!("the login stream ended without an outcome"),
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_login_adds_an_account_that_use_remove_and_a_restart_keep() {
-    let mock = MockOpenAi::start(MockConfig {
-        device_pending_polls: 0,
+    let (mock, sb) = two_accounts(MockConfig {
         // Short tokens: both keepers refresh on their own while we watch.
         expires_in: 6,
-        login_identity: Identity {
-            account_id: "acc-b".into(),
-            email: "b@example.com".into(),
-            plan: "pro".into(),
-        },
         ..MockConfig::default()
     })
-    .await
-    .unwrap();
-    let sb = Sandbox::new();
-    write_codex_login(
-        &sb.auth_file(),
-        &mock.state.seed_login("acc-a", "a@example.com", "plus"),
-    )
-    .unwrap();
+    .await;
     let mut daemon = start(&sb, &mock);
     assert_eq!(listed(&accounts_json(&sb, &[])), ["*acc-a"]);
 
     // A login as B adds B, active, and keeps A in piauthd's own store.
-    let s = device_login(&sb).await;
+    let s = device_login(&sb.socket()).await;
     assert_eq!(s.account_id, "acc-b");
     assert_eq!(s.kept, "a@example.com", "the login says A is kept");
     assert_eq!(listed(&accounts_json(&sb, &[])), ["*acc-b", "acc-a"]);
@@ -176,25 +144,9 @@ async fn a_second_login_adds_an_account_that_use_remove_and_a_restart_keep() {
 /// RESOURCE_EXHAUSTED naming the earliest reset.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reported_limit_moves_the_session_and_all_limited_says_when() {
-    let mock = MockOpenAi::start(MockConfig {
-        device_pending_polls: 0,
-        login_identity: Identity {
-            account_id: "acc-b".into(),
-            email: "b@example.com".into(),
-            plan: "pro".into(),
-        },
-        ..MockConfig::default()
-    })
-    .await
-    .unwrap();
-    let sb = Sandbox::new();
-    write_codex_login(
-        &sb.auth_file(),
-        &mock.state.seed_login("acc-a", "a@example.com", "plus"),
-    )
-    .unwrap();
+    let (mock, sb) = two_accounts(MockConfig::default()).await;
     let _daemon = start(&sb, &mock);
-    device_login(&sb).await;
+    device_login(&sb.socket()).await;
     let mut c = Client::connect(sb.socket()).await.unwrap();
     let first = c.session_token("s1", "", 60).await.unwrap();
     let other = if first.account_id == "acc-a" {
@@ -243,25 +195,9 @@ async fn a_reported_limit_moves_the_session_and_all_limited_says_when() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn usage_lists_both_accounts_and_two_pinned_sessions_stay_apart() {
     use piauth_tests::mock::{AccountUsage, Window};
-    let mock = MockOpenAi::start(MockConfig {
-        device_pending_polls: 0,
-        login_identity: Identity {
-            account_id: "acc-b".into(),
-            email: "b@example.com".into(),
-            plan: "pro".into(),
-        },
-        ..MockConfig::default()
-    })
-    .await
-    .unwrap();
-    let sb = Sandbox::new();
-    write_codex_login(
-        &sb.auth_file(),
-        &mock.state.seed_login("acc-a", "a@example.com", "plus"),
-    )
-    .unwrap();
+    let (mock, sb) = two_accounts(MockConfig::default()).await;
     let _daemon = start(&sb, &mock);
-    device_login(&sb).await;
+    device_login(&sb.socket()).await;
     let now = piauth_tests::fixtures::now_ms() / 1000;
     let window = |used: f64, minutes: u64, reset: i64| Window {
         used_percent: used,

@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use piauth_client::Client;
 use piauth_client::proto::v1 as pb;
-use piauth_client::proto::v1::login_event::Event;
-use piauth_tests::fixtures::{now_ms, write_codex_login};
-use piauth_tests::mock::{AccountUsage, Identity, MockConfig, MockOpenAi, Window};
+use piauth_tests::accounts::{device_login, two_accounts};
+use piauth_tests::fixtures::now_ms;
+use piauth_tests::mock::{AccountUsage, MockConfig, Window};
 use piauth_tests::wait::wait_until;
 use piauth_tests::{Daemon, Sandbox};
 
@@ -29,19 +29,8 @@ struct Seen {
 }
 
 async fn add_b_and_prefer_a(sb: &Sandbox) {
+    assert_eq!(device_login(&sb.socket()).await.account_id, "acc-b");
     let mut c = Client::connect(sb.socket()).await.unwrap();
-    let mut login = c.login("", pb::LoginMethod::DeviceCode, 0).await.unwrap();
-    loop {
-        match login.next().await.unwrap() {
-            Some(Event::Success(s)) => {
-                assert_eq!(s.account_id, "acc-b");
-                break;
-            }
-            Some(Event::Failure(f)) => panic!("{}", f.message),
-            Some(_) => {}
-            None => panic!("the login ended without an outcome"),
-        }
-    }
     c.use_account("acc-a").await.unwrap();
 }
 
@@ -94,27 +83,14 @@ fn spawn_streamer(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_limited_account_fails_over_without_a_failed_call_and_comes_back_at_its_reset() {
-    let mock = MockOpenAi::start(MockConfig {
-        device_pending_polls: 0,
+    let (mock, sb) = two_accounts(MockConfig {
         expires_in: 20,
         // B takes every stream after the limit: small steps keep it far
         // from its own limit.
         usage_step: 0.05,
-        login_identity: Identity {
-            account_id: "acc-b".into(),
-            email: "b@example.com".into(),
-            plan: "pro".into(),
-        },
         ..MockConfig::default()
     })
-    .await
-    .unwrap();
-    let sb = Sandbox::new();
-    write_codex_login(
-        &sb.auth_file(),
-        &mock.state.seed_login("acc-a", "a@example.com", "plus"),
-    )
-    .unwrap();
+    .await;
     let (issuer, base) = (mock.issuer(), mock.codex_base());
     let daemon = Daemon::start_with(&sb, |cmd| {
         cmd.env("PIAUTHD_ISSUER", &issuer)

@@ -239,33 +239,12 @@ async fn a_daemon_killed_mid_run_is_autostarted_and_only_prompts_in_flight_fail(
 /// the turn once more on B's token. The retried turns are counted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_limit_mid_run_moves_pi_sessions_to_the_other_account_and_no_prompt_is_lost() {
-    use piauth_client::proto::v1 as pb;
-    use piauth_tests::mock::{AccountUsage, Identity, Window};
-    let mock = MockOpenAi::start(MockConfig {
-        device_pending_polls: 0,
-        login_identity: Identity {
-            account_id: "acc-b".into(),
-            email: "b@example.com".into(),
-            plan: "pro".into(),
-        },
-        ..MockConfig::default()
-    })
-    .await
-    .unwrap();
-    let sb = Sandbox::new();
-    write_codex_login(
-        &sb.auth_file(),
-        &mock.state.seed_login("acc-a", "a@example.com", "plus"),
-    )
-    .unwrap();
+    use piauth_tests::accounts::{device_login, two_accounts};
+    use piauth_tests::mock::{AccountUsage, Window};
+    let (mock, sb) = two_accounts(MockConfig::default()).await;
     let _d = file_daemon(&sb, &mock);
+    assert_eq!(device_login(&sb.socket()).await.account_id, "acc-b");
     let mut c = Client::connect(sb.socket()).await.unwrap();
-    let mut login = c.login("", pb::LoginMethod::DeviceCode, 0).await.unwrap();
-    while let Some(e) = login.next().await.unwrap() {
-        if let pb::login_event::Event::Success(s) = e {
-            assert_eq!(s.account_id, "acc-b");
-        }
-    }
     c.use_account("acc-a").await.unwrap();
     let home = PiHome::new(&sb);
 
