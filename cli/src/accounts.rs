@@ -3,7 +3,7 @@
 use piauth_client::proto::v1 as pb;
 use serde_json::{Value, json};
 
-use crate::render::state_name;
+use crate::state::state_name;
 
 /// The `accounts --json` output.
 pub fn accounts_json(r: &pb::AccountsResponse) -> Value {

@@ -18,6 +18,7 @@ mod login;
 mod paths;
 mod render;
 mod service;
+mod state;
 mod usage;
 
 use std::process::ExitCode;

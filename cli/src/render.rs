@@ -2,6 +2,8 @@
 //! model output into text that is safe to show on a terminal.
 
 use piauth_client::proto::v1 as pb;
+
+use crate::state::state_name;
 use serde_json::json;
 
 /// "in 3h 12m", "5m ago": a duration relative to now, for people.
@@ -21,19 +23,6 @@ pub fn relative(delta_ms: i64) -> String {
         format!("in {span}")
     } else {
         format!("{span} ago")
-    }
-}
-
-pub fn state_name(state: i32) -> &'static str {
-    match pb::ProviderState::try_from(state).unwrap_or_default() {
-        pb::ProviderState::Unspecified => "unusable",
-        pb::ProviderState::NotLoggedIn => "not logged in",
-        pb::ProviderState::Valid => "valid",
-        pb::ProviderState::Expired => "expired",
-        pb::ProviderState::Refreshing => "refreshing",
-        pb::ProviderState::NeedsLogin => "needs login",
-        pb::ProviderState::Degraded => "degraded",
-        pb::ProviderState::Static => "api key",
     }
 }
 

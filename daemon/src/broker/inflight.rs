@@ -185,63 +185,6 @@ pub fn recover(
     }
 }
 
-impl super::keeper::Keeper {
-    /// Marks the stored token's refresh as "outcome unknown" when a record
-    /// says it was sent and never answered (a crash mid-refresh), and drops
-    /// a record that no longer matches the stored token. Runs in the
-    /// keeper's turn, after each load of the store and under the store's
-    /// lock before each refresh: a refresh in flight is the keeper's own
-    /// turn (this daemon's) or holds the lock (another's), so it is never
-    /// mistaken for a crashed one.
-    pub(super) async fn recover_in_flight(&self) {
-        let record = self.inflight.read().await;
-        let view = self.view();
-        let unpersisted = view.refresh.unpersisted;
-        let stored = view.codex().map(|c| c.refresh.clone());
-        let sent_at_ms = match record {
-            Ok(record) => match recover(record.as_ref(), stored.as_ref(), unpersisted) {
-                Recovery::Clear { stale: false } | Recovery::Keep => return,
-                Recovery::Clear { stale: true } => {
-                    if let Err(e) = self.inflight.settle().await {
-                        tracing::warn!(error = %e, path = %self.inflight.path().display(), "cannot remove a settled refresh record");
-                    }
-                    return;
-                }
-                Recovery::Unknown { sent_at_ms } => Some(sent_at_ms),
-            },
-            // Unreadable while a newer token is held: as Recovery::Keep.
-            Err(_) if unpersisted => return,
-            // Unreadable: it may be the only sign of a refresh on the wire.
-            Err(e) => {
-                tracing::error!(error = %e, path = %self.inflight.path().display(), "cannot read the refresh record; assuming a refresh was on the wire");
-                None
-            }
-        };
-        let Some(used) = stored else { return };
-        if matches!(view.refresh.phase, super::Phase::OutcomeUnknown { .. }) {
-            return;
-        }
-        let when = sent_at_ms.map_or_else(
-            || "at an unknown time".to_owned(),
-            |ms| format!("{} s ago", (self.now_ms() - ms).max(0) / 1000),
-        );
-        let reason = format!(
-            "piauthd stopped while a refresh was on the wire (sent {when}); the issuer may have \
-             rotated the refresh token, so piauthd will not send it again. The current access \
-             token is served until it expires. Run `pi-authctl refresh` to try anyway, or \
-             `pi-authctl login`"
-        );
-        tracing::error!("{reason}");
-        self.modify(|v| {
-            v.refresh.phase = super::Phase::OutcomeUnknown {
-                refresh_used: used,
-                reason: reason.clone(),
-            };
-            v.refresh.last_error = reason;
-        });
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

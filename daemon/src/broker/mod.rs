@@ -23,6 +23,7 @@ pub mod clock;
 mod grant;
 pub mod inflight;
 mod keeper;
+mod need;
 mod policy;
 mod refresh;
 mod report;
@@ -389,7 +390,7 @@ impl Broker {
     /// Runs (or joins) a refresh so that `need` holds. The keeper does the
     /// work: a caller that goes away (a cancelled RPC) never abandons a
     /// refresh the issuer may already have completed.
-    pub async fn refresh_flight(&self, need: refresh::Need) -> Result<(), TokenError> {
+    pub async fn refresh_flight(&self, need: need::Need) -> Result<(), TokenError> {
         let seen = self.view().refresh.attempts;
         self.ask(|reply| keeper::Command::Refresh { need, seen, reply })
             .await
@@ -421,7 +422,7 @@ impl Broker {
     /// valid (revoked early): refresh once through the single flight, unless
     /// a newer token exists already.
     pub async fn refresh_rejected(&self, generation: u64) -> Result<(), TokenError> {
-        self.refresh_flight(refresh::Need::Newer(generation)).await
+        self.refresh_flight(need::Need::Newer(generation)).await
     }
 
     /// Ends the keeper: a refresh in flight finishes first, then what only
@@ -466,9 +467,7 @@ impl Broker {
             Decision::Serve(grant) => Ok(grant),
             Decision::Fail(e) => Err(e),
             Decision::Refresh { wanted_ms } => {
-                let outcome = self
-                    .refresh_flight(refresh::Need::ValidFor(wanted_ms))
-                    .await;
+                let outcome = self.refresh_flight(need::Need::ValidFor(wanted_ms)).await;
                 let view = self.view();
                 let now = self.now_ms();
                 // Serve whatever is valid now; a failed refresh only matters

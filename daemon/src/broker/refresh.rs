@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use super::keeper::Keeper;
+use super::need::Need;
 use super::{DEFAULT_PROVIDER, Phase, StoreHealth, TokenError, View, policy};
 use crate::backoff::Backoff;
 use crate::oauth::{self, Failure};
@@ -24,34 +25,6 @@ const NOT_SENT_RETRIES: u32 = 2;
 /// bound, then the wait to re-take the lock.
 const ROUND_TRIP_BOUND_MS: i64 = (REFRESH_BOUND.as_millis() as i64) * (1 + NOT_SENT_RETRIES as i64)
     + LOCK_WAIT.as_millis() as i64;
-
-/// What a caller of the flight wants to be true afterwards.
-#[derive(Debug, Clone, Copy)]
-pub enum Need {
-    /// The token stays valid at least this long.
-    ValidFor(i64),
-    /// The scheduled time has come: satisfied if someone refreshed since.
-    Scheduled,
-    /// A token newer than this generation (a 401 on a token that looked
-    /// valid).
-    Newer(u64),
-    /// A token newer than this generation, on the user's word (the Refresh
-    /// RPC): an earlier attempt's failure is not shared, it is tried again.
-    Forced(u64),
-}
-
-impl Need {
-    pub(super) fn satisfied(self, view: &View, now: i64) -> bool {
-        let Some(cred) = view.codex() else {
-            return false;
-        };
-        match self {
-            Need::ValidFor(ms) => cred.expires_ms - now > ms.max(0),
-            Need::Scheduled => view.next_refresh_ms().is_none_or(|at| at > now),
-            Need::Newer(generation) | Need::Forced(generation) => view.generation > generation,
-        }
-    }
-}
 
 impl Keeper {
     /// Forces a refresh now (the Refresh RPC): a record of an unanswered
