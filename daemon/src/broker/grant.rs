@@ -42,7 +42,9 @@ pub fn decide(view: &View, min_valid_secs: u32, now: i64) -> Decision {
     // backing off; serve what is still valid, else say why not.
     let blocked = match &view.refresh.phase {
         Phase::OutcomeUnknown { reason, .. } => Some(reason.clone()),
-        _ if view.refresh.retry_at_ms > now => Some(view.refresh.last_error.clone()),
+        _ if view.refresh.retry_at_ms.is_some_and(|t| t > now) => {
+            Some(view.refresh.last_error.clone())
+        }
         _ => None,
     };
     match (blocked, grant) {

@@ -116,16 +116,17 @@ pub struct RefreshState {
     pub lead_ms: i64,
     /// Lifetime of the current access token.
     pub lifetime_ms: i64,
-    /// When this daemon last obtained a token from the issuer.
-    pub last_refresh_ms: i64,
+    /// When this daemon last obtained a token from the issuer; `None`:
+    /// never.
+    pub last_refresh_ms: Option<i64>,
     pub refresh_count: u32,
     /// Completed refresh attempts, so callers that asked while one ran can
     /// share its outcome.
     pub attempts: u64,
     /// Consecutive transient failures.
     pub failures: u32,
-    /// No automatic attempt before this time (backoff); 0 for none.
-    pub retry_at_ms: i64,
+    /// No automatic attempt before this time (backoff); `None`: no backoff.
+    pub retry_at_ms: Option<i64>,
     pub last_error: String,
     /// The current credential is newer than what is on disk.
     pub unpersisted: bool,
@@ -146,11 +147,11 @@ impl Default for RefreshState {
             phase: Phase::default(),
             lead_ms: DEFAULT_LEAD_MS,
             lifetime_ms: 0,
-            last_refresh_ms: 0,
+            last_refresh_ms: None,
             refresh_count: 0,
             attempts: 0,
             failures: 0,
-            retry_at_ms: 0,
+            retry_at_ms: None,
             last_error: String::new(),
             unpersisted: false,
             spent: Vec::new(),
@@ -207,7 +208,7 @@ impl View {
             self.refresh.last_refresh_ms,
             self.refresh.lead_ms,
         );
-        Some(at.max(self.refresh.retry_at_ms))
+        Some(self.refresh.retry_at_ms.map_or(at, |retry| at.max(retry)))
     }
 }
 
@@ -540,7 +541,7 @@ pub fn adopt_document(view: &mut View, doc: &Document, now: i64) {
             // The backoff was for a store that could not be read; it reads
             // now, so the next call is served (and refreshes) at once.
             view.refresh.failures = 0;
-            view.refresh.retry_at_ms = 0;
+            view.refresh.retry_at_ms = None;
             if view.refresh.phase == Phase::Idle {
                 view.refresh.last_error.clear();
             }
@@ -573,11 +574,11 @@ pub fn adopt_document(view: &mut View, doc: &Document, now: i64) {
         view.refresh.phase = Phase::Idle;
         view.refresh.last_error.clear();
         view.refresh.failures = 0;
-        view.refresh.retry_at_ms = 0;
+        view.refresh.retry_at_ms = None;
     }
     if before.as_ref().map(|c| &c.refresh) != after.as_ref().map(|c| &c.refresh) {
         view.refresh.failures = 0;
-        view.refresh.retry_at_ms = 0;
+        view.refresh.retry_at_ms = None;
     }
 }
 

@@ -54,9 +54,16 @@ pub fn margin_ms(lifetime_ms: i64, lead_ms: i64) -> i64 {
     (lifetime_ms.max(0) / 2).min(lead_ms.max(0))
 }
 
-/// When to refresh a token expiring at `expires_ms`.
-pub fn refresh_at(expires_ms: i64, lifetime_ms: i64, last_refresh_ms: i64, lead_ms: i64) -> i64 {
-    (expires_ms - margin_ms(lifetime_ms, lead_ms)).max(last_refresh_ms + MIN_GAP_MS)
+/// When to refresh a token expiring at `expires_ms`; never sooner than
+/// the minimum gap after this daemon's last refresh (`None`: none yet).
+pub fn refresh_at(
+    expires_ms: i64,
+    lifetime_ms: i64,
+    last_refresh_ms: Option<i64>,
+    lead_ms: i64,
+) -> i64 {
+    let at = expires_ms - margin_ms(lifetime_ms, lead_ms);
+    last_refresh_ms.map_or(at, |last| at.max(last + MIN_GAP_MS))
 }
 
 /// How long a caller's token must stay valid: what it asked, capped.
@@ -133,7 +140,7 @@ mod tests {
     fn long_tokens_refresh_thirty_five_minutes_ahead_by_default() {
         assert_eq!(DEFAULT_LEAD_MS, 35 * MIN);
         assert_eq!(
-            refresh_at(10 * DAY, 10 * DAY, 0, DEFAULT_LEAD_MS),
+            refresh_at(10 * DAY, 10 * DAY, None, DEFAULT_LEAD_MS),
             10 * DAY - 35 * MIN
         );
         // pi 1.x refreshes 5 minutes ahead, its print-bearer-token 30
@@ -145,7 +152,7 @@ mod tests {
     fn a_custom_lead_is_used_for_long_tokens() {
         assert_eq!(margin_ms(10 * DAY, 90 * MIN), 90 * MIN);
         assert_eq!(
-            refresh_at(10 * DAY, 10 * DAY, 0, 90 * MIN),
+            refresh_at(10 * DAY, 10 * DAY, None, 90 * MIN),
             10 * DAY - 90 * MIN
         );
         assert_eq!(margin_ms(10 * DAY, 1_000), 1_000);
@@ -153,7 +160,7 @@ mod tests {
 
     #[test]
     fn short_tokens_refresh_at_half_life() {
-        assert_eq!(refresh_at(10_000, 4_000, 0, DEFAULT_LEAD_MS), 8_000);
+        assert_eq!(refresh_at(10_000, 4_000, None, DEFAULT_LEAD_MS), 8_000);
         assert_eq!(margin_ms(4_000, DEFAULT_LEAD_MS), 2_000);
         // An hour-long token: half its life (30 min) beats the 35 min lead.
         assert_eq!(margin_ms(60 * MIN, DEFAULT_LEAD_MS), 30 * MIN);
@@ -166,7 +173,7 @@ mod tests {
     fn refreshes_are_never_closer_than_the_gap() {
         // A token issued already expired: no loop.
         assert_eq!(
-            refresh_at(5_000, 0, 5_000, DEFAULT_LEAD_MS),
+            refresh_at(5_000, 0, Some(5_000), DEFAULT_LEAD_MS),
             5_000 + MIN_GAP_MS
         );
     }

@@ -42,7 +42,7 @@ impl Keeper {
             if matches!(v.refresh.phase, Phase::OutcomeUnknown { .. }) {
                 v.refresh.phase = Phase::Idle;
             }
-            v.refresh.retry_at_ms = 0;
+            v.refresh.retry_at_ms = None;
         });
         let seen = self.view().refresh.attempts;
         self.refresh(Need::Forced(generation), seen).await
@@ -280,12 +280,12 @@ impl Keeper {
             set_codex(v, fresh, claims);
             v.refresh.lifetime_ms = lifetime_ms;
             if refreshed {
-                v.refresh.last_refresh_ms = now;
+                v.refresh.last_refresh_ms = Some(now);
                 v.refresh.refresh_count += 1;
             }
             v.refresh.phase = Phase::Idle;
             v.refresh.failures = 0;
-            v.refresh.retry_at_ms = 0;
+            v.refresh.retry_at_ms = None;
             v.refresh.last_error.clear();
             match written {
                 Ok(()) => {
@@ -317,7 +317,7 @@ impl Keeper {
         self.modify(|v| {
             v.refresh.failures += 1;
             let delay = policy::backoff_ms(v.refresh.failures, jitter, retry_after_ms);
-            v.refresh.retry_at_ms = now + delay;
+            v.refresh.retry_at_ms = Some(now + delay);
             v.refresh.last_error = message.to_owned();
             when = super::describe_remaining(v.codex().map_or(0, |c| c.expires_ms - now));
         });

@@ -39,10 +39,11 @@ pub struct ProviderReport {
     pub expires_at_ms: i64,
     /// What to do next; empty when nothing is needed.
     pub hint: String,
-    pub last_refresh_ms: i64,
+    /// `None`: this daemon has not refreshed it.
+    pub last_refresh_ms: Option<i64>,
     pub refresh_count: u32,
-    /// 0 when no refresh is scheduled.
-    pub next_refresh_ms: i64,
+    /// `None`: no refresh is scheduled.
+    pub next_refresh_ms: Option<i64>,
     pub last_error: String,
 }
 
@@ -63,9 +64,9 @@ pub fn report(view: &View, now_ms: i64) -> Vec<ProviderReport> {
                 plan: claims.plan.unwrap_or_default(),
                 expires_at_ms: 0,
                 hint: String::new(),
-                last_refresh_ms: 0,
+                last_refresh_ms: None,
                 refresh_count: 0,
-                next_refresh_ms: 0,
+                next_refresh_ms: None,
                 last_error: String::new(),
             };
             match &entry.credential {
@@ -111,9 +112,9 @@ pub fn report(view: &View, now_ms: i64) -> Vec<ProviderReport> {
                 plan: String::new(),
                 expires_at_ms: 0,
                 hint: "run `pi-authctl login`".into(),
-                last_refresh_ms: 0,
+                last_refresh_ms: None,
                 refresh_count: 0,
-                next_refresh_ms: 0,
+                next_refresh_ms: None,
                 last_error: String::new(),
             },
         );
@@ -126,14 +127,14 @@ fn refresh_fields(r: &mut ProviderReport, view: &View) {
     let rs = &view.refresh;
     r.last_refresh_ms = rs.last_refresh_ms;
     r.refresh_count = rs.refresh_count;
-    r.next_refresh_ms = view.next_refresh_ms().unwrap_or(0);
+    r.next_refresh_ms = view.next_refresh_ms();
     r.last_error = rs.last_error.clone();
     match &rs.phase {
         Phase::Idle => {
             if rs.unpersisted {
                 r.state = ProviderState::Degraded;
                 r.hint = "the current token is not saved to disk yet; the write is retried".into();
-            } else if r.state == ProviderState::Expired && rs.retry_at_ms > 0 {
+            } else if r.state == ProviderState::Expired && rs.retry_at_ms.is_some() {
                 r.hint = "refreshing is failing; retrying with backoff".into();
             } else if r.state == ProviderState::Expired {
                 r.hint.clear();

@@ -60,11 +60,11 @@ fn demands_are_capped_by_the_lifetime() {
 #[test]
 fn backoff_serves_what_is_still_valid_and_explains_otherwise() {
     let mut v = codex(NOW + 30_000);
-    v.refresh.retry_at_ms = NOW + 5_000;
+    v.refresh.retry_at_ms = Some(NOW + 5_000);
     v.refresh.last_error = "HTTP 503".into();
     assert!(matches!(decide(&v, 60, NOW), Decision::Serve(_)));
     let mut v = codex(NOW - 1);
-    v.refresh.retry_at_ms = NOW + 5_000;
+    v.refresh.retry_at_ms = Some(NOW + 5_000);
     v.refresh.last_error = "HTTP 503".into();
     let Decision::Fail(e) = decide(&v, 0, NOW) else {
         panic!()
@@ -186,7 +186,7 @@ fn next_refresh_follows_policy_and_stops_when_stuck() {
     // An hour-long token: half its life, not the lead.
     v.refresh.lifetime_ms = HOUR;
     assert_eq!(v.next_refresh_ms(), Some(NOW + 10 * HOUR - 30 * 60_000));
-    v.refresh.retry_at_ms = NOW + 10 * HOUR - 60_000;
+    v.refresh.retry_at_ms = Some(NOW + 10 * HOUR - 60_000);
     assert_eq!(v.next_refresh_ms(), Some(NOW + 10 * HOUR - 60_000));
     v.refresh.phase = Phase::OutcomeUnknown {
         refresh_used: Secret::from("r"),
@@ -230,7 +230,7 @@ fn a_repaired_store_ends_the_backoff_its_corruption_caused() {
     v.health = StoreHealth::Corrupt;
     v.detail = "auth.json is not valid JSON".into();
     v.refresh.failures = 3;
-    v.refresh.retry_at_ms = NOW + 30_000;
+    v.refresh.retry_at_ms = Some(NOW + 30_000);
     v.refresh.last_error = "auth.json is corrupt; not refreshing until it is fixed".into();
     assert!(matches!(
         decide(&v, 0, NOW),
@@ -239,7 +239,7 @@ fn a_repaired_store_ends_the_backoff_its_corruption_caused() {
     // The same login, readable again.
     adopt_document(&mut v, &codex_doc(NOW - 5_000), NOW);
     assert_eq!(v.health, StoreHealth::Ok);
-    assert_eq!((v.refresh.failures, v.refresh.retry_at_ms), (0, 0));
+    assert_eq!((v.refresh.failures, v.refresh.retry_at_ms), (0, None));
     assert!(v.refresh.last_error.is_empty(), "{}", v.refresh.last_error);
     assert!(
         matches!(decide(&v, 0, NOW), Decision::Refresh { .. }),
@@ -249,21 +249,21 @@ fn a_repaired_store_ends_the_backoff_its_corruption_caused() {
     // Unreadable is repaired the same way.
     v.health = StoreHealth::Unreadable;
     v.refresh.failures = 1;
-    v.refresh.retry_at_ms = NOW + 8_000;
+    v.refresh.retry_at_ms = Some(NOW + 8_000);
     adopt_document(&mut v, &codex_doc(NOW - 5_000), NOW);
-    assert_eq!((v.refresh.failures, v.refresh.retry_at_ms), (0, 0));
+    assert_eq!((v.refresh.failures, v.refresh.retry_at_ms), (0, None));
 }
 
 #[test]
 fn a_reload_of_a_store_that_read_fine_keeps_the_issuers_backoff() {
     let mut v = codex(NOW - 5_000);
     v.refresh.failures = 2;
-    v.refresh.retry_at_ms = NOW + 30_000;
+    v.refresh.retry_at_ms = Some(NOW + 30_000);
     v.refresh.last_error = "the issuer answered 503".into();
     adopt_document(&mut v, &codex_doc(NOW - 5_000), NOW);
     assert_eq!(
         (v.refresh.failures, v.refresh.retry_at_ms),
-        (2, NOW + 30_000)
+        (2, Some(NOW + 30_000))
     );
     assert_eq!(v.refresh.last_error, "the issuer answered 503");
 }

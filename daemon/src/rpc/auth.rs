@@ -109,9 +109,10 @@ impl pb::auth_server::Auth for AuthService {
                 plan: r.plan,
                 expires_at_ms: r.expires_at_ms,
                 hint: r.hint,
-                last_refresh_ms: r.last_refresh_ms,
+                // The wire's 0 for "none".
+                last_refresh_ms: r.last_refresh_ms.unwrap_or(0),
                 refresh_count: r.refresh_count,
-                next_refresh_ms: r.next_refresh_ms,
+                next_refresh_ms: r.next_refresh_ms.unwrap_or(0),
                 last_error: r.last_error,
             })
             .collect();
