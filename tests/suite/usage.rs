@@ -157,5 +157,14 @@ async fn usage_matches_the_backend_with_a_missing_window_and_follows_each_respon
         }
         other => panic!("a full window is refused with its reset time: {other:?}"),
     }
+    // After a limit answer the daemon reads the usage endpoint again.
+    assert!(
+        piauth_tests::wait::wait_until(std::time::Duration::from_secs(10), || async {
+            mock.stats().usage_requests == 3
+        })
+        .await,
+        "read again after the limit: {:?}",
+        mock.stats().usage_requests
+    );
     eprintln!("usage: {v}");
 }

@@ -225,6 +225,18 @@ impl Codex {
         Ok((grant.account_id, report))
     }
 
+    /// Reads the usage endpoint again for the account `broker` serves, in
+    /// the background, after a limit answer: its windows as they are now.
+    /// A failure only leaves the limit answer's own reset in the book.
+    fn read_usage_after_limit(&self, broker: &Arc<Broker>) {
+        let (codex, broker) = (self.clone(), broker.clone());
+        tokio::spawn(async move {
+            if let Err(e) = codex.usage(&broker, true).await {
+                tracing::debug!(error = %e, "cannot read the usage after a limit answer");
+            }
+        });
+    }
+
     /// Folds the limits a response's headers carry into the book.
     fn note_limits(&self, account: &str, headers: &reqwest::header::HeaderMap, now_s: i64) {
         let get = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
@@ -299,6 +311,7 @@ impl Codex {
                         failure::from_http(status, &bytes, retry_after.map(|d| d.as_secs()), now_s);
                     if let Some(until) = limited_until(&err, now_s) {
                         accounts.note_limit(&grant.account_id, until);
+                        self.read_usage_after_limit(&broker);
                         // Nothing was relayed yet: the same request goes to
                         // the next account with room, once; the client
                         // never sees this limit.
