@@ -11,7 +11,7 @@ use piauth_client::proto::v1::login_event::Event;
 
 use crate::Sandbox;
 use crate::fixtures::write_codex_login;
-use crate::mock::{Identity, MockConfig, MockOpenAi};
+use crate::mock::{AccountUsage, Identity, MockConfig, MockOpenAi, Window};
 
 /// A mock with `config`, whose logins are account B, and a sandbox whose
 /// `auth.json` holds account A.
@@ -34,6 +34,22 @@ pub async fn two_accounts(config: MockConfig) -> (MockOpenAi, Sandbox) {
     )
     .expect("auth.json");
     (mock, sb)
+}
+
+/// Fills account A's 5-hour window at the mock until `reset_at` (epoch
+/// seconds), with no weekly window; the daemon learns it from a refusal.
+pub fn exhaust_a(mock: &MockOpenAi, reset_at: i64) {
+    mock.state.set_usage(
+        "acc-a",
+        AccountUsage {
+            primary: Some(Window {
+                used_percent: 100.0,
+                window_minutes: 300,
+                reset_at,
+            }),
+            secondary: None,
+        },
+    );
 }
 
 /// A device login through the daemon on `socket`, to its success (it fails

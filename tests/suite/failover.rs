@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use piauth_client::Client;
 use piauth_client::proto::v1 as pb;
-use piauth_tests::accounts::{device_login, two_accounts};
+use piauth_tests::accounts::{device_login, exhaust_a, two_accounts};
 use piauth_tests::fixtures::now_ms;
-use piauth_tests::mock::{AccountUsage, MockConfig, Window};
+use piauth_tests::mock::MockConfig;
 use piauth_tests::wait::wait_until;
 use piauth_tests::{Daemon, Sandbox};
 
@@ -100,17 +100,7 @@ async fn a_limited_account_fails_over_without_a_failed_call_and_comes_back_at_it
 
     // A's 5-hour window is full until `reset`; the daemon does not know yet.
     let reset = now_ms() / 1000 + 25;
-    mock.state.set_usage(
-        "acc-a",
-        AccountUsage {
-            primary: Some(Window {
-                used_percent: 100.0,
-                window_minutes: 300,
-                reset_at: reset,
-            }),
-            secondary: None,
-        },
-    );
+    exhaust_a(&mock, reset);
 
     let stop = Arc::new(AtomicBool::new(false));
     let seen = Arc::new(Mutex::new(Seen::default()));

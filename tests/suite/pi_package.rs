@@ -239,8 +239,7 @@ async fn a_daemon_killed_mid_run_is_autostarted_and_only_prompts_in_flight_fail(
 /// the turn once more on B's token. The retried turns are counted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_limit_mid_run_moves_pi_sessions_to_the_other_account_and_no_prompt_is_lost() {
-    use piauth_tests::accounts::{device_login, two_accounts};
-    use piauth_tests::mock::{AccountUsage, Window};
+    use piauth_tests::accounts::{device_login, exhaust_a, two_accounts};
     let (mock, sb) = two_accounts(MockConfig::default()).await;
     let _d = file_daemon(&sb, &mock);
     assert_eq!(device_login(&sb.socket()).await.account_id, "acc-b");
@@ -258,17 +257,7 @@ async fn a_limit_mid_run_moves_pi_sessions_to_the_other_account_and_no_prompt_is
     assert_eq!((a0.served, b0.served), (4, 0), "A served the first round");
 
     // A's 5-hour window fills up; the daemon does not know yet.
-    mock.state.set_usage(
-        "acc-a",
-        AccountUsage {
-            primary: Some(Window {
-                used_percent: 100.0,
-                window_minutes: 300,
-                reset_at: piauth_tests::fixtures::now_ms() / 1000 + 3_600,
-            }),
-            secondary: None,
-        },
-    );
+    exhaust_a(&mock, piauth_tests::fixtures::now_ms() / 1000 + 3_600);
     for round in 1..=2 {
         let outs = home.round(4);
         assert!(

@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex, RwLock};
 pub use choice::DEFAULT_RESERVE_PERCENT;
 
 /// How long an account rests after a limit answer that says no reset.
-pub const LIMIT_COOL_S: i64 = 60;
+const LIMIT_COOL_S: i64 = 60;
 pub use shelf::{Shelf, ShelfError};
 
 use crate::broker::{
@@ -277,10 +277,14 @@ impl Accounts {
             .await
     }
 
-    /// A limit answer for `account`: nothing goes to it before `until_s`,
-    /// and its sessions move on at their next call.
-    pub fn note_limit(&self, account: &str, until_s: i64) {
+    /// A limit answer for `account`: nothing goes to it before `resets_at`
+    /// (epoch seconds), or for [`LIMIT_COOL_S`] when the answer said no
+    /// reset ahead; its sessions move on at their next call.
+    pub fn note_limit(&self, account: &str, resets_at: Option<i64>) {
         let now_s = self.active.now_ms() / 1000;
+        let until_s = resets_at
+            .filter(|&t| t > now_s)
+            .unwrap_or(now_s + LIMIT_COOL_S);
         let was = self.book.limited_until(account, now_s);
         self.book.note_limit(account, until_s, now_s);
         if was.is_none() {
@@ -324,13 +328,8 @@ impl Accounts {
     pub fn list(&self) -> Vec<AccountInfo> {
         self.keepers()
             .into_iter()
-            .enumerate()
-            .map(|(i, (id, keeper))| info(id, &keeper, i == 0 && self.is_active(&keeper)))
+            .map(|(id, keeper)| info(id, &keeper, Arc::ptr_eq(&keeper, &self.active)))
             .collect()
-    }
-
-    fn is_active(&self, keeper: &Arc<Broker>) -> bool {
-        Arc::ptr_eq(keeper, &self.active)
     }
 
     /// Whether `id` is one of the accounts kept.

@@ -309,8 +309,15 @@ impl Codex {
                     let now_s = broker.now_ms() / 1000;
                     let err =
                         failure::from_http(status, &bytes, retry_after.map(|d| d.as_secs()), now_s);
-                    if let Some(until) = limited_until(&err, now_s) {
-                        accounts.note_limit(&grant.account_id, until);
+                    if let CodexError::UsageLimit {
+                        resets_at,
+                        retry_after_secs,
+                        ..
+                    } = &err
+                    {
+                        let after = retry_after_secs.and_then(|s| i64::try_from(s).ok());
+                        let reset = resets_at.or(after.map(|s| now_s + s));
+                        accounts.note_limit(&grant.account_id, reset);
                         self.read_usage_after_limit(&broker);
                         // Nothing was relayed yet: the same request goes to
                         // the next account with room, once; the client
@@ -450,22 +457,6 @@ fn backoff(attempt: u32) -> Duration {
 
 fn describe(e: &reqwest::Error) -> String {
     crate::causes::line(e)
-}
-
-/// Until when a failure limits the account, at `now_s`: a usage limit's
-/// reset, else its `retry-after`, else a minute. `None` for other
-/// failures. Pure.
-fn limited_until(err: &CodexError, now_s: i64) -> Option<i64> {
-    let CodexError::UsageLimit {
-        resets_at,
-        retry_after_secs,
-        ..
-    } = err
-    else {
-        return None;
-    };
-    let after = retry_after_secs.and_then(|s| i64::try_from(s).ok());
-    Some(resets_at.unwrap_or_else(|| now_s + after.unwrap_or(crate::accounts::LIMIT_COOL_S)))
 }
 
 #[cfg(test)]

@@ -342,13 +342,8 @@ impl pb::auth_server::Auth for AuthService {
         if !self.accounts.knows(account) {
             return Err(super::accounts::refused(self.accounts.unknown(account)));
         }
-        let now_s = self.broker.now_ms() / 1000;
-        let until = if req.resets_at > now_s {
-            req.resets_at
-        } else {
-            now_s + crate::accounts::LIMIT_COOL_S
-        };
-        self.accounts.note_limit(account, until);
+        self.accounts
+            .note_limit(account, (req.resets_at > 0).then_some(req.resets_at));
         let grant = self
             .accounts
             .get_token(session, broker::DEFAULT_PROVIDER, req.min_valid_secs)
