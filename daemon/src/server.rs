@@ -182,7 +182,7 @@ async fn start(config: &Config, listen: Listen) -> Result<Started, RunError> {
         }
     }
     let issuer = Issuer::at(config.issuer.clone()).map_err(RunError::Http)?;
-    let lead_ms = i64::try_from(config.refresh_lead_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+    let lead_ms = lead_ms(config);
     // No home: the record goes beside the store, under a name of
     // piauthd's own.
     let record_dir = config.state_dir.clone().unwrap_or_else(|| {
@@ -222,6 +222,33 @@ async fn start(config: &Config, listen: Listen) -> Result<Started, RunError> {
         },
     );
     broker.reload().await;
+    let (accounts, logins, completions) =
+        services(config, broker.clone(), issuer, record_dir).await?;
+    Ok(Started {
+        broker,
+        accounts,
+        logins,
+        completions,
+        listener,
+        bound,
+        _watcher: watcher,
+        _serving: serving,
+    })
+}
+
+/// The refresh lead in milliseconds.
+fn lead_ms(config: &Config) -> i64 {
+    i64::try_from(config.refresh_lead_secs.saturating_mul(1000)).unwrap_or(i64::MAX)
+}
+
+/// The accounts around the active `broker`, and the login and completion
+/// services that use them.
+async fn services(
+    config: &Config,
+    broker: Arc<Broker>,
+    issuer: Issuer,
+    record_dir: std::path::PathBuf,
+) -> Result<(Arc<Accounts>, Arc<Logins>, CompletionsService), RunError> {
     // In keyring mode the other accounts would need keyring items of their
     // own; until then only the one account is kept.
     let (accounts_dir, without) = match config.store {
@@ -236,13 +263,13 @@ async fn start(config: &Config, listen: Listen) -> Result<Started, RunError> {
         without,
         record_dir,
         Arc::new(issuer.clone()),
-        lead_ms,
+        lead_ms(config),
         Clock::system(),
     );
     // What the relay learns of every account's limits, which the choice of
     // account and the Usage RPC read.
     let book = Arc::new(UsageBook::default());
-    let accounts = Accounts::open(broker.clone(), shelf, book.clone()).await;
+    let accounts = Accounts::open(broker, shelf, book.clone()).await;
     let logins = Logins::new(
         accounts.clone(),
         issuer,
@@ -262,16 +289,7 @@ async fn start(config: &Config, listen: Listen) -> Result<Started, RunError> {
     )
     .map_err(RunError::Http)?;
     let completions = CompletionsService::new(accounts.clone(), codex, config.models.clone());
-    Ok(Started {
-        broker,
-        accounts,
-        logins,
-        completions,
-        listener,
-        bound,
-        _watcher: watcher,
-        _serving: serving,
-    })
+    Ok((accounts, logins, completions))
 }
 
 /// Marks `store` as served (see [`crate::serving`]), after the socket is
