@@ -20,7 +20,8 @@ yourself (`piauthd --socket PATH`).
 Exit status:
   0    success (also when the reader of stdout went away)
   1    error (the login failed, a socket or the autostart lock was refused,
-       the daemon refused the call)
+       the daemon refused the call, `status` of a follower that cannot
+       reach its owner)
   2    bad usage (an unknown command, flag or value)
   3    piauthd is not running and was not started (autostart off or failed,
        or a --socket that nothing serves)

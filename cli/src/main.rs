@@ -145,6 +145,12 @@ async fn status(client: &mut Client, json: bool) -> Result<ExitCode> {
     } else {
         out::print(&render::status_table(&status))?;
     }
+    // A follower that cannot reach its owner serves nothing new: a script
+    // checking `status` must see that.
+    if let Some(follow) = status.follow.as_ref().filter(|f| !f.reachable) {
+        say!("pi-authctl: {}", render::owner_unreachable(follow));
+        return Ok(ExitCode::FAILURE);
+    }
     Ok(ExitCode::SUCCESS)
 }
 

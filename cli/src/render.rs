@@ -101,6 +101,9 @@ pub fn status_table(s: &pb::StatusResponse) -> String {
             out += &format!("         {}\n", store.detail);
         }
     }
+    if let Some(f) = &s.follow {
+        out += &follow_lines(f, s.now_ms);
+    }
     // Older daemons do not say; then the lines are left out.
     if !s.issuer.is_empty() {
         out += &format!("issuer   {}\n", s.issuer);
@@ -186,7 +189,19 @@ pub fn status_table(s: &pb::StatusResponse) -> String {
 /// The `status --json` output: stable snake_case names, no secrets.
 pub fn status_json(s: &pb::StatusResponse) -> serde_json::Value {
     let store = s.store.clone().unwrap_or_default();
+    let follow = s.follow.as_ref().map(|f| {
+        json!({
+            "target": f.target,
+            "reachable": f.reachable,
+            "since_ms": f.since_ms,
+            "detail": f.detail,
+            "owner_account_id": f.owner_account_id,
+            "owner_email": f.owner_email,
+            "owner_socket": f.owner_socket,
+        })
+    });
     json!({
+        "follow": follow,
         "daemon_version": s.daemon_version,
         "pid": s.pid,
         "socket": s.socket_path,
@@ -216,6 +231,40 @@ pub fn status_json(s: &pb::StatusResponse) -> serde_json::Value {
             "hint": p.hint,
         })).collect::<Vec<_>>(),
     })
+}
+
+/// A follower's lines of `status`: whom it follows, and how that goes.
+fn follow_lines(f: &pb::FollowStatus, now_ms: i64) -> String {
+    let span = relative(now_ms - f.since_ms);
+    let span = span.trim_start_matches("in ");
+    let state = if f.reachable {
+        format!("reachable for {span}")
+    } else {
+        format!("NOT reachable for {span}: {}", f.detail)
+    };
+    let mut out = format!("follows  {} ({state})\n", f.target);
+    out += &format!("         through {}\n", f.owner_socket);
+    if !f.owner_account_id.is_empty() {
+        out += &format!(
+            "owner    account {}{}\n",
+            f.owner_account_id,
+            if f.owner_email.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", f.owner_email)
+            }
+        );
+    }
+    out
+}
+
+/// The one line `status` adds when a follower cannot reach its owner.
+pub fn owner_unreachable(f: &pb::FollowStatus) -> String {
+    format!(
+        "this piauthd follows {} and cannot reach it: {}. It serves its last token while that is \
+         valid and reconnects by itself; check the owner's piauthd and the link to it",
+        f.target, f.detail
+    )
 }
 
 /// The `token --json` output.
@@ -347,6 +396,40 @@ mod tests {
     }
 
     #[test]
+    fn a_follower_says_whom_it_follows_and_how_that_goes() {
+        let mut f = pb::FollowStatus {
+            target: "ssh://devbox".into(),
+            reachable: true,
+            since_ms: 1_000,
+            owner_account_id: "acc".into(),
+            owner_email: "me@example.com".into(),
+            owner_socket: "/run/p.sock.owner".into(),
+            ..Default::default()
+        };
+        let t = follow_lines(&f, 91_000);
+        assert!(
+            t.contains("follows  ssh://devbox (reachable for 1m 30s)\n"),
+            "{t}"
+        );
+        assert!(t.contains("owner    account acc (me@example.com)\n"), "{t}");
+        f.reachable = false;
+        f.detail = "ssh: Connection refused".into();
+        let t = follow_lines(&f, 3_000);
+        assert!(
+            t.contains("(NOT reachable for 2s: ssh: Connection refused)"),
+            "{t}"
+        );
+        let line = owner_unreachable(&f);
+        assert!(
+            line.starts_with(
+                "this piauthd follows ssh://devbox and cannot reach it: ssh: Connection refused."
+            ),
+            "{line}"
+        );
+        assert!(!line.contains('\n'));
+    }
+
+    #[test]
     fn one_refresh_is_one_time() {
         assert_eq!(times(1), "1 time");
         assert_eq!(times(3), "3 times");
@@ -376,8 +459,10 @@ mod tests {
             codex_base_url: "http://127.0.0.1:8787/backend-api".into(),
             config_file: String::new(),
             accounts: Vec::new(),
+            follow: None,
         };
         let t = status_table(&s);
+        assert!(!t.contains("follows"), "{t}");
         assert!(t.contains("store    /h/auth.json (ok)"), "{t}");
         assert!(t.contains("issuer   http://127.0.0.1:8787\n"), "{t}");
         assert!(

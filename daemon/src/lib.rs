@@ -39,6 +39,7 @@ mod callback;
 mod causes;
 mod codex;
 mod config;
+mod forward;
 mod login;
 mod migrate;
 mod oauth;
@@ -62,7 +63,7 @@ mod wire;
 pub use codex::sse::SseParser;
 pub use config::{
     Config, ConfigError, Environment, Settings, StoreKind, default_config_path,
-    load_file as load_config_file, resolve as resolve_config, shown as shown_url,
+    load_file as load_config_file, resolve as resolve_config, shown as shown_url, ssh_words,
 };
 pub use migrate::{Direction, MigrateError, migrate as migrate_store};
 pub use rpc::{MAX_CONNECTIONS, nofile_target};

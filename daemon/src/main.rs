@@ -104,6 +104,7 @@ fn start(args: Args) -> anyhow::Result<()> {
     let settings = args.settings.merge(file.unwrap_or_default());
     let mut config = piauthd::resolve_config(settings, loaded_from, &env)?;
     config.started_as = Some(started_as());
+    config.ssh = piauthd::ssh_words(std::env::var("PIAUTHD_SSH").ok().as_deref());
     if args.check_config {
         println!("{}", describe(&config));
         return Ok(());

@@ -10,5 +10,6 @@ pub use piauth_proto::DEFAULT_PROVIDER;
 pub use piauth_proto::paths::{BaseDirs, PIAUTHD};
 pub use piauth_proto::restart;
 pub use piauth_proto::socket::{
+    Inputs as SocketInputs, MAX_PATH_BYTES, choose as choose_socket,
     default_path as default_socket, default_path_for as default_socket_for,
 };

@@ -20,7 +20,7 @@ const LAYERS: &[&[&str]] = &[
     // Configuration and the credential store.
     &["config", "store"],
     // Processes, sockets and the network, each on its own.
-    &["serving", "socket", "upstream", "callback"],
+    &["serving", "socket", "upstream", "callback", "forward"],
     // Decisions about credentials; moving a store.
     &["broker", "migrate"],
     // Several accounts, each with its own broker.

@@ -24,6 +24,7 @@ pub const SETTINGS: &[&str] = &[
     "PIAUTHD_STREAM_IDLE_SECS",
     "PIAUTHD_CONNECTION_IDLE_SECS",
     "PIAUTHD_REFRESH_LEAD_SECS",
+    "PIAUTHD_FOLLOW",
 ];
 
 /// The longest command line kept; a longer one is not a start command.

@@ -22,6 +22,8 @@ pub mod proxy;
 /// The private directory and environment of a test.
 pub mod sandbox;
 pub mod secrets;
+/// A real OpenSSH server on loopback.
+pub mod sshd;
 /// Waiting for an event, with a deadline only for failing.
 pub mod wait;
 

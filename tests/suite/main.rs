@@ -26,6 +26,8 @@ mod exit_codes;
 mod failover;
 /// Upstream failures, one by one.
 mod faults;
+/// A follower over real OpenSSH: tokens from the owner, through faults.
+mod follow;
 /// One store under several spellings of its path: one record, one lock.
 mod identity;
 /// The OS keyring store against a real Secret Service.

@@ -18,9 +18,11 @@ pub use crate::base_url::shown;
 use crate::paths::BaseDirs;
 
 mod file;
+mod follow;
 mod settings;
 
 pub use file::{default_config_path, load_file};
+pub use follow::{FollowTarget, SshTarget};
 pub use settings::Settings;
 
 /// The issuer used unless configured otherwise.
@@ -123,6 +125,11 @@ pub struct Config {
     pub refresh_lead_secs: u64,
     pub models: Vec<Model>,
     pub store: StoreKind,
+    /// The owner this daemon follows; `None`: this daemon owns its login.
+    pub follow: Option<FollowTarget>,
+    /// The `ssh` a follower runs: `$PIAUTHD_SSH` split on whitespace
+    /// ([`ssh_words`]), the program first.
+    pub ssh: Vec<String>,
     /// piauthd's state directory (`$XDG_STATE_HOME/piauthd`, else
     /// `~/.local/state/piauthd`): the in-flight refresh record and the
     /// serving lock. `None` without an absolute `HOME` or `XDG_STATE_HOME`.
@@ -191,6 +198,23 @@ pub enum ConfigError {
         max = MAX_REFRESH_LEAD_SECS
     )]
     BadRefreshLead(u64),
+    #[error(transparent)]
+    Follow(follow::BadTarget),
+}
+
+/// `$PIAUTHD_SSH` as words: the program, then its options, split on
+/// whitespace; `ssh` when it is unset or blank.
+pub fn ssh_words(value: Option<&str>) -> Vec<String> {
+    let words: Vec<String> = value
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    if words.is_empty() {
+        vec!["ssh".to_owned()]
+    } else {
+        words
+    }
 }
 
 /// Fills in the defaults for what `settings` (every layer, merged) leaves
@@ -214,8 +238,13 @@ pub fn resolve(
         connection_idle_secs,
         refresh_lead_secs,
         store,
+        follow,
         models,
     } = settings;
+    let follow = follow
+        .map(|f| follow::parse(&f))
+        .transpose()
+        .map_err(ConfigError::Follow)?;
     let socket = socket.unwrap_or_else(|| crate::shared::default_socket_for(&env.dirs, env.uid));
     let agent_dir = resolve_agent_dir(agent_dir, env)?;
     let issuer = check_url("the issuer", issuer.as_deref().unwrap_or(DEFAULT_ISSUER))?;
@@ -254,6 +283,8 @@ pub fn resolve(
         refresh_lead_secs,
         models: models.unwrap_or_default(),
         store: store.unwrap_or_default(),
+        follow,
+        ssh: ssh_words(None),
         config_file,
         state_dir: env.dirs.piauthd_state_dir(),
         accounts_dir: env.dirs.piauthd_data_dir().map(|d| d.join("accounts")),

@@ -75,6 +75,14 @@ pub struct Settings {
     #[arg(long, env = "PIAUTHD_STORE", value_enum)]
     pub store: Option<StoreKind>,
 
+    /// Follow another piauthd, the owner of the login, instead of keeping
+    /// one here: ssh://[user@]host[:port][/remote/socket] (piauthd runs ssh
+    /// itself, as $PIAUTHD_SSH, default `ssh`), or the absolute path of the
+    /// owner's socket already forwarded to this machine. A follower never
+    /// refreshes and keeps no refresh token
+    #[arg(long, env = "PIAUTHD_FOLLOW", value_name = "TARGET")]
+    pub follow: Option<String>,
+
     /// Models added to (or replacing) the built-in list. Only the config
     /// file has them: a list of tables does not fit a flag.
     #[arg(skip)]
@@ -99,6 +107,7 @@ impl Settings {
             connection_idle_secs,
             refresh_lead_secs,
             store,
+            follow,
             models,
         } = self;
         Settings {
@@ -114,6 +123,7 @@ impl Settings {
             connection_idle_secs: connection_idle_secs.or(lower.connection_idle_secs),
             refresh_lead_secs: refresh_lead_secs.or(lower.refresh_lead_secs),
             store: store.or(lower.store),
+            follow: follow.or(lower.follow),
             models: models.or(lower.models),
         }
     }
@@ -169,6 +179,7 @@ mod tests {
             connection_idle_secs: Some(3),
             refresh_lead_secs: Some(4),
             store: Some(StoreKind::Keyring),
+            follow: Some("ssh://devbox".into()),
             models: Some(Vec::new()),
         };
         assert_eq!(full.clone().merge(Settings::default()), full);
@@ -243,6 +254,7 @@ mod tests {
             ("connection-idle-secs", "PIAUTHD_CONNECTION_IDLE_SECS"),
             ("refresh-lead-secs", "PIAUTHD_REFRESH_LEAD_SECS"),
             ("store", "PIAUTHD_STORE"),
+            ("follow", "PIAUTHD_FOLLOW"),
         ]
         .map(|(f, e)| (f.to_owned(), e.to_owned()));
         assert_eq!(vars, want);
@@ -255,7 +267,7 @@ mod tests {
              codex_base_url = \"https://c\"\ncallback_addr = \"127.0.0.1:1\"\n\
              callback_fallback_addr = \"127.0.0.1:2\"\noriginator = \"o\"\n\
              login_timeout_secs = 1\nstream_idle_secs = 2\nconnection_idle_secs = 3\n\
-             refresh_lead_secs = 4\nstore = \"keyring\"\n",
+             refresh_lead_secs = 4\nstore = \"keyring\"\nfollow = \"/f\"\n",
         )
         .unwrap();
         let flags = Cli::try_parse_from([
@@ -272,6 +284,7 @@ mod tests {
             "--connection-idle-secs=3",
             "--refresh-lead-secs=4",
             "--store=keyring",
+            "--follow=/f",
         ])
         .unwrap();
         assert_eq!(s, flags.settings, "one key per flag, same values");

@@ -136,6 +136,7 @@ impl pb::auth_server::Auth for AuthService {
             codex_base_url: self.about.codex_base_url.clone(),
             config_file: self.about.config_file.clone(),
             accounts: super::accounts::list(&self.accounts).accounts,
+            follow: None,
         }))
     }
 

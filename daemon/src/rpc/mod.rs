@@ -9,6 +9,7 @@ mod auth;
 mod codec_errors;
 mod completions;
 mod error;
+mod follower;
 mod limits;
 mod listen;
 mod peer;
@@ -17,6 +18,7 @@ mod usage;
 
 use std::sync::Arc;
 
+use piauth_proto::v1 as pb;
 use piauth_proto::v1::{auth_server::AuthServer, completions_server::CompletionsServer};
 use tokio::net::UnixListener;
 use tokio_util::sync::CancellationToken;
@@ -24,6 +26,8 @@ use tonic::transport::Server;
 
 pub use auth::{About, AuthService};
 pub use completions::CompletionsService;
+pub use follower::link::{LinkSpec, start as start_link};
+pub use follower::{FollowerAuth, FollowerCompletions};
 pub use limits::{
     MAX_COMPLETIONS, MAX_CONNECTIONS, MAX_WATCHERS, STREAMS_PER_CONNECTION, connection_cap,
     nofile_target,
@@ -61,33 +65,48 @@ pub async fn serve(
     serving: Serving,
     shutdown: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
+    // One Codex client for both services, so the limits the relay learns
+    // are the ones Usage reports.
+    let codex = completions.codex();
+    let auth = AuthService::new(
+        accounts,
+        logins,
+        codex,
+        serving.about.clone(),
+        shutdown.clone(),
+    );
+    serve_services(listener, auth, completions, serving, shutdown).await
+}
+
+/// Serves `auth` and `completions` (an owner's, or a follower's), with
+/// health and reflection, behind the peer-uid check.
+pub async fn serve_services<A, C>(
+    listener: UnixListener,
+    auth: A,
+    completions: C,
+    serving: Serving,
+    shutdown: CancellationToken,
+) -> Result<(), tonic::transport::Error>
+where
+    A: pb::auth_server::Auth,
+    C: pb::completions_server::Completions,
+{
     let Serving {
-        about,
+        about: _,
         own_uid,
         idle_timeout,
     } = serving;
     let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<AuthServer<AuthService>>().await;
-    health
-        .set_serving::<CompletionsServer<CompletionsService>>()
-        .await;
+    health.set_serving::<AuthServer<A>>().await;
+    health.set_serving::<CompletionsServer<C>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(piauth_proto::v1::FILE_DESCRIPTOR_SET)
         .build_v1()
         .expect("the embedded descriptor set is valid");
 
-    // One Codex client for both services, so the limits the relay learns
-    // are the ones Usage reports.
-    let codex = completions.codex();
-    let auth = AuthServer::new(AuthService::new(
-        accounts,
-        logins,
-        codex,
-        about,
-        shutdown.clone(),
-    ))
-    .max_decoding_message_size(MAX_REQUEST_BYTES)
-    .max_encoding_message_size(MAX_RESPONSE_BYTES);
+    let auth = AuthServer::new(auth)
+        .max_decoding_message_size(MAX_REQUEST_BYTES)
+        .max_encoding_message_size(MAX_RESPONSE_BYTES);
     let completions = CompletionsServer::new(completions)
         .max_decoding_message_size(MAX_REQUEST_BYTES)
         .max_encoding_message_size(MAX_RESPONSE_BYTES);

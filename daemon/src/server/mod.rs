@@ -26,6 +26,8 @@ use crate::supervisor;
 use crate::upstream::Issuer;
 use crate::usage::UsageBook;
 
+mod follower;
+
 /// How long in-flight calls may run after shutdown begins.
 pub const DRAIN_LIMIT: Duration = Duration::from_secs(10);
 
@@ -64,6 +66,13 @@ pub enum RunError {
     Thread(std::io::Error),
     #[error("{0}; start piauthd again when the move is done")]
     Serving(crate::serving::ServingError),
+    #[error(
+        "the follow target {} is this daemon's own socket; give the owner's socket, or ssh://host",
+        .0.display()
+    )]
+    FollowSelf(std::path::PathBuf),
+    #[error("piauthd will not follow: {0}")]
+    CopiedLogin(String),
 }
 
 // By hand, not `#[from]`: these messages print their cause, so it is not
@@ -120,6 +129,9 @@ pub async fn run_with(
     listen: Listen,
     shutdown: CancellationToken,
 ) -> Result<(), RunError> {
+    if let Some(target) = config.follow.clone() {
+        return follower::run(config, target, listen, shutdown).await;
+    }
     // Start-up touches the store (a hung home can stall it): a SIGTERM
     // meanwhile ends the daemon at once, since nothing is served yet.
     let started = tokio::select! {
