@@ -39,7 +39,10 @@ fn owner(mock: &MockOpenAi) -> (Sandbox, Daemon) {
 fn follower(sb: &Sandbox, target: &str, ssh: &str, issuer: &str) -> Daemon {
     let (target, ssh, issuer) = (target.to_owned(), ssh.to_owned(), issuer.to_owned());
     Daemon::start_with(sb, move |cmd| {
-        cmd.env("PIAUTHD_FOLLOW", &target)
+        // piauthd's own trace (where a leak would show), not every HTTP/2
+        // frame of 30,000 calls.
+        cmd.env("RUST_LOG", "info,piauthd=trace")
+            .env("PIAUTHD_FOLLOW", &target)
             .env("PIAUTHD_SSH", &ssh)
             .env("PIAUTHD_ISSUER", &issuer);
     })

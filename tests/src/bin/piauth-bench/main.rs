@@ -17,6 +17,7 @@ use serde_json::json;
 mod accounts;
 mod figures;
 mod floor;
+mod follow;
 mod latency;
 mod process;
 mod relay;
@@ -38,7 +39,8 @@ struct Args {
     #[arg(long, default_value_t = 1000)]
     storm: usize,
     /// Run only these sections (comma-separated: ready, latency, relay,
-    /// storm, idle, accounts); all when not given.
+    /// storm, idle, accounts, follow); all when not given. `follow` needs
+    /// root and sshd.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Internal: serve the echo and gRPC-floor baselines in DIR, with a
@@ -125,6 +127,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if wants("accounts") {
         accounts::run(args.secs, dir.path(), &mock, &mut figs).await?;
+    }
+    if wants("follow") {
+        follow::run(args.secs, dir.path(), &mut figs).await?;
     }
 
     println!();

@@ -41,6 +41,17 @@ pub fn start_daemon(
     issuer: &str,
     codex: &str,
 ) -> anyhow::Result<(Daemon, Duration)> {
+    start_daemon_with(dir, tag, issuer, codex, &[])
+}
+
+/// [`start_daemon`] with more environment (a follower's target, say).
+pub fn start_daemon_with(
+    dir: &Path,
+    tag: &str,
+    issuer: &str,
+    codex: &str,
+    env: &[(&str, &str)],
+) -> anyhow::Result<(Daemon, Duration)> {
     let socket = dir.join(format!("{tag}.sock"));
     let notify_path = dir.join(format!("{tag}.notify"));
     let _ = std::fs::remove_file(&notify_path);
@@ -56,6 +67,7 @@ pub fn start_daemon(
         .env("PIAUTHD_CODEX_BASE_URL", codex)
         .env("NOTIFY_SOCKET", &notify_path)
         .env("RUST_LOG", "warn")
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
