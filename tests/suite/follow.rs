@@ -452,3 +452,124 @@ async fn without_a_path_the_follower_finds_the_owners_default_socket() {
         "{text}"
     );
 }
+
+/// pi 1.6.0 with the package, on the follower's machine, answers prompts
+/// across token lifetimes with the package unchanged: its socket is the
+/// follower's, and the owner alone refreshes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pi_with_the_package_works_against_a_follower_unchanged() {
+    if !sshd::available() {
+        return;
+    }
+    const LIFETIME_SECS: u64 = 6;
+    let mock = mock(LIFETIME_SECS).await;
+    let never = mock_never().await;
+    let osb = Sandbox::new();
+    let set = mock.state.seed_login("acc-own", "owner@example.com", "pro");
+    write_codex_login(&osb.auth_file(), &set).unwrap();
+    let _od = crate::pi_home::file_daemon(&osb, &mock);
+    let sshd = Sshd::start(&osb.dir.path().join("sshd"));
+    let fsb = Sandbox::new();
+    let fd = follower(
+        &fsb,
+        &sshd.target(&osb.socket()),
+        &sshd.ssh(),
+        &never.issuer(),
+    );
+    assert!(
+        wait_reachable(&fsb.socket(), Duration::from_secs(20)).await,
+        "{}",
+        fd.logs()
+    );
+    let home = crate::pi_home::PiHome::new(&fsb);
+    let start = Instant::now();
+    let mut prompts = 0;
+    while start.elapsed() < Duration::from_secs(2 * LIFETIME_SECS) {
+        let outs = home.round(4);
+        assert!(
+            outs.iter().all(crate::pi_home::answered),
+            "unanswered prompts:\n{}",
+            crate::pi_home::describe(&outs)
+        );
+        prompts += outs.len();
+    }
+    let stats = mock.stats();
+    assert!(stats.refreshes >= 2, "{stats:?}");
+    assert_eq!(stats.reuse_attempts, 0, "{stats:?}");
+    assert!(stats.responses_requests >= prompts as u64);
+    assert_eq!(
+        never.stats().token_requests,
+        0,
+        "the follower called an issuer"
+    );
+    home.assert_pi_never_called_its_issuer();
+    no_refresh_token_under(fsb.dir.path(), &mock);
+    eprintln!(
+        "pi on a follower: {prompts} prompts over {:?}, {} refreshes by the owner",
+        start.elapsed(),
+        stats.refreshes
+    );
+}
+
+/// A login started on a follower runs on the owner: a device code by
+/// default (the owner's browser callback is on another machine), shown on
+/// the follower; the login lands in the owner's store, and the follower
+/// serves it as soon as the owner pushes it. Here the owner's socket is
+/// simply a path (as a container's bind mount would be).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_on_a_follower_runs_on_the_owner_with_a_device_code() {
+    let mock = mock(3600).await;
+    let never = mock_never().await;
+    let osb = Sandbox::new();
+    let _od = Daemon::start_against(&osb, &mock.issuer());
+    let fsb = Sandbox::new();
+    let target = osb.socket().display().to_string();
+    let fd = follower(&fsb, &target, "ssh", &never.issuer());
+    assert!(
+        wait_reachable(&fsb.socket(), Duration::from_secs(20)).await,
+        "{}",
+        fd.logs()
+    );
+    let mut c = Client::connect(fsb.socket()).await.unwrap();
+    let err = c.get_token("", 0).await.unwrap_err();
+    assert!(err.to_string().contains("not logged in"), "{err}");
+
+    let mut events = c.login("", pb::LoginMethod::Unspecified, 0).await.unwrap();
+    let mut saw_code = false;
+    let success = loop {
+        match tokio::time::timeout(Duration::from_secs(30), events.next())
+            .await
+            .expect("the login ends in time")
+            .expect("the login stream")
+        {
+            Some(pb::login_event::Event::DeviceCode(d)) => {
+                assert!(!d.user_code.is_empty());
+                saw_code = true;
+            }
+            Some(pb::login_event::Event::AuthorizeUrl(u)) => panic!("a browser login: {u:?}"),
+            Some(pb::login_event::Event::Success(s)) => break s,
+            Some(pb::login_event::Event::Failure(f)) => panic!("{}", f.message),
+            Some(_) => {}
+            None => panic!("the login stream ended"),
+        }
+    };
+    assert!(saw_code, "the device code was shown on the follower");
+    let served = wait_until(Duration::from_secs(10), || async {
+        let mut c = Client::connect(fsb.socket()).await.unwrap();
+        c.get_token("", 0)
+            .await
+            .is_ok_and(|t| t.account_id == success.account_id)
+    })
+    .await;
+    assert!(served, "the follower serves the new login:\n{}", fd.logs());
+    assert!(
+        osb.auth_file().exists(),
+        "the login is in the owner's store"
+    );
+    assert!(
+        !fsb.auth_file().exists(),
+        "and nothing is on the follower's"
+    );
+    assert_eq!(never.stats().token_requests, 0);
+    assert_eq!(never.stats().exchanges, 0);
+}

@@ -221,6 +221,9 @@ impl Task {
             Ok(t) => t,
             Err(e) => return self.refused(&e),
         };
+        // The owner answers; its first token follows when it has one (a
+        // logged-out owner sends it after a login).
+        self.answered();
         loop {
             match tokens.next().await {
                 Ok(Some(token)) => {
@@ -265,6 +268,17 @@ impl Task {
                 account_id: token.account_id,
                 received_ms: now,
             });
+        });
+    }
+
+    fn answered(&self) {
+        let now = now_ms();
+        self.view.send_modify(|v| {
+            if !v.reachable {
+                v.since_ms = now;
+            }
+            v.reachable = true;
+            v.detail.clear();
         });
     }
 

@@ -146,13 +146,10 @@ impl pb::auth_server::Auth for FollowerAuth {
         let req = req.into_inner();
         default_provider(provider_arg(&req.provider)?)?;
         session_arg(&req.session_id)?;
+        // As the owner's own stream: the first token when there is one.
         let view = self.link.view();
-        if view.token.is_none() {
-            return Err(if view.reachable {
-                status(Code::Unauthenticated, Reason::NotLoggedIn, view.detail)
-            } else {
-                unreachable(&self.link, &view)
-            });
+        if view.token.is_none() && !view.reachable {
+            return Err(unreachable(&self.link, &view));
         }
         let permit = self.watchers.clone().try_acquire_owned().map_err(|_| {
             status(
