@@ -231,7 +231,13 @@ fn describe(config: &piauthd::Config) -> String {
         },
         piauthd::shown_url(&config.issuer),
         piauthd::shown_url(&config.codex_base_url)
-    )
+    ) + &match &config.follow {
+        Some(target) => format!(
+            "\nfollows      {target} (ssh: {}); this daemon keeps no login and never refreshes",
+            config.ssh.join(" ")
+        ),
+        None => String::new(),
+    }
 }
 
 /// Cancels `shutdown` on SIGTERM or SIGINT.
