@@ -15,12 +15,26 @@ use piauth_tests::sshd::Sshd;
 use serde_json::json;
 
 use crate::figures::{Figures, measure, percentile, us};
-use crate::process::start_daemon_with;
+use crate::process::{Daemon, start_daemon_with};
 
 const FOLLOWERS: usize = 8;
 const CYCLES: usize = 10;
 
+/// The owner, its `sshd` and its followers, stopped when dropped.
+struct Setup {
+    mock: MockOpenAi,
+    owner: Daemon,
+    followers: Vec<Daemon>,
+    _sshd: Sshd,
+}
+
 pub async fn run(secs: f64, dir: &Path, figs: &mut Figures) -> anyhow::Result<()> {
+    let setup = start(dir).await?;
+    propagation(&setup, figs).await?;
+    get_token(secs, &setup, figs).await
+}
+
+async fn start(dir: &Path) -> anyhow::Result<Setup> {
     anyhow::ensure!(
         rustix::process::geteuid().as_raw() == 0 && Path::new("/usr/sbin/sshd").exists(),
         "the follow section needs root and Debian's openssh-server (sshd)"
@@ -57,9 +71,25 @@ pub async fn run(secs: f64, dir: &Path, figs: &mut Figures) -> anyhow::Result<()
         followers
             .push(start_daemon_with(&home, "f", "http://127.0.0.1:9", &mock.codex_base(), &env)?.0);
     }
+    Ok(Setup {
+        mock,
+        owner,
+        followers,
+        _sshd: sshd,
+    })
+}
+
+/// Owner's new token to the last follower serving it; refreshes per cycle.
+async fn propagation(setup: &Setup, figs: &mut Figures) -> anyhow::Result<()> {
+    let Setup {
+        mock,
+        owner,
+        followers,
+        ..
+    } = setup;
     // Every follower's token stream, once each serves a token.
     let mut streams = Vec::new();
-    for f in &followers {
+    for f in followers {
         let started = Instant::now();
         let stream = loop {
             let mut c = Client::connect(&f.socket).await?;
@@ -119,9 +149,14 @@ pub async fn run(secs: f64, dir: &Path, figs: &mut Figures) -> anyhow::Result<()
         "x",
         json!({"target": 1.0}),
     );
-    drop(streams);
+    Ok(())
+}
 
-    // GetToken, one client, owner and a follower in turns.
+/// GetToken, one client, owner and a follower in turns.
+async fn get_token(secs: f64, setup: &Setup, figs: &mut Figures) -> anyhow::Result<()> {
+    let Setup {
+        owner, followers, ..
+    } = setup;
     let (mut base, mut via) = (Vec::new(), Vec::new());
     for _ in 0..3 {
         for (socket, into) in [(&owner.socket, &mut base), (&followers[0].socket, &mut via)] {
