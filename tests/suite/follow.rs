@@ -180,7 +180,14 @@ async fn a_follower_over_ssh_serves_the_owners_tokens_through_faults() {
             eprintln!("[{:?}] restarting the owner", started.elapsed());
             faults += 1;
             let at = Instant::now();
-            drop(od);
+            // A restart, not a crash: a SIGKILL may land between the
+            // issuer's answer and the save, and then the owner rightly
+            // sends nothing until told (the crash tests cover that).
+            od.signal(libc::SIGTERM);
+            assert!(
+                od.wait_exit(Duration::from_secs(20)).is_some(),
+                "the owner did not stop"
+            );
             assert!(
                 wait_until(Duration::from_secs(10), || async {
                     follow_status(&fsb.socket())
