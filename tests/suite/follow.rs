@@ -25,13 +25,51 @@ async fn mock(expires_in: u64) -> MockOpenAi {
     .unwrap()
 }
 
-/// The owner: a daemon holding a login, on its own sandbox.
+/// The owner: a daemon holding a login, on its own sandbox, against the
+/// mock's issuer and backend.
 fn owner(mock: &MockOpenAi) -> (Sandbox, Daemon) {
     let sb = Sandbox::new();
     let set = mock.state.seed_login("acc-own", "owner@example.com", "pro");
     write_codex_login(&sb.auth_file(), &set).unwrap();
-    let d = Daemon::start_against(&sb, &mock.issuer());
+    let d = crate::pi_home::file_daemon(&sb, mock);
     (sb, d)
+}
+
+/// An owner on `mock`, a real sshd, and a follower over it that has
+/// reached the owner.
+struct OverSsh {
+    never: MockOpenAi,
+    osb: Sandbox,
+    od: Daemon,
+    sshd: Sshd,
+    fsb: Sandbox,
+    fd: Daemon,
+}
+
+async fn over_ssh(mock: &MockOpenAi) -> OverSsh {
+    let never = mock_never().await;
+    let (osb, od) = owner(mock);
+    let sshd = Sshd::start(&osb.dir.path().join("sshd"));
+    let fsb = Sandbox::new();
+    let fd = follower(
+        &fsb,
+        &sshd.target(&osb.socket()),
+        &sshd.ssh(),
+        &never.issuer(),
+    );
+    assert!(
+        wait_reachable(&fsb.socket(), Duration::from_secs(20)).await,
+        "the follower never reached its owner:\n{}",
+        fd.logs()
+    );
+    OverSsh {
+        never,
+        osb,
+        od,
+        sshd,
+        fsb,
+        fd,
+    }
 }
 
 /// A follower of `target` on its own sandbox, whose issuer is `issuer`
@@ -126,21 +164,14 @@ async fn a_follower_over_ssh_serves_the_owners_tokens_through_faults() {
         return;
     }
     let mock = mock(1).await;
-    let never = mock_never().await;
-    let (osb, mut od) = owner(&mock);
-    let sshd = Sshd::start(&osb.dir.path().join("sshd"));
-    let fsb = Sandbox::new();
-    let fd = follower(
-        &fsb,
-        &sshd.target(&osb.socket()),
-        &sshd.ssh(),
-        &never.issuer(),
-    );
-    assert!(
-        wait_reachable(&fsb.socket(), Duration::from_secs(20)).await,
-        "the follower never reached its owner:\n{}",
-        fd.logs()
-    );
+    let OverSsh {
+        never,
+        osb,
+        mut od,
+        sshd: _sshd,
+        fsb,
+        fd,
+    } = over_ssh(&mock).await;
 
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
@@ -197,7 +228,7 @@ async fn a_follower_over_ssh_serves_the_owners_tokens_through_faults() {
                 .await,
                 "the follower did not notice the owner go"
             );
-            od = Daemon::start_against(&osb, &mock.issuer());
+            od = crate::pi_home::file_daemon(&osb, &mock);
             assert!(
                 wait_reachable(&fsb.socket(), Duration::from_secs(10)).await,
                 "{}",
@@ -381,7 +412,8 @@ async fn a_remote_piauthd_of_another_user_is_one_clear_line() {
     write_codex_login(&osb.auth_file(), &set).unwrap();
     osb.own(&osb.auth_file());
     let _od = Daemon::start_against(&osb, &mock.issuer());
-    let sshd = Sshd::start(&tempfile::tempdir().unwrap().keep().join("sshd"));
+    let dir = tempfile::tempdir().unwrap();
+    let sshd = Sshd::start(&dir.path().join("sshd"));
     refused_in_one_line(&sshd.target(&osb.socket()), &sshd.ssh(), "another user").await;
 }
 
@@ -470,25 +502,8 @@ async fn pi_with_the_package_works_against_a_follower_unchanged() {
     }
     const LIFETIME_SECS: u64 = 6;
     let mock = mock(LIFETIME_SECS).await;
-    let never = mock_never().await;
-    let osb = Sandbox::new();
-    let set = mock.state.seed_login("acc-own", "owner@example.com", "pro");
-    write_codex_login(&osb.auth_file(), &set).unwrap();
-    let _od = crate::pi_home::file_daemon(&osb, &mock);
-    let sshd = Sshd::start(&osb.dir.path().join("sshd"));
-    let fsb = Sandbox::new();
-    let fd = follower(
-        &fsb,
-        &sshd.target(&osb.socket()),
-        &sshd.ssh(),
-        &never.issuer(),
-    );
-    assert!(
-        wait_reachable(&fsb.socket(), Duration::from_secs(20)).await,
-        "{}",
-        fd.logs()
-    );
-    let home = crate::pi_home::PiHome::new(&fsb);
+    let OverSsh { never, fsb, .. } = &over_ssh(&mock).await;
+    let home = crate::pi_home::PiHome::new(fsb);
     let start = Instant::now();
     let mut prompts = 0;
     while start.elapsed() < Duration::from_secs(2 * LIFETIME_SECS) {

@@ -77,7 +77,8 @@ fn token_of(grant: Grant) -> pb::Token {
     }
 }
 
-type EventStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+/// A server stream of the Auth service (WatchToken, Login).
+pub(super) type EventStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 #[tonic::async_trait]
 impl pb::auth_server::Auth for AuthService {

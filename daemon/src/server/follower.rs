@@ -16,7 +16,6 @@ use crate::config::{Config, FollowTarget, StoreKind};
 use crate::forward::{ForwardSpec, ForwardState};
 use crate::rpc::{FollowerAuth, FollowerCompletions, LinkSpec};
 use crate::shared::DEFAULT_PROVIDER;
-use crate::socket;
 use crate::store::{Credential, CredentialStore};
 
 /// Where a follower reaches the owner's socket through its own forward:
@@ -55,16 +54,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), RunError> {
     let uid = rustix::process::geteuid().as_raw();
-    let (listener, bound) = match listen {
-        Listen::Bind => {
-            let bound = socket::bind(&config.socket, uid)?;
-            if let Some(command) = &config.started_as {
-                socket::leave_start_command(bound.1.path(), command);
-            }
-            bound
-        }
-        Listen::Activated(listener, path) => socket::adopt(listener, &path)?,
-    };
+    let (listener, bound) = super::listen_on(&config, listen, uid)?;
     let (owner_socket, forward) = match &target {
         FollowTarget::Socket(path) => {
             let same = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_owned());

@@ -161,19 +161,7 @@ async fn start(config: &Config, listen: Listen) -> Result<Started, RunError> {
     };
     // Bind before anything else touches the store: a second instance must
     // fail first. (The keyring check above only probes its own item.)
-    let (listener, bound) = match listen {
-        Listen::Bind => {
-            let bound = socket::bind(&config.socket, uid)?;
-            if let Some(command) = &config.started_as {
-                socket::leave_start_command(bound.1.path(), command);
-            }
-            bound
-        }
-        Listen::Activated(listener, path) => {
-            tracing::info!(socket = %path.display(), "using the socket passed by systemd");
-            socket::adopt(listener, &path)?
-        }
-    };
+    let (listener, bound) = listen_on(config, listen, uid)?;
 
     // One identity for the in-flight record and the serving lock, however
     // the store's path is spelled (a symlink, a relative path, `/./`).
@@ -245,6 +233,28 @@ async fn start(config: &Config, listen: Listen) -> Result<Started, RunError> {
         bound,
         _watcher: watcher,
         _serving: serving,
+    })
+}
+
+/// The socket to serve: bound here (leaving how this daemon was started
+/// beside it), or passed by systemd.
+fn listen_on(
+    config: &Config,
+    listen: Listen,
+    uid: u32,
+) -> Result<(tokio::net::UnixListener, socket::SocketGuard), RunError> {
+    Ok(match listen {
+        Listen::Bind => {
+            let bound = socket::bind(&config.socket, uid)?;
+            if let Some(command) = &config.started_as {
+                socket::leave_start_command(bound.1.path(), command);
+            }
+            bound
+        }
+        Listen::Activated(listener, path) => {
+            tracing::info!(socket = %path.display(), "using the socket passed by systemd");
+            socket::adopt(listener, &path)?
+        }
     })
 }
 

@@ -9,21 +9,18 @@
 
 pub mod link;
 
-use std::pin::Pin;
 use std::sync::Arc;
 
 use piauth_proto::v1 as pb;
-use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Code, Request, Response, Status};
 
+use super::auth::EventStream;
 use super::error::{Reason, provider_arg, session_arg, status};
 use crate::broker::{MAX_MIN_VALID_MS, effective_min_valid_ms};
 use crate::secret::Secret;
 use link::{Link, LinkView, Mirrored, now_ms};
-
-type EventStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 /// Serves `piauth.v1.Auth` from the owner.
 #[derive(Debug, Clone)]
