@@ -83,6 +83,11 @@ impl Link {
         self.view.borrow().clone()
     }
 
+    /// `read` applied to the view in place, without copying it.
+    pub fn with_view<R>(&self, read: impl FnOnce(&LinkView) -> R) -> R {
+        read(&self.view.borrow())
+    }
+
     pub fn subscribe(&self) -> watch::Receiver<LinkView> {
         self.view.clone()
     }

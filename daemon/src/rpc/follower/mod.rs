@@ -123,14 +123,18 @@ impl pb::auth_server::Auth for FollowerAuth {
         let req = req.into_inner();
         default_provider(provider_arg(&req.provider)?)?;
         session_arg(&req.session_id)?;
-        let view = self.link.view();
-        if let Some(token) = valid_for(&view, req.min_valid_secs, now_ms()) {
-            return Ok(Response::new(token.to_wire()));
+        // The hot path reads the view in place: no copy of it per call.
+        let now = now_ms();
+        let served = self
+            .link
+            .with_view(|v| valid_for(v, req.min_valid_secs, now).map(Mirrored::to_wire));
+        if let Some(token) = served {
+            return Ok(Response::new(token));
         }
         // Too short for this caller: the owner refreshes if it must.
         match self.link.owner() {
             Some(mut owner) => owner.get_token(req).await,
-            None => Err(unreachable(&self.link, &view)),
+            None => Err(unreachable(&self.link, &self.link.view())),
         }
     }
 
