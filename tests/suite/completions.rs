@@ -16,7 +16,22 @@ struct Rig {
     client: Client,
 }
 
+/// How the daemon reaches the mock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Upstream {
+    Sse,
+    WebSocket,
+}
+
 async fn rig_with(idle_secs: u64) -> Rig {
+    rig_on(idle_secs, Upstream::Sse).await
+}
+
+async fn rig_on(idle_secs: u64, upstream: Upstream) -> Rig {
+    let transport = match upstream {
+        Upstream::Sse => "sse",
+        Upstream::WebSocket => "auto",
+    };
     let mock = MockOpenAi::start(MockConfig::default()).await.unwrap();
     let sb = Sandbox::new();
     write_codex_login(
@@ -29,6 +44,7 @@ async fn rig_with(idle_secs: u64) -> Rig {
         cmd.env("PIAUTHD_ISSUER", &issuer)
             .env("PIAUTHD_CODEX_BASE_URL", &base)
             .env("PIAUTHD_STREAM_IDLE_SECS", idle_secs.to_string())
+            .env("PIAUTHD_CODEX_TRANSPORT", transport)
             .env("RUST_LOG", "info");
     });
     let client = Client::connect(sb.socket()).await.unwrap();
@@ -79,14 +95,23 @@ async fn run(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_completion_streams_in_order_as_it_arrives() {
-    let mut r = rig().await;
+async fn a_completion_streams_in_order_as_it_arrives_over_sse() {
+    streams_in_order(Upstream::Sse).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_completion_streams_in_order_as_it_arrives_over_a_websocket() {
+    streams_in_order(Upstream::WebSocket).await;
+}
+
+async fn streams_in_order(upstream: Upstream) {
+    let mut r = rig_on(300, upstream).await;
     r.mock.state.set_reply(ReplyShape {
         text: "one two three four five".into(),
         delay: Duration::from_millis(150),
         ..ReplyShape::default()
     });
-    let total_events = 2 + 5 + 2;
+    let total_events = 2 + 5 + 2 + u64::from(upstream == Upstream::WebSocket);
     let started = Instant::now();
     let mut stream = r.client.complete(ask("count to five")).await.unwrap();
     let mut events = Vec::new();
@@ -97,7 +122,11 @@ async fn a_completion_streams_in_order_as_it_arrives() {
         }
         events.push(e);
     }
-    let types: Vec<&str> = events.iter().map(|e| e.r#type.as_str()).collect();
+    let mut types: Vec<&str> = events.iter().map(|e| e.r#type.as_str()).collect();
+    if upstream == Upstream::WebSocket {
+        // A WebSocket turn opens with the account's windows.
+        assert_eq!(types.remove(0), "codex.rate_limits");
+    }
     assert_eq!(
         types,
         [
@@ -127,11 +156,18 @@ async fn a_completion_streams_in_order_as_it_arrives() {
         .expect("the first event carries the response info");
     assert_eq!(first.http_status, 200);
     // A fresh account in the mock: this first response used 1 % of its
-    // 5-hour window (the mock's default step).
+    // 5-hour window (the mock's default step). A WebSocket's headers are its
+    // upgrade's, from before the turn.
+    let used = match upstream {
+        Upstream::Sse => "1",
+        Upstream::WebSocket => "0",
+    };
     assert_eq!(
         first.rate_limit_headers["x-codex-primary-used-percent"],
-        "1"
+        used
     );
+    let ws_turns = u64::from(upstream == Upstream::WebSocket);
+    assert_eq!(r.mock.stats().websocket_requests, ws_turns);
     assert_eq!(
         first.rate_limit_headers["x-codex-primary-window-minutes"],
         "300"
@@ -158,8 +194,17 @@ async fn a_completion_streams_in_order_as_it_arrives() {
 type Case = (Vec<ResponsesFault>, Option<(tonic::Code, Reason)>, u64, u64);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn each_fault_gives_its_status_and_request_count() {
-    let mut r = rig_with(1).await;
+async fn each_fault_gives_its_status_and_request_count_over_sse() {
+    fault_matrix(Upstream::Sse).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_fault_gives_its_status_and_request_count_over_a_websocket() {
+    fault_matrix(Upstream::WebSocket).await;
+}
+
+async fn fault_matrix(upstream: Upstream) {
+    let mut r = rig_on(1, upstream).await;
     let failed = |code: &str| ResponsesFault::FailedEvent {
         code: code.into(),
         message: format!("{code} happened"),
@@ -298,8 +343,17 @@ async fn each_fault_gives_its_status_and_request_count() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cancelling_closes_the_upstream_connection_at_once() {
-    let mut r = rig().await;
+async fn cancelling_closes_the_upstream_connection_at_once_over_sse() {
+    cancelling(Upstream::Sse).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_closes_the_upstream_connection_at_once_over_a_websocket() {
+    cancelling(Upstream::WebSocket).await;
+}
+
+async fn cancelling(upstream: Upstream) {
+    let mut r = rig_on(300, upstream).await;
     r.mock.state.set_reply(ReplyShape {
         deltas: Some(10_000),
         delay: Duration::from_millis(20),
@@ -314,7 +368,7 @@ async fn cancelling_closes_the_upstream_connection_at_once() {
     assert!(
         wait_until(Duration::from_secs(1), || async {
             let s = r.mock.stats();
-            s.open_streams == 0 && s.open_connections == 0
+            s.open_streams == 0 && s.open_connections == 0 && s.websocket_open == 0
         })
         .await,
         "{:?}",

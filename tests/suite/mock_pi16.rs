@@ -4,7 +4,7 @@
 //! first (refused, so pi falls back to SSE).
 
 use base64::Engine;
-use piauth_tests::mock::{MockConfig, MockOpenAi, Stats, TokenSet};
+use piauth_tests::mock::{MockConfig, MockOpenAi, Stats, TokenSet, WebsocketMode};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -282,11 +282,14 @@ async fn raw_http(mock: &MockOpenAi, request: &str) -> (String, String) {
 }
 
 /// pi 1.6.0 first opens `ws://…/backend-api/codex/responses` (the base URL
-/// with `http` turned into `ws`). The mock answers the handshake with a
-/// plain HTTP error, never `101`, and counts it.
+/// with `http` turned into `ws`). Told to refuse, the mock answers the
+/// handshake with a plain HTTP error (426 Upgrade Required), never `101`,
+/// and counts it; by default it switches protocols.
 #[tokio::test]
-async fn a_websocket_upgrade_is_refused_and_counted() {
+async fn a_websocket_upgrade_is_refused_when_told_and_counted() {
     let (mock, set) = mock().await;
+    mock.state
+        .configure(|c| c.websocket = WebsocketMode::Refuse { status: 426 });
     let path = "/backend-api/codex/responses";
     let upgrade = format!(
         "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
@@ -297,7 +300,7 @@ async fn a_websocket_upgrade_is_refused_and_counted() {
     );
     for round in 1..=2 {
         let (status, answer) = raw_http(&mock, &upgrade).await;
-        assert!(status.starts_with("HTTP/1.1 501"), "{answer}");
+        assert!(status.starts_with("HTTP/1.1 426"), "{answer}");
         assert!(
             !answer.to_ascii_lowercase().contains("sec-websocket-accept"),
             "{answer}"
@@ -326,4 +329,23 @@ async fn a_websocket_upgrade_is_refused_and_counted() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
+
+    // Served again, the same upgrade switches protocols.
+    mock.state.configure(|c| c.websocket = WebsocketMode::Serve);
+    let mut conn = tokio::net::TcpStream::connect(mock.addr).await.unwrap();
+    conn.write_all(upgrade.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&answer).contains("\r\n\r\n") {
+        let n = tokio::time::timeout(std::time::Duration::from_secs(5), conn.read(&mut buf))
+            .await
+            .expect("the mock answers")
+            .unwrap();
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&answer));
+        answer.extend_from_slice(&buf[..n]);
+    }
+    let answer = String::from_utf8_lossy(&answer).to_ascii_lowercase();
+    assert!(answer.starts_with("http/1.1 101"), "{answer}");
+    assert!(answer.contains("sec-websocket-accept"), "{answer}");
+    assert_eq!(mock.stats().websocket_connections, 1);
 }

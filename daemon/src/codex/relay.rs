@@ -1,5 +1,6 @@
-//! Relaying a completion: send the request with the broker's token, then
-//! pass every SSE event on the moment it arrives.
+//! Relaying a completion: send the request with the broker's token over the
+//! session's WebSocket (or SSE), then pass every event on the moment it
+//! arrives.
 //!
 //! * The channel to the client is bounded, so a slow client slows the
 //!   upstream read and memory stays bounded; a client that goes away drops
@@ -11,16 +12,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use std::borrow::Cow;
-
-use serde::Deserialize;
-
-use crate::wire::Loose;
 use tokio::sync::mpsc;
 
+pub use super::events::{ResponseInfo, Usage};
+use super::events::{RATE_LIMITS_EVENT, event_type, is_terminal, usage_of};
 use super::failure::{self, CodexError};
 use super::request::{self, Prepared};
-use super::sse::SseParser;
+use super::transport::{self, Events, Opening, Refusal, WsAsk};
+use super::websocket::{self, Pool};
 use crate::accounts::Accounts;
 use crate::backoff::Backoff;
 use crate::broker::{Broker, DEFAULT_PROVIDER, TokenError};
@@ -46,20 +45,6 @@ pub struct Relayed {
     pub usage: Option<Usage>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ResponseInfo {
-    pub http_status: u16,
-    /// Rate-limit headers, lower-cased names.
-    pub rate_limits: Vec<(String, String)>,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Usage {
-    pub input_tokens: u64,
-    pub output_tokens: u64,
-    pub cached_input_tokens: u64,
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RelayError {
     #[error(transparent)]
@@ -68,85 +53,17 @@ pub enum RelayError {
     Codex(#[from] CodexError),
 }
 
-/// Whether a header is one clients should see (docs/PROTOCOL.md §3).
-pub fn is_rate_limit_header(name: &str) -> bool {
-    name.starts_with("x-codex-")
-        || name == "retry-after"
-        || name == "retry-after-ms"
-        || (name.starts_with("x-") && (name.contains("-primary-") || name.contains("-secondary-")))
-}
-
-/// The one field read from every event; the rest is decoded only for the
-/// few events that need it (terminal and failed ones).
-#[derive(Deserialize)]
-struct Head<'a> {
-    #[serde(borrow, rename = "type")]
-    kind: Option<Loose<Cow<'a, str>>>,
-}
-
-/// The type of an event (its JSON `payload`): `Some("")` when it has none,
-/// `None` when the payload is not a JSON object.
-pub fn event_type(payload: &str) -> Option<String> {
-    let head: Head<'_> = crate::wire::object(payload.as_bytes())?;
-    Some(
-        head.kind
-            .and_then(Loose::fit)
-            .map(Cow::into_owned)
-            .unwrap_or_default(),
-    )
-}
-
-/// A terminal event, as far as its usage goes.
-#[derive(Deserialize)]
-struct TerminalEvent {
-    response: Option<Loose<TerminalResponse>>,
-}
-
-#[derive(Deserialize)]
-struct TerminalResponse {
-    usage: Option<Loose<UsageBody>>,
-}
-
-#[derive(Deserialize)]
-struct UsageBody {
-    input_tokens: Option<Loose<u64>>,
-    output_tokens: Option<Loose<u64>>,
-    input_tokens_details: Option<Loose<UsageDetails>>,
-}
-
-#[derive(Deserialize)]
-struct UsageDetails {
-    cached_tokens: Option<Loose<u64>>,
-}
-
-/// Usage of a terminal event (its JSON `payload`): `response.usage`.
-pub fn usage_of(payload: &str) -> Option<Usage> {
-    let event: TerminalEvent = crate::wire::object(payload.as_bytes())?;
-    let u = event.response?.fit()?.usage?.fit()?;
-    let n = |v: Option<Loose<u64>>| v.and_then(Loose::fit).unwrap_or(0);
-    Some(Usage {
-        input_tokens: n(u.input_tokens),
-        output_tokens: n(u.output_tokens),
-        cached_input_tokens: n(u
-            .input_tokens_details
-            .and_then(Loose::fit)
-            .and_then(|d| d.cached_tokens)),
-    })
-}
-
-/// Whether an event type ends a response successfully.
-pub fn is_terminal(event_type: &str) -> bool {
-    matches!(
-        event_type,
-        "response.completed" | "response.done" | "response.incomplete"
-    )
-}
+use crate::config::CodexTransport as Transport;
 
 /// The Codex backend client.
 #[derive(Debug, Clone)]
 pub struct Codex {
     http: reqwest::Client,
     url: url::Url,
+    ws_url: url::Url,
+    transport: Transport,
+    /// The sessions' WebSockets and SSE fallbacks.
+    pool: Arc<Pool>,
     usage_url: url::Url,
     originator: String,
     idle: Duration,
@@ -171,14 +88,24 @@ impl Codex {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(crate::upstream::ClientError::Http)?;
+        let url = crate::upstream::endpoint(base, "codex/responses")?;
         Ok(Codex {
             http,
-            url: crate::upstream::endpoint(base, "codex/responses")?,
+            ws_url: websocket::url_of(&url),
+            url,
+            transport: Transport::default(),
+            pool: Arc::default(),
             usage_url: crate::upstream::endpoint(base, "wham/usage")?,
             originator: originator.to_owned(),
             idle,
             book,
         })
+    }
+
+    /// The same client over `transport`.
+    pub fn with_transport(mut self, transport: Transport) -> Codex {
+        self.transport = transport;
+        self
     }
 
     /// The limits of the account the broker serves: the last read of the
@@ -238,8 +165,13 @@ impl Codex {
     }
 
     /// Folds the limits a response's headers carry into the book.
-    fn note_limits(&self, account: &str, headers: &reqwest::header::HeaderMap, now_s: i64) {
-        let get = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
+    fn note_limits(&self, account: &str, info: &ResponseInfo, now_s: i64) {
+        let get = |n: &str| {
+            info.rate_limits
+                .iter()
+                .find(|(k, _)| k == n)
+                .map(|(_, v)| v.as_str())
+        };
         self.book
             .fold_headers(account, usage::from_headers(get), now_s);
     }
@@ -256,6 +188,104 @@ impl Codex {
         }
     }
 
+    /// Opens the response on the session's transport: its WebSocket, or
+    /// SSE once a WebSocket of the session failed before its first event.
+    async fn open(
+        &self,
+        grant: &crate::broker::Grant,
+        prepared: &Prepared,
+    ) -> Result<(ResponseInfo, Events), Refusal> {
+        let session = prepared.session_id.as_str();
+        if self.transport == Transport::Auto && !self.pool.fell_back(session) {
+            let ask = WsAsk {
+                pool: &self.pool,
+                url: &self.ws_url,
+                token: grant.access.expose(),
+                headers: request::websocket_headers(&grant.account_id, &self.originator, session),
+                account: &grant.account_id,
+                session,
+                body: &prepared.body,
+                idle: self.idle,
+            };
+            match transport::open_ws(ask).await {
+                Ok(opened) => return Ok(opened),
+                Err(Opening::Refusal(r)) => return Err(r),
+                Err(Opening::Fallback(why)) => {
+                    tracing::info!(%why, "the WebSocket failed before the first event; this session goes on over SSE");
+                    self.pool.fall_back(session);
+                }
+            }
+        }
+        self.open_sse(grant, prepared).await
+    }
+
+    async fn open_sse(
+        &self,
+        grant: &crate::broker::Grant,
+        prepared: &Prepared,
+    ) -> Result<(ResponseInfo, Events), Refusal> {
+        let mut req = self
+            .http
+            .post(self.url.clone())
+            .bearer_auth(grant.access.expose())
+            .body(request::compress(&prepared.json));
+        for (name, value) in
+            request::headers(&grant.account_id, &self.originator, &prepared.session_id)
+        {
+            req = req.header(name, value);
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| Refusal::Network(describe(&e)))?;
+        let status = resp.status().as_u16();
+        if resp.status().is_success() {
+            return Ok((ResponseInfo::of(status, resp.headers()), Events::sse(resp)));
+        }
+        let headers = resp.headers().clone();
+        let body = resp.bytes().await.unwrap_or_default().to_vec();
+        Err(Refusal::Answer {
+            status,
+            headers,
+            body,
+        })
+    }
+
+    /// What an answer before the first event means, with its limits noted:
+    /// the limit itself first, so that one the headers already show is
+    /// still noted (and said) once.
+    #[allow(clippy::too_many_arguments)]
+    fn judge(
+        &self,
+        accounts: &Accounts,
+        broker: &Arc<Broker>,
+        account: &str,
+        status: u16,
+        headers: &reqwest::header::HeaderMap,
+        body: &[u8],
+        now_s: i64,
+    ) -> CodexError {
+        let err = if status == 401 {
+            let message = failure::from_http(status, body, None, 0).to_string();
+            CodexError::Unauthorized { message }
+        } else {
+            let after = retry_after(headers).map(|d| d.as_secs());
+            failure::from_http(status, body, after, now_s)
+        };
+        if let CodexError::UsageLimit {
+            resets_at,
+            retry_after_secs,
+            ..
+        } = &err
+        {
+            let after = retry_after_secs.and_then(|s| i64::try_from(s).ok());
+            accounts.note_limit(account, resets_at.or(after.map(|s| now_s + s)));
+            self.read_usage_after_limit(broker);
+        }
+        self.note_limits(account, &ResponseInfo::of(status, headers), now_s);
+        err
+    }
+
     async fn run(
         &self,
         accounts: &Accounts,
@@ -266,31 +296,23 @@ impl Codex {
         let mut moved = false;
         let mut attempt = 0;
         let mut broker = accounts.choose(&prepared.session_id)?;
-        let (response, account) = loop {
+        loop {
             attempt += 1;
             let grant = broker
                 .get_token(DEFAULT_PROVIDER, TOKEN_MIN_VALID_SECS)
                 .await?;
-            let mut req = self
-                .http
-                .post(self.url.clone())
-                .bearer_auth(grant.access.expose())
-                .body(prepared.body.clone());
-            for (name, value) in
-                request::headers(&grant.account_id, &self.originator, &prepared.session_id)
-            {
-                req = req.header(name, value);
-            }
-            let sent = tokio::select! {
-                r = req.send() => r,
+            let opened = tokio::select! {
+                r = self.open(&grant, prepared) => r,
                 () = tx.closed() => return Ok(()),
             };
-            if let Ok(resp) = &sent {
-                self.note_limits(&grant.account_id, resp.headers(), broker.now_ms() / 1000);
-            }
-            let wait = match sent {
-                Ok(resp) if resp.status().is_success() => break (resp, grant.account_id),
-                Ok(resp) if resp.status().as_u16() == 401 && !refreshed => {
+            let wait = match opened {
+                Ok((info, events)) => {
+                    self.note_limits(&grant.account_id, &info, broker.now_ms() / 1000);
+                    return self
+                        .stream(info, events, &broker, &grant.account_id, tx)
+                        .await;
+                }
+                Err(Refusal::Answer { status: 401, .. }) if !refreshed => {
                     // Revoked before its expiry: one forced refresh, one retry.
                     tracing::info!("the Codex backend answered 401; refreshing once");
                     refreshed = true;
@@ -298,27 +320,14 @@ impl Codex {
                     attempt -= 1;
                     continue;
                 }
-                Ok(resp) => {
-                    let status = resp.status().as_u16();
-                    let retry_after = retry_after(resp.headers());
-                    let bytes = resp.bytes().await.unwrap_or_default();
-                    if status == 401 {
-                        let message = failure::from_http(status, &bytes, None, 0).to_string();
-                        return Err(CodexError::Unauthorized { message }.into());
-                    }
+                Err(Refusal::Answer {
+                    status,
+                    headers,
+                    body,
+                }) => {
                     let now_s = broker.now_ms() / 1000;
-                    let err =
-                        failure::from_http(status, &bytes, retry_after.map(|d| d.as_secs()), now_s);
-                    if let CodexError::UsageLimit {
-                        resets_at,
-                        retry_after_secs,
-                        ..
-                    } = &err
-                    {
-                        let after = retry_after_secs.and_then(|s| i64::try_from(s).ok());
-                        let reset = resets_at.or(after.map(|s| now_s + s));
-                        accounts.note_limit(&grant.account_id, reset);
-                        self.read_usage_after_limit(&broker);
+                    let err = self.judge(accounts, &broker, &grant.account_id, status, &headers, &body, now_s);
+                    if let CodexError::UsageLimit { .. } = &err {
                         // Nothing was relayed yet: the same request goes to
                         // the next account with room, once; the client
                         // never sees this limit.
@@ -341,15 +350,11 @@ impl Codex {
                         attempt,
                         "Codex backend error before the first event; retrying"
                     );
-                    retry_after.unwrap_or_else(|| backoff(attempt))
+                    retry_after(&headers).unwrap_or_else(|| backoff(attempt))
                 }
-                Err(e) => {
+                Err(Refusal::Network(message)) => {
                     if attempt >= ATTEMPTS {
-                        return Err(CodexError::Network {
-                            message: describe(&e),
-                            events: 0,
-                        }
-                        .into());
+                        return Err(CodexError::Network { message, events: 0 }.into());
                     }
                     tracing::warn!(attempt, "cannot reach the Codex backend; retrying");
                     backoff(attempt)
@@ -359,89 +364,64 @@ impl Codex {
                 () = tokio::time::sleep(wait.min(MAX_RETRY_WAIT)) => {}
                 () = tx.closed() => return Ok(()),
             }
-        };
-        self.stream(response, &broker, &account, tx).await
+        }
     }
 
-    /// Relays the events of a 2xx response of `account`'s, folding the
+    /// Relays the events of an open response of `account`'s, folding the
     /// limits a stream reports into the book. Never retries.
     async fn stream(
         &self,
-        mut response: reqwest::Response,
+        info: ResponseInfo,
+        mut events: Events,
         broker: &Broker,
         account: &str,
         tx: &mpsc::Sender<Result<Relayed, RelayError>>,
     ) -> Result<(), RelayError> {
-        let mut info = Some(ResponseInfo {
-            http_status: response.status().as_u16(),
-            rate_limits: response
-                .headers()
-                .iter()
-                .filter(|(n, _)| is_rate_limit_header(n.as_str()))
-                .filter_map(|(n, v)| Some((n.as_str().to_owned(), v.to_str().ok()?.to_owned())))
-                .collect(),
-        });
-        let mut parser = SseParser::new();
-        let mut events: u64 = 0;
-        let mut last_event = tokio::time::Instant::now();
+        let mut info = Some(info);
+        let mut relayed: u64 = 0;
         loop {
-            let deadline = last_event + self.idle;
-            let chunk = tokio::select! {
-                c = tokio::time::timeout_at(deadline, response.chunk()) => match c {
+            let next = tokio::select! {
+                n = tokio::time::timeout(self.idle, events.next(relayed)) => match n {
                     Err(_) => return Err(CodexError::Idle { secs: self.idle.as_secs() }.into()),
-                    Ok(Err(e)) => return Err(CodexError::Network { message: describe(&e), events }.into()),
-                    Ok(Ok(c)) => c,
+                    Ok(n) => n?,
                 },
                 () = tx.closed() => return Ok(()),
             };
-            let payloads = match &chunk {
-                Some(bytes) => parser.push(bytes),
-                None => parser.finish(),
+            let Some(payload) = next else {
+                return Err(CodexError::Incomplete { events: relayed }.into());
+            };
+            let Some(event_type) = event_type(&payload) else {
+                tracing::debug!("skipped an event that is not a JSON object");
+                continue;
+            };
+            if event_type == RATE_LIMITS_EVENT {
+                let windows = usage::from_rate_limits_event(&payload);
+                self.book
+                    .fold_headers(account, windows, broker.now_ms() / 1000);
             }
-            .map_err(|e| CodexError::Network {
-                message: e.to_string(),
-                events,
-            })?;
-            for payload in payloads {
-                last_event = tokio::time::Instant::now();
-                let Some(event_type) = event_type(&payload) else {
-                    tracing::debug!("skipped an SSE event that is not a JSON object");
-                    continue;
-                };
-                if event_type == RATE_LIMITS_EVENT {
-                    let windows = usage::from_rate_limits_event(&payload);
-                    self.book
-                        .fold_headers(account, windows, broker.now_ms() / 1000);
-                }
-                let terminal = is_terminal(&event_type);
-                let failed = failure::from_event(&event_type, &payload);
-                let relayed = Relayed {
-                    usage: if terminal { usage_of(&payload) } else { None },
-                    response: info.take(),
-                    event_type,
-                    data_json: payload,
-                };
-                events += 1;
-                // Bounded: waits while the client is slow.
-                if tx.send(Ok(relayed)).await.is_err() {
-                    return Ok(());
-                }
-                if let Some(err) = failed {
-                    return Err(err.into());
-                }
-                if terminal {
-                    return Ok(());
-                }
+            let terminal = is_terminal(&event_type);
+            let failed = failure::from_event(&event_type, &payload);
+            let event = Relayed {
+                usage: if terminal { usage_of(&payload) } else { None },
+                response: info.take(),
+                event_type,
+                data_json: payload,
+            };
+            relayed += 1;
+            // Bounded: waits while the client is slow.
+            if tx.send(Ok(event)).await.is_err() {
+                return Ok(());
             }
-            if chunk.is_none() {
-                return Err(CodexError::Incomplete { events }.into());
+            if let Some(err) = failed {
+                return Err(err.into());
+            }
+            if terminal {
+                events.finish();
+                return Ok(());
             }
         }
     }
 }
-
-/// The stream event that carries the account's rate-limit windows.
-const RATE_LIMITS_EVENT: &str = "codex.rate_limits";
 
 fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     let get = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
@@ -459,68 +439,3 @@ fn describe(e: &reqwest::Error) -> String {
     crate::causes::line(e)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn rate_limit_headers_are_recognised() {
-        for h in [
-            "x-codex-primary-used-percent",
-            "x-codex-credits-balance",
-            "retry-after",
-            "retry-after-ms",
-            "x-foo-primary-used-percent",
-            "x-foo-secondary-reset-at",
-        ] {
-            assert!(is_rate_limit_header(h), "{h}");
-        }
-        for h in ["content-type", "x-request-id", "authorization"] {
-            assert!(!is_rate_limit_header(h), "{h}");
-        }
-    }
-
-    #[test]
-    fn usage_comes_from_the_terminal_event() {
-        let data = json!({"type":"response.completed","response":{"usage":{"input_tokens":10,"output_tokens":3,"input_tokens_details":{"cached_tokens":4}}}});
-        assert_eq!(
-            usage_of(&data.to_string()),
-            Some(Usage {
-                input_tokens: 10,
-                output_tokens: 3,
-                cached_input_tokens: 4
-            })
-        );
-        // A usage of an odd shape counts as zeros, not as a broken event.
-        let odd = r#"{"type":"response.completed","response":{"usage":{"input_tokens":"10","output_tokens":2}}}"#;
-        assert_eq!(
-            usage_of(odd).map(|u| (u.input_tokens, u.output_tokens)),
-            Some((0, 2))
-        );
-        assert_eq!(usage_of(r#"{"type":"response.completed"}"#), None);
-    }
-
-    #[test]
-    fn the_event_type_is_read_without_decoding_the_rest() {
-        assert_eq!(
-            event_type(r#"{"type":"response.output_text.delta","delta":"h\u00e9"}"#).as_deref(),
-            Some("response.output_text.delta")
-        );
-        assert_eq!(
-            event_type(r#"{"type":"resp\u006fnse.done"}"#).as_deref(),
-            Some("response.done"),
-            "an escaped type is decoded"
-        );
-        assert_eq!(event_type(r#"{"delta":"x"}"#).as_deref(), Some(""));
-        assert_eq!(event_type(r#"{"type":7}"#).as_deref(), Some(""));
-        assert_eq!(event_type("[DONE]"), None);
-        assert_eq!(event_type(r#"{"type":"x""#), None, "truncated JSON");
-        assert!(
-            is_terminal("response.completed")
-                && is_terminal("response.done")
-                && is_terminal("response.incomplete")
-        );
-        assert!(!is_terminal("response.output_text.delta"));
-    }
-}

@@ -1,5 +1,9 @@
 //! Building a Codex Responses request (docs/PROTOCOL.md §3): the body and the
 //! headers, as pure functions.
+//!
+//! A client's whole body (`body_json`, pi 1.6.0's shape) passes through as
+//! it is, in its own key order: only `stream` and `store` are the daemon's.
+//! The typed fields build the body `pi-authctl complete` sends.
 
 use serde_json::{Map, Value, json};
 
@@ -34,7 +38,7 @@ pub enum AskError {
 const EFFORTS: [&str; 5] = ["minimal", "low", "medium", "high", "xhigh"];
 
 /// Builds the JSON body. `stream: true` and `store: false` are always
-/// forced, and `max_output_tokens` is never sent.
+/// forced; everything else in a client's body is sent as it came.
 pub fn build_body(ask: &Ask) -> Result<Value, AskError> {
     if !ask.session_id.is_empty()
         && (ask.session_id.len() > 128 || !ask.session_id.bytes().all(|b| b.is_ascii_graphic()))
@@ -68,6 +72,9 @@ pub fn build_body(ask: &Ask) -> Result<Value, AskError> {
         m.insert("include".into(), json!(["reasoning.encrypted_content"]));
         m.insert("tool_choice".into(), "auto".into());
         m.insert("parallel_tool_calls".into(), true.into());
+        if !ask.session_id.is_empty() {
+            m.insert("prompt_cache_key".into(), ask.session_id.clone().into());
+        }
         if !ask.reasoning_effort.is_empty() {
             if !EFFORTS.contains(&ask.reasoning_effort.as_str()) {
                 return Err(AskError::BadEffort(ask.reasoning_effort.clone()));
@@ -81,46 +88,74 @@ pub fn build_body(ask: &Ask) -> Result<Value, AskError> {
     };
     body.insert("stream".into(), true.into());
     body.insert("store".into(), false.into());
-    body.remove("max_output_tokens");
-    if !ask.session_id.is_empty() && !body.contains_key("prompt_cache_key") {
-        body.insert("prompt_cache_key".into(), ask.session_id.clone().into());
-    }
     Ok(Value::Object(body))
 }
 
-/// A request ready to send: the serialized body and its session id.
+/// A request ready to send: the body (kept whole for the WebSocket's
+/// continuation), its JSON, and its session id.
 #[derive(Debug, Clone)]
 pub struct Prepared {
-    pub body: Vec<u8>,
+    pub body: Map<String, Value>,
+    pub json: Vec<u8>,
     pub session_id: String,
 }
 
 /// Builds and serializes the body once, before anything goes upstream.
 pub fn prepare(ask: &Ask) -> Result<Prepared, AskError> {
-    let body = build_body(ask)?;
+    let Value::Object(body) = build_body(ask)? else {
+        return Err(AskError::BadBody("not an object".into()));
+    };
     Ok(Prepared {
-        body: serde_json::to_vec(&body).map_err(|e| AskError::BadBody(e.to_string()))?,
+        json: serde_json::to_vec(&body).map_err(|e| AskError::BadBody(e.to_string()))?,
+        body,
         session_id: ask.session_id.clone(),
     })
 }
 
-/// The headers of a Responses request, except `Authorization`, which the
-/// relay adds from the broker's token.
+/// The SSE body, as pi 1.6.0 sends it: zstd (`Content-Encoding: zstd`).
+/// pi compresses at level 3; this encoder's "fastest" is level 1, whose
+/// output is a few percent larger on JSON.
+pub fn compress(json: &[u8]) -> Vec<u8> {
+    ruzstd::encoding::compress_to_vec(json, ruzstd::encoding::CompressionLevel::Fastest)
+}
+
+/// The `OpenAI-Beta` value of the WebSocket transport.
+pub const WEBSOCKET_BETA: &str = "responses_websockets=2026-02-06";
+
+/// The headers of an SSE Responses request, except `Authorization`, which
+/// the relay adds from the broker's token. They are pi 1.6.0's: the session
+/// goes as `session-id` and `x-client-request-id`, and the body is zstd.
 pub fn headers(
     account_id: &str,
     originator: &str,
     session_id: &str,
 ) -> Vec<(&'static str, String)> {
-    let mut h = vec![
-        ("chatgpt-account-id", account_id.to_owned()),
+    let mut h = identity_headers(account_id, originator);
+    h.extend([
         ("OpenAI-Beta", "responses=experimental".to_owned()),
-        ("originator", originator.to_owned()),
-        ("User-Agent", user_agent()),
         ("accept", "text/event-stream".to_owned()),
         ("content-type", "application/json".to_owned()),
-    ];
+        ("content-encoding", "zstd".to_owned()),
+    ]);
     if !session_id.is_empty() {
-        h.push(("session_id", session_id.to_owned()));
+        h.push(("session-id", session_id.to_owned()));
+        h.push(("x-client-request-id", session_id.to_owned()));
+    }
+    h
+}
+
+/// The headers of the WebSocket upgrade, except `Authorization`: no
+/// `accept` or `content-type`, the WebSocket beta, and the session (pi 1.6.0
+/// names a session-less request with a fresh id; the relay leaves it out).
+pub fn websocket_headers(
+    account_id: &str,
+    originator: &str,
+    session_id: &str,
+) -> Vec<(&'static str, String)> {
+    let mut h = identity_headers(account_id, originator);
+    h.push(("OpenAI-Beta", WEBSOCKET_BETA.to_owned()));
+    if !session_id.is_empty() {
+        h.push(("session-id", session_id.to_owned()));
         h.push(("x-client-request-id", session_id.to_owned()));
     }
     h
@@ -191,13 +226,38 @@ mod tests {
             body_json:
                 r#"{"model":"m","stream":false,"store":true,"max_output_tokens":5,"tools":[]}"#
                     .into(),
+            session_id: "s".into(),
             ..Ask::default()
         };
         let b = build_body(&a).unwrap();
         assert_eq!(
             b,
-            json!({"model":"m","stream":true,"store":false,"tools":[]})
+            json!({"model":"m","stream":true,"store":false,"max_output_tokens":5,"tools":[]}),
+            "only stream and store are the daemon's; no prompt_cache_key is added"
         );
+    }
+
+    #[test]
+    fn pi_s_body_passes_through_in_its_own_order() {
+        let pi = r#"{"model":"gpt-6.2-sol","store":false,"stream":true,"input":[{"role":"developer","content":"sys"},{"role":"user","content":[{"type":"input_text","text":"hi"}]}],"text":{"verbosity":"low"},"include":["reasoning.encrypted_content"],"prompt_cache_key":"k","tool_choice":"auto","parallel_tool_calls":true,"max_output_tokens":32000,"tools":[{"type":"function","name":"read","parameters":{}}],"reasoning":{"effort":"medium","summary":"auto"}}"#;
+        let p = prepare(&Ask {
+            body_json: pi.into(),
+            session_id: "k".into(),
+            ..Ask::default()
+        })
+        .unwrap();
+        assert_eq!(String::from_utf8(p.json).unwrap(), pi);
+    }
+
+    #[test]
+    fn the_sse_body_is_zstd_that_decodes_to_the_json() {
+        let json = br#"{"model":"m","input":[]}"#.repeat(50);
+        let z = compress(&json);
+        assert!(z.len() < json.len() / 4, "{} of {}", z.len(), json.len());
+        let mut out = Vec::new();
+        let mut decoder = ruzstd::decoding::StreamingDecoder::new(z.as_slice()).unwrap();
+        std::io::Read::read_to_end(&mut decoder, &mut out).unwrap();
+        assert_eq!(out, json);
     }
 
     #[test]
@@ -254,13 +314,19 @@ mod tests {
         assert_eq!(get("OpenAI-Beta"), Some("responses=experimental"));
         assert_eq!(get("originator"), Some("pi"));
         assert_eq!(get("accept"), Some("text/event-stream"));
-        assert_eq!(get("session_id"), Some("sess"));
+        assert_eq!(get("session-id"), Some("sess"));
         assert_eq!(get("x-client-request-id"), Some("sess"));
+        assert_eq!(get("content-encoding"), Some("zstd"));
         assert!(get("User-Agent").unwrap().starts_with("piauthd/"));
         assert!(
             headers("acc", "pi", "")
                 .iter()
-                .all(|(n, _)| *n != "session_id")
+                .all(|(n, _)| *n != "session-id")
         );
+        let w = websocket_headers("acc", "pi", "sess");
+        let get = |k: &str| w.iter().find(|(n, _)| *n == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("OpenAI-Beta"), Some(WEBSOCKET_BETA));
+        assert_eq!(get("session-id"), Some("sess"));
+        assert_eq!((get("accept"), get("content-type")), (None, None));
     }
 }

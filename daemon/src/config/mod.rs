@@ -71,6 +71,18 @@ pub enum StoreKind {
     Keyring,
 }
 
+/// How completions go to the Codex backend.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum CodexTransport {
+    /// The WebSocket with continuation; SSE for a session whose WebSocket
+    /// failed before its first event, as pi 1.6.0 does (the default).
+    #[default]
+    Auto,
+    /// Server-Sent Events only.
+    Sse,
+}
+
 /// The facts of the environment that defaults depend on.
 #[derive(Debug, Clone)]
 pub struct Environment {
@@ -125,6 +137,7 @@ pub struct Config {
     pub refresh_lead_secs: u64,
     pub models: Vec<Model>,
     pub store: StoreKind,
+    pub codex_transport: CodexTransport,
     /// The owner this daemon follows; `None`: this daemon owns its login.
     pub follow: Option<FollowTarget>,
     /// The `ssh` a follower runs: `$PIAUTHD_SSH` split on whitespace
@@ -238,6 +251,7 @@ pub fn resolve(
         connection_idle_secs,
         refresh_lead_secs,
         store,
+        codex_transport,
         follow,
         models,
     } = settings;
@@ -283,6 +297,7 @@ pub fn resolve(
         refresh_lead_secs,
         models: models.unwrap_or_default(),
         store: store.unwrap_or_default(),
+        codex_transport: codex_transport.unwrap_or_default(),
         follow,
         ssh: ssh_words(None),
         config_file,

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use super::StoreKind;
+use super::{CodexTransport, StoreKind};
 
 /// The settings of one layer (flags and environment, or the config file).
 /// `None` means "not given in this layer".
@@ -75,6 +75,12 @@ pub struct Settings {
     #[arg(long, env = "PIAUTHD_STORE", value_enum)]
     pub store: Option<StoreKind>,
 
+    /// How completions reach the Codex backend: auto (a WebSocket per pi
+    /// session, continuing its last turn; SSE where the WebSocket fails)
+    /// or sse [default: auto]
+    #[arg(long, env = "PIAUTHD_CODEX_TRANSPORT", value_enum)]
+    pub codex_transport: Option<CodexTransport>,
+
     /// Follow another piauthd, the owner of the login, instead of keeping
     /// one here: ssh://[user@]host[:port][/remote/socket] (piauthd runs ssh
     /// itself, as $PIAUTHD_SSH, default `ssh`), or the absolute path of the
@@ -107,6 +113,7 @@ impl Settings {
             connection_idle_secs,
             refresh_lead_secs,
             store,
+            codex_transport,
             follow,
             models,
         } = self;
@@ -123,6 +130,7 @@ impl Settings {
             connection_idle_secs: connection_idle_secs.or(lower.connection_idle_secs),
             refresh_lead_secs: refresh_lead_secs.or(lower.refresh_lead_secs),
             store: store.or(lower.store),
+            codex_transport: codex_transport.or(lower.codex_transport),
             follow: follow.or(lower.follow),
             models: models.or(lower.models),
         }
@@ -179,6 +187,7 @@ mod tests {
             connection_idle_secs: Some(3),
             refresh_lead_secs: Some(4),
             store: Some(StoreKind::Keyring),
+            codex_transport: Some(CodexTransport::Sse),
             follow: Some("ssh://devbox".into()),
             models: Some(Vec::new()),
         };
@@ -202,6 +211,7 @@ mod tests {
             "--connection-idle-secs=3",
             "--refresh-lead-secs=4",
             "--store=keyring",
+            "--codex-transport=sse",
         ])
         .unwrap();
         let s = cli.settings;
@@ -225,6 +235,7 @@ mod tests {
             (Some(1), Some(2), Some(3), Some(4))
         );
         assert_eq!(s.store, Some(StoreKind::Keyring));
+        assert_eq!(s.codex_transport, Some(CodexTransport::Sse));
         assert_eq!(s.models, None, "no flag sets models");
     }
 
@@ -254,6 +265,7 @@ mod tests {
             ("connection-idle-secs", "PIAUTHD_CONNECTION_IDLE_SECS"),
             ("refresh-lead-secs", "PIAUTHD_REFRESH_LEAD_SECS"),
             ("store", "PIAUTHD_STORE"),
+            ("codex-transport", "PIAUTHD_CODEX_TRANSPORT"),
             ("follow", "PIAUTHD_FOLLOW"),
         ]
         .map(|(f, e)| (f.to_owned(), e.to_owned()));
@@ -267,7 +279,7 @@ mod tests {
              codex_base_url = \"https://c\"\ncallback_addr = \"127.0.0.1:1\"\n\
              callback_fallback_addr = \"127.0.0.1:2\"\noriginator = \"o\"\n\
              login_timeout_secs = 1\nstream_idle_secs = 2\nconnection_idle_secs = 3\n\
-             refresh_lead_secs = 4\nstore = \"keyring\"\nfollow = \"/f\"\n",
+             refresh_lead_secs = 4\nstore = \"keyring\"\ncodex_transport = \"sse\"\nfollow = \"/f\"\n",
         )
         .unwrap();
         let flags = Cli::try_parse_from([
@@ -284,6 +296,7 @@ mod tests {
             "--connection-idle-secs=3",
             "--refresh-lead-secs=4",
             "--store=keyring",
+            "--codex-transport=sse",
             "--follow=/f",
         ])
         .unwrap();

@@ -309,7 +309,8 @@ async fn services(
         Duration::from_secs(config.stream_idle_secs),
         book,
     )
-    .map_err(RunError::Http)?;
+    .map_err(RunError::Http)?
+    .with_transport(config.codex_transport);
     let completions = CompletionsService::new(accounts.clone(), codex, config.models.clone());
     Ok((accounts, logins, completions))
 }

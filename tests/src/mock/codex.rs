@@ -22,11 +22,9 @@
 //! (`MockState::responses_seen`, `GET /_mock/responses`), so a test can
 //! check what a real client sent.
 //!
-//! pi 1.6.0 first tries a WebSocket at the same URL (`ws://` for `http://`).
-//! The mock has no WebSocket transport yet: [`refuse_websocket_upgrade`]
-//! answers the upgrade with a plain HTTP error, which makes pi fall back to
-//! SSE for the rest of its session, and counts it
-//! (`websocket_upgrades_refused` in [`super::Stats`]).
+//! pi 1.6.0 and the daemon first try a WebSocket at the same URL (`ws://`
+//! for `http://`): see [`super::websocket`]. Its turns are answered by the
+//! same [`stream_reply`] as SSE, faults included.
 
 use std::io::Read;
 use std::sync::Arc;
@@ -73,6 +71,13 @@ pub enum ResponsesFault {
     Disconnect,
     /// Stream one delta, then send nothing for this long.
     Stall { ms: u64 },
+    /// WebSocket only: the next turn's `previous_response_id` is unknown
+    /// (`previous_response_not_found`), as after a backend restart.
+    ForgetResponse,
+    /// WebSocket only: the next turn is answered
+    /// `websocket_connection_limit_reached` and the connection closes, as
+    /// at its age limit.
+    ConnectionLimit,
 }
 
 /// What a normal answer looks like.
@@ -135,9 +140,21 @@ pub struct SeenRequest {
     pub session_id_underscore: Option<String>,
     pub originator: String,
     pub user_agent: String,
+    /// `sse` or `websocket`.
+    pub transport: String,
+    /// The `previous_response_id` of a WebSocket turn that continued one.
+    pub previous_response_id: Option<String>,
 }
 
-fn error(status: StatusCode, code: &str, message: &str) -> Response {
+/// What a reply stream hands its transport.
+#[derive(Debug)]
+pub enum Out {
+    Event(Value),
+    /// Break the connection (the `Disconnect` fault).
+    Cut,
+}
+
+pub(super) fn error(status: StatusCode, code: &str, message: &str) -> Response {
     (
         status,
         Json(json!({"error": {"code": code, "type": code, "message": message}})),
@@ -207,7 +224,7 @@ fn decoded_body(seen: &mut SeenRequest, body: &Bytes) -> Result<Vec<u8>, Box<Res
 }
 
 /// Records what the request's headers and body say, for tests.
-fn note_body(seen: &mut SeenRequest, req: &Value) {
+pub(super) fn note_body(seen: &mut SeenRequest, req: &Value) {
     seen.model = req["model"].as_str().unwrap_or("").to_owned();
     seen.has_instructions = req.get("instructions").is_some();
     if let Some(items) = req["input"].as_array() {
@@ -262,6 +279,34 @@ fn check(
     seen.session_id_underscore = optional("session_id");
     seen.originator = header("originator").to_owned();
     seen.user_agent = header("user-agent").to_owned();
+    seen.transport = "sse".into();
+    let account = authorize(state, headers)?;
+    for (name, want) in [
+        ("openai-beta", "responses=experimental"),
+        ("accept", "text/event-stream"),
+        ("content-type", "application/json"),
+    ] {
+        if !header(name).starts_with(want) {
+            return Err(refuse_bad(&format!("header {name} must be {want}")));
+        }
+    }
+    if seen.originator.is_empty() || seen.user_agent.is_empty() {
+        return Err(refuse_bad("originator and User-Agent are required"));
+    }
+    let json = decoded_body(seen, body)?;
+    seen.body_bytes = json.len();
+    let Ok(req) = serde_json::from_slice::<Value>(&json) else {
+        return Err(refuse_bad("the body is not JSON"));
+    };
+    note_body(seen, &req);
+    check_body(&req).map_err(|why| refuse_bad(&why))?;
+    Ok(account)
+}
+
+/// The account of a request's bearer token, which must be live and match
+/// its `chatgpt-account-id`.
+pub(super) fn authorize(state: &MockState, headers: &HeaderMap) -> Result<String, Box<Response>> {
+    let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or("");
     let Some(token) = header("authorization").strip_prefix("Bearer ") else {
         return Err(refuse(
             StatusCode::UNAUTHORIZED,
@@ -286,75 +331,28 @@ fn check(
             "chatgpt-account-id does not match the token",
         ));
     }
-    for (name, want) in [
-        ("openai-beta", "responses=experimental"),
-        ("accept", "text/event-stream"),
-        ("content-type", "application/json"),
-    ] {
-        if !header(name).starts_with(want) {
-            return Err(refuse_bad(&format!("header {name} must be {want}")));
-        }
-    }
-    if seen.originator.is_empty() || seen.user_agent.is_empty() {
-        return Err(refuse_bad("originator and User-Agent are required"));
-    }
-    let json = decoded_body(seen, body)?;
-    seen.body_bytes = json.len();
-    let Ok(req) = serde_json::from_slice::<Value>(&json) else {
-        return Err(refuse_bad("the body is not JSON"));
-    };
-    note_body(seen, &req);
+    Ok(account)
+}
+
+/// What the backend demands of a request body, on either transport.
+pub(super) fn check_body(req: &Value) -> Result<(), String> {
     if req["stream"] != json!(true) || req["store"] != json!(false) {
-        return Err(refuse_bad("stream must be true and store false"));
+        return Err("stream must be true and store false".into());
     }
-    if seen.model.is_empty() {
-        return Err(refuse_bad("model is required"));
+    if req["model"].as_str().unwrap_or("").is_empty() {
+        return Err("model is required".into());
     }
     if req.get("input").is_some_and(|i| !i.is_array()) {
-        return Err(refuse_bad("input must be an array of items"));
+        return Err("input must be an array of items".into());
     }
     if let Some(max) = req.get("max_output_tokens")
         && max.as_u64().is_none_or(|n| n < MIN_OUTPUT_TOKENS)
     {
-        return Err(refuse_bad(&format!(
+        return Err(format!(
             "max_output_tokens must be an integer of at least {MIN_OUTPUT_TOKENS}"
-        )));
+        ));
     }
-    Ok(account)
-}
-
-/// `GET {codex_base}/codex/responses` asking for `Upgrade: websocket`: pi
-/// 1.6.0's first try for every session (`resolveCodexWebSocketUrl` turns
-/// the base URL's `http` into `ws`, `https` into `wss`).
-///
-/// The mock has no WebSocket transport yet, so it refuses the handshake
-/// with a plain HTTP error (501 Not Implemented, a JSON body) instead of
-/// `101 Switching Protocols`. Node's WebSocket treats any answer but 101 as
-/// a failed handshake and reports only an `error` event, no status.
-/// So pi's WebSocket fails to open before any event; that is a transport
-/// failure (not a Codex API error), so pi marks the session for SSE, makes
-/// the same request over `POST` at once, and never tries the WebSocket
-/// again in that session. A GET without the upgrade is answered 405, as a
-/// route with only `POST` would be.
-pub async fn refuse_websocket_upgrade(
-    State(state): State<Arc<MockState>>,
-    headers: HeaderMap,
-) -> Response {
-    let wants_websocket = headers
-        .get(header::UPGRADE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("websocket"));
-    if !wants_websocket {
-        return (StatusCode::METHOD_NOT_ALLOWED, [(header::ALLOW, "POST")]).into_response();
-    }
-    state
-        .websocket_upgrades_refused
-        .fetch_add(1, Ordering::SeqCst);
-    error(
-        StatusCode::NOT_IMPLEMENTED,
-        "websocket_not_supported",
-        "this backend has no WebSocket transport; POST the request (Server-Sent Events)",
-    )
+    Ok(())
 }
 
 /// The answer to an accepted request: a fault, or a stream.
@@ -373,7 +371,7 @@ async fn answer(
         Err(resets_at) => return usage::limit_answer(&state.plan_of(account), resets_at, now_s),
     };
     let shape = state.reply_shape();
-    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(1);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Out>(1);
     tokio::spawn(stream_reply(
         state.clone(),
         shape,
@@ -386,7 +384,7 @@ async fn answer(
 }
 
 /// The answer to a fault that refuses the request before any event.
-fn refusal(fault: &ResponsesFault) -> Option<Response> {
+pub(super) fn refusal(fault: &ResponsesFault) -> Option<Response> {
     match fault {
         ResponsesFault::Status { code } => {
             let status = StatusCode::from_u16(*code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -418,7 +416,7 @@ fn deltas_of(shape: &ReplyShape) -> Vec<String> {
 /// client went away.
 async fn send_all(
     state: &MockState,
-    tx: &tokio::sync::mpsc::Sender<Bytes>,
+    tx: &tokio::sync::mpsc::Sender<Out>,
     events: &[Value],
     delay: Duration,
 ) -> bool {
@@ -426,7 +424,7 @@ async fn send_all(
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
-        if tx.send(sse(event)).await.is_err() {
+        if tx.send(Out::Event(event.clone())).await.is_err() {
             return false;
         }
         state.events_sent.fetch_add(1, Ordering::SeqCst);
@@ -436,17 +434,18 @@ async fn send_all(
 
 /// Streams a reply: the opening events, the deltas (cut short by a fault),
 /// then the fault's ending or the completion.
-async fn stream_reply(
+pub(super) async fn stream_reply(
     state: Arc<MockState>,
     shape: ReplyShape,
     usage: usage::AccountUsage,
     fault: Option<ResponsesFault>,
     reset: Option<ResetHandle>,
-    tx: tokio::sync::mpsc::Sender<Bytes>,
+    tx: tokio::sync::mpsc::Sender<Out>,
 ) {
     let _live = state.stream_guard();
     let deltas = deltas_of(&shape);
     let id = format!("resp_{}", super::jwt::nonce());
+    let item_id = format!("msg_{}", super::jwt::nonce());
     let mut events: Vec<Value> = Vec::new();
     if shape.rate_limits_event {
         events.push(usage::rate_limits_event(&usage));
@@ -454,7 +453,8 @@ async fn stream_reply(
     events.extend([
         json!({"type": "response.created", "response": {"id": id, "status": "in_progress"}}),
         json!({"type": "response.output_item.added", "output_index": 0,
-               "item": {"type": "message", "role": "assistant", "content": []}}),
+               "item": {"id": item_id, "type": "message", "status": "in_progress",
+                        "role": "assistant", "content": []}}),
     ]);
     let cut = match &fault {
         Some(ResponsesFault::Stall { .. }) => 1,
@@ -479,8 +479,9 @@ async fn stream_reply(
     };
     let tail = [
         json!({"type": "response.output_item.done", "output_index": 0,
-               "item": {"type": "message", "role": "assistant",
-                        "content": [{"type": "output_text", "text": text}]}}),
+               "item": {"id": item_id, "type": "message", "status": "completed",
+                        "role": "assistant",
+                        "content": [{"type": "output_text", "annotations": [], "text": text}]}}),
         json!({"type": "response.completed", "response": {"id": id, "status": "completed",
                "usage": {"input_tokens": 12, "output_tokens": deltas.len(),
                          "input_tokens_details": {"cached_tokens": 4}}}}),
@@ -493,24 +494,24 @@ async fn end_with(
     fault: ResponsesFault,
     id: &str,
     reset: Option<ResetHandle>,
-    tx: &tokio::sync::mpsc::Sender<Bytes>,
+    tx: &tokio::sync::mpsc::Sender<Out>,
 ) {
     match fault {
         ResponsesFault::FailedEvent { code, message } => {
             let failed = json!({"type": "response.failed", "response": {"id": id,
                 "status": "failed", "error": {"code": code, "message": message}}});
-            let _ = tx.send(sse(&failed)).await;
+            let _ = tx.send(Out::Event(failed)).await;
         }
         ResponsesFault::ErrorEvent { code, message } => {
-            let _ = tx
-                .send(sse(
-                    &json!({"type": "error", "code": code, "message": message}),
-                ))
-                .await;
+            let event = json!({"type": "error", "code": code, "message": message});
+            let _ = tx.send(Out::Event(event)).await;
         }
         ResponsesFault::Disconnect => {
-            if let Some(r) = reset {
-                r.trigger();
+            match reset {
+                Some(r) => r.trigger(),
+                None => {
+                    let _ = tx.send(Out::Cut).await;
+                }
             }
             // Hold the body open until the connection is gone, so the
             // client sees a reset, not a clean end.
@@ -524,8 +525,14 @@ async fn end_with(
 
 /// The streaming response, with the rate-limit headers the backend sends:
 /// the account's windows (a window it does not report has no headers).
-fn sse_response(rx: tokio::sync::mpsc::Receiver<Bytes>, usage: &super::AccountUsage) -> Response {
-    let body = Body::from_stream(ReceiverStream::new(rx).map(Ok::<_, std::convert::Infallible>));
+fn sse_response(rx: tokio::sync::mpsc::Receiver<Out>, usage: &super::AccountUsage) -> Response {
+    // `Cut` never reaches an SSE stream: its reset handle breaks the
+    // connection instead.
+    let frames = ReceiverStream::new(rx).filter_map(|out| match out {
+        Out::Event(event) => Some(Ok::<_, std::convert::Infallible>(sse(&event))),
+        Out::Cut => None,
+    });
+    let body = Body::from_stream(frames);
     let mut response = (
         StatusCode::OK,
         [
@@ -536,6 +543,13 @@ fn sse_response(rx: tokio::sync::mpsc::Receiver<Bytes>, usage: &super::AccountUs
         body,
     )
         .into_response();
+    limit_headers(response.headers_mut(), usage);
+    response
+}
+
+/// The account's windows as the `x-codex-*` headers (a window it does not
+/// report has none).
+pub(super) fn limit_headers(headers: &mut HeaderMap, usage: &super::AccountUsage) {
     for (name, w) in [("primary", usage.primary), ("secondary", usage.secondary)] {
         let Some(w) = w else { continue };
         for (field, value) in [
@@ -547,9 +561,8 @@ fn sse_response(rx: tokio::sync::mpsc::Receiver<Bytes>, usage: &super::AccountUs
                 header::HeaderName::from_bytes(format!("x-codex-{name}-{field}").as_bytes()),
                 header::HeaderValue::from_str(&value),
             ) {
-                response.headers_mut().insert(n, v);
+                headers.insert(n, v);
             }
         }
     }
-    response
 }

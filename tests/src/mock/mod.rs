@@ -32,6 +32,7 @@ mod jwt;
 mod login;
 mod server;
 mod usage;
+mod websocket;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -44,6 +45,7 @@ use serde::{Deserialize, Serialize};
 pub use usage::{AccountUsage, Charged, Window};
 
 pub use codex::{ReplyShape, ResponsesFault, SeenRequest, decode_zstd};
+pub use websocket::WebsocketMode;
 pub use jwt::TEST_SIGNING_KEY;
 
 /// How many responses requests [`MockState::responses_seen`] remembers.
@@ -105,6 +107,12 @@ pub struct MockConfig {
     /// How many percent of the 5-hour window each response uses (the
     /// weekly window grows by the same work over its length).
     pub usage_step: f64,
+    /// Whether the responses URL takes WebSocket upgrades.
+    pub websocket: WebsocketMode,
+    /// A WebSocket this old answers its next turn with
+    /// `websocket_connection_limit_reached` and closes (the real backend: 60
+    /// minutes).
+    pub websocket_max_age: Duration,
 }
 
 /// The account a login signs in as.
@@ -138,6 +146,8 @@ impl Default for MockConfig {
             device_enabled: true,
             usage_step: 1.0,
             omit_account_id: false,
+            websocket: WebsocketMode::default(),
+            websocket_max_age: Duration::from_secs(60 * 60),
         }
     }
 }
@@ -185,6 +195,14 @@ pub struct Stats {
     /// WebSocket upgrades of the responses URL refused (pi 1.6.0 tries one
     /// first, then falls back to SSE for the session).
     pub websocket_upgrades_refused: u64,
+    /// WebSocket connections opened.
+    pub websocket_connections: u64,
+    /// WebSocket connections open now.
+    pub websocket_open: u64,
+    /// Turns sent over WebSockets (also counted in `responses_requests`).
+    pub websocket_requests: u64,
+    /// WebSocket turns that continued the last response.
+    pub websocket_continued: u64,
     /// Requests to `/backend-api/wham/usage`.
     pub usage_requests: u64,
 }
@@ -266,6 +284,10 @@ pub struct MockState {
     developer_first: AtomicU64,
     max_output_tokens_seen: AtomicU64,
     websocket_upgrades_refused: AtomicU64,
+    websocket_connections: AtomicU64,
+    websocket_open: AtomicU64,
+    websocket_requests: AtomicU64,
+    websocket_continued: AtomicU64,
     serial: AtomicU64,
     usage: Mutex<usage::UsageBook>,
     usage_requests: AtomicU64,
@@ -293,6 +315,10 @@ impl MockState {
             developer_first: AtomicU64::new(0),
             max_output_tokens_seen: AtomicU64::new(0),
             websocket_upgrades_refused: AtomicU64::new(0),
+            websocket_connections: AtomicU64::new(0),
+            websocket_open: AtomicU64::new(0),
+            websocket_requests: AtomicU64::new(0),
+            websocket_continued: AtomicU64::new(0),
             serial: AtomicU64::new(0),
             usage: Mutex::default(),
             usage_requests: AtomicU64::new(0),
@@ -329,6 +355,10 @@ impl MockState {
             developer_first: self.developer_first.load(Ordering::SeqCst),
             max_output_tokens_seen: self.max_output_tokens_seen.load(Ordering::SeqCst),
             websocket_upgrades_refused: self.websocket_upgrades_refused.load(Ordering::SeqCst),
+            websocket_connections: self.websocket_connections.load(Ordering::SeqCst),
+            websocket_open: self.websocket_open.load(Ordering::SeqCst),
+            websocket_requests: self.websocket_requests.load(Ordering::SeqCst),
+            websocket_continued: self.websocket_continued.load(Ordering::SeqCst),
             usage_requests: self.usage_requests.load(Ordering::SeqCst),
         }
     }

@@ -50,7 +50,7 @@ fn router(state: Arc<MockState>) -> Router {
         .route("/api/accounts/deviceauth/token", post(login::device_token))
         .route(
             "/backend-api/codex/responses",
-            post(codex::responses).get(codex::refuse_websocket_upgrade),
+            post(codex::responses).get(super::websocket::upgrade),
         )
         .route("/backend-api/wham/usage", get(super::usage::usage))
         .route("/_mock/usage", post(super::usage::set_usage))
@@ -85,7 +85,10 @@ pub async fn serve(listener: TcpListener, state: Arc<MockState>, mut stop: onesh
             });
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             let mut conn = Box::pin(
-                builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service)),
+                builder.serve_connection_with_upgrades(
+                    TokioIo::new(stream),
+                    TowerToHyperService::new(service),
+                ),
             );
             tokio::select! {
                 _ = conn.as_mut() => {}
