@@ -68,3 +68,5 @@ mod store;
 mod tokens;
 /// pi-authctl usage against the mock's usage endpoint and response headers.
 mod usage;
+/// The relay's WebSocket: continuation, its limits, SSE fallback, failover.
+mod websocket;

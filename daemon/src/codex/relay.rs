@@ -14,11 +14,11 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-pub use super::events::{ResponseInfo, Usage};
 use super::events::{RATE_LIMITS_EVENT, event_type, is_terminal, usage_of};
+pub use super::events::{ResponseInfo, Usage};
 use super::failure::{self, CodexError};
 use super::request::{self, Prepared};
-use super::transport::{self, Events, Opening, Refusal, WsAsk};
+use super::transport::{self, Answer, Events, Opening, Refusal, WsAsk};
 use super::websocket::{self, Pool};
 use crate::accounts::Accounts;
 use crate::backoff::Backoff;
@@ -244,27 +244,30 @@ impl Codex {
         }
         let headers = resp.headers().clone();
         let body = resp.bytes().await.unwrap_or_default().to_vec();
-        Err(Refusal::Answer {
+        Err(Refusal::Answer(Answer {
             status,
             headers,
             body,
-        })
+        }))
     }
 
     /// What an answer before the first event means, with its limits noted:
     /// the limit itself first, so that one the headers already show is
     /// still noted (and said) once.
-    #[allow(clippy::too_many_arguments)]
     fn judge(
         &self,
         accounts: &Accounts,
         broker: &Arc<Broker>,
         account: &str,
-        status: u16,
-        headers: &reqwest::header::HeaderMap,
-        body: &[u8],
+        answer: &Answer,
         now_s: i64,
     ) -> CodexError {
+        let Answer {
+            status,
+            headers,
+            body,
+        } = answer;
+        let status = *status;
         let err = if status == 401 {
             let message = failure::from_http(status, body, None, 0).to_string();
             CodexError::Unauthorized { message }
@@ -312,7 +315,7 @@ impl Codex {
                         .stream(info, events, &broker, &grant.account_id, tx)
                         .await;
                 }
-                Err(Refusal::Answer { status: 401, .. }) if !refreshed => {
+                Err(Refusal::Answer(Answer { status: 401, .. })) if !refreshed => {
                     // Revoked before its expiry: one forced refresh, one retry.
                     tracing::info!("the Codex backend answered 401; refreshing once");
                     refreshed = true;
@@ -320,13 +323,10 @@ impl Codex {
                     attempt -= 1;
                     continue;
                 }
-                Err(Refusal::Answer {
-                    status,
-                    headers,
-                    body,
-                }) => {
+                Err(Refusal::Answer(answer)) => {
                     let now_s = broker.now_ms() / 1000;
-                    let err = self.judge(accounts, &broker, &grant.account_id, status, &headers, &body, now_s);
+                    let err = self.judge(accounts, &broker, &grant.account_id, &answer, now_s);
+                    let status = answer.status;
                     if let CodexError::UsageLimit { .. } = &err {
                         // Nothing was relayed yet: the same request goes to
                         // the next account with room, once; the client
@@ -350,7 +350,7 @@ impl Codex {
                         attempt,
                         "Codex backend error before the first event; retrying"
                     );
-                    retry_after(&headers).unwrap_or_else(|| backoff(attempt))
+                    retry_after(&answer.headers).unwrap_or_else(|| backoff(attempt))
                 }
                 Err(Refusal::Network(message)) => {
                     if attempt >= ATTEMPTS {
@@ -438,4 +438,3 @@ fn backoff(attempt: u32) -> Duration {
 fn describe(e: &reqwest::Error) -> String {
     crate::causes::line(e)
 }
-

@@ -23,12 +23,16 @@ use super::websocket::{self, Conn, Frame, Pool, Refused};
 /// transport's: the relay refreshes, moves or retries on it.
 #[derive(Debug)]
 pub enum Refusal {
-    Answer {
-        status: u16,
-        headers: reqwest::header::HeaderMap,
-        body: Vec<u8>,
-    },
+    Answer(Answer),
     Network(String),
+}
+
+/// The backend's answer in place of a response.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Vec<u8>,
 }
 
 /// Why a WebSocket gave no first event.
@@ -42,13 +46,16 @@ pub enum Opening {
 /// The events of an open response.
 #[derive(Debug)]
 pub enum Events {
-    Sse {
-        response: reqwest::Response,
-        parser: SseParser,
-        queue: VecDeque<String>,
-        ended: bool,
-    },
+    Sse(Box<SseEvents>),
     Ws(Box<WsEvents>),
+}
+
+#[derive(Debug)]
+pub struct SseEvents {
+    response: reqwest::Response,
+    parser: SseParser,
+    queue: VecDeque<String>,
+    ended: bool,
 }
 
 #[derive(Debug)]
@@ -65,12 +72,12 @@ pub struct WsEvents {
 
 impl Events {
     pub fn sse(response: reqwest::Response) -> Events {
-        Events::Sse {
+        Events::Sse(Box::new(SseEvents {
             response,
             parser: SseParser::new(),
             queue: VecDeque::new(),
             ended: false,
-        }
+        }))
     }
 
     /// The next event's JSON; `None` when the stream ended without one.
@@ -78,31 +85,27 @@ impl Events {
     pub async fn next(&mut self, events: u64) -> Result<Option<String>, CodexError> {
         let network = |message: String| CodexError::Network { message, events };
         match self {
-            Events::Sse {
-                response,
-                parser,
-                queue,
-                ended,
-            } => loop {
-                if let Some(p) = queue.pop_front() {
+            Events::Sse(sse) => loop {
+                if let Some(p) = sse.queue.pop_front() {
                     return Ok(Some(p));
                 }
-                if *ended {
+                if sse.ended {
                     return Ok(None);
                 }
-                let chunk = response
+                let chunk = sse
+                    .response
                     .chunk()
                     .await
                     .map_err(|e| network(crate::causes::line(&e)))?;
                 let payloads = match &chunk {
-                    Some(bytes) => parser.push(bytes),
+                    Some(bytes) => sse.parser.push(bytes),
                     None => {
-                        *ended = true;
-                        parser.finish()
+                        sse.ended = true;
+                        sse.parser.finish()
                     }
                 }
                 .map_err(|e| network(e.to_string()))?;
-                queue.extend(payloads);
+                sse.queue.extend(payloads);
             },
             Events::Ws(ws) => {
                 let payload = match ws.queue.pop_front() {
@@ -185,11 +188,11 @@ async fn connect(ask: &WsAsk<'_>) -> Result<Conn, Opening> {
             status: status @ (401 | 429),
             headers,
             body,
-        }) => Err(Opening::Refusal(Refusal::Answer {
+        }) => Err(Opening::Refusal(Refusal::Answer(Answer {
             status,
             headers,
             body,
-        })),
+        }))),
         // 426 and every other refusal of the upgrade: SSE, as pi does.
         Err(Refused::Http { status, .. }) => Err(Opening::Fallback(format!(
             "the WebSocket upgrade was answered {status}"
@@ -222,10 +225,12 @@ pub async fn open_ws(ask: WsAsk<'_>) -> Result<(ResponseInfo, Events), Opening> 
         while failed.is_none() {
             let frame = tokio::time::timeout(ask.idle, conn.next()).await;
             let payload = match frame {
-                Err(_) => return Err(Opening::Refusal(Refusal::Network(format!(
-                    "no event for {} s",
-                    ask.idle.as_secs()
-                )))),
+                Err(_) => {
+                    return Err(Opening::Refusal(Refusal::Network(format!(
+                        "no event for {} s",
+                        ask.idle.as_secs()
+                    ))));
+                }
                 Ok(Frame::Closed(why) | Frame::Broken(why)) => {
                     failed = Some(why);
                     break;
@@ -251,11 +256,11 @@ pub async fn open_ws(ask: WsAsk<'_>) -> Result<(ResponseInfo, Events), Opening> 
                     }
                     _ => {}
                 }
-                return Err(Opening::Refusal(Refusal::Answer {
+                return Err(Opening::Refusal(Refusal::Answer(Answer {
                     status,
                     headers: conn.headers.clone(),
                     body: payload.into_bytes(),
-                }));
+                })));
             }
             held.push_back(payload);
             let info = ResponseInfo::of(200, &conn.headers);

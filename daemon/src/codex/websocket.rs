@@ -64,7 +64,8 @@ pub async fn connect(
     token: &str,
     headers: Vec<(&'static str, String)>,
 ) -> Result<Conn, Refused> {
-    let bad = |e: &dyn std::fmt::Display| Refused::Network(format!("cannot build the upgrade: {e}"));
+    let bad =
+        |e: &dyn std::fmt::Display| Refused::Network(format!("cannot build the upgrade: {e}"));
     let mut req = url.as_str().into_client_request().map_err(|e| bad(&e))?;
     let h = req.headers_mut();
     let bearer = http::HeaderValue::from_str(&format!("Bearer {token}"))
@@ -84,7 +85,9 @@ pub async fn connect(
             headers: resp.headers().clone(),
             body: resp.body().clone().unwrap_or_default(),
         }),
-        Ok(Err(e)) => Err(Refused::Network(format!("the WebSocket upgrade failed: {e}"))),
+        Ok(Err(e)) => Err(Refused::Network(format!(
+            "the WebSocket upgrade failed: {e}"
+        ))),
         Ok(Ok((socket, resp))) => Ok(Conn {
             socket,
             opened: Instant::now(),
@@ -108,7 +111,10 @@ pub enum Frame {
 
 impl Conn {
     /// Sends one `response.create` frame with `body`.
-    pub async fn send(&mut self, body: &serde_json::Map<String, serde_json::Value>) -> Result<(), String> {
+    pub async fn send(
+        &mut self,
+        body: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(), String> {
         let mut frame = serde_json::Map::with_capacity(body.len() + 1);
         frame.insert("type".into(), "response.create".into());
         frame.extend(body.iter().map(|(k, v)| (k.clone(), v.clone())));
@@ -197,7 +203,10 @@ impl Pool {
         }
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         if idle.len() >= MAX_CACHED
-            && let Some(oldest) = idle.iter().min_by_key(|(_, i)| i.since).map(|(k, _)| k.clone())
+            && let Some(oldest) = idle
+                .iter()
+                .min_by_key(|(_, i)| i.since)
+                .map(|(k, _)| k.clone())
             && let Some(i) = idle.remove(&oldest)
         {
             close(i.conn);
@@ -233,7 +242,11 @@ impl Pool {
 /// The WebSocket URL of an `http(s)` Responses URL.
 pub fn url_of(https: &url::Url) -> url::Url {
     let mut u = https.clone();
-    let scheme = if https.scheme() == "http" { "ws" } else { "wss" };
+    let scheme = if https.scheme() == "http" {
+        "ws"
+    } else {
+        "wss"
+    };
     // Both schemes are "special" in the URL standard, so the swap holds.
     let _ = u.set_scheme(scheme);
     u

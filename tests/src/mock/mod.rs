@@ -45,8 +45,8 @@ use serde::{Deserialize, Serialize};
 pub use usage::{AccountUsage, Charged, Window};
 
 pub use codex::{ReplyShape, ResponsesFault, SeenRequest, decode_zstd};
-pub use websocket::WebsocketMode;
 pub use jwt::TEST_SIGNING_KEY;
+pub use websocket::WebsocketMode;
 
 /// How many responses requests [`MockState::responses_seen`] remembers.
 pub const SEEN_KEPT: usize = 256;

@@ -84,12 +84,10 @@ pub async fn serve(listener: TcpListener, state: Arc<MockState>, mut stop: onesh
                 req
             });
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            let mut conn = Box::pin(
-                builder.serve_connection_with_upgrades(
-                    TokioIo::new(stream),
-                    TowerToHyperService::new(service),
-                ),
-            );
+            let mut conn = Box::pin(builder.serve_connection_with_upgrades(
+                TokioIo::new(stream),
+                TowerToHyperService::new(service),
+            ));
             tokio::select! {
                 _ = conn.as_mut() => {}
                 Ok(()) = rx => {

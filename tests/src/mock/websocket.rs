@@ -56,7 +56,9 @@ pub async fn upgrade(
         return (StatusCode::METHOD_NOT_ALLOWED, [(header::ALLOW, "POST")]).into_response();
     };
     if let WebsocketMode::Refuse { status } = state.config().websocket {
-        state.websocket_upgrades_refused.fetch_add(1, Ordering::SeqCst);
+        state
+            .websocket_upgrades_refused
+            .fetch_add(1, Ordering::SeqCst);
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::UPGRADE_REQUIRED);
         return codex::error(
             status,
@@ -122,7 +124,12 @@ impl Drop for OpenGuard {
     }
 }
 
-async fn serve(state: Arc<MockState>, account: String, template: SeenRequest, mut socket: WebSocket) {
+async fn serve(
+    state: Arc<MockState>,
+    account: String,
+    template: SeenRequest,
+    mut socket: WebSocket,
+) {
     state.websocket_open.fetch_add(1, Ordering::SeqCst);
     let _open = OpenGuard(state.clone());
     let opened = std::time::Instant::now();
@@ -153,7 +160,8 @@ async fn serve(state: Arc<MockState>, account: String, template: SeenRequest, mu
             let _ = socket.send(Message::Close(None)).await;
             return;
         }
-        let (events, request_items) = match turn(&state, &account, &text, last.as_ref(), &mut seen) {
+        let (events, request_items) = match turn(&state, &account, &text, last.as_ref(), &mut seen)
+        {
             Answer::Stream(rx, items) => {
                 seen.status = 200;
                 state.record_responses_request(seen);
@@ -244,7 +252,11 @@ fn turn(
     let usage = match state.charge_usage(account, now_s) {
         Ok(u) => u,
         Err(resets_at) => {
-            return Answer::Refused(usage::limit_answer(&state.plan_of(account), resets_at, now_s));
+            return Answer::Refused(usage::limit_answer(
+                &state.plan_of(account),
+                resets_at,
+                now_s,
+            ));
         }
     };
     let (tx, rx) = tokio::sync::mpsc::channel::<Out>(1);
