@@ -15,14 +15,17 @@ import { Channel, Code, NotListening, RpcError } from "./grpc.ts";
 import {
 	CODEX,
 	LOGIN_HINT,
+	type CompletionEvent,
 	type LoginEvent,
 	type LoginMethod,
 	type Status,
 	type Token,
+	decodeCompletionEvent,
 	decodeLoginEvent,
 	decodeLogout,
 	decodeStatus,
 	decodeToken,
+	encodeCompletionRequest,
 	encodeGetToken,
 	encodeLimitReport,
 	encodeLogin,
@@ -34,6 +37,7 @@ import { socketPath, startCommand, verifySocket } from "./socket.ts";
 import { type AccountUsage, decodeUsage } from "./usage.ts";
 
 const AUTH = "/piauth.v1.Auth";
+const COMPLETIONS = "/piauth.v1.Completions";
 
 /** Deadlines for unary calls. GetToken may wait for a refresh in flight. */
 const STATUS_DEADLINE_MS = 5_000;
@@ -44,12 +48,18 @@ const AUTOSTART_TIMEOUT_MS = 20_000;
 export class PiauthError extends Error {
 	readonly reason: string | undefined;
 	readonly code: number | undefined;
+	/** The daemon's ErrorInfo metadata, e.g. a usage limit's `resets_at`. */
+	readonly metadata: Record<string, string>;
 
-	constructor(message: string, options: { reason?: string; code?: number; cause?: unknown } = {}) {
+	constructor(
+		message: string,
+		options: { reason?: string; code?: number; metadata?: Record<string, string>; cause?: unknown } = {},
+	) {
 		super(message, { cause: options.cause });
 		this.name = "PiauthError";
 		this.reason = options.reason;
 		this.code = options.code;
+		this.metadata = options.metadata ?? {};
 	}
 }
 
@@ -77,7 +87,7 @@ export function explain(e: unknown, path: string): Error {
 			const what = e.message.replace(/:\s*run `pi-authctl login`\s*$/, "");
 			return new PiauthError(`piauthd: ${what}. ${LOGIN_HINT}`, { reason: e.reason, code: e.code, cause: e });
 		}
-		return new PiauthError(`piauthd: ${e.message}`, { reason: e.reason, code: e.code, cause: e });
+		return new PiauthError(`piauthd: ${e.message}`, { reason: e.reason, code: e.code, metadata: e.metadata, cause: e });
 	}
 	if (e instanceof NotListening) {
 		return new PiauthError(`piauthd is not running (nothing listens on ${path}): ${howToStart(path)}`, { cause: e });
@@ -240,6 +250,39 @@ export class Daemon {
 		} catch (e) {
 			if (e instanceof RpcError && e.code === Code.cancelled) throw new PiauthError("Login cancelled", { cause: e });
 			throw explain(e, this.socketPath);
+		}
+	}
+
+	/**
+	 * Streams a completion of `body` (a whole Responses body, as pi's Codex
+	 * stream builds it) through the daemon for `session`, event by event.
+	 * Aborting `signal` cancels it at the daemon, which aborts the upstream
+	 * request. A daemon that is not running is started first, as for tokens.
+	 */
+	async *complete(body: Uint8Array, session: string, signal?: AbortSignal): AsyncGenerator<CompletionEvent> {
+		const request = encodeCompletionRequest(body, session);
+		const call = () =>
+			this.channel.call(`${COMPLETIONS}/Stream`, request, { signal, holdsProcess: true })[Symbol.asyncIterator]();
+		let replies = call();
+		let first: IteratorResult<Uint8Array>;
+		try {
+			first = await replies.next();
+		} catch (e) {
+			if (!(e instanceof NotListening)) throw explain(e, this.socketPath);
+			await this.start();
+			replies = call();
+			try {
+				first = await replies.next();
+			} catch (again) {
+				throw explain(again, this.socketPath);
+			}
+		}
+		try {
+			for (let r = first; !r.done; r = await replies.next()) yield decodeCompletionEvent(r.value);
+		} catch (e) {
+			throw explain(e, this.socketPath);
+		} finally {
+			await replies.return?.(undefined);
 		}
 	}
 

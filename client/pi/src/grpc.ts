@@ -14,7 +14,7 @@
 import http2 from "node:http2";
 import net from "node:net";
 
-import { decodeErrorReason } from "./messages.ts";
+import { decodeErrorInfo } from "./messages.ts";
 
 /** gRPC status codes used here. */
 export const Code = {
@@ -39,12 +39,15 @@ export class RpcError extends Error {
 	readonly code: number;
 	/** ErrorInfo reason, e.g. "ERROR_REASON_NOT_LOGGED_IN". */
 	readonly reason: string | undefined;
+	/** ErrorInfo metadata, e.g. a usage limit's `resets_at`. */
+	readonly metadata: Record<string, string>;
 
-	constructor(code: number, message: string, reason?: string) {
+	constructor(code: number, message: string, reason?: string, metadata: Record<string, string> = {}) {
 		super(message);
 		this.name = "RpcError";
 		this.code = code;
 		this.reason = reason;
+		this.metadata = metadata;
 	}
 }
 
@@ -86,16 +89,17 @@ function statusFrom(headers: http2.IncomingHttpHeaders): RpcError | null | undef
 	} catch {
 		// Keep the raw text: a badly encoded message is still worth showing.
 	}
-	let reason: string | undefined;
+	let info = { reason: undefined as string | undefined, metadata: {} as Record<string, string> };
 	const details = headers["grpc-status-details-bin"];
 	if (typeof details === "string") {
 		try {
-			reason = decodeErrorReason(Buffer.from(details, "base64"));
+			info = decodeErrorInfo(Buffer.from(details, "base64"));
 		} catch {
-			reason = undefined;
+			// A detail that does not decode: the status and message still stand.
 		}
 	}
-	return new RpcError(Number.isInteger(code) ? code : Code.unknown, message || `gRPC status ${raw}`, reason);
+	const text = message || `gRPC status ${raw}`;
+	return new RpcError(Number.isInteger(code) ? code : Code.unknown, text, info.reason, info.metadata);
 }
 
 /** A push queue read with `for await`: the bridge from stream events to an iterator. */

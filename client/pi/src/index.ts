@@ -10,6 +10,7 @@
  * - `daemon.ts`: the Auth service, autostart and one-line errors;
  * - `tokens.ts`: the token kept fresh by WatchToken;
  * - `provider.ts`: the provider pi calls;
+ * - `relay.ts`: relay mode, pi's Codex stream through the daemon;
  * - `limits.ts`: a turn refused by a usage limit goes to the next account;
  * - `login.ts`: `/login` through the daemon;
  * - `commands.ts`: `/piauth`.
@@ -21,7 +22,8 @@ import type { ExtensionAPI, ExtensionContext } from "@earendil-works/pi-coding-a
 import { registerCommands } from "./commands.ts";
 import { Daemon } from "./daemon.ts";
 import { CODEX } from "./messages.ts";
-import { codexProvider } from "./provider.ts";
+import { codexProvider, relayProvider } from "./provider.ts";
+import { relayEnabled } from "./relay.ts";
 import { TokenSource } from "./tokens.ts";
 import { footerText } from "./usage.ts";
 
@@ -42,7 +44,11 @@ export default function piauthd(pi: ExtensionAPI): void {
 			// The footer is a courtesy: a failed read leaves the last one.
 		}
 	};
-	pi.registerProvider(codexProvider(builtin, daemon, tokens, () => void showAccount()));
+	pi.registerProvider(
+		relayEnabled()
+			? relayProvider(builtin, daemon, tokens)
+			: codexProvider(builtin, daemon, tokens, () => void showAccount()),
+	);
 	registerCommands(pi, daemon, tokens);
 	// With several accounts, pi's session keeps its account while it has room.
 	pi.on("session_start", (_event, ctx) => {

@@ -244,11 +244,17 @@ export function decodeLogout(buf: Uint8Array): { removed: boolean } {
 	return { removed };
 }
 
-/**
- * google.rpc.Status from `grpc-status-details-bin`, reduced to the
- * ErrorInfo reason piauthd attaches to every error (e.g. "ERROR_REASON_NOT_LOGGED_IN").
- */
-export function decodeErrorReason(buf: Uint8Array): string | undefined {
+/** The google.rpc.ErrorInfo piauthd attaches to every error. */
+export interface ErrorInfo {
+	/** E.g. "ERROR_REASON_NOT_LOGGED_IN". */
+	reason: string | undefined;
+	/** E.g. `resets_at` and `plan_type` of a usage limit. */
+	metadata: Record<string, string>;
+}
+
+/** google.rpc.Status from `grpc-status-details-bin`, reduced to its ErrorInfo. */
+export function decodeErrorInfo(buf: Uint8Array): ErrorInfo {
+	const info: ErrorInfo = { reason: undefined, metadata: {} };
 	for (const f of fields(buf)) {
 		if (f.field !== 3 || f.wire !== 2) continue; // repeated Any details
 		let typeUrl = "";
@@ -257,9 +263,40 @@ export function decodeErrorReason(buf: Uint8Array): string | undefined {
 			if (g.field === 1) typeUrl = string(g);
 			else if (g.field === 2) value = bytes(g);
 		}
-		if (typeUrl.endsWith("/google.rpc.ErrorInfo") && value) {
-			for (const h of fields(value)) if (h.field === 1) return string(h);
+		if (!typeUrl.endsWith("/google.rpc.ErrorInfo") || !value) continue;
+		for (const h of fields(value)) {
+			if (h.field === 1) info.reason = string(h);
+			else if (h.field === 3) {
+				let key = "";
+				let val = "";
+				for (const e of fields(bytes(h))) {
+					if (e.field === 1) key = string(e);
+					else if (e.field === 2) val = string(e);
+				}
+				info.metadata[key] = val;
+			}
 		}
+		return info;
 	}
-	return undefined;
+	return info;
+}
+
+/** CompletionRequest with a whole Responses body, for `session` (pi's session id). */
+export function encodeCompletionRequest(bodyJson: Uint8Array, session: string): Uint8Array {
+	return new Writer().string(1, CODEX).string(6, session).bytes(7, bodyJson).finish();
+}
+
+/** One relayed Responses event: its type and its JSON, as the backend sent them. */
+export interface CompletionEvent {
+	type: string;
+	dataJson: string;
+}
+
+export function decodeCompletionEvent(buf: Uint8Array): CompletionEvent {
+	const e: CompletionEvent = { type: "", dataJson: "" };
+	for (const f of fields(buf)) {
+		if (f.field === 1) e.type = string(f);
+		else if (f.field === 2) e.dataJson = string(f);
+	}
+	return e;
 }

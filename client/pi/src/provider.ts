@@ -35,6 +35,7 @@ import type { Daemon } from "./daemon.ts";
 import { type Moved, type Run, accountOf, retryOnLimit } from "./limits.ts";
 import { CODEX } from "./messages.ts";
 import { runLogin } from "./login.ts";
+import { RELAY_KEY, throughDaemon } from "./relay.ts";
 import type { TokenSource } from "./tokens.ts";
 import { Unavailable, failedStream } from "./unavailable.ts";
 
@@ -57,6 +58,9 @@ function asPiOAuth(auth: UnchangingOAuth): OAuthAuth {
 	return auth as unknown as OAuthAuth;
 }
 
+/** What a request is sent with: the key pi puts on it, and the backend to use. */
+type RequestAuth = (signal?: AbortSignal) => Promise<{ apiKey: string; baseUrl?: string }>;
+
 export function codexAuth(
 	daemon: Daemon,
 	tokens: TokenSource,
@@ -64,14 +68,18 @@ export function codexAuth(
 ): { oauth: OAuthAuth; apiKey: ApiKeyAuth } {
 	const backend = new BackendSource(daemon);
 	// The token and the backend, or a placeholder naming why not (see `unavailable.ts`).
-	const auth = async (signal?: AbortSignal): Promise<{ apiKey: string; baseUrl?: string }> => {
+	return authThrough(daemon, tokens, async (signal) => {
 		try {
 			return { apiKey: (await tokens.token(signal)).accessToken, ...(await backend.override()) };
 		} catch (e) {
 			if (signal?.aborted) throw e;
 			return { apiKey: unavailable.mark(e) };
 		}
-	};
+	});
+}
+
+/** pi's two ways to resolve the provider's credentials, both ending at `auth`. */
+function authThrough(daemon: Daemon, tokens: TokenSource, auth: RequestAuth): { oauth: OAuthAuth; apiKey: ApiKeyAuth } {
 	const oauth = asPiOAuth({
 		name: "ChatGPT Plus/Pro (through piauthd)",
 		isSubscription: true,
@@ -100,6 +108,26 @@ export function codexAuth(
 		},
 	};
 	return { oauth, apiKey };
+}
+
+/**
+ * pi's built-in codex provider in relay mode (see `relay.ts`): its stream
+ * goes through the daemon over SSE, with a placeholder for the key, so the
+ * token never enters pi. The daemon moves a limited turn to another
+ * account by itself.
+ */
+export function relayProvider(builtin: Provider, daemon: Daemon, tokens: TokenSource): Provider {
+	const through = throughDaemon(daemon);
+	return {
+		...builtin,
+		auth: authThrough(daemon, tokens, async () => ({ apiKey: RELAY_KEY })),
+		stream(model, context, options) {
+			return builtin.stream(model, context, through(options));
+		},
+		streamSimple(model, context, options) {
+			return builtin.streamSimple(model, context, through(options));
+		},
+	};
 }
 
 /**

@@ -23,6 +23,8 @@ export class WireError extends Error {
 /** Appends fields to a growing buffer. */
 export class Writer {
 	private readonly chunks: number[] = [];
+	/** Finished parts: a long `bytes` field goes in whole, not byte by byte. */
+	private readonly parts: Uint8Array[] = [];
 
 	varint(field: number, value: number | bigint): this {
 		if (value === 0 || value === 0n) return this; // proto3 default: omitted
@@ -43,7 +45,7 @@ export class Writer {
 	bytes(field: number, value: Uint8Array): this {
 		this.tag(field, WireType.bytes);
 		this.rawVarint(BigInt(value.length));
-		for (const b of value) this.chunks.push(b);
+		this.parts.push(Uint8Array.from(this.chunks.splice(0)), value);
 		return this;
 	}
 
@@ -58,7 +60,15 @@ export class Writer {
 	}
 
 	finish(): Uint8Array {
-		return Uint8Array.from(this.chunks);
+		this.parts.push(Uint8Array.from(this.chunks.splice(0)));
+		const out = new Uint8Array(this.parts.reduce((n, p) => n + p.length, 0));
+		let at = 0;
+		for (const p of this.parts) {
+			out.set(p, at);
+			at += p.length;
+		}
+		this.parts.length = 0;
+		return out;
 	}
 
 	private tag(field: number, wire: number): void {

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { decodeErrorReason, decodeLoginEvent, decodeStatus, decodeToken, encodeGetToken } from "../src/messages.ts";
+import { decodeCompletionEvent, decodeErrorInfo, decodeLoginEvent, encodeCompletionRequest, decodeStatus, decodeToken, encodeGetToken } from "../src/messages.ts";
 import { WireError, Writer, fields, int64, string } from "../src/wire.ts";
 
 test("fields round-trip through the writer, defaults omitted", () => {
@@ -108,11 +108,25 @@ test("login events decode by their oneof field", () => {
 	assert.deepEqual(decodeLoginEvent(new Uint8Array()), { type: "unknown" });
 });
 
-test("the ErrorInfo reason is read from google.rpc.Status details", () => {
-	const info = new Writer().string(1, "ERROR_REASON_NOT_LOGGED_IN").string(2, "piauth.v1").finish();
+test("the ErrorInfo reason and metadata are read from google.rpc.Status details", () => {
+	const entry = new Writer().string(1, "resets_at").string(2, "4102444800").finish();
+	const info = new Writer().string(1, "ERROR_REASON_USAGE_LIMIT").string(2, "piauth.v1").bytes(3, entry).finish();
 	const any = new Writer().string(1, "type.googleapis.com/google.rpc.ErrorInfo").bytes(2, info).finish();
-	const status = new Writer().varint(1, 16).string(2, "not logged in").bytes(3, any).finish();
-	assert.equal(decodeErrorReason(status), "ERROR_REASON_NOT_LOGGED_IN");
+	const status = new Writer().varint(1, 8).string(2, "limit").bytes(3, any).finish();
+	assert.deepEqual(decodeErrorInfo(status), {
+		reason: "ERROR_REASON_USAGE_LIMIT",
+		metadata: { resets_at: "4102444800" },
+	});
 	const other = new Writer().string(1, "type.googleapis.com/google.rpc.DebugInfo").bytes(2, info).finish();
-	assert.equal(decodeErrorReason(new Writer().bytes(3, other).finish()), undefined);
+	assert.deepEqual(decodeErrorInfo(new Writer().bytes(3, other).finish()), { reason: undefined, metadata: {} });
+});
+
+test("a completion request carries the body whole, and events decode", () => {
+	const body = new TextEncoder().encode(JSON.stringify({ model: "m", input: "x".repeat(100_000) }));
+	const request = encodeCompletionRequest(body, "s-1");
+	const seen: Record<number, number> = {};
+	for (const f of fields(request)) seen[f.field] = f.wire === 2 ? f.value.length : -1;
+	assert.deepEqual(seen, { 1: 12, 6: 3, 7: body.length });
+	const event = new Writer().string(1, "response.created").string(2, '{"type":"response.created"}').finish();
+	assert.deepEqual(decodeCompletionEvent(event), { type: "response.created", dataJson: '{"type":"response.created"}' });
 });

@@ -9,11 +9,16 @@
 //! The Codex backend is at `{codex_base}/codex/responses` with
 //! `PIAUTHD_CODEX_BASE_URL` (or pi's `models.json` `baseUrl`) set to the
 //! printed base: SSE over POST, plain or zstd-compressed bodies (pi 1.6.0),
-//! and a refused WebSocket upgrade on the same URL, so pi 1.6.0 falls back
-//! to SSE.
+//! and the Responses WebSocket on the same URL (`ws://`), with continuation
+//! (`previous_response_id`), as pi 1.6.0 and piauthd use it first.
+//! `--refuse-websocket 426` refuses every upgrade instead, so clients fall
+//! back to SSE.
 //!
 //! Control endpoints: `GET /_mock/stats` (counters), `GET /_mock/responses`
-//! (what the last responses requests carried), `POST /_mock/faults`
+//! (what the last responses requests carried), `POST /_mock/reply` (what
+//! later replies look like: `{"text":"…","delay_ms":50}`, `{"deltas":1000,
+//! "delta_bytes":64}`, or `{"tool_call":{"name":"bash","arguments":
+//! "{\"command\":\"ls\"}"}}` to call a tool first), `POST /_mock/faults`
 //! (JSON list of faults for the next token requests, e.g.
 //! `[{"kind":"status","code":503},{"kind":"reset_after"}]`; it answers
 //! `{"queued":N}`), and
@@ -29,7 +34,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser;
-use piauth_tests::mock::{MockConfig, MockOpenAi};
+use piauth_tests::mock::{MockConfig, MockOpenAi, WebsocketMode};
 
 /// A faithful mock of OpenAI's OAuth issuer and Codex backend for piauthd
 /// and pi. Loopback only.
@@ -55,6 +60,10 @@ struct Args {
     /// Create a login and write it into this pi auth.json (other providers kept).
     #[arg(long, value_name = "FILE")]
     seed_auth: Option<std::path::PathBuf>,
+    /// Refuse WebSocket upgrades with this HTTP status (426 makes clients
+    /// fall back to SSE); by default they are served.
+    #[arg(long, value_name = "STATUS")]
+    refuse_websocket: Option<u16>,
 }
 
 #[tokio::main]
@@ -68,6 +77,10 @@ async fn main() -> anyhow::Result<()> {
             token_delay: Duration::from_millis(args.token_delay_ms),
             atob_safe_jwt: args.atob_safe_jwt,
             approve: !args.deny,
+            websocket: match args.refuse_websocket {
+                Some(status) => WebsocketMode::Refuse { status },
+                None => WebsocketMode::Serve,
+            },
             ..MockConfig::default()
         },
     )

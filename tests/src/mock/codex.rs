@@ -93,6 +93,42 @@ pub struct ReplyShape {
     /// Send the account's windows first, as a `codex.rate_limits` event
     /// (the real backend sends one at times).
     pub rate_limits_event: bool,
+    /// Answer a turn that ends with a user message with this function call
+    /// instead of text (a turn that ends with the tool's output gets text).
+    pub tool_call: Option<ToolCall>,
+}
+
+/// A function call the mock makes, as the model would.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ToolCall {
+    pub name: String,
+    /// The arguments' JSON text, sent in three deltas.
+    pub arguments: String,
+}
+
+/// `POST /_mock/reply`: what later replies look like.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReplyRequest {
+    pub text: Option<String>,
+    pub deltas: Option<usize>,
+    pub delta_bytes: Option<usize>,
+    pub delay_ms: Option<u64>,
+    pub tool_call: Option<ToolCall>,
+}
+
+impl ReplyRequest {
+    pub fn shape(self) -> ReplyShape {
+        let d = ReplyShape::default();
+        ReplyShape {
+            text: self.text.unwrap_or(d.text),
+            deltas: self.deltas,
+            delta_bytes: self.delta_bytes.unwrap_or(d.delta_bytes),
+            delay: Duration::from_millis(self.delay_ms.unwrap_or(0)),
+            rate_limits_event: false,
+            tool_call: self.tool_call,
+        }
+    }
 }
 
 impl Default for ReplyShape {
@@ -103,6 +139,7 @@ impl Default for ReplyShape {
             delta_bytes: 16,
             delay: Duration::ZERO,
             rate_limits_event: false,
+            tool_call: None,
         }
     }
 }
@@ -144,6 +181,15 @@ pub struct SeenRequest {
     pub transport: String,
     /// The `previous_response_id` of a WebSocket turn that continued one.
     pub previous_response_id: Option<String>,
+    /// The role (else the type) of the last `input` item.
+    pub last_input: Option<String>,
+}
+
+impl SeenRequest {
+    /// Whether the turn ends with a user message (not a tool's output).
+    pub fn asks(&self) -> bool {
+        self.last_input.as_deref() == Some("user")
+    }
 }
 
 /// What a reply stream hands its transport.
@@ -233,6 +279,10 @@ pub(super) fn note_body(seen: &mut SeenRequest, req: &Value) {
             .first()
             .and_then(|i| i["role"].as_str())
             .map(str::to_owned);
+        seen.last_input = items
+            .last()
+            .and_then(|i| i["role"].as_str().or(i["type"].as_str()))
+            .map(str::to_owned);
     }
     seen.max_output_tokens = req["max_output_tokens"].as_u64();
     seen.prompt_cache_key = req["prompt_cache_key"].as_str().map(str::to_owned);
@@ -249,7 +299,7 @@ pub async fn responses(
     let answer = match check(&state, &headers, &body, &mut seen) {
         Ok(account) => {
             seen.account = account.clone();
-            answer(&state, &account, reset).await
+            answer(&state, &account, reset, seen.asks()).await
         }
         Err(refusal) => *refusal,
     };
@@ -360,6 +410,7 @@ async fn answer(
     state: &Arc<MockState>,
     account: &str,
     reset: Option<axum::Extension<ResetHandle>>,
+    asks: bool,
 ) -> Response {
     let fault = state.ledger().responses_faults.pop_front();
     if let Some(refused) = fault.as_ref().and_then(refusal) {
@@ -370,7 +421,7 @@ async fn answer(
         Ok(usage) => usage,
         Err(resets_at) => return usage::limit_answer(&state.plan_of(account), resets_at, now_s),
     };
-    let shape = state.reply_shape();
+    let shape = state.reply_shape_for(asks);
     let (tx, rx) = tokio::sync::mpsc::channel::<Out>(1);
     tokio::spawn(stream_reply(
         state.clone(),
@@ -450,8 +501,13 @@ pub(super) async fn stream_reply(
     if shape.rate_limits_event {
         events.push(usage::rate_limits_event(&usage));
     }
+    events.push(json!({"type": "response.created", "response": {"id": id, "status": "in_progress"}}));
+    if let (Some(call), None) = (&shape.tool_call, &fault) {
+        events.extend(function_call_events(call, &id));
+        send_all(&state, &tx, &events, shape.delay).await;
+        return;
+    }
     events.extend([
-        json!({"type": "response.created", "response": {"id": id, "status": "in_progress"}}),
         json!({"type": "response.output_item.added", "output_index": 0,
                "item": {"id": item_id, "type": "message", "status": "in_progress",
                         "role": "assistant", "content": []}}),
@@ -487,6 +543,38 @@ pub(super) async fn stream_reply(
                          "input_tokens_details": {"cached_tokens": 4}}}}),
     ];
     send_all(&state, &tx, &tail, shape.delay).await;
+}
+
+/// A function call's events after `response.created`, as the Responses
+/// API streams one: the item, its arguments in three deltas, the item done,
+/// the completion.
+fn function_call_events(call: &ToolCall, response_id: &str) -> Vec<Value> {
+    let (fc, call_id) = (
+        format!("fc_{}", super::jwt::nonce()),
+        format!("call_{}", super::jwt::nonce()),
+    );
+    let item = |status: &str, arguments: &str| {
+        json!({"id": fc, "type": "function_call", "status": status, "call_id": call_id,
+               "name": call.name, "arguments": arguments})
+    };
+    let chars: Vec<char> = call.arguments.chars().collect();
+    let third = chars.len().div_ceil(3).max(1);
+    let mut events = vec![json!({"type": "response.output_item.added", "output_index": 0,
+                                 "item": item("in_progress", "")})];
+    events.extend(chars.chunks(third).map(|c| {
+        json!({"type": "response.function_call_arguments.delta", "item_id": fc,
+               "output_index": 0, "delta": c.iter().collect::<String>()})
+    }));
+    events.extend([
+        json!({"type": "response.function_call_arguments.done", "item_id": fc,
+               "output_index": 0, "arguments": call.arguments}),
+        json!({"type": "response.output_item.done", "output_index": 0,
+               "item": item("completed", &call.arguments)}),
+        json!({"type": "response.completed", "response": {"id": response_id, "status": "completed",
+               "usage": {"input_tokens": 12, "output_tokens": 8,
+                         "input_tokens_details": {"cached_tokens": 4}}}}),
+    ]);
+    events
 }
 
 /// Ends a stream the way a mid-stream fault does.

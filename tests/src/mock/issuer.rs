@@ -231,6 +231,15 @@ pub async fn push_faults(
     Json(serde_json::json!({ "queued": queued })).into_response()
 }
 
+/// `POST /_mock/reply`: sets what later replies look like.
+pub async fn set_reply(
+    State(state): State<Arc<MockState>>,
+    Json(req): Json<super::ReplyRequest>,
+) -> Response {
+    state.set_reply(req.shape());
+    Json(serde_json::json!({ "ok": true })).into_response()
+}
+
 #[derive(serde::Deserialize)]
 pub struct SeedRequest {
     account_id: Option<String>,

@@ -44,7 +44,7 @@ use serde::{Deserialize, Serialize};
 
 pub use usage::{AccountUsage, Charged, Window};
 
-pub use codex::{ReplyShape, ResponsesFault, SeenRequest, decode_zstd};
+pub use codex::{ReplyRequest, ReplyShape, ResponsesFault, SeenRequest, ToolCall, decode_zstd};
 pub use jwt::TEST_SIGNING_KEY;
 pub use websocket::WebsocketMode;
 
@@ -471,6 +471,16 @@ impl MockState {
 
     fn reply_shape(&self) -> codex::ReplyShape {
         self.ledger().reply.clone()
+    }
+
+    /// The reply to a turn: a function call only for one that `asks` (ends
+    /// with a user message).
+    fn reply_shape_for(&self, asks: bool) -> codex::ReplyShape {
+        let mut shape = self.reply_shape();
+        if !asks {
+            shape.tool_call = None;
+        }
+        shape
     }
 
     /// The account of `access` if it is a live, unexpired token at `now_ms`.

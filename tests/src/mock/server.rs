@@ -58,6 +58,7 @@ fn router(state: Arc<MockState>) -> Router {
         .route("/_mock/responses", get(issuer::responses_seen))
         .route("/_mock/faults", post(issuer::push_faults))
         .route("/_mock/seed", post(issuer::seed))
+        .route("/_mock/reply", post(issuer::set_reply))
         .with_state(state)
 }
 

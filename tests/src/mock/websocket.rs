@@ -264,7 +264,7 @@ fn turn(
     // with the account's windows as they are after it was charged.
     let shape = codex::ReplyShape {
         rate_limits_event: true,
-        ..state.reply_shape()
+        ..state.reply_shape_for(seen.asks())
     };
     tokio::spawn(codex::stream_reply(
         state.clone(),

@@ -1,0 +1,133 @@
+/**
+ * Relay mode (`PIAUTHD_RELAY=1`): pi's `openai-codex` turns stream through
+ * the daemon's `Completions.Stream`, so no token ever enters pi's process.
+ *
+ * pi's own Codex stream still does all the work it does alone: it builds
+ * the body, reads the events, and reports text, reasoning, tool calls,
+ * usage and errors. Only its transport changes. It is told to use SSE with
+ * a `fetch` that hands the body to the daemon and writes the daemon's events
+ * back as the SSE pi reads; the daemon goes upstream over a WebSocket with
+ * continuation, and moves a turn refused by a usage limit to another
+ * account before pi sees anything.
+ *
+ * pi needs an API key shaped like a ChatGPT access token (it reads the
+ * account id from it, for a header the daemon replaces). [`RELAY_KEY`] is
+ * that shape and nothing more: it is not a credential, and nothing ever
+ * sends it anywhere.
+ */
+
+import type { Daemon } from "./daemon.ts";
+import { PiauthError } from "./daemon.ts";
+import { Code } from "./grpc.ts";
+
+/** Whether relay mode is on: `PIAUTHD_RELAY` set to 1, true, yes or on. */
+export function relayEnabled(env: NodeJS.ProcessEnv = process.env): boolean {
+	return /^(1|true|yes|on)$/i.test((env.PIAUTHD_RELAY ?? "").trim());
+}
+
+function base64url(text: string): string {
+	return Buffer.from(text).toString("base64url");
+}
+
+/** The placeholder pi takes as its API key in relay mode (see above). */
+export const RELAY_KEY = [
+	base64url(JSON.stringify({ alg: "none", typ: "JWT" })),
+	base64url(JSON.stringify({ "https://api.openai.com/auth": { chatgpt_account_id: "piauthd-relay" } })),
+	"relay",
+].join(".");
+
+/** The request body as JSON bytes: pi's SSE bodies come zstd-compressed. */
+function bodyBytes(body: unknown, encoding: string | null): Uint8Array {
+	const raw =
+		typeof body === "string"
+			? new TextEncoder().encode(body)
+			: body instanceof Uint8Array
+				? body
+				: body instanceof ArrayBuffer
+					? new Uint8Array(body)
+					: undefined;
+	if (!raw) throw new PiauthError("piauthd: pi sent a request body of a kind the relay cannot read");
+	if ((encoding ?? "").toLowerCase() !== "zstd") return raw;
+	const zlib = process.getBuiltinModule("node:zlib");
+	return new Uint8Array(zlib.zstdDecompressSync(raw));
+}
+
+/** One event as SSE, each line of its JSON on a `data:` line. */
+export function sseFrame(dataJson: string): string {
+	return `${dataJson
+		.split("\n")
+		.map((line) => `data: ${line}`)
+		.join("\n")}\n\n`;
+}
+
+/**
+ * The answer pi reads for a failure before any event. A usage limit every
+ * account met is pi's own 429 (pi says "You have hit your ChatGPT usage
+ * limit … Try again in ~N min"); anything else is the daemon's sentence.
+ */
+export function failureResponse(e: unknown): Response {
+	if (e instanceof PiauthError && e.code === Code.resourceExhausted && e.reason === "ERROR_REASON_USAGE_LIMIT") {
+		const resetsAt = Number(e.metadata.resets_at ?? 0);
+		const error = {
+			code: "usage_limit_reached",
+			message: e.message,
+			...(e.metadata.plan_type ? { plan_type: e.metadata.plan_type } : {}),
+			...(resetsAt > 0 ? { resets_at: resetsAt } : {}),
+		};
+		return new Response(JSON.stringify({ error }), { status: 429 });
+	}
+	throw e instanceof Error ? e : new Error(String(e));
+}
+
+/**
+ * What pi's Codex stream is given in relay mode, over the options pi gave:
+ * the placeholder key, SSE, and the relay's `fetch`.
+ */
+export function throughDaemon(daemon: Daemon): <T extends object>(options: T | undefined) => T {
+	const fetch = relayFetch(daemon);
+	return <T extends object>(options: T | undefined) => ({ ...options, apiKey: RELAY_KEY, transport: "sse", fetch }) as T;
+}
+
+/**
+ * A `fetch` for pi's Codex SSE request that goes through the daemon: the
+ * body and pi's `session-id` go to `Completions.Stream`, and the events come
+ * back as the SSE answer. pi's abort signal cancels the call, and with it
+ * the upstream request.
+ */
+export function relayFetch(daemon: Daemon): typeof fetch {
+	return async (_url, init) => {
+		const headers = new Headers(init?.headers);
+		const body = bodyBytes(init?.body, headers.get("content-encoding"));
+		const signal = init?.signal ?? undefined;
+		const events = daemon.complete(body, headers.get("session-id") ?? "", signal);
+		let first: IteratorResult<{ type: string; dataJson: string }>;
+		try {
+			first = await events.next();
+		} catch (e) {
+			if (signal?.aborted) throw new Error("Request was aborted");
+			return failureResponse(e);
+		}
+		const encoder = new TextEncoder();
+		let next = first;
+		let failed = false;
+		const stream = new ReadableStream<Uint8Array>({
+			async pull(controller) {
+				if (next.done) return controller.close();
+				const event = next.value;
+				failed ||= event.type === "response.failed" || event.type === "error";
+				controller.enqueue(encoder.encode(sseFrame(event.dataJson)));
+				try {
+					next = await events.next();
+				} catch (e) {
+					// A failure event already told pi; otherwise the stream broke.
+					if (failed) next = { done: true, value: undefined };
+					else controller.error(e instanceof Error ? e : new Error(String(e)));
+				}
+			},
+			async cancel() {
+				await events.return(undefined);
+			},
+		});
+		return new Response(stream, { status: 200, headers: { "content-type": "text/event-stream" } });
+	};
+}
