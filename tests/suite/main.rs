@@ -48,6 +48,8 @@ mod pi_interop;
 mod pi_messages;
 /// The real pi 1.6.0 with the package in client/pi.
 mod pi_package;
+/// The real pi 1.6.0 with the package in relay mode: completions through the daemon.
+mod pi_relay;
 /// An independent client: Python grpcio.
 mod python;
 /// The refresh broker against the mock issuer.

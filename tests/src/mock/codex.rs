@@ -181,7 +181,8 @@ pub struct SeenRequest {
     pub transport: String,
     /// The `previous_response_id` of a WebSocket turn that continued one.
     pub previous_response_id: Option<String>,
-    /// The role (else the type) of the last `input` item.
+    /// The role of the last message in `input`, or the type of a tool's
+    /// output after it.
     pub last_input: Option<String>,
 }
 
@@ -279,9 +280,16 @@ pub(super) fn note_body(seen: &mut SeenRequest, req: &Value) {
             .first()
             .and_then(|i| i["role"].as_str())
             .map(str::to_owned);
+        // The last message or tool output: pi 1.6.0 may add settings
+        // after it (a `configuration_update` item).
         seen.last_input = items
-            .last()
-            .and_then(|i| i["role"].as_str().or(i["type"].as_str()))
+            .iter()
+            .rev()
+            .find_map(|i| {
+                i["role"]
+                    .as_str()
+                    .or(i["type"].as_str().filter(|t| t.ends_with("_output")))
+            })
             .map(str::to_owned);
     }
     seen.max_output_tokens = req["max_output_tokens"].as_u64();
@@ -501,7 +509,8 @@ pub(super) async fn stream_reply(
     if shape.rate_limits_event {
         events.push(usage::rate_limits_event(&usage));
     }
-    events.push(json!({"type": "response.created", "response": {"id": id, "status": "in_progress"}}));
+    events
+        .push(json!({"type": "response.created", "response": {"id": id, "status": "in_progress"}}));
     if let (Some(call), None) = (&shape.tool_call, &fault) {
         events.extend(function_call_events(call, &id));
         send_all(&state, &tx, &events, shape.delay).await;
@@ -559,8 +568,10 @@ fn function_call_events(call: &ToolCall, response_id: &str) -> Vec<Value> {
     };
     let chars: Vec<char> = call.arguments.chars().collect();
     let third = chars.len().div_ceil(3).max(1);
-    let mut events = vec![json!({"type": "response.output_item.added", "output_index": 0,
-                                 "item": item("in_progress", "")})];
+    let mut events = vec![
+        json!({"type": "response.output_item.added", "output_index": 0,
+                                 "item": item("in_progress", "")}),
+    ];
     events.extend(chars.chunks(third).map(|c| {
         json!({"type": "response.function_call_arguments.delta", "item_id": fc,
                "output_index": 0, "delta": c.iter().collect::<String>()})
