@@ -67,7 +67,7 @@ pub use config::{
 };
 pub use migrate::{Direction, MigrateError, migrate as migrate_store};
 pub use rpc::{MAX_CONNECTIONS, nofile_target};
-pub use secret::Secret;
+pub use secret::{Secret, library_event_leaks};
 pub use server::{Listen, RunError, run, run_with};
 pub use shared::restart;
 pub use store::{

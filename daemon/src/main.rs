@@ -9,6 +9,7 @@ use clap::Parser;
 use piauthd::{Environment, StoreKind};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::prelude::*;
 
 /// Owns pi's OpenAI Codex (ChatGPT) login for this user, refreshes it in one
 /// place, and serves access tokens over a private gRPC Unix socket.
@@ -82,11 +83,16 @@ fn init_logging(verbose: u8) {
         _ => "trace",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    // Whatever RUST_LOG says, no library event that prints a secret.
+    let no_secrets = tracing_subscriber::filter::filter_fn(|meta| {
+        !piauthd::library_event_leaks(meta.target(), *meta.level())
+    });
+    let output = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        .with_filter(filter)
+        .with_filter(no_secrets);
+    tracing_subscriber::registry().with(output).init();
 }
 
 fn start(args: Args) -> anyhow::Result<()> {

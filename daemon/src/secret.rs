@@ -68,9 +68,31 @@ impl<T: Zeroize> fmt::Display for Secret<T> {
     }
 }
 
+/// Whether a library's log event at `level` from `target` would print a
+/// secret whatever its text: the WebSocket library traces the whole upgrade
+/// request, `Authorization` header included. The daemon's logging drops
+/// these whatever `RUST_LOG` asks for.
+pub fn library_event_leaks(target: &str, level: tracing::Level) -> bool {
+    level == tracing::Level::TRACE && target.starts_with("tungstenite::handshake")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_websocket_handshake_trace_is_dropped_and_nothing_else() {
+        use tracing::Level;
+        assert!(library_event_leaks(
+            "tungstenite::handshake::client",
+            Level::TRACE
+        ));
+        assert!(!library_event_leaks(
+            "tungstenite::handshake::client",
+            Level::DEBUG
+        ));
+        assert!(!library_event_leaks("piauthd::codex::relay", Level::TRACE));
+    }
 
     #[test]
     fn formatting_never_shows_the_value() {

@@ -117,7 +117,7 @@ async fn main() -> anyhow::Result<()> {
         latency::run(args.secs, dir.path(), &auth, &daemon, &mut figs).await?;
     }
     if wants("relay") {
-        relay::run(&mock, &daemon, &mut figs).await?;
+        relay::run(&mock, &daemon, dir.path(), &mut figs).await?;
     }
     if wants("storm") {
         storm::storm(args.storm, dir.path(), &mock, &mut figs).await?;
