@@ -74,7 +74,9 @@ pub async fn connect(
     for (name, value) in headers {
         h.insert(name, value.parse().map_err(|_| bad(&name))?);
     }
-    let opened = tokio::time::timeout(CONNECT_TIMEOUT, tokio_tungstenite::connect_async(req)).await;
+    // Nagle's algorithm off: a turn is one frame, and it should leave now.
+    let connecting = tokio_tungstenite::connect_async_with_config(req, None, true);
+    let opened = tokio::time::timeout(CONNECT_TIMEOUT, connecting).await;
     match opened {
         Err(_) => Err(Refused::Network(format!(
             "the WebSocket upgrade took over {} s",

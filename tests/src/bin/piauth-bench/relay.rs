@@ -102,7 +102,7 @@ async fn ws_connect(mock: &MockOpenAi, token: &pb::Token) -> anyhow::Result<Ws> 
     h.insert("openai-beta", "responses_websockets=2026-02-06".parse()?);
     h.insert("originator", "pi".parse()?);
     h.insert("session-id", SESSION.parse()?);
-    Ok(tokio_tungstenite::connect_async(req).await?.0)
+    Ok(tokio_tungstenite::connect_async_with_config(req, None, true).await?.0)
 }
 
 async fn direct_ws(ws: &mut Ws, body: &Value) -> anyhow::Result<Timing> {
