@@ -69,13 +69,12 @@ impl Conversation {
 
 async fn daemon_on(mock: &MockOpenAi, sb: &Sandbox, transport: &str) -> Daemon {
     let (issuer, base) = (mock.issuer(), mock.codex_base());
-    let d = Daemon::start_with(sb, |cmd| {
+    Daemon::start_with(sb, |cmd| {
         cmd.env("PIAUTHD_ISSUER", &issuer)
             .env("PIAUTHD_CODEX_BASE_URL", &base)
             .env("PIAUTHD_CODEX_TRANSPORT", transport)
             .env("RUST_LOG", "info");
-    });
-    d
+    })
 }
 
 async fn rig(transport: &str) -> (MockOpenAi, Sandbox, Daemon, Client) {

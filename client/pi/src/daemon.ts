@@ -255,16 +255,17 @@ export class Daemon {
 
 	/**
 	 * Streams a completion of `body` (a whole Responses body, as pi's Codex
-	 * stream builds it) through the daemon for `session`, event by event.
+	 * stream builds it) through the daemon for `session`: each batch is the
+	 * events that arrived together, in order.
 	 * Aborting `signal` cancels it at the daemon, which aborts the upstream
 	 * request. A daemon that is not running is started first, as for tokens.
 	 */
-	async *complete(body: Uint8Array, session: string, signal?: AbortSignal): AsyncGenerator<CompletionEvent> {
+	async *complete(body: Uint8Array, session: string, signal?: AbortSignal): AsyncGenerator<CompletionEvent[]> {
 		const request = encodeCompletionRequest(body, session);
 		const call = () =>
-			this.channel.call(`${COMPLETIONS}/Stream`, request, { signal, holdsProcess: true })[Symbol.asyncIterator]();
+			this.channel.batches(`${COMPLETIONS}/Stream`, request, { signal, holdsProcess: true })[Symbol.asyncIterator]();
 		let replies = call();
-		let first: IteratorResult<Uint8Array>;
+		let first: IteratorResult<Uint8Array[]>;
 		try {
 			first = await replies.next();
 		} catch (e) {
@@ -278,7 +279,7 @@ export class Daemon {
 			}
 		}
 		try {
-			for (let r = first; !r.done; r = await replies.next()) yield decodeCompletionEvent(r.value);
+			for (let r = first; !r.done; r = await replies.next()) yield r.value.map(decodeCompletionEvent);
 		} catch (e) {
 			throw explain(e, this.socketPath);
 		} finally {

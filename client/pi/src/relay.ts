@@ -100,7 +100,7 @@ export function relayFetch(daemon: Daemon): typeof fetch {
 		const body = bodyBytes(init?.body, headers.get("content-encoding"));
 		const signal = init?.signal ?? undefined;
 		const events = daemon.complete(body, headers.get("session-id") ?? "", signal);
-		let first: IteratorResult<{ type: string; dataJson: string }>;
+		let first: IteratorResult<{ type: string; dataJson: string }[]>;
 		try {
 			first = await events.next();
 		} catch (e) {
@@ -113,9 +113,10 @@ export function relayFetch(daemon: Daemon): typeof fetch {
 		const stream = new ReadableStream<Uint8Array>({
 			async pull(controller) {
 				if (next.done) return controller.close();
-				const event = next.value;
-				failed ||= event.type === "response.failed" || event.type === "error";
-				controller.enqueue(encoder.encode(sseFrame(event.dataJson)));
+				// One chunk per batch, as a network read gives pi several events.
+				const batch = next.value;
+				failed ||= batch.some((e) => e.type === "response.failed" || e.type === "error");
+				controller.enqueue(encoder.encode(batch.map((e) => sseFrame(e.dataJson)).join("")));
 				try {
 					next = await events.next();
 				} catch (e) {

@@ -42,11 +42,27 @@ impl Turn {
     }
 }
 
+/// Whether a field is one continuation leaves to the turn.
+fn is_turn_field(key: &str) -> bool {
+    key == "input" || key == "previous_response_id"
+}
+
 fn rest_of(body: &Map<String, Value>) -> Map<String, Value> {
     let mut rest = body.clone();
-    rest.remove("input");
-    rest.remove("previous_response_id");
+    rest.retain(|k, _| !is_turn_field(k));
     rest
+}
+
+/// Whether `body`'s fields other than the turn's are `rest`, without a copy.
+fn same_rest(body: &Map<String, Value>, rest: &Map<String, Value>) -> bool {
+    let mut fields = 0;
+    for (k, v) in body.iter().filter(|(k, _)| !is_turn_field(k)) {
+        if rest.get(k) != Some(v) {
+            return false;
+        }
+        fields += 1;
+    }
+    fields == rest.len()
 }
 
 /// Whether the client's item stands for the server's output item.
@@ -65,7 +81,7 @@ fn same_output(server: &Value, client: &Value) -> bool {
 /// The new input items of `body` after `last`, when `body` may continue it.
 pub fn delta<'b>(last: &Turn, body: &'b Map<String, Value>) -> Option<&'b [Value]> {
     let input = body.get("input")?.as_array()?;
-    if rest_of(body) != last.rest {
+    if !same_rest(body, &last.rest) {
         return None;
     }
     let (known, after) = (last.input.len(), last.input.len() + last.output.len());
@@ -80,12 +96,11 @@ pub fn delta<'b>(last: &Turn, body: &'b Map<String, Value>) -> Option<&'b [Value
     outputs_match.then(|| &input[after..])
 }
 
-/// The body to send on a connection whose last turn was `last`: the
-/// continuation when allowed, else `body` as it is.
-pub fn frame_body(last: Option<&Turn>, body: &Map<String, Value>) -> Map<String, Value> {
-    let Some((last, new)) = last.and_then(|t| Some((t, delta(t, body)?))) else {
-        return body.clone();
-    };
+/// The body to send instead of `body` on a connection whose last turn was
+/// `last`: its continuation, when allowed (`None`: send `body` as it is).
+pub fn continuation(last: Option<&Turn>, body: &Map<String, Value>) -> Option<Map<String, Value>> {
+    let last = last?;
+    let new = delta(last, body)?;
     let mut out = Map::new();
     for (k, v) in body {
         if k == "input" {
@@ -98,7 +113,7 @@ pub fn frame_body(last: Option<&Turn>, body: &Map<String, Value>) -> Map<String,
             out.insert(k.clone(), v.clone());
         }
     }
-    out
+    Some(out)
 }
 
 /// Collects what a turn's events say about it: the response id and the
@@ -185,7 +200,7 @@ mod tests {
     fn a_later_turn_sends_only_its_new_items() {
         let (_, turn) = first();
         let next = obj(json!({"model":"m","input":[user("a"), pi_echo(), user("b")],"tools":[]}));
-        let sent = frame_body(Some(&turn), &next);
+        let sent = continuation(Some(&turn), &next).unwrap();
         assert_eq!(
             Value::Object(sent),
             json!({"model":"m","previous_response_id":"resp_1","input":[user("b")],"tools":[]})
@@ -197,10 +212,13 @@ mod tests {
         let (_, turn) = first();
         let full = |v: Value| {
             let b = obj(v);
-            assert_eq!(frame_body(Some(&turn), &b), b);
+            assert_eq!(continuation(Some(&turn), &b), None, "{b:?}");
         };
         // A changed field.
         full(json!({"model":"m2","input":[user("a"), pi_echo(), user("b")],"tools":[]}));
+        // A field added, a field gone.
+        full(json!({"model":"m","input":[user("a"), pi_echo(), user("b")],"tools":[],"top_p":1}));
+        full(json!({"model":"m","input":[user("a"), pi_echo(), user("b")]}));
         // Nothing new.
         full(json!({"model":"m","input":[user("a"), pi_echo()],"tools":[]}));
         // A changed earlier input.
@@ -213,7 +231,7 @@ mod tests {
         full(json!({"model":"m","input":[user("a"), user("b")],"tools":[]}));
         // No last turn.
         let b = obj(json!({"model":"m","input":[user("a")]}));
-        assert_eq!(frame_body(None, &b), b);
+        assert_eq!(continuation(None, &b), None);
     }
 
     #[test]

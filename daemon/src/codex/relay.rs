@@ -205,6 +205,7 @@ impl Codex {
                 account: &grant.account_id,
                 session,
                 body: &prepared.body,
+                json: &prepared.json,
                 idle: self.idle,
             };
             match transport::open_ws(ask).await {

@@ -5,6 +5,8 @@
 //! it is, in its own key order: only `stream` and `store` are the daemon's.
 //! The typed fields build the body `pi-authctl complete` sends.
 
+use std::sync::Arc;
+
 use serde_json::{Map, Value, json};
 
 /// What a client asked for (from `CompletionRequest`).
@@ -95,7 +97,8 @@ pub fn build_body(ask: &Ask) -> Result<Value, AskError> {
 /// continuation), its JSON, and its session id.
 #[derive(Debug, Clone)]
 pub struct Prepared {
-    pub body: Map<String, Value>,
+    /// Shared with the connection's record of the turn, uncopied.
+    pub body: Arc<Map<String, Value>>,
     pub json: Vec<u8>,
     pub session_id: String,
 }
@@ -107,7 +110,7 @@ pub fn prepare(ask: &Ask) -> Result<Prepared, AskError> {
     };
     Ok(Prepared {
         json: serde_json::to_vec(&body).map_err(|e| AskError::BadBody(e.to_string()))?,
-        body,
+        body: Arc::new(body),
         session_id: ask.session_id.clone(),
     })
 }

@@ -64,7 +64,7 @@ pub struct WsEvents {
     queue: VecDeque<String>,
     recorder: Recorder,
     /// The full body the turn stands for.
-    body: Map<String, Value>,
+    body: Arc<Map<String, Value>>,
     session: String,
     account: String,
     pool: Arc<Pool>,
@@ -156,7 +156,9 @@ pub struct WsAsk<'a> {
     pub headers: Vec<(&'static str, String)>,
     pub account: &'a str,
     pub session: &'a str,
-    pub body: &'a Map<String, Value>,
+    pub body: &'a Arc<Map<String, Value>>,
+    /// `body`'s JSON.
+    pub json: &'a [u8],
     /// The longest wait for a frame.
     pub idle: Duration,
 }
@@ -214,13 +216,21 @@ pub async fn open_ws(ask: WsAsk<'_>) -> Result<(ResponseInfo, Events), Opening> 
     };
     let (mut renewed, mut full) = (false, false);
     'turn: loop {
-        let body = if full {
-            ask.body.clone()
-        } else {
-            continuation::frame_body(conn.last.as_ref(), ask.body)
+        let continued = match full {
+            true => None,
+            false => continuation::continuation(conn.last.as_ref(), ask.body),
         };
         conn.last = None;
-        let mut failed = conn.send(&body).await.err();
+        let frame = match &continued {
+            Some(delta) => serde_json::to_vec(delta).ok(),
+            None => None,
+        };
+        let text = websocket::create_frame(frame.as_deref().unwrap_or(ask.json));
+        let Some(text) = text else {
+            // Not reached: the body is serde_json's text of an object.
+            return Err(Opening::Fallback("the body is not a JSON object".into()));
+        };
+        let mut failed = conn.send(text).await.err();
         let mut held = VecDeque::new();
         while failed.is_none() {
             let frame = tokio::time::timeout(ask.idle, conn.next()).await;

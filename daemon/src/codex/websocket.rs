@@ -100,6 +100,20 @@ pub async fn connect(
     }
 }
 
+/// The `response.create` frame of a body's JSON object (as serde_json
+/// writes it): the body's fields after the frame's `type`, spliced without
+/// parsing the body again. `None` when `body` is not a JSON object's text.
+pub fn create_frame(body: &[u8]) -> Option<String> {
+    let body = std::str::from_utf8(body).ok()?.trim();
+    let fields = body.strip_prefix('{')?.strip_suffix('}')?.trim();
+    const OPEN: &str = r#"{"type":"response.create""#;
+    Some(if fields.is_empty() {
+        format!("{OPEN}}}")
+    } else {
+        format!("{OPEN},{fields}}}")
+    })
+}
+
 /// What one read of a connection gives.
 #[derive(Debug)]
 pub enum Frame {
@@ -112,15 +126,8 @@ pub enum Frame {
 }
 
 impl Conn {
-    /// Sends one `response.create` frame with `body`.
-    pub async fn send(
-        &mut self,
-        body: &serde_json::Map<String, serde_json::Value>,
-    ) -> Result<(), String> {
-        let mut frame = serde_json::Map::with_capacity(body.len() + 1);
-        frame.insert("type".into(), "response.create".into());
-        frame.extend(body.iter().map(|(k, v)| (k.clone(), v.clone())));
-        let text = serde_json::Value::Object(frame).to_string();
+    /// Sends one frame, as [`create_frame`] makes it.
+    pub async fn send(&mut self, text: String) -> Result<(), String> {
         self.socket
             .send(Message::text(text))
             .await
@@ -267,6 +274,29 @@ mod tests {
         );
         let u = url::Url::parse("http://127.0.0.1:9/b/codex/responses").unwrap();
         assert_eq!(url_of(&u).as_str(), "ws://127.0.0.1:9/b/codex/responses");
+    }
+
+    #[test]
+    fn a_frame_is_the_body_after_its_type() {
+        let body = serde_json::json!({"model": "m", "input": [{"a": "}"}], "store": false});
+        let frame = create_frame(body.to_string().as_bytes()).unwrap();
+        let parsed: serde_json::Value = serde_json::from_str(&frame).unwrap();
+        let mut want = serde_json::json!({"type": "response.create"});
+        want.as_object_mut()
+            .unwrap()
+            .extend(body.as_object().unwrap().clone());
+        assert_eq!(parsed, want);
+        assert!(
+            frame.starts_with(r#"{"type":"response.create","model""#),
+            "{frame}"
+        );
+        assert_eq!(
+            create_frame(b"{}").unwrap(),
+            r#"{"type":"response.create"}"#
+        );
+        for bad in [&b"[1]"[..], b"", b"\"{}\"", b"{", b"\xff{}"] {
+            assert_eq!(create_frame(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

@@ -6,8 +6,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use piauth_proto::v1 as pb;
-use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
 use tonic::{Code, Request, Response, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
@@ -156,25 +156,18 @@ impl pb::completions_server::Completions for CompletionsService {
                 ),
             )
         })?;
-        let (tx, mut rx) = tokio::sync::mpsc::channel(CHANNEL_EVENTS);
-        let (out_tx, out_rx) = tokio::sync::mpsc::channel(1);
+        let (tx, rx) = tokio::sync::mpsc::channel(CHANNEL_EVENTS);
         let relay = self.codex.clone();
         let accounts = self.accounts.clone();
-        tokio::spawn(async move { relay.relay(accounts, prepared, tx).await });
         tokio::spawn(async move {
-            // Held until the relay is over (its sender dropped) or the
-            // client went away.
+            // Held until the relay is over. A client that goes away drops
+            // `rx` with its stream, which ends the relay and drops (aborts)
+            // the upstream request.
             let _permit = permit;
-            while let Some(item) = rx.recv().await {
-                let item = item.map(event_of).map_err(relay_status);
-                if out_tx.send(item).await.is_err() {
-                    // The client went away: dropping `rx` ends the relay,
-                    // which drops (aborts) the upstream request.
-                    return;
-                }
-            }
+            relay.relay(accounts, prepared, tx).await;
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(out_rx))))
+        let events = ReceiverStream::new(rx).map(|item| item.map(event_of).map_err(relay_status));
+        Ok(Response::new(Box::pin(events)))
     }
 
     async fn list_models(

@@ -471,7 +471,8 @@ fn deltas_of(shape: &ReplyShape) -> Vec<String> {
     }
 }
 
-/// Sends `events` one by one, pausing `delay` before each; false when the
+/// Sends `events` one by one, pausing `delay` between them (the first goes
+/// at once, as the backend's `response.created` does); false when the
 /// client went away.
 async fn send_all(
     state: &MockState,
@@ -479,8 +480,8 @@ async fn send_all(
     events: &[Value],
     delay: Duration,
 ) -> bool {
-    for event in events {
-        if !delay.is_zero() {
+    for (i, event) in events.iter().enumerate() {
+        if i > 0 && !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
         if tx.send(Out::Event(event.clone())).await.is_err() {
