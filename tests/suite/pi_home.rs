@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use piauth_tests::mock::MockOpenAi;
 use piauth_tests::proxy::RefusingProxy;
@@ -107,6 +107,25 @@ impl<'a> PiHome<'a> {
             .into_iter()
             .map(|c| c.wait_with_output().expect("pi output"))
             .collect()
+    }
+
+    /// Runs rounds of `n` prompts at once for at least `span` and two
+    /// rounds, asserting that every prompt was answered; returns how many
+    /// prompts and rounds ran.
+    pub(crate) fn rounds_for(&self, n: usize, span: Duration) -> (usize, usize) {
+        let start = Instant::now();
+        let (mut prompts, mut rounds) = (0, 0);
+        while start.elapsed() < span || rounds < 2 {
+            let outs = self.round(n);
+            assert!(
+                outs.iter().all(answered),
+                "round {rounds}: unanswered prompts:\n{}",
+                describe(&outs)
+            );
+            prompts += outs.len();
+            rounds += 1;
+        }
+        (prompts, rounds)
     }
 
     /// Starts `pi -p "prompt i"` on the codex provider.

@@ -56,17 +56,7 @@ async fn eight_sessions_across_five_token_lifetimes_all_answered_with_zero_reuse
     let home = PiHome::new(&sb);
 
     let start = Instant::now();
-    let (mut prompts, mut rounds) = (0, 0);
-    while start.elapsed() < Duration::from_secs(5 * LIFETIME_SECS) || rounds < 2 {
-        let outs = home.round(SESSIONS);
-        assert!(
-            outs.iter().all(answered),
-            "round {rounds}: unanswered prompts:\n{}",
-            describe(&outs)
-        );
-        prompts += outs.len();
-        rounds += 1;
-    }
+    let (prompts, rounds) = home.rounds_for(SESSIONS, Duration::from_secs(5 * LIFETIME_SECS));
     let stats = mock.stats();
     let refreshes = refresh_count(&sb).await;
     eprintln!(

@@ -5,7 +5,7 @@
 //! no turn.
 
 use std::process::{Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use piauth_client::Client;
 use piauth_tests::Sandbox;
@@ -151,18 +151,7 @@ async fn eight_relay_sessions_across_five_token_lifetimes_all_answered() {
     let _d = file_daemon(&sb, &mock);
     let mut home = PiHome::new(&sb);
     relay(&mut home);
-    let start = Instant::now();
-    let (mut prompts, mut rounds) = (0, 0);
-    while start.elapsed() < Duration::from_secs(5 * LIFETIME_SECS) || rounds < 2 {
-        let outs = home.round(SESSIONS);
-        assert!(
-            outs.iter().all(answered),
-            "round {rounds}: unanswered prompts:\n{}",
-            describe(&outs)
-        );
-        prompts += outs.len();
-        rounds += 1;
-    }
+    let (prompts, rounds) = home.rounds_for(SESSIONS, Duration::from_secs(5 * LIFETIME_SECS));
     let mut c = Client::connect(sb.socket()).await.unwrap();
     let refreshes = c.status().await.unwrap().providers[0].refresh_count;
     let stats = mock.stats();
