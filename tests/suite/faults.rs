@@ -84,8 +84,12 @@ async fn server_errors_back_off_while_the_token_is_served() {
     );
     let t = c.get_token("", 0).await.unwrap();
     assert_eq!(t.access_token, set.access_token);
-    let st = codex(&mut c).await;
-    assert!(!st.last_error.is_empty(), "the failure is reported");
+    // The mock counts a request when it arrives; the daemon reports the
+    // failure once it has read the answer, so wait for the report.
+    assert!(
+        wait_codex(&c, Duration::from_secs(3), |st| !st.last_error.is_empty()).await,
+        "the failure is reported"
+    );
     // Backoff (about 1 s, 2 s, 4 s with jitter), then success.
     assert!(
         wait_until(Duration::from_secs(12), || async {
