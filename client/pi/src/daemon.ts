@@ -255,13 +255,13 @@ export class Daemon {
 
 	/**
 	 * Streams a completion of `body` (a whole Responses body, as pi's Codex
-	 * stream builds it) through the daemon for `session`: each batch is the
-	 * events that arrived together, in order.
+	 * stream builds it) through the daemon for `session`, in SSE batches:
+	 * each batch is the messages that arrived together, in order.
 	 * Aborting `signal` cancels it at the daemon, which aborts the upstream
 	 * request. A daemon that is not running is started first, as for tokens.
 	 */
 	async *complete(body: Uint8Array, session: string, signal?: AbortSignal): AsyncGenerator<CompletionEvent[]> {
-		const request = encodeCompletionRequest(body, session);
+		const request = encodeCompletionRequest(body, session, true);
 		const call = () =>
 			this.channel.batches(`${COMPLETIONS}/Stream`, request, { signal, holdsProcess: true })[Symbol.asyncIterator]();
 		let replies = call();

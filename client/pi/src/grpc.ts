@@ -33,6 +33,8 @@ export const Code = {
 
 /** Replies larger than this are refused: the daemon's messages are small. */
 const MAX_MESSAGE_BYTES = 4 * 1024 * 1024;
+/** How many bytes the daemon may send ahead of what this process has read. */
+const RECEIVE_WINDOW = 8 * 1024 * 1024;
 
 /** A gRPC status other than OK, as the daemon sent it. */
 export class RpcError extends Error {
@@ -185,7 +187,14 @@ export class Channel {
 				reject(gone ? new NotListening(this.socketPath, e) : e);
 			});
 		});
-		const session = http2.connect("http://localhost", { createConnection: () => socket });
+		// A wide receive window: with HTTP/2's default of 64 KiB, a fast
+		// stream stalls the daemon on every window update this event loop
+		// is too busy to send at once.
+		const session = http2.connect("http://localhost", {
+			createConnection: () => socket,
+			settings: { initialWindowSize: RECEIVE_WINDOW },
+		});
+		session.setLocalWindowSize(RECEIVE_WINDOW);
 		session.on("error", () => {
 			// Reported to each open stream; the session is dropped on close.
 		});

@@ -281,22 +281,31 @@ export function decodeErrorInfo(buf: Uint8Array): ErrorInfo {
 	return info;
 }
 
-/** CompletionRequest with a whole Responses body, for `session` (pi's session id). */
-export function encodeCompletionRequest(bodyJson: Uint8Array, session: string): Uint8Array {
-	return new Writer().string(1, CODEX).string(6, session).bytes(7, bodyJson).finish();
+/**
+ * CompletionRequest with a whole Responses body, for `session` (pi's session
+ * id); with `sseBatches`, the answer comes as batches of SSE.
+ */
+export function encodeCompletionRequest(bodyJson: Uint8Array, session: string, sseBatches = false): Uint8Array {
+	return new Writer().string(1, CODEX).string(6, session).bytes(7, bodyJson).bool(8, sseBatches).finish();
 }
 
-/** One relayed Responses event: its type and its JSON, as the backend sent them. */
+/**
+ * One message of a relayed stream, with the events as the backend sent
+ * them: one event (its type and JSON), or in SSE batches, the events that
+ * were ready together as SSE and the type of the last of them.
+ */
 export interface CompletionEvent {
 	type: string;
 	dataJson: string;
+	sse: Uint8Array;
 }
 
 export function decodeCompletionEvent(buf: Uint8Array): CompletionEvent {
-	const e: CompletionEvent = { type: "", dataJson: "" };
+	const e: CompletionEvent = { type: "", dataJson: "", sse: new Uint8Array() };
 	for (const f of fields(buf)) {
 		if (f.field === 1) e.type = string(f);
 		else if (f.field === 2) e.dataJson = string(f);
+		else if (f.field === 5) e.sse = bytes(f);
 	}
 	return e;
 }

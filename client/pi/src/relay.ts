@@ -19,6 +19,7 @@
 import type { Daemon } from "./daemon.ts";
 import { PiauthError } from "./daemon.ts";
 import { Code } from "./grpc.ts";
+import type { CompletionEvent } from "./messages.ts";
 
 /** Whether relay mode is on: `PIAUTHD_RELAY` set to 1, true, yes or on. */
 export function relayEnabled(env: NodeJS.ProcessEnv = process.env): boolean {
@@ -50,14 +51,6 @@ function bodyBytes(body: unknown, encoding: string | null): Uint8Array {
 	if ((encoding ?? "").toLowerCase() !== "zstd") return raw;
 	const zlib = process.getBuiltinModule("node:zlib");
 	return new Uint8Array(zlib.zstdDecompressSync(raw));
-}
-
-/** One event as SSE, each line of its JSON on a `data:` line. */
-export function sseFrame(dataJson: string): string {
-	return `${dataJson
-		.split("\n")
-		.map((line) => `data: ${line}`)
-		.join("\n")}\n\n`;
 }
 
 /**
@@ -100,23 +93,24 @@ export function relayFetch(daemon: Daemon): typeof fetch {
 		const body = bodyBytes(init?.body, headers.get("content-encoding"));
 		const signal = init?.signal ?? undefined;
 		const events = daemon.complete(body, headers.get("session-id") ?? "", signal);
-		let first: IteratorResult<{ type: string; dataJson: string }[]>;
+		let first: IteratorResult<CompletionEvent[]>;
 		try {
 			first = await events.next();
 		} catch (e) {
 			if (signal?.aborted) throw new Error("Request was aborted");
 			return failureResponse(e);
 		}
-		const encoder = new TextEncoder();
 		let next = first;
 		let failed = false;
 		const stream = new ReadableStream<Uint8Array>({
 			async pull(controller) {
 				if (next.done) return controller.close();
-				// One chunk per batch, as a network read gives pi several events.
+				// One chunk per batch, as a network read gives pi several
+				// events; the daemon already wrote them as SSE.
 				const batch = next.value;
+				// A failure event is always the last one of its message.
 				failed ||= batch.some((e) => e.type === "response.failed" || e.type === "error");
-				controller.enqueue(encoder.encode(batch.map((e) => sseFrame(e.dataJson)).join("")));
+				controller.enqueue(batch.length === 1 ? (batch[0] as CompletionEvent).sse : Buffer.concat(batch.map((e) => e.sse)));
 				try {
 					next = await events.next();
 				} catch (e) {

@@ -15,7 +15,7 @@ import * as piTranscript from "../../../tests/pi-current/node_modules/@earendil-
 
 import { Daemon, PiauthError } from "../src/daemon.ts";
 import { Code } from "../src/grpc.ts";
-import { RELAY_KEY, failureResponse, relayEnabled, sseFrame, throughDaemon } from "../src/relay.ts";
+import { RELAY_KEY, failureResponse, relayEnabled, throughDaemon } from "../src/relay.ts";
 import { type Mock, Sandbox, startDaemon, startMock, stop } from "./harness.ts";
 
 test("relay mode is a setting: PIAUTHD_RELAY", () => {
@@ -28,11 +28,6 @@ test("the placeholder key has the shape pi reads an account from, and no secret"
 	const claims = JSON.parse(Buffer.from(payload ?? "", "base64url").toString());
 	assert.equal(claims["https://api.openai.com/auth"].chatgpt_account_id, "piauthd-relay");
 	assert.equal(signature, "relay");
-});
-
-test("an event becomes one SSE frame, a line of JSON per data line", () => {
-	assert.equal(sseFrame('{"a":1}'), 'data: {"a":1}\n\n');
-	assert.equal(sseFrame('{\n"a":1}'), 'data: {\ndata: "a":1}\n\n');
 });
 
 test("a usage limit before any event is pi's own 429; other failures are thrown as they are", async () => {

@@ -127,6 +127,20 @@ test("a completion request carries the body whole, and events decode", () => {
 	const seen: Record<number, number> = {};
 	for (const f of fields(request)) seen[f.field] = f.wire === 2 ? f.value.length : -1;
 	assert.deepEqual(seen, { 1: 12, 6: 3, 7: body.length });
+	const batched: Record<number, number> = {};
+	for (const f of fields(encodeCompletionRequest(body, "s-1", true))) batched[f.field] = f.wire === 2 ? f.value.length : Number(f.value);
+	assert.deepEqual(batched, { 1: 12, 6: 3, 7: body.length, 8: 1 });
 	const event = new Writer().string(1, "response.created").string(2, '{"type":"response.created"}').finish();
-	assert.deepEqual(decodeCompletionEvent(event), { type: "response.created", dataJson: '{"type":"response.created"}' });
+	assert.deepEqual(decodeCompletionEvent(event), {
+		type: "response.created",
+		dataJson: '{"type":"response.created"}',
+		sse: new Uint8Array(),
+	});
+	const sse = new TextEncoder().encode('data: {"type":"response.created"}\n\n');
+	const batch = decodeCompletionEvent(new Writer().string(1, "response.created").bytes(5, sse).finish());
+	assert.deepEqual([batch.type, batch.dataJson, new TextDecoder().decode(batch.sse)], [
+		"response.created",
+		"",
+		'data: {"type":"response.created"}\n\n',
+	]);
 });

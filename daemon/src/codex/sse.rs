@@ -110,6 +110,17 @@ impl SseParser {
     }
 }
 
+/// Appends `payload` to `out` as one event: each of its lines on a `data:`
+/// line, then a blank line. What [`SseParser`] reads back as `payload`.
+pub fn write_event(out: &mut Vec<u8>, payload: &str) {
+    for line in payload.split('\n') {
+        out.extend_from_slice(b"data: ");
+        out.extend_from_slice(line.as_bytes());
+        out.push(b'\n');
+    }
+    out.push(b'\n');
+}
+
 /// Parses a whole body at once (for tests and small answers).
 #[cfg(test)]
 pub fn parse_all(body: &[u8]) -> Result<Vec<Payload>, SseError> {
@@ -123,6 +134,20 @@ pub fn parse_all(body: &[u8]) -> Result<Vec<Payload>, SseError> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn written_events_parse_back_unchanged() {
+        let payloads = [
+            "{\"type\":\"a\"}",
+            "line one\nline two",
+            "{\"t\":\"data: x\"}",
+        ];
+        let mut out = Vec::new();
+        for p in payloads {
+            write_event(&mut out, p);
+        }
+        assert_eq!(parse_all(&out).unwrap(), payloads);
+    }
 
     #[test]
     fn splits_events_on_blank_lines() {

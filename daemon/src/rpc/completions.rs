@@ -15,9 +15,13 @@ use super::error::{Reason, only_default, provider_arg, status};
 use crate::accounts::Accounts;
 use crate::codex::{self, Ask, Codex, CodexError, RelayError, Relayed};
 
-/// Events buffered between the upstream read and a slow client. Small on
-/// purpose: it is what bounds the daemon's memory per stream.
-const CHANNEL_EVENTS: usize = 8;
+/// Events buffered between the upstream read and a slow client: what bounds
+/// the daemon's memory per stream, and room enough that a fast stream is
+/// not handed over an event at a time.
+const CHANNEL_EVENTS: usize = 64;
+
+/// The most events in one message of a stream in SSE batches.
+const BATCH_EVENTS: usize = 64;
 
 #[derive(Debug, Clone)]
 pub struct CompletionsService {
@@ -52,16 +56,49 @@ fn event_of(r: Relayed) -> pb::CompletionEvent {
     pb::CompletionEvent {
         r#type: r.event_type,
         data_json: r.data_json,
-        response: r.response.map(|i| pb::ResponseInfo {
-            http_status: u32::from(i.http_status),
-            rate_limit_headers: i.rate_limits.into_iter().collect(),
-        }),
-        usage: r.usage.map(|u| pb::Usage {
-            input_tokens: u.input_tokens,
-            output_tokens: u.output_tokens,
-            cached_input_tokens: u.cached_input_tokens,
-        }),
+        response: r.response.map(response_info),
+        usage: r.usage.map(usage_of),
+        sse: Vec::new(),
     }
+}
+
+fn response_info(i: codex::events::ResponseInfo) -> pb::ResponseInfo {
+    pb::ResponseInfo {
+        http_status: u32::from(i.http_status),
+        rate_limit_headers: i.rate_limits.into_iter().collect(),
+    }
+}
+
+fn usage_of(u: codex::events::Usage) -> pb::Usage {
+    pb::Usage {
+        input_tokens: u.input_tokens,
+        output_tokens: u.output_tokens,
+        cached_input_tokens: u.cached_input_tokens,
+    }
+}
+
+/// Events that were ready together as the messages of a stream in SSE
+/// batches: one message with all of them, then the failure that ended the
+/// relay, if one did.
+fn sse_batch(items: Vec<Result<Relayed, RelayError>>) -> Vec<Result<pb::CompletionEvent, Status>> {
+    let mut batch = pb::CompletionEvent::default();
+    let mut failure = None;
+    for item in items {
+        match item {
+            Ok(r) => {
+                codex::sse::write_event(&mut batch.sse, &r.data_json);
+                batch.r#type = r.event_type;
+                batch.response = batch.response.or(r.response.map(response_info));
+                batch.usage = batch.usage.or(r.usage.map(usage_of));
+            }
+            Err(e) => {
+                failure = Some(relay_status(e));
+                break;
+            }
+        }
+    }
+    let events = (!batch.sse.is_empty()).then_some(Ok(batch));
+    events.into_iter().chain(failure.map(Err)).collect()
 }
 
 /// A relay failure as a status a client can act on.
@@ -128,6 +165,7 @@ impl pb::completions_server::Completions for CompletionsService {
         req: Request<pb::CompletionRequest>,
     ) -> Result<Response<Self::StreamStream>, Status> {
         let req = req.into_inner();
+        let in_sse_batches = req.sse_batches;
         let provider = provider_arg(&req.provider)?;
         only_default(provider, "piauthd relays completions for")?;
         let ask = Ask {
@@ -166,8 +204,17 @@ impl pb::completions_server::Completions for CompletionsService {
             let _permit = permit;
             relay.relay(accounts, prepared, tx).await;
         });
-        let events = ReceiverStream::new(rx).map(|item| item.map(event_of).map_err(relay_status));
-        Ok(Response::new(Box::pin(events)))
+        let events: Self::StreamStream = if in_sse_batches {
+            // Whatever is ready goes at once: batching never waits.
+            let ready =
+                futures_util::StreamExt::ready_chunks(ReceiverStream::new(rx), BATCH_EVENTS);
+            Box::pin(futures_util::StreamExt::flat_map(ready, |items| {
+                tokio_stream::iter(sse_batch(items))
+            }))
+        } else {
+            Box::pin(ReceiverStream::new(rx).map(|item| item.map(event_of).map_err(relay_status)))
+        };
+        Ok(Response::new(events))
     }
 
     async fn list_models(
@@ -184,5 +231,66 @@ impl pb::completions_server::Completions for CompletionsService {
             })
             .collect();
         Ok(Response::new(pb::ListModelsResponse { models }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codex::events::{ResponseInfo, Usage};
+
+    fn relayed(event_type: &str) -> Relayed {
+        Relayed {
+            event_type: event_type.to_owned(),
+            data_json: format!(r#"{{"type":"{event_type}"}}"#),
+            response: None,
+            usage: None,
+        }
+    }
+
+    #[test]
+    fn a_batch_is_one_message_of_sse_with_the_first_info_and_the_last_type() {
+        let mut first = relayed("response.created");
+        first.response = Some(ResponseInfo {
+            http_status: 200,
+            rate_limits: vec![("x-codex-primary-used-percent".into(), "5".into())],
+        });
+        let mut last = relayed("response.completed");
+        last.usage = Some(Usage {
+            input_tokens: 3,
+            ..Usage::default()
+        });
+        let out = sse_batch(vec![
+            Ok(first),
+            Ok(relayed("response.output_text.delta")),
+            Ok(last),
+        ]);
+        let [Ok(batch)] = &out[..] else {
+            panic!("one message: {out:?}")
+        };
+        assert_eq!(batch.r#type, "response.completed");
+        assert!(batch.data_json.is_empty());
+        assert_eq!(batch.response.as_ref().map(|r| r.http_status), Some(200));
+        assert_eq!(batch.usage.as_ref().map(|u| u.input_tokens), Some(3));
+        let payloads = codex::sse::SseParser::new().push(&batch.sse).unwrap();
+        assert_eq!(
+            payloads,
+            [
+                r#"{"type":"response.created"}"#,
+                r#"{"type":"response.output_text.delta"}"#,
+                r#"{"type":"response.completed"}"#,
+            ]
+        );
+    }
+
+    #[test]
+    fn a_failure_follows_the_events_before_it_and_ends_the_batch() {
+        let idle = || RelayError::Codex(CodexError::Idle { secs: 1 });
+        let out = sse_batch(vec![Ok(relayed("response.created")), Err(idle())]);
+        assert!(
+            matches!(&out[..], [Ok(b), Err(s)] if b.r#type == "response.created" && s.code() == Code::DeadlineExceeded)
+        );
+        let out = sse_batch(vec![Err(idle())]);
+        assert!(matches!(&out[..], [Err(_)]), "no empty message: {out:?}");
     }
 }
