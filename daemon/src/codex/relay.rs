@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use super::events::{RATE_LIMITS_EVENT, event_type, is_terminal, usage_of};
+use super::events::{RATE_LIMITS_EVENT, is_terminal, usage_of};
 pub use super::events::{ResponseInfo, Usage};
 use super::failure::{self, CodexError};
 use super::request::{self, Prepared};
@@ -31,6 +31,8 @@ const ATTEMPTS: u32 = 3;
 const MAX_RETRY_WAIT: Duration = Duration::from_secs(30);
 /// The token sent must stay valid at least this long.
 const TOKEN_MIN_VALID_SECS: u32 = 60;
+/// The most events handed to the client at once (see [`Codex::stream`]).
+const READY_EVENTS: usize = 64;
 /// How long a read of the usage endpoint may take.
 const USAGE_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -370,6 +372,11 @@ impl Codex {
 
     /// Relays the events of an open response of `account`'s, folding the
     /// limits a stream reports into the book. Never retries.
+    ///
+    /// Events that are already here when one arrives go to the client
+    /// together: a fast stream then wakes the client once per read, not
+    /// once per event. Waiting happens only when none is ready, so batching
+    /// never delays an event.
     async fn stream(
         &self,
         info: ResponseInfo,
@@ -380,18 +387,37 @@ impl Codex {
     ) -> Result<(), RelayError> {
         let mut info = Some(info);
         let mut relayed: u64 = 0;
+        let mut batch = Vec::with_capacity(READY_EVENTS);
         loop {
-            let next = tokio::select! {
-                n = tokio::time::timeout(self.idle, events.next(relayed)) => match n {
-                    Err(_) => return Err(CodexError::Idle { secs: self.idle.as_secs() }.into()),
-                    Ok(n) => n?,
-                },
-                () = tx.closed() => return Ok(()),
+            let next = if batch.is_empty() {
+                tokio::select! {
+                    n = tokio::time::timeout(self.idle, events.next(relayed)) => n
+                        .unwrap_or(Err(CodexError::Idle { secs: self.idle.as_secs() })),
+                    () = tx.closed() => return Ok(()),
+                }
+            } else {
+                let ready = (batch.len() < READY_EVENTS)
+                    .then(|| futures_util::FutureExt::now_or_never(events.next(relayed)))
+                    .flatten();
+                match ready {
+                    Some(n) => n,
+                    None => {
+                        if !hand_over(tx, &mut batch).await {
+                            return Ok(());
+                        }
+                        continue;
+                    }
+                }
             };
-            let Some(payload) = next else {
-                return Err(CodexError::Incomplete { events: relayed }.into());
+            let next = match next {
+                Ok(n) => n,
+                Err(e) => return hand_over_then(tx, &mut batch, Err(e.into())).await,
             };
-            let Some(event_type) = event_type(&payload) else {
+            let Some(transport::Event { kind, payload }) = next else {
+                let incomplete = CodexError::Incomplete { events: relayed };
+                return hand_over_then(tx, &mut batch, Err(incomplete.into())).await;
+            };
+            let Some(event_type) = kind else {
                 tracing::debug!("skipped an event that is not a JSON object");
                 continue;
             };
@@ -402,25 +428,49 @@ impl Codex {
             }
             let terminal = is_terminal(&event_type);
             let failed = failure::from_event(&event_type, &payload);
-            let event = Relayed {
+            batch.push(Relayed {
                 usage: if terminal { usage_of(&payload) } else { None },
                 response: info.take(),
                 event_type,
                 data_json: payload,
-            };
+            });
             relayed += 1;
-            // Bounded: waits while the client is slow.
-            if tx.send(Ok(event)).await.is_err() {
-                return Ok(());
-            }
             if let Some(err) = failed {
-                return Err(err.into());
+                return hand_over_then(tx, &mut batch, Err(err.into())).await;
             }
             if terminal {
+                let done = hand_over_then(tx, &mut batch, Ok(())).await;
                 events.finish();
-                return Ok(());
+                return done;
             }
         }
+    }
+}
+
+/// Sends the events of `batch` in order, leaving it empty; false when the
+/// client went away. Bounded: waits while the client is slow.
+async fn hand_over(
+    tx: &mpsc::Sender<Result<Relayed, RelayError>>,
+    batch: &mut Vec<Relayed>,
+) -> bool {
+    for event in batch.drain(..) {
+        if tx.send(Ok(event)).await.is_err() {
+            return false;
+        }
+    }
+    true
+}
+
+/// [`hand_over`], then `end` (a client that went away is no failure).
+async fn hand_over_then(
+    tx: &mpsc::Sender<Result<Relayed, RelayError>>,
+    batch: &mut Vec<Relayed>,
+    end: Result<(), RelayError>,
+) -> Result<(), RelayError> {
+    if hand_over(tx, batch).await {
+        end
+    } else {
+        Ok(())
     }
 }
 

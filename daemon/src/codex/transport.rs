@@ -19,6 +19,23 @@ use super::failure::CodexError;
 use super::sse::SseParser;
 use super::websocket::{self, Conn, Frame, Pool, Refused};
 
+/// One event of a response: its JSON, and its type, read once.
+#[derive(Debug)]
+pub struct Event {
+    /// The `type`; `None` when the JSON is not an object.
+    pub kind: Option<String>,
+    pub payload: String,
+}
+
+impl Event {
+    fn of(payload: String) -> Event {
+        Event {
+            kind: events::event_type(&payload),
+            payload,
+        }
+    }
+}
+
 /// An answer before the first event that is the backend's word, not the
 /// transport's: the relay refreshes, moves or retries on it.
 #[derive(Debug)]
@@ -80,14 +97,14 @@ impl Events {
         }))
     }
 
-    /// The next event's JSON; `None` when the stream ended without one.
-    /// `events` is how many were relayed, for the error.
-    pub async fn next(&mut self, events: u64) -> Result<Option<String>, CodexError> {
+    /// The next event; `None` when the stream ended without one. `events`
+    /// is how many were relayed, for the error.
+    pub async fn next(&mut self, events: u64) -> Result<Option<Event>, CodexError> {
         let network = |message: String| CodexError::Network { message, events };
         match self {
             Events::Sse(sse) => loop {
                 if let Some(p) = sse.queue.pop_front() {
-                    return Ok(Some(p));
+                    return Ok(Some(Event::of(p)));
                 }
                 if sse.ended {
                     return Ok(None);
@@ -121,10 +138,11 @@ impl Events {
                         Frame::Broken(why) => return Err(network(why)),
                     },
                 };
-                if let Some(t) = events::event_type(&payload) {
-                    ws.recorder.note(&t, &payload);
+                let event = Event::of(payload);
+                if let Some(kind) = &event.kind {
+                    ws.recorder.note(kind, &event.payload);
                 }
-                Ok(Some(payload))
+                Ok(Some(event))
             }
         }
     }

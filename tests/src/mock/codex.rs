@@ -222,6 +222,9 @@ fn refuse_bad(message: &str) -> Box<Response> {
     Box::new(bad_request(message))
 }
 
+/// The most events in one chunk of an SSE body.
+const READY_EVENTS: usize = 64;
+
 fn sse(event: &Value) -> Bytes {
     let kind = event["type"].as_str().unwrap_or("message");
     Bytes::from(format!("event: {kind}\ndata: {event}\n\n"))
@@ -477,14 +480,14 @@ fn deltas_of(shape: &ReplyShape) -> Vec<String> {
 async fn send_all(
     state: &MockState,
     tx: &tokio::sync::mpsc::Sender<Out>,
-    events: &[Value],
+    events: Vec<Value>,
     delay: Duration,
 ) -> bool {
-    for (i, event) in events.iter().enumerate() {
+    for (i, event) in events.into_iter().enumerate() {
         if i > 0 && !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
-        if tx.send(Out::Event(event.clone())).await.is_err() {
+        if tx.send(Out::Event(event)).await.is_err() {
             return false;
         }
         state.events_sent.fetch_add(1, Ordering::SeqCst);
@@ -514,7 +517,7 @@ pub(super) async fn stream_reply(
         .push(json!({"type": "response.created", "response": {"id": id, "status": "in_progress"}}));
     if let (Some(call), None) = (&shape.tool_call, &fault) {
         events.extend(function_call_events(call, &id));
-        send_all(&state, &tx, &events, shape.delay).await;
+        send_all(&state, &tx, events, shape.delay).await;
         return;
     }
     events.extend([
@@ -531,7 +534,7 @@ pub(super) async fn stream_reply(
         json!({"type": "response.output_text.delta", "output_index": 0,
                "content_index": 0, "delta": d})
     }));
-    if !send_all(&state, &tx, &events, shape.delay).await {
+    if !send_all(&state, &tx, events, shape.delay).await {
         return; // the client went away
     }
     if let Some(fault) = fault {
@@ -543,7 +546,7 @@ pub(super) async fn stream_reply(
         Some(n) => format!("({n} filler deltas)"),
         None => deltas.concat(),
     };
-    let tail = [
+    let tail = vec![
         json!({"type": "response.output_item.done", "output_index": 0,
                "item": {"id": item_id, "type": "message", "status": "completed",
                         "role": "assistant",
@@ -552,7 +555,7 @@ pub(super) async fn stream_reply(
                "usage": {"input_tokens": 12, "output_tokens": deltas.len(),
                          "input_tokens_details": {"cached_tokens": 4}}}}),
     ];
-    send_all(&state, &tx, &tail, shape.delay).await;
+    send_all(&state, &tx, tail, shape.delay).await;
 }
 
 /// A function call's events after `response.created`, as the Responses
@@ -628,9 +631,17 @@ async fn end_with(
 fn sse_response(rx: tokio::sync::mpsc::Receiver<Out>, usage: &super::AccountUsage) -> Response {
     // `Cut` never reaches an SSE stream: its reset handle breaks the
     // connection instead.
-    let frames = ReceiverStream::new(rx).filter_map(|out| match out {
-        Out::Event(event) => Some(Ok::<_, std::convert::Infallible>(sse(&event))),
-        Out::Cut => None,
+    // Events that are ready together go as one chunk, as a busy server
+    // writes them: the bytes are the same, the writes fewer.
+    let ready = futures_util::StreamExt::ready_chunks(ReceiverStream::new(rx), READY_EVENTS);
+    let frames = ready.filter_map(|outs| {
+        let mut chunk = Vec::new();
+        for out in outs {
+            if let Out::Event(event) = out {
+                chunk.extend_from_slice(&sse(&event));
+            }
+        }
+        (!chunk.is_empty()).then(|| Ok::<_, std::convert::Infallible>(Bytes::from(chunk)))
     });
     let body = Body::from_stream(frames);
     let mut response = (

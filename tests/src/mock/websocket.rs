@@ -317,20 +317,37 @@ async fn relay(socket: &mut WebSocket, mut events: tokio::sync::mpsc::Receiver<O
     while let Some(out) = events.recv().await {
         let event = match out {
             Out::Event(e) => e,
-            Out::Cut => return Relayed::Gone,
+            Out::Cut => {
+                // What was sent before the cut still arrives.
+                let _ = futures_util::SinkExt::flush(socket).await;
+                return Relayed::Gone;
+            }
         };
-        if !send(socket, &event).await {
+        // Frames that are ready together leave in one write, as a busy
+        // server's do: the frames are the same, the system calls fewer.
+        let frame = Message::Text(event.to_string().into());
+        let sent = match futures_util::SinkExt::feed(socket, frame).await {
+            Ok(()) if events.is_empty() => futures_util::SinkExt::flush(socket).await,
+            other => other,
+        };
+        if sent.is_err() {
             return Relayed::Gone;
         }
         match event["type"].as_str() {
             Some("response.output_item.done") => output.push(event["item"].clone()),
             Some("response.completed") => {
+                if futures_util::SinkExt::flush(socket).await.is_err() {
+                    return Relayed::Gone;
+                }
                 let id = event["response"]["id"].as_str().unwrap_or("").to_owned();
                 return Relayed::Completed { id, output };
             }
             Some("error" | "response.failed") => failed = true,
             _ => {}
         }
+    }
+    if futures_util::SinkExt::flush(socket).await.is_err() {
+        return Relayed::Gone;
     }
     if failed {
         // A failed response leaves the connection usable.
