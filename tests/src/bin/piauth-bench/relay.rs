@@ -64,6 +64,20 @@ struct Timing {
     rate: f64,
 }
 
+impl Timing {
+    /// A stream that began at `t`, had its first event at `first` and `n`
+    /// events in all. The rate runs from the first event to the end: the
+    /// wait for the first is its own figure.
+    fn of(t: Instant, first: Option<Duration>, n: usize) -> Timing {
+        let first = first.unwrap_or_default();
+        let flowing = t.elapsed().saturating_sub(first).as_secs_f64();
+        Timing {
+            first,
+            rate: n.saturating_sub(1) as f64 / flowing.max(f64::EPSILON),
+        }
+    }
+}
+
 /// pi's direct SSE path: the zstd body, read with an SSE parser.
 async fn direct_sse(mock: &MockOpenAi, token: &pb::Token, body: &[u8]) -> anyhow::Result<Timing> {
     let t = Instant::now();
@@ -98,10 +112,7 @@ async fn direct_sse(mock: &MockOpenAi, token: &pb::Token, body: &[u8]) -> anyhow
         consume(&payload)?;
         n += 1;
     }
-    Ok(Timing {
-        first: first.unwrap_or_default(),
-        rate: n as f64 / t.elapsed().as_secs_f64(),
-    })
+    Ok(Timing::of(t, first, n))
 }
 
 type Ws =
@@ -146,10 +157,7 @@ async fn direct_ws(ws: &mut Ws, body: &Value) -> anyhow::Result<Timing> {
             break;
         }
     }
-    Ok(Timing {
-        first: first.unwrap_or_default(),
-        rate: n as f64 / t.elapsed().as_secs_f64(),
-    })
+    Ok(Timing::of(t, first, n))
 }
 
 /// The same turn through the daemon on `socket`.
@@ -171,10 +179,7 @@ async fn through(socket: &Path, body: &Value) -> anyhow::Result<Timing> {
         }
         n += 1;
     }
-    Ok(Timing {
-        first: first.unwrap_or_default(),
-        rate: n as f64 / t.elapsed().as_secs_f64(),
-    })
+    Ok(Timing::of(t, first, n))
 }
 
 /// Adds one transport's figures: first event p50 each way and what the
@@ -258,7 +263,7 @@ pub async fn run(
     // Two shapes of reply: a paced one (events 2 ms apart, as a model
     // streams them) for the first event, so that it is not timed while the
     // same two cores are busy with the events behind it; and a flood of
-    // 2,000 events for the rate, where the relay's own cost per event shows.
+    // 10,000 events for the rate, where the relay's own cost per event shows.
     let paced = ReplyShape {
         deltas: Some(5),
         delta_bytes: 32,
@@ -266,7 +271,7 @@ pub async fn run(
         ..ReplyShape::default()
     };
     let flood = ReplyShape {
-        deltas: Some(2000),
+        deltas: Some(10_000),
         delta_bytes: 32,
         ..ReplyShape::default()
     };
