@@ -201,3 +201,46 @@ pub(crate) fn file_daemon(sb: &Sandbox, mock: &MockOpenAi) -> Daemon {
             .env("PIAUTHD_CODEX_BASE_URL", &base);
     })
 }
+
+/// Two accounts on a daemon of the file store: B logged in last by device
+/// code, then A made the active one.
+pub(crate) async fn two_account_daemon() -> (MockOpenAi, Sandbox, Daemon) {
+    use piauth_tests::accounts::{device_login, two_accounts};
+    let (mock, sb) = two_accounts(piauth_tests::mock::MockConfig::default()).await;
+    let d = file_daemon(&sb, &mock);
+    assert_eq!(device_login(&sb.socket()).await.account_id, "acc-b");
+    let mut c = piauth_client::Client::connect(sb.socket()).await.unwrap();
+    c.use_account("acc-a").await.unwrap();
+    (mock, sb, d)
+}
+
+/// A limit mid-run, as the pi sessions of `home` meet it on
+/// [`two_account_daemon`]'s accounts: a round of four prompts on A, then
+/// A's 5-hour window fills (the daemon is not told), then two more rounds.
+/// Every prompt is answered, A answers none after its limit and B all
+/// eight, and pi never calls its issuer. Returns how many turns A refused.
+pub(crate) fn limit_mid_run(home: &PiHome<'_>, mock: &MockOpenAi) -> u64 {
+    let outs = home.round(4);
+    assert!(
+        outs.iter().all(answered),
+        "before the limit:\n{}",
+        describe(&outs)
+    );
+    let (a0, b0) = (mock.state.charged("acc-a"), mock.state.charged("acc-b"));
+    assert_eq!((a0.served, b0.served), (4, 0), "A served the first round");
+    let now_s = piauth_tests::fixtures::now_ms() / 1000;
+    piauth_tests::accounts::exhaust_a(mock, now_s + 3_600);
+    for round in 1..=2 {
+        let outs = home.round(4);
+        assert!(
+            outs.iter().all(answered),
+            "round {round}, after the limit:\n{}",
+            describe(&outs)
+        );
+    }
+    let (a1, b1) = (mock.state.charged("acc-a"), mock.state.charged("acc-b"));
+    assert_eq!(a1.served, a0.served, "A answered nothing after its limit");
+    assert_eq!(b1.served, 8, "B answered every prompt after the limit");
+    home.assert_pi_never_called_its_issuer();
+    a1.refused
+}
