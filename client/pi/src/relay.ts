@@ -54,6 +54,18 @@ function bodyBytes(body: unknown, encoding: string | null): Uint8Array {
 }
 
 /**
+ * The SSE text pi reads for a batch of the daemon's messages. Each message
+ * carries its events already written as SSE; one from a daemon that
+ * predates SSE batches carries a single event's JSON, written here.
+ */
+export function sseOf(batch: CompletionEvent[]): Uint8Array {
+	const parts = batch.map((e) =>
+		e.sse.length > 0 || e.dataJson === "" ? e.sse : Buffer.from(`data: ${e.dataJson.split("\n").join("\ndata: ")}\n\n`),
+	);
+	return parts.length === 1 ? (parts[0] as Uint8Array) : Buffer.concat(parts);
+}
+
+/**
  * The answer pi reads for a failure before any event. A usage limit every
  * account met is pi's own 429 (pi says "You have hit your ChatGPT usage
  * limit … Try again in ~N min"); anything else is the daemon's sentence.
@@ -110,7 +122,7 @@ export function relayFetch(daemon: Daemon): typeof fetch {
 				const batch = next.value;
 				// A failure event is always the last one of its message.
 				failed ||= batch.some((e) => e.type === "response.failed" || e.type === "error");
-				controller.enqueue(batch.length === 1 ? (batch[0] as CompletionEvent).sse : Buffer.concat(batch.map((e) => e.sse)));
+				controller.enqueue(sseOf(batch));
 				try {
 					next = await events.next();
 				} catch (e) {

@@ -15,7 +15,7 @@ import * as piTranscript from "../../../tests/pi-current/node_modules/@earendil-
 
 import { Daemon, PiauthError } from "../src/daemon.ts";
 import { Code } from "../src/grpc.ts";
-import { RELAY_KEY, failureResponse, relayEnabled, throughDaemon } from "../src/relay.ts";
+import { RELAY_KEY, failureResponse, relayEnabled, sseOf, throughDaemon } from "../src/relay.ts";
 import { type Mock, Sandbox, startDaemon, startMock, stop } from "./harness.ts";
 
 test("relay mode is a setting: PIAUTHD_RELAY", () => {
@@ -28,6 +28,14 @@ test("the placeholder key has the shape pi reads an account from, and no secret"
 	const claims = JSON.parse(Buffer.from(payload ?? "", "base64url").toString());
 	assert.equal(claims["https://api.openai.com/auth"].chatgpt_account_id, "piauthd-relay");
 	assert.equal(signature, "relay");
+});
+
+test("a batch is the SSE the daemon wrote; a single event from an older daemon is written here", () => {
+	const text = (b: Uint8Array) => new TextDecoder().decode(b);
+	const sse = new TextEncoder().encode('data: {"a":1}\n\ndata: {"b":2}\n\n');
+	assert.equal(text(sseOf([{ type: "b", dataJson: "", sse }])), 'data: {"a":1}\n\ndata: {"b":2}\n\n');
+	const older = (dataJson: string) => ({ type: "t", dataJson, sse: new Uint8Array() });
+	assert.equal(text(sseOf([older('{"a":1}'), older('{\n"b":2}')])), 'data: {"a":1}\n\ndata: {\ndata: "b":2}\n\n');
 });
 
 test("a usage limit before any event is pi's own 429; other failures are thrown as they are", async () => {
