@@ -33,8 +33,6 @@ const MAX_RETRY_WAIT: Duration = Duration::from_secs(30);
 const TOKEN_MIN_VALID_SECS: u32 = 60;
 /// The most events handed to the client at once (see [`Codex::stream`]).
 const READY_EVENTS: usize = 64;
-/// Events after which a stream counts as flowing (see [`Codex::stream`]).
-const FLOWING: u64 = 8;
 /// How long a read of the usage endpoint may take.
 const USAGE_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -398,17 +396,10 @@ impl Codex {
                     () = tx.closed() => return Ok(()),
                 }
             } else {
-                let mut ready = (batch.len() < READY_EVENTS)
-                    .then(|| futures_util::FutureExt::now_or_never(events.next(relayed)))
-                    .flatten();
-                // Once the stream flows, one turn of the runtime lets what is
-                // already on the wire in: over SSE, the HTTP connection's task
-                // hands the body over a chunk at a time. The first events
-                // never wait for it.
-                if ready.is_none() && batch.len() < READY_EVENTS && relayed >= FLOWING {
-                    tokio::task::yield_now().await;
-                    ready = futures_util::FutureExt::now_or_never(events.next(relayed));
-                }
+                let ready = match batch.len() < READY_EVENTS {
+                    true => events.already_here(relayed).await,
+                    false => None,
+                };
                 match ready {
                     Some(n) => n,
                     None => {

@@ -19,6 +19,10 @@ use super::failure::CodexError;
 use super::sse::SseParser;
 use super::websocket::{self, Conn, Frame, Pool, Refused};
 
+/// Events after which a stream counts as flowing (see
+/// [`Events::already_here`]).
+const FLOWING: u64 = 8;
+
 /// One event of a response: its JSON, and its type, read once.
 #[derive(Debug)]
 pub struct Event {
@@ -95,6 +99,22 @@ impl Events {
             queue: VecDeque::new(),
             ended: false,
         }))
+    }
+
+    /// [`Events::next`] if it is already here, without waiting for it.
+    /// Once the stream flows, one turn of the runtime first lets in what is
+    /// already on the wire: over SSE, the HTTP connection's task hands the
+    /// body over a chunk at a time. The first events never wait for it.
+    pub async fn already_here(&mut self, events: u64) -> Option<Result<Option<Event>, CodexError>> {
+        use futures_util::FutureExt;
+        if let Some(next) = self.next(events).now_or_never() {
+            return Some(next);
+        }
+        if events < FLOWING {
+            return None;
+        }
+        tokio::task::yield_now().await;
+        self.next(events).now_or_never()
     }
 
     /// The next event; `None` when the stream ended without one. `events`
