@@ -193,10 +193,47 @@ impl SeenRequest {
     }
 }
 
+/// One event as a transport sends it: its type, and its JSON text.
+#[derive(Debug)]
+pub struct Event {
+    pub kind: String,
+    pub json: String,
+}
+
+impl From<Value> for Event {
+    fn from(event: Value) -> Event {
+        Event {
+            kind: event["type"].as_str().unwrap_or("message").to_owned(),
+            json: event.to_string(),
+        }
+    }
+}
+
+impl Event {
+    /// A `response.output_text.delta`, written straight to text: a flood
+    /// has thousands, and the mock stands in for a backend on another
+    /// machine, so it should cost the machine it runs on little.
+    fn text_delta(delta: &str) -> Event {
+        let kind = "response.output_text.delta";
+        let delta = Value::from(delta);
+        Event {
+            json: format!(
+                r#"{{"type":"{kind}","output_index":0,"content_index":0,"delta":{delta}}}"#
+            ),
+            kind: kind.to_owned(),
+        }
+    }
+
+    /// The event as JSON, for the few a transport reads into.
+    pub fn value(&self) -> Value {
+        serde_json::from_str(&self.json).unwrap_or_default()
+    }
+}
+
 /// What a reply stream hands its transport.
 #[derive(Debug)]
 pub enum Out {
-    Event(Value),
+    Event(Event),
     /// Break the connection (the `Disconnect` fault).
     Cut,
 }
@@ -222,12 +259,16 @@ fn refuse_bad(message: &str) -> Box<Response> {
     Box::new(bad_request(message))
 }
 
-/// The most events in one chunk of an SSE body.
+/// The most events in one chunk of an SSE body or one WebSocket flush, and
+/// how many a reply may have ready before its transport takes them: a
+/// flood then goes out in large writes, as a busy server writes it.
 const READY_EVENTS: usize = 64;
 
-fn sse(event: &Value) -> Bytes {
-    let kind = event["type"].as_str().unwrap_or("message");
-    Bytes::from(format!("event: {kind}\ndata: {event}\n\n"))
+/// Appends `event` to `out` as the backend writes it over SSE.
+fn write_sse(out: &mut Vec<u8>, event: &Event) {
+    for part in ["event: ", &event.kind, "\ndata: ", &event.json, "\n\n"] {
+        out.extend_from_slice(part.as_bytes());
+    }
 }
 
 /// Decodes a zstd request body: every frame in it, in order, at most
@@ -433,7 +474,7 @@ async fn answer(
         Err(resets_at) => return usage::limit_answer(&state.plan_of(account), resets_at, now_s),
     };
     let shape = state.reply_shape_for(asks);
-    let (tx, rx) = tokio::sync::mpsc::channel::<Out>(1);
+    let (tx, rx) = reply_channel(fault.as_ref());
     tokio::spawn(stream_reply(
         state.clone(),
         shape,
@@ -443,6 +484,19 @@ async fn answer(
         tx,
     ));
     sse_response(rx, &usage)
+}
+
+/// The channel from a reply to its transport. A reply that ends in a fault
+/// hands its events over one at a time, so that the events before the fault
+/// are on the wire when it strikes; any other may have [`READY_EVENTS`]
+/// waiting.
+pub(super) fn reply_channel(
+    fault: Option<&ResponsesFault>,
+) -> (
+    tokio::sync::mpsc::Sender<Out>,
+    tokio::sync::mpsc::Receiver<Out>,
+) {
+    tokio::sync::mpsc::channel(if fault.is_some() { 1 } else { READY_EVENTS })
 }
 
 /// The answer to a fault that refuses the request before any event.
@@ -480,14 +534,14 @@ fn deltas_of(shape: &ReplyShape) -> Vec<String> {
 async fn send_all(
     state: &MockState,
     tx: &tokio::sync::mpsc::Sender<Out>,
-    events: Vec<Value>,
+    events: Vec<impl Into<Event>>,
     delay: Duration,
 ) -> bool {
     for (i, event) in events.into_iter().enumerate() {
         if i > 0 && !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
-        if tx.send(Out::Event(event)).await.is_err() {
+        if tx.send(Out::Event(event.into())).await.is_err() {
             return false;
         }
         state.events_sent.fetch_add(1, Ordering::SeqCst);
@@ -509,31 +563,30 @@ pub(super) async fn stream_reply(
     let deltas = deltas_of(&shape);
     let id = format!("resp_{}", super::jwt::nonce());
     let item_id = format!("msg_{}", super::jwt::nonce());
-    let mut events: Vec<Value> = Vec::new();
+    let mut events: Vec<Event> = Vec::new();
     if shape.rate_limits_event {
-        events.push(usage::rate_limits_event(&usage));
+        events.push(usage::rate_limits_event(&usage).into());
     }
-    events
-        .push(json!({"type": "response.created", "response": {"id": id, "status": "in_progress"}}));
+    events.push(
+        json!({"type": "response.created", "response": {"id": id, "status": "in_progress"}}).into(),
+    );
     if let (Some(call), None) = (&shape.tool_call, &fault) {
-        events.extend(function_call_events(call, &id));
+        events.extend(function_call_events(call, &id).into_iter().map(Event::from));
         send_all(&state, &tx, events, shape.delay).await;
         return;
     }
     events.extend([
         json!({"type": "response.output_item.added", "output_index": 0,
                "item": {"id": item_id, "type": "message", "status": "in_progress",
-                        "role": "assistant", "content": []}}),
+                        "role": "assistant", "content": []}})
+        .into(),
     ]);
     let cut = match &fault {
         Some(ResponsesFault::Stall { .. }) => 1,
         Some(_) => 2,
         None => deltas.len(),
     };
-    events.extend(deltas.iter().take(cut).map(|d| {
-        json!({"type": "response.output_text.delta", "output_index": 0,
-               "content_index": 0, "delta": d})
-    }));
+    events.extend(deltas.iter().take(cut).map(|d| Event::text_delta(d)));
     if !send_all(&state, &tx, events, shape.delay).await {
         return; // the client went away
     }
@@ -603,11 +656,11 @@ async fn end_with(
         ResponsesFault::FailedEvent { code, message } => {
             let failed = json!({"type": "response.failed", "response": {"id": id,
                 "status": "failed", "error": {"code": code, "message": message}}});
-            let _ = tx.send(Out::Event(failed)).await;
+            let _ = tx.send(Out::Event(failed.into())).await;
         }
         ResponsesFault::ErrorEvent { code, message } => {
             let event = json!({"type": "error", "code": code, "message": message});
-            let _ = tx.send(Out::Event(event)).await;
+            let _ = tx.send(Out::Event(event.into())).await;
         }
         ResponsesFault::Disconnect => {
             match reset {
@@ -638,7 +691,7 @@ fn sse_response(rx: tokio::sync::mpsc::Receiver<Out>, usage: &super::AccountUsag
         let mut chunk = Vec::new();
         for out in outs {
             if let Out::Event(event) = out {
-                chunk.extend_from_slice(&sse(&event));
+                write_sse(&mut chunk, &event);
             }
         }
         (!chunk.is_empty()).then(|| Ok::<_, std::convert::Infallible>(Bytes::from(chunk)))

@@ -259,7 +259,7 @@ fn turn(
             ));
         }
     };
-    let (tx, rx) = tokio::sync::mpsc::channel::<Out>(1);
+    let (tx, rx) = codex::reply_channel(fault.as_ref());
     // The upgrade's headers are old news by the next turn: each turn opens
     // with the account's windows as they are after it was charged.
     let shape = codex::ReplyShape {
@@ -325,7 +325,7 @@ async fn relay(socket: &mut WebSocket, mut events: tokio::sync::mpsc::Receiver<O
         };
         // Frames that are ready together leave in one write, as a busy
         // server's do: the frames are the same, the system calls fewer.
-        let frame = Message::Text(event.to_string().into());
+        let frame = Message::Text(event.json.as_str().into());
         let sent = match futures_util::SinkExt::feed(socket, frame).await {
             Ok(()) if events.is_empty() => futures_util::SinkExt::flush(socket).await,
             other => other,
@@ -333,16 +333,19 @@ async fn relay(socket: &mut WebSocket, mut events: tokio::sync::mpsc::Receiver<O
         if sent.is_err() {
             return Relayed::Gone;
         }
-        match event["type"].as_str() {
-            Some("response.output_item.done") => output.push(event["item"].clone()),
-            Some("response.completed") => {
+        match event.kind.as_str() {
+            "response.output_item.done" => output.push(event.value()["item"].take()),
+            "response.completed" => {
                 if futures_util::SinkExt::flush(socket).await.is_err() {
                     return Relayed::Gone;
                 }
-                let id = event["response"]["id"].as_str().unwrap_or("").to_owned();
+                let id = event.value()["response"]["id"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_owned();
                 return Relayed::Completed { id, output };
             }
-            Some("error" | "response.failed") => failed = true,
+            "error" | "response.failed" => failed = true,
             _ => {}
         }
     }
