@@ -30,6 +30,7 @@ mod codex;
 mod issuer;
 mod jwt;
 mod login;
+mod reply;
 mod server;
 mod usage;
 mod websocket;
@@ -44,8 +45,9 @@ use serde::{Deserialize, Serialize};
 
 pub use usage::{AccountUsage, Charged, Window};
 
-pub use codex::{ReplyRequest, ReplyShape, ResponsesFault, SeenRequest, ToolCall, decode_zstd};
+pub use codex::{SeenRequest, decode_zstd};
 pub use jwt::TEST_SIGNING_KEY;
+pub use reply::{ReplyRequest, ReplyShape, ResponsesFault, ToolCall};
 pub use websocket::WebsocketMode;
 
 /// How many responses requests [`MockState::responses_seen`] remembers.
@@ -256,8 +258,8 @@ struct Ledger {
     codes: HashMap<String, login::PendingCode>,
     /// Device auth id -> its state.
     devices: HashMap<String, login::DeviceAuth>,
-    responses_faults: VecDeque<codex::ResponsesFault>,
-    reply: codex::ReplyShape,
+    responses_faults: VecDeque<reply::ResponsesFault>,
+    reply: reply::ReplyShape,
     /// What the last [`SEEN_KEPT`] responses requests carried, oldest first.
     seen: VecDeque<codex::SeenRequest>,
 }
@@ -436,7 +438,7 @@ impl MockState {
     }
 
     /// Queues misbehaviours for the next responses requests, in order.
-    pub fn push_responses_faults(&self, faults: impl IntoIterator<Item = codex::ResponsesFault>) {
+    pub fn push_responses_faults(&self, faults: impl IntoIterator<Item = reply::ResponsesFault>) {
         self.ledger().responses_faults.extend(faults);
     }
 
@@ -465,17 +467,17 @@ impl MockState {
     }
 
     /// Sets what normal answers look like.
-    pub fn set_reply(&self, shape: codex::ReplyShape) {
+    pub fn set_reply(&self, shape: reply::ReplyShape) {
         self.ledger().reply = shape;
     }
 
-    fn reply_shape(&self) -> codex::ReplyShape {
+    fn reply_shape(&self) -> reply::ReplyShape {
         self.ledger().reply.clone()
     }
 
     /// The reply to a turn: a function call only for one that `asks` (ends
     /// with a user message).
-    fn reply_shape_for(&self, asks: bool) -> codex::ReplyShape {
+    fn reply_shape_for(&self, asks: bool) -> reply::ReplyShape {
         let mut shape = self.reply_shape();
         if !asks {
             shape.tool_call = None;

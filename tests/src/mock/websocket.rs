@@ -31,7 +31,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::MockState;
-use super::codex::{self, Out, ResponsesFault, SeenRequest};
+use super::codex::{self, SeenRequest};
+use super::reply::{self, Out, ResponsesFault};
 use super::usage;
 
 /// Whether the mock takes WebSocket upgrades.
@@ -259,14 +260,14 @@ fn turn(
             ));
         }
     };
-    let (tx, rx) = codex::reply_channel(fault.as_ref());
+    let (tx, rx) = reply::reply_channel(fault.as_ref());
     // The upgrade's headers are old news by the next turn: each turn opens
     // with the account's windows as they are after it was charged.
-    let shape = codex::ReplyShape {
+    let shape = reply::ReplyShape {
         rate_limits_event: true,
         ..state.reply_shape_for(seen.asks())
     };
-    tokio::spawn(codex::stream_reply(
+    tokio::spawn(reply::stream_reply(
         state.clone(),
         shape,
         usage,
