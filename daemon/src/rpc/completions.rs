@@ -101,6 +101,23 @@ fn sse_batch(items: Vec<Result<Relayed, RelayError>>) -> Vec<Result<pb::Completi
     events.into_iter().chain(failure.map(Err)).collect()
 }
 
+/// The items of `items`, with `relay` (which sends them) run by the same
+/// stream: the task that writes the answer to the client also reads the
+/// upstream, so an event crosses no task to reach the client, and a relay
+/// starts at the first poll of its answer, not whenever a new task is run.
+/// A client that goes away drops the stream, and with it the relay and its
+/// upstream request.
+fn driven<T: Send + 'static>(
+    relay: impl Future<Output = ()> + Send + 'static,
+    items: impl Stream<Item = T> + Send + 'static,
+) -> impl Stream<Item = T> + Send + 'static {
+    let relay = futures_util::StreamExt::filter_map(futures_util::stream::once(relay), |()| {
+        std::future::ready(None)
+    });
+    // Both are polled; it ends when the relay is over and its items are out.
+    futures_util::stream::select(relay, items)
+}
+
 /// A relay failure as a status a client can act on.
 pub fn relay_status(e: RelayError) -> Status {
     match e {
@@ -195,24 +212,21 @@ impl pb::completions_server::Completions for CompletionsService {
             )
         })?;
         let (tx, rx) = tokio::sync::mpsc::channel(CHANNEL_EVENTS);
-        let relay = self.codex.clone();
-        let accounts = self.accounts.clone();
-        tokio::spawn(async move {
-            // Held until the relay is over. A client that goes away drops
-            // `rx` with its stream, which ends the relay and drops (aborts)
-            // the upstream request.
+        let (codex, accounts) = (self.codex.clone(), self.accounts.clone());
+        let relay = async move {
+            // Held until the relay is over.
             let _permit = permit;
-            relay.relay(accounts, prepared, tx).await;
-        });
+            codex.relay(accounts, prepared, tx).await;
+        };
+        let relayed = driven(relay, ReceiverStream::new(rx));
         let events: Self::StreamStream = if in_sse_batches {
             // Whatever is ready goes at once: batching never waits.
-            let ready =
-                futures_util::StreamExt::ready_chunks(ReceiverStream::new(rx), BATCH_EVENTS);
+            let ready = futures_util::StreamExt::ready_chunks(relayed, BATCH_EVENTS);
             Box::pin(futures_util::StreamExt::flat_map(ready, |items| {
                 tokio_stream::iter(sse_batch(items))
             }))
         } else {
-            Box::pin(ReceiverStream::new(rx).map(|item| item.map(event_of).map_err(relay_status)))
+            Box::pin(relayed.map(|item| item.map(event_of).map_err(relay_status)))
         };
         Ok(Response::new(events))
     }
@@ -281,6 +295,33 @@ mod tests {
                 r#"{"type":"response.completed"}"#,
             ]
         );
+    }
+
+    #[tokio::test]
+    async fn a_driven_stream_runs_its_relay_and_ends_after_its_items() {
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        let relay = async move {
+            for i in 0..3 {
+                let _ = tx.send(i).await;
+            }
+        };
+        let got: Vec<i32> = driven(relay, ReceiverStream::new(rx)).collect().await;
+        assert_eq!(got, [0, 1, 2]);
+    }
+
+    #[tokio::test]
+    async fn a_dropped_driven_stream_drops_its_relay() {
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        let (alive, gone) = tokio::sync::oneshot::channel::<()>();
+        let relay = async move {
+            let _alive = alive;
+            let _ = tx.send(0).await;
+            std::future::pending::<()>().await;
+        };
+        let mut stream = Box::pin(driven(relay, ReceiverStream::new(rx)));
+        assert_eq!(stream.next().await, Some(0));
+        drop(stream);
+        assert!(gone.await.is_err(), "the relay (and its upstream request) is gone");
     }
 
     #[test]
