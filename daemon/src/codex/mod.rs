@@ -8,12 +8,14 @@
 //! * [`failure`]: sorting failures into what the client should do (pure).
 //! * [`websocket`]: the WebSocket upgrade and the sessions' connections.
 //! * [`transport`]: opening a response over either transport.
+//! * [`handover`]: the relayed events, in bounded batches to the client.
 //! * [`relay`]: the I/O: send, retry before the first event, relay.
 //! * [`models`]: the models `ListModels` reports.
 
 pub mod continuation;
 pub mod events;
 pub mod failure;
+pub mod handover;
 pub mod models;
 pub mod relay;
 pub mod request;

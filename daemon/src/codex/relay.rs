@@ -14,15 +14,17 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
+pub use super::events::ResponseInfo;
 use super::events::{RATE_LIMITS_EVENT, is_terminal, usage_of};
-pub use super::events::{ResponseInfo, Usage};
 use super::failure::{self, CodexError};
+use super::handover::{Handover, Ready, hand_over, hand_over_then};
+pub use super::handover::{RelayError, Relayed};
 use super::request::{self, Prepared};
 use super::transport::{self, Answer, Events, Opening, Refusal, WsAsk};
 use super::websocket::{self, Pool};
 use crate::accounts::Accounts;
 use crate::backoff::Backoff;
-use crate::broker::{Broker, DEFAULT_PROVIDER, TokenError};
+use crate::broker::{Broker, DEFAULT_PROVIDER};
 use crate::usage::{self, Report, UsageBook};
 
 /// Attempts before the first event (5xx and network errors).
@@ -31,29 +33,8 @@ const ATTEMPTS: u32 = 3;
 const MAX_RETRY_WAIT: Duration = Duration::from_secs(30);
 /// The token sent must stay valid at least this long.
 const TOKEN_MIN_VALID_SECS: u32 = 60;
-/// The most events handed to the client at once (see [`Codex::stream`]).
-const READY_EVENTS: usize = 64;
 /// How long a read of the usage endpoint may take.
 const USAGE_TIMEOUT: Duration = Duration::from_secs(15);
-
-/// What the daemon tells the client.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Relayed {
-    pub event_type: String,
-    pub data_json: String,
-    /// On the first event only.
-    pub response: Option<ResponseInfo>,
-    /// On the terminal event only.
-    pub usage: Option<Usage>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RelayError {
-    #[error(transparent)]
-    Token(#[from] TokenError),
-    #[error(transparent)]
-    Codex(#[from] CodexError),
-}
 
 use crate::config::CodexTransport as Transport;
 
@@ -178,12 +159,13 @@ impl Codex {
             .fold_headers(account, usage::from_headers(get), now_s);
     }
 
-    /// Runs one completion, sending events (then at most one error) on `tx`.
+    /// Runs one completion, sending its events in batches (then at most
+    /// one error) on `tx`.
     pub async fn relay(
         &self,
         accounts: Arc<Accounts>,
         prepared: Prepared,
-        tx: mpsc::Sender<Result<Relayed, RelayError>>,
+        tx: mpsc::Sender<Result<Vec<Relayed>, RelayError>>,
     ) {
         if let Err(e) = self.run(&accounts, &prepared, &tx).await {
             let _ = tx.send(Err(e)).await;
@@ -296,7 +278,7 @@ impl Codex {
         &self,
         accounts: &Accounts,
         prepared: &Prepared,
-        tx: &mpsc::Sender<Result<Relayed, RelayError>>,
+        tx: &Handover,
     ) -> Result<(), RelayError> {
         let mut refreshed = false;
         let mut moved = false;
@@ -374,20 +356,20 @@ impl Codex {
     /// limits a stream reports into the book. Never retries.
     ///
     /// Events that are already here when one arrives go to the client
-    /// together: a fast stream then wakes the client once per read, not
-    /// once per event. Waiting happens only when none is ready, so batching
-    /// never delays an event.
+    /// together, as one batch ([`Ready`]): a fast stream then wakes the
+    /// client once per read, not once per event. Waiting happens only when
+    /// none is ready, so batching never delays an event.
     async fn stream(
         &self,
         info: ResponseInfo,
         mut events: Events,
         broker: &Broker,
         account: &str,
-        tx: &mpsc::Sender<Result<Relayed, RelayError>>,
+        tx: &Handover,
     ) -> Result<(), RelayError> {
         let mut info = Some(info);
         let mut relayed: u64 = 0;
-        let mut batch = Vec::with_capacity(READY_EVENTS);
+        let mut batch = Ready::default();
         loop {
             let next = if batch.is_empty() {
                 tokio::select! {
@@ -396,9 +378,9 @@ impl Codex {
                     () = tx.closed() => return Ok(()),
                 }
             } else {
-                let ready = match batch.len() < READY_EVENTS {
-                    true => events.already_here(relayed).await,
-                    false => None,
+                let ready = match batch.full() {
+                    false => events.already_here(relayed).await,
+                    true => None,
                 };
                 match ready {
                     Some(n) => n,
@@ -429,6 +411,9 @@ impl Codex {
             }
             let terminal = is_terminal(&event_type);
             let failed = failure::from_event(&event_type, &payload);
+            if !batch.fits(payload.len()) && !hand_over(tx, &mut batch).await {
+                return Ok(());
+            }
             batch.push(Relayed {
                 usage: if terminal { usage_of(&payload) } else { None },
                 response: info.take(),
@@ -445,33 +430,6 @@ impl Codex {
                 return done;
             }
         }
-    }
-}
-
-/// Sends the events of `batch` in order, leaving it empty; false when the
-/// client went away. Bounded: waits while the client is slow.
-async fn hand_over(
-    tx: &mpsc::Sender<Result<Relayed, RelayError>>,
-    batch: &mut Vec<Relayed>,
-) -> bool {
-    for event in batch.drain(..) {
-        if tx.send(Ok(event)).await.is_err() {
-            return false;
-        }
-    }
-    true
-}
-
-/// [`hand_over`], then `end` (a client that went away is no failure).
-async fn hand_over_then(
-    tx: &mpsc::Sender<Result<Relayed, RelayError>>,
-    batch: &mut Vec<Relayed>,
-    end: Result<(), RelayError>,
-) -> Result<(), RelayError> {
-    if hand_over(tx, batch).await {
-        end
-    } else {
-        Ok(())
     }
 }
 

@@ -22,8 +22,8 @@ pub enum SseError {
 pub struct SseParser {
     /// Bytes after the last complete line.
     partial: Vec<u8>,
-    /// `data:` lines of the event being read.
-    data: Vec<String>,
+    /// `data:` lines of the event being read, joined with `\n`.
+    data: String,
     /// Whether the event being read has any `data:` line.
     has_data: bool,
     /// Size of the event being read, for the limit.
@@ -88,7 +88,10 @@ impl SseParser {
         }
         if let Some(value) = line.strip_prefix(b"data:") {
             let value = value.strip_prefix(b" ").unwrap_or(value);
-            self.data.push(String::from_utf8_lossy(value).into_owned());
+            if self.has_data {
+                self.data.push('\n');
+            }
+            self.data.push_str(&String::from_utf8_lossy(value));
             self.has_data = true;
         }
         // `event:`, `id:`, `retry:` and comments (`:`) are ignored: the
@@ -101,7 +104,7 @@ impl SseParser {
         if !std::mem::take(&mut self.has_data) {
             return;
         }
-        let payload = std::mem::take(&mut self.data).join("\n");
+        let payload = std::mem::take(&mut self.data);
         let trimmed = payload.trim();
         if trimmed.is_empty() || trimmed == "[DONE]" {
             return;

@@ -15,13 +15,10 @@ use super::error::{Reason, only_default, provider_arg, status};
 use crate::accounts::Accounts;
 use crate::codex::{self, Ask, Codex, CodexError, RelayError, Relayed};
 
-/// Events buffered between the upstream read and a slow client: what bounds
-/// the daemon's memory per stream, and room enough that a fast stream is
-/// not handed over an event at a time.
-const CHANNEL_EVENTS: usize = 64;
-
-/// The most events in one message of a stream in SSE batches.
-const BATCH_EVENTS: usize = 64;
+/// Batches of events buffered between the upstream read and a slow client:
+/// with the relay's bound on a batch (`codex::relay`), what bounds the
+/// daemon's memory per stream.
+const CHANNEL_BATCHES: usize = 4;
 
 #[derive(Debug, Clone)]
 pub struct CompletionsService {
@@ -77,28 +74,29 @@ fn usage_of(u: codex::events::Usage) -> pb::Usage {
     }
 }
 
-/// Events that were ready together as the messages of a stream in SSE
-/// batches: one message with all of them, then the failure that ended the
-/// relay, if one did.
-fn sse_batch(items: Vec<Result<Relayed, RelayError>>) -> Vec<Result<pb::CompletionEvent, Status>> {
+/// A batch of the relay's as one message of a stream in SSE batches, or
+/// the failure that ended the relay.
+fn sse_batch(item: Result<Vec<Relayed>, RelayError>) -> Result<pb::CompletionEvent, Status> {
+    let events = item.map_err(relay_status)?;
     let mut batch = pb::CompletionEvent::default();
-    let mut failure = None;
-    for item in items {
-        match item {
-            Ok(r) => {
-                codex::sse::write_event(&mut batch.sse, &r.data_json);
-                batch.r#type = r.event_type;
-                batch.response = batch.response.or(r.response.map(response_info));
-                batch.usage = batch.usage.or(r.usage.map(usage_of));
-            }
-            Err(e) => {
-                failure = Some(relay_status(e));
-                break;
-            }
-        }
+    let bytes: usize = events.iter().map(|r| r.data_json.len() + 8).sum();
+    batch.sse.reserve(bytes);
+    for r in events {
+        codex::sse::write_event(&mut batch.sse, &r.data_json);
+        batch.r#type = r.event_type;
+        batch.response = batch.response.or(r.response.map(response_info));
+        batch.usage = batch.usage.or(r.usage.map(usage_of));
     }
-    let events = (!batch.sse.is_empty()).then_some(Ok(batch));
-    events.into_iter().chain(failure.map(Err)).collect()
+    Ok(batch)
+}
+
+/// A batch of the relay's as one message per event, or the failure that
+/// ended the relay.
+fn one_by_one(item: Result<Vec<Relayed>, RelayError>) -> Vec<Result<pb::CompletionEvent, Status>> {
+    match item {
+        Ok(events) => events.into_iter().map(|r| Ok(event_of(r))).collect(),
+        Err(e) => vec![Err(relay_status(e))],
+    }
 }
 
 /// The items of `items`, with `relay` (which sends them) run by the same
@@ -211,7 +209,7 @@ impl pb::completions_server::Completions for CompletionsService {
                 ),
             )
         })?;
-        let (tx, rx) = tokio::sync::mpsc::channel(CHANNEL_EVENTS);
+        let (tx, rx) = tokio::sync::mpsc::channel(CHANNEL_BATCHES);
         let (codex, accounts) = (self.codex.clone(), self.accounts.clone());
         let relay = async move {
             // Held until the relay is over.
@@ -220,13 +218,11 @@ impl pb::completions_server::Completions for CompletionsService {
         };
         let relayed = driven(relay, ReceiverStream::new(rx));
         let events: Self::StreamStream = if in_sse_batches {
-            // Whatever is ready goes at once: batching never waits.
-            let ready = futures_util::StreamExt::ready_chunks(relayed, BATCH_EVENTS);
-            Box::pin(futures_util::StreamExt::flat_map(ready, |items| {
-                tokio_stream::iter(sse_batch(items))
-            }))
+            Box::pin(relayed.map(sse_batch))
         } else {
-            Box::pin(relayed.map(|item| item.map(event_of).map_err(relay_status)))
+            Box::pin(futures_util::StreamExt::flat_map(relayed, |item| {
+                tokio_stream::iter(one_by_one(item))
+            }))
         };
         Ok(Response::new(events))
     }
@@ -274,12 +270,8 @@ mod tests {
             input_tokens: 3,
             ..Usage::default()
         });
-        let out = sse_batch(vec![
-            Ok(first),
-            Ok(relayed("response.output_text.delta")),
-            Ok(last),
-        ]);
-        let [Ok(batch)] = &out[..] else {
+        let out = sse_batch(Ok(vec![first, relayed("response.output_text.delta"), last]));
+        let Ok(batch) = &out else {
             panic!("one message: {out:?}")
         };
         assert_eq!(batch.r#type, "response.completed");
@@ -321,17 +313,30 @@ mod tests {
         let mut stream = Box::pin(driven(relay, ReceiverStream::new(rx)));
         assert_eq!(stream.next().await, Some(0));
         drop(stream);
-        assert!(gone.await.is_err(), "the relay (and its upstream request) is gone");
+        assert!(
+            gone.await.is_err(),
+            "the relay (and its upstream request) is gone"
+        );
     }
 
     #[test]
-    fn a_failure_follows_the_events_before_it_and_ends_the_batch() {
+    fn a_failure_is_its_status_in_either_shape() {
         let idle = || RelayError::Codex(CodexError::Idle { secs: 1 });
-        let out = sse_batch(vec![Ok(relayed("response.created")), Err(idle())]);
-        assert!(
-            matches!(&out[..], [Ok(b), Err(s)] if b.r#type == "response.created" && s.code() == Code::DeadlineExceeded)
-        );
-        let out = sse_batch(vec![Err(idle())]);
-        assert!(matches!(&out[..], [Err(_)]), "no empty message: {out:?}");
+        assert!(matches!(sse_batch(Err(idle())), Err(s) if s.code() == Code::DeadlineExceeded));
+        let out = one_by_one(Err(idle()));
+        assert!(matches!(&out[..], [Err(s)] if s.code() == Code::DeadlineExceeded));
+    }
+
+    #[test]
+    fn one_by_one_gives_a_message_per_event_in_order() {
+        let out = one_by_one(Ok(vec![
+            relayed("response.created"),
+            relayed("response.completed"),
+        ]));
+        let types: Vec<_> = out
+            .iter()
+            .map(|m| m.as_ref().map(|e| e.r#type.as_str()).unwrap_or("error"))
+            .collect();
+        assert_eq!(types, ["response.created", "response.completed"]);
     }
 }
