@@ -31,8 +31,11 @@ export const Code = {
 	unauthenticated: 16,
 } as const;
 
-/** Replies larger than this are refused: the daemon's messages are small. */
-const MAX_MESSAGE_BYTES = 4 * 1024 * 1024;
+/**
+ * Replies larger than this are refused: it is the most the daemon sends
+ * (a relayed event alone can be that large).
+ */
+const MAX_MESSAGE_BYTES = 16 * 1024 * 1024;
 /** How many bytes the daemon may send ahead of what this process has read. */
 const RECEIVE_WINDOW = 8 * 1024 * 1024;
 

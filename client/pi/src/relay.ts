@@ -8,7 +8,8 @@
  * a `fetch` that hands the body to the daemon and writes the daemon's events
  * back as the SSE pi reads; the daemon goes upstream over a WebSocket with
  * continuation, and moves a turn refused by a usage limit to another
- * account before pi sees anything.
+ * account before pi sees anything. The call starts from pi's `onPayload`,
+ * before pi compresses the body it then hands `fetch` (see `turn.ts`).
  *
  * pi needs an API key shaped like a ChatGPT access token (it reads the
  * account id from it, for a header the daemon replaces). [`RELAY_KEY`] is
@@ -20,6 +21,7 @@ import type { Daemon } from "./daemon.ts";
 import { PiauthError } from "./daemon.ts";
 import { Code } from "./grpc.ts";
 import type { CompletionEvent } from "./messages.ts";
+import { Turn } from "./turn.ts";
 
 /** Whether relay mode is on: `PIAUTHD_RELAY` set to 1, true, yes or on. */
 export function relayEnabled(env: NodeJS.ProcessEnv = process.env): boolean {
@@ -86,30 +88,51 @@ export function failureResponse(e: unknown): Response {
 
 /**
  * What pi's Codex stream is given in relay mode, over the options pi gave:
- * the placeholder key, SSE, and the relay's `fetch`.
+ * the placeholder key, SSE, the relay's `fetch`, and an `onPayload` that
+ * starts the completion as soon as pi has built the body (after any
+ * `onPayload` of pi's own, whose body it sends).
  */
 export function throughDaemon(daemon: Daemon): <T extends object>(options: T | undefined) => T {
-	const fetch = relayFetch(daemon);
-	return <T extends object>(options: T | undefined) => ({ ...options, apiKey: RELAY_KEY, transport: "sse", fetch }) as T;
+	return <T extends object>(options: T | undefined) => {
+		const given = options as { signal?: AbortSignal; onPayload?: OnPayload } | undefined;
+		const turn = new Turn(daemon, given?.signal);
+		const onPayload: OnPayload = async (payload, model) => {
+			const replaced = await given?.onPayload?.(payload, model);
+			// Node writes HTTP/2 frames when its event loop next turns: it
+			// turns here, so the call is on its way before pi goes on.
+			if (turn.start(replaced ?? payload)) await new Promise((sent) => setImmediate(sent));
+			return replaced;
+		};
+		return { ...options, apiKey: RELAY_KEY, transport: "sse", onPayload, fetch: relayFetch(daemon, turn) } as T;
+	};
 }
+
+type OnPayload = (payload: unknown, model: never) => unknown;
 
 /**
  * A `fetch` for pi's Codex SSE request that goes through the daemon: the
- * body and pi's `session-id` go to `Completions.Stream`, and the events come
- * back as the SSE answer. pi's abort signal cancels the call, and with it
- * the upstream request.
+ * body and pi's `session-id` go to `Completions.Stream` (unless `turn`
+ * already started that call), and the events come back as the SSE answer.
+ * pi's abort signal cancels the call, and with it the upstream request.
  */
-export function relayFetch(daemon: Daemon): typeof fetch {
+export function relayFetch(daemon: Daemon, turn?: Turn): typeof fetch {
 	return async (_url, init) => {
 		const headers = new Headers(init?.headers);
-		const body = bodyBytes(init?.body, headers.get("content-encoding"));
+		const session = headers.get("session-id") ?? "";
 		const signal = init?.signal ?? undefined;
-		const events = daemon.complete(body, headers.get("session-id") ?? "", signal);
+		const early = turn?.claim(session, signal);
+		let events: AsyncGenerator<CompletionEvent[]>;
 		let first: IteratorResult<CompletionEvent[]>;
 		try {
-			first = await events.next();
+			if (early) {
+				events = early.events;
+				first = await early.first;
+			} else {
+				events = daemon.complete(bodyBytes(init?.body, headers.get("content-encoding")), session, signal);
+				first = await events.next();
+			}
 		} catch (e) {
-			if (signal?.aborted) throw new Error("Request was aborted");
+			if (signal?.aborted || early?.cancel.signal.aborted) throw new Error("Request was aborted");
 			return failureResponse(e);
 		}
 		let next = first;

@@ -70,8 +70,22 @@ describe("through a logged-in daemon", () => {
 	const asked: Context = { messages: [{ role: "user", content: "hi", timestamp: Date.now() }] };
 	const context = (piTranscript.normalizeContext as (c: Context) => TranscriptContext)(asked);
 	/** pi's Codex stream as relay mode runs it (see `relayProvider`). */
-	const relayed = (options: { sessionId: string; signal?: AbortSignal }) =>
+	const relayed = (options: { sessionId: string; signal?: AbortSignal; timeoutMs?: number; onPayload?: (p: unknown) => unknown }) =>
 		(builtin as Provider).stream(model, context, throughDaemon(daemon)(options));
+	const reply = (shape: object) =>
+		fetch(`${mock.issuer}/_mock/reply`, { method: "POST", body: JSON.stringify(shape), headers: { "content-type": "application/json" } });
+	/**
+	 * Sessions whose turn completed: each keeps one WebSocket, cached for its
+	 * next turn. A turn cut short leaves none.
+	 */
+	const completed = new Set<string>();
+	/** Reads the mock's stats until `settled` holds, or 2 s have passed. */
+	const settle = async (settled: (stats: Record<string, number>) => boolean) => {
+		const deadline = Date.now() + 2_000;
+		let stats = await mock.stats();
+		while (!settled(stats) && Date.now() < deadline) stats = await mock.stats();
+		return stats;
+	};
 
 	before(async () => {
 		mock = await startMock({ seedAuth: sb.authFile });
@@ -98,16 +112,41 @@ describe("through a logged-in daemon", () => {
 		assert.equal(stats.websocket_requests, 1, "the daemon went upstream over its WebSocket");
 		const seen = (await (await fetch(`${mock.issuer}/_mock/responses`)).json()) as { session_id_dash: string }[];
 		assert.equal(seen.at(-1)?.session_id_dash, "relay-1");
+		completed.add("relay-1");
+	});
+
+	test("the body a hook of pi's gives back is the one that goes upstream", async () => {
+		await reply({});
+		const events: AssistantMessageEvent[] = [];
+		const onPayload = (p: unknown) => ({ ...(p as object), max_output_tokens: 4321 });
+		for await (const e of relayed({ sessionId: "relay-hook", onPayload })) events.push(e);
+		assert.equal(events.at(-1)?.type, "done");
+		const seen = (await (await fetch(`${mock.issuer}/_mock/responses`)).json()) as {
+			session_id_dash: string;
+			max_output_tokens: number;
+		}[];
+		assert.deepEqual([seen.at(-1)?.session_id_dash, seen.at(-1)?.max_output_tokens], ["relay-hook", 4321]);
+		completed.add("relay-hook");
+	});
+
+	test("a turn pi gives up after building its body leaves nothing upstream", async () => {
+		// Long enough that a completion nobody reads would still be streaming.
+		await reply({ deltas: 10_000, delay_ms: 10 });
+		const before = await mock.stats();
+		const events: string[] = [];
+		// pi checks `timeoutMs` after `onPayload`, so this turn fails there.
+		for await (const e of relayed({ sessionId: "relay-given-up", timeoutMs: -1 })) events.push(e.type);
+		assert.equal(events.at(-1), "error");
+		// Ended, its WebSocket with it (one mid-turn is never cached). The
+		// next test's end state, read the same way, holds this turn too.
+		const stats = await settle((s) => s.open_streams === 0 && s.websocket_open === completed.size);
+		assert.equal(stats.open_streams, 0, "the completion pi did not fetch was ended");
+		assert.equal(stats.websocket_open, completed.size, "no WebSocket of this turn's is left open");
+		assert.ok((stats.websocket_requests ?? 0) - (before.websocket_requests ?? 0) <= 1, "no second call");
 	});
 
 	test("aborting in pi ends the upstream request at once", async () => {
-		await fetch(`${mock.issuer}/_mock/reply`, {
-			method: "POST",
-			body: JSON.stringify({ deltas: 10_000, delay_ms: 10 }),
-			headers: { "content-type": "application/json" },
-		});
-		// The first test's connection waits, cached, for its session's next turn.
-		const cached = (await mock.stats()).websocket_open;
+		await reply({ deltas: 10_000, delay_ms: 10 });
 		const abort = new AbortController();
 		const events: string[] = [];
 		for await (const e of relayed({ sessionId: "relay-2", signal: abort.signal })) {
@@ -115,11 +154,8 @@ describe("through a logged-in daemon", () => {
 			if (e.type === "text_delta" && !abort.signal.aborted) abort.abort();
 		}
 		assert.equal(events.at(-1), "error");
-		const deadline = Date.now() + 2_000;
-		let stats = await mock.stats();
-		const settled = () => stats.open_streams === 0 && stats.websocket_open === cached;
-		while (!settled() && Date.now() < deadline) stats = await mock.stats();
+		const stats = await settle((s) => s.open_streams === 0 && s.websocket_open === completed.size);
 		assert.equal(stats.open_streams, 0, "the mock stopped sending");
-		assert.equal(stats.websocket_open, cached, "this turn's upstream WebSocket is closed");
+		assert.equal(stats.websocket_open, completed.size, "this turn's upstream WebSocket is closed");
 	});
 });
