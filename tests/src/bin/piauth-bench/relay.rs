@@ -1,7 +1,7 @@
-//! The streaming relay over each transport: 2,000 events straight from the
-//! mock (the way pi's direct path reads them) against the same stream
-//! through piauthd; and the bytes a 20-turn session sends upstream with
-//! continuation, against the full body.
+//! The streaming relay over each transport: a paced reply and a flood of
+//! 10,000 events straight from the mock (the way pi's direct path reads
+//! them) against the same stream through piauthd; and the bytes a 20-turn
+//! session sends upstream with continuation, against the full body.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
