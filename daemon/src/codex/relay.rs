@@ -2,17 +2,16 @@
 //! session's WebSocket (or SSE), then pass every event on the moment it
 //! arrives.
 //!
-//! * The channel to the client is bounded, so a slow client slows the
-//!   upstream read and memory stays bounded; a client that goes away drops
-//!   the channel, and the upstream request is dropped (aborted) with it.
+//! * The events go to the client in batches over a bounded channel
+//!   ([`super::handover`]), so a slow client slows the upstream read and
+//!   memory stays bounded; a client that goes away drops the relay, and
+//!   the upstream request is dropped (aborted) with it.
 //! * Before the first event, a 5xx or network error is retried with capped
 //!   backoff that honours `retry-after`, and a 401 causes one forced refresh
 //!   and one retry. After the first event nothing is ever retried.
 
 use std::sync::Arc;
 use std::time::Duration;
-
-use tokio::sync::mpsc;
 
 pub use super::events::ResponseInfo;
 use super::events::{RATE_LIMITS_EVENT, is_terminal, usage_of};
@@ -161,12 +160,7 @@ impl Codex {
 
     /// Runs one completion, sending its events in batches (then at most
     /// one error) on `tx`.
-    pub async fn relay(
-        &self,
-        accounts: Arc<Accounts>,
-        prepared: Prepared,
-        tx: mpsc::Sender<Result<Vec<Relayed>, RelayError>>,
-    ) {
+    pub async fn relay(&self, accounts: Arc<Accounts>, prepared: Prepared, tx: Handover) {
         if let Err(e) = self.run(&accounts, &prepared, &tx).await {
             let _ = tx.send(Err(e)).await;
         }

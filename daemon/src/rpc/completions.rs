@@ -16,8 +16,8 @@ use crate::accounts::Accounts;
 use crate::codex::{self, Ask, Codex, CodexError, RelayError, Relayed};
 
 /// Batches of events buffered between the upstream read and a slow client:
-/// with the relay's bound on a batch (`codex::relay`), what bounds the
-/// daemon's memory per stream.
+/// with the bound on a batch (`codex::handover`), what bounds the daemon's
+/// memory per stream.
 const CHANNEL_BATCHES: usize = 4;
 
 #[derive(Debug, Clone)]
