@@ -68,7 +68,7 @@ pub use config::{
 pub use migrate::{Direction, MigrateError, migrate as migrate_store};
 pub use rpc::{MAX_CONNECTIONS, nofile_target};
 pub use secret::{Secret, library_event_leaks};
-pub use server::{Listen, RunError, run, run_with};
+pub use server::{DRAIN_LIMIT, Listen, RunError, run, run_with};
 pub use shared::restart;
 pub use store::{
     Credential, CredentialStore, LockError, OAuthCredential, PiLock, StoreError, lock_path,

@@ -3,96 +3,11 @@
 use std::time::{Duration, Instant};
 
 use piauth_client::proto::v1 as pb;
-use piauth_client::{Client, Error, Reason, text_delta};
-use piauth_tests::fixtures::write_codex_login;
-use piauth_tests::mock::{MockConfig, MockOpenAi, ReplyShape, ResponsesFault};
+use piauth_client::{Error, Reason, text_delta};
+use piauth_tests::mock::{ReplyShape, ResponsesFault};
 use piauth_tests::wait::wait_until;
-use piauth_tests::{Daemon, Sandbox};
 
-struct Rig {
-    mock: MockOpenAi,
-    sb: Sandbox,
-    daemon: Daemon,
-    client: Client,
-}
-
-/// How the daemon reaches the mock.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Upstream {
-    Sse,
-    WebSocket,
-}
-
-async fn rig_with(idle_secs: u64) -> Rig {
-    rig_on(idle_secs, Upstream::Sse).await
-}
-
-async fn rig_on(idle_secs: u64, upstream: Upstream) -> Rig {
-    let transport = match upstream {
-        Upstream::Sse => "sse",
-        Upstream::WebSocket => "auto",
-    };
-    let mock = MockOpenAi::start(MockConfig::default()).await.unwrap();
-    let sb = Sandbox::new();
-    write_codex_login(
-        &sb.auth_file(),
-        &mock.state.seed_login("acc-c", "c@example.com", "pro"),
-    )
-    .unwrap();
-    let (issuer, base) = (mock.issuer(), mock.codex_base());
-    let daemon = Daemon::start_with(&sb, |cmd| {
-        cmd.env("PIAUTHD_ISSUER", &issuer)
-            .env("PIAUTHD_CODEX_BASE_URL", &base)
-            .env("PIAUTHD_STREAM_IDLE_SECS", idle_secs.to_string())
-            .env("PIAUTHD_CODEX_TRANSPORT", transport)
-            .env("RUST_LOG", "info");
-    });
-    let client = Client::connect(sb.socket()).await.unwrap();
-    Rig {
-        mock,
-        sb,
-        daemon,
-        client,
-    }
-}
-
-async fn rig() -> Rig {
-    rig_with(300).await
-}
-
-fn ask(text: &str) -> pb::CompletionRequest {
-    pb::CompletionRequest {
-        model: "gpt-5.1-codex-mini".into(),
-        instructions: "Be brief.".into(),
-        input_json:
-            serde_json::json!([{"role":"user","content":[{"type":"input_text","text":text}]}])
-                .to_string(),
-        session_id: "4b7e5e2c-9f0a-4d4f-8c11-0a1b2c3d4e5f".into(),
-        ..Default::default()
-    }
-}
-
-/// Runs a completion to its end: the events, then the final error if any.
-async fn run(
-    c: &mut Client,
-    req: pb::CompletionRequest,
-) -> (Vec<pb::CompletionEvent>, Option<Error>) {
-    let mut stream = match c.complete(req).await {
-        Ok(s) => s,
-        Err(e) => return (Vec::new(), Some(e)),
-    };
-    let mut events = Vec::new();
-    loop {
-        match tokio::time::timeout(Duration::from_secs(20), stream.next())
-            .await
-            .expect("stream ends in time")
-        {
-            Ok(Some(e)) => events.push(e),
-            Ok(None) => return (events, None),
-            Err(e) => return (events, Some(e)),
-        }
-    }
-}
+use crate::completion_rig::{Upstream, ask, rig, rig_on, run};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_completion_streams_in_order_as_it_arrives_over_sse() {
@@ -523,4 +438,58 @@ async fn list_models_and_the_cli() {
             .iter()
             .any(|m| m["id"] == "gpt-6.2-sol")
     );
+}
+
+/// A completion streaming when the daemon is told to stop: it has nearly
+/// the drain limit to finish, then ends with a status that says it was cut
+/// (never a clean end that would pass for a whole answer), the upstream
+/// request is dropped, and the daemon exits on time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_completion_streaming_at_shutdown_ends_in_an_error_and_the_daemon_exits() {
+    let mut r = rig().await;
+    r.mock.state.set_reply(ReplyShape {
+        deltas: Some(100_000),
+        delay: Duration::from_millis(10),
+        ..ReplyShape::default()
+    });
+    let mut stream = r.client.complete(ask("a long answer")).await.unwrap();
+    while let Some(e) = stream.next().await.unwrap() {
+        if text_delta(&e).is_some() {
+            break;
+        }
+    }
+    let stopped = Instant::now();
+    r.daemon.signal(libc::SIGTERM);
+    let end = loop {
+        match tokio::time::timeout(Duration::from_secs(30), stream.next()).await {
+            Ok(Ok(Some(_))) => continue,
+            Ok(other) => break other,
+            Err(_) => panic!("the stream neither ended nor failed within 30 s"),
+        }
+    };
+    let Err(e) = end else {
+        panic!("a cut stream is an error, not a clean end: {end:?}")
+    };
+    assert_eq!(e.reason(), Some(Reason::StreamIncomplete), "{e}");
+    assert!(e.to_string().contains("shutting down"), "says why: {e}");
+    let mut daemon = r.daemon;
+    let exit =
+        tokio::task::spawn_blocking(move || (daemon.wait_exit(Duration::from_secs(30)), daemon))
+            .await
+            .unwrap();
+    let (exit, daemon) = exit;
+    assert!(exit.expect("exits").success(), "{}", daemon.logs());
+    assert!(
+        stopped.elapsed() < piauthd::DRAIN_LIMIT + Duration::from_secs(5),
+        "stopped {:?} after the signal",
+        stopped.elapsed()
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || async {
+            r.mock.stats().open_streams == 0
+        })
+        .await,
+        "the upstream request was dropped"
+    );
+    assert!(!r.sb.socket().exists());
 }

@@ -14,6 +14,8 @@ mod browser;
 mod chaos;
 /// auth.json passed as the socket: refused, nothing created beside it.
 mod collide;
+/// A daemon on the mock Codex backend, for the completion tests.
+mod completion_rig;
 /// Completions relayed from the mock Codex backend.
 mod completions;
 /// SIGKILL in the middle of refreshes.

@@ -4,10 +4,12 @@
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use piauth_proto::v1 as pb;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
+use tokio_util::sync::CancellationToken;
 use tonic::{Code, Request, Response, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
@@ -27,6 +29,17 @@ pub struct CompletionsService {
     models: Vec<codex::models::Model>,
     /// Bounds the completions relayed upstream at once.
     relays: Arc<tokio::sync::Semaphore>,
+    /// When a stream still running is cut (see [`Cut`]).
+    cut: Cut,
+}
+
+/// A stream still running this long after the daemon began stopping is
+/// ended with a status of its own: the client hears that its completion
+/// was cut, where a closed connection would say nothing it can act on.
+#[derive(Debug, Clone, Default)]
+struct Cut {
+    stopping: CancellationToken,
+    after: Duration,
 }
 
 impl CompletionsService {
@@ -45,7 +58,15 @@ impl CompletionsService {
             codex,
             models,
             relays: Arc::new(tokio::sync::Semaphore::new(super::MAX_COMPLETIONS)),
+            cut: Cut::default(),
         }
+    }
+
+    /// The same service, whose streams still running `after` `stopping`
+    /// is cancelled end with a status that says so.
+    pub fn cut_when_stopping(mut self, stopping: CancellationToken, after: Duration) -> Self {
+        self.cut = Cut { stopping, after };
+        self
     }
 }
 
@@ -116,6 +137,38 @@ fn driven<T: Send + 'static>(
     futures_util::stream::select(relay, items)
 }
 
+type Answer = Pin<Box<dyn Stream<Item = Result<pb::CompletionEvent, Status>> + Send + 'static>>;
+
+/// `events`, ended by `cut`: once the daemon has been stopping for
+/// `cut.after`, the status that says the completion was cut goes last.
+fn cut_short(events: Answer, cut: Cut) -> Answer {
+    let when = async move {
+        cut.stopping.cancelled().await;
+        tokio::time::sleep(cut.after).await;
+    };
+    let events = futures_util::StreamExt::take_until(events, Box::pin(when));
+    Box::pin(futures_util::stream::unfold(
+        Some(events),
+        |events| async move {
+            let mut events = events?;
+            match events.next().await {
+                Some(item) => Some((item, Some(events))),
+                // Cut, as opposed to over: the stopping future resolved.
+                None if events.take_result().is_some() => Some((Err(cut_status()), None)),
+                None => None,
+            }
+        },
+    ))
+}
+
+fn cut_status() -> Status {
+    status(
+        Code::Unavailable,
+        Reason::StreamIncomplete,
+        "piauthd is shutting down and cut this completion before its end; ask again when it is back",
+    )
+}
+
 /// A relay failure as a status a client can act on.
 pub fn relay_status(e: RelayError) -> Status {
     match e {
@@ -172,8 +225,7 @@ fn codex_status(e: CodexError) -> Status {
 
 #[tonic::async_trait]
 impl pb::completions_server::Completions for CompletionsService {
-    type StreamStream =
-        Pin<Box<dyn Stream<Item = Result<pb::CompletionEvent, Status>> + Send + 'static>>;
+    type StreamStream = Answer;
 
     async fn stream(
         &self,
@@ -224,7 +276,7 @@ impl pb::completions_server::Completions for CompletionsService {
                 tokio_stream::iter(one_by_one(item))
             }))
         };
-        Ok(Response::new(events))
+        Ok(Response::new(cut_short(events, self.cut.clone())))
     }
 
     async fn list_models(
@@ -338,5 +390,61 @@ mod tests {
             .map(|m| m.as_ref().map(|e| e.r#type.as_str()).unwrap_or("error"))
             .collect();
         assert_eq!(types, ["response.created", "response.completed"]);
+    }
+
+    fn message(t: &str) -> Result<pb::CompletionEvent, Status> {
+        Ok(pb::CompletionEvent {
+            r#type: t.into(),
+            ..Default::default()
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_is_cut_only_once_the_daemon_has_been_stopping_for_a_while() {
+        let stopping = CancellationToken::new();
+        let cut = Cut {
+            stopping: stopping.clone(),
+            after: Duration::from_secs(9),
+        };
+        let events: Answer = Box::pin(
+            futures_util::stream::iter([message("a"), message("b")])
+                .chain(futures_util::stream::pending()),
+        );
+        let mut answer = cut_short(events, cut);
+        assert_eq!(answer.next().await.unwrap().unwrap().r#type, "a");
+        assert_eq!(answer.next().await.unwrap().unwrap().r#type, "b");
+        stopping.cancel();
+        let cut_at = tokio::time::Instant::now();
+        let last = answer.next().await.unwrap();
+        assert!(
+            matches!(&last, Err(s) if s.code() == Code::Unavailable),
+            "{last:?}"
+        );
+        assert_eq!(cut_at.elapsed(), Duration::from_secs(9));
+        assert!(answer.next().await.is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_that_ends_is_not_cut() {
+        let stopping = CancellationToken::new();
+        let cut = Cut {
+            stopping: stopping.clone(),
+            after: Duration::from_secs(9),
+        };
+        let events: Answer = Box::pin(futures_util::stream::iter([message("a")]));
+        let got: Vec<_> = cut_short(events, cut).collect().await;
+        assert_eq!(got.len(), 1);
+        assert!(got[0].is_ok());
+        stopping.cancel();
+        let events: Answer = Box::pin(futures_util::stream::iter([message("a")]));
+        let cut = Cut {
+            stopping,
+            after: Duration::from_secs(9),
+        };
+        let got: Vec<_> = cut_short(events, cut).collect().await;
+        assert!(
+            matches!(&got[..], [Ok(_)]),
+            "stopping, but over before the cut: {got:?}"
+        );
     }
 }

@@ -31,6 +31,10 @@ mod follower;
 /// How long in-flight calls may run after shutdown begins.
 pub const DRAIN_LIMIT: Duration = Duration::from_secs(10);
 
+/// How long before [`DRAIN_LIMIT`] a completion still streaming is cut
+/// with a status that says so, which then has time to reach its client.
+const CUT_BEFORE_DRAIN: Duration = Duration::from_secs(1);
+
 /// How long shutdown waits for a refresh in flight to finish and be saved.
 /// Longer than the worst case of one refresh (40 s for pi's lock, about
 /// 11 s of connection retries, 60 s for the request): abandoning a refresh
@@ -379,6 +383,10 @@ async fn serve(
         supervisor::status_line(&ready_status(&broker, bound.path()))
     ));
     let uid = rustix::process::geteuid().as_raw();
+    let completions = completions.cut_when_stopping(
+        shutdown.clone(),
+        DRAIN_LIMIT.saturating_sub(CUT_BEFORE_DRAIN),
+    );
     let serve = crate::rpc::serve(
         listener,
         accounts.clone(),
