@@ -23,10 +23,13 @@ use piauth_tests::{Daemon, Sandbox};
 
 const GETTERS: usize = 256;
 const STREAMERS: usize = 16;
-/// Descriptors open for a moment at any time (a refresh's lock files, the
-/// test's own status connections, an upstream connection being made). A
-/// leak grows with the work done: tens of thousands of calls here.
-const SLACK_FDS: usize = 8;
+/// Descriptors open for a moment at any time: a refresh's lock files, the
+/// test's own status connections, an upstream connection being made, and
+/// each streamer's upstream WebSockets. A turn without a session opens its
+/// own and closes it after, so a sample finds anywhere from none to one
+/// open and one closing per streamer. A leak grows with the work done:
+/// tens of thousands of calls and hundreds of completions here.
+const SLACK_FDS: usize = 8 + 2 * STREAMERS;
 /// A deadline for failing, never a wait: the load steps end on a count of
 /// answers.
 const LOAD_DEADLINE: Duration = Duration::from_secs(120);

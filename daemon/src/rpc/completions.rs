@@ -399,13 +399,18 @@ mod tests {
         })
     }
 
+    /// A cut 9 s after `stopping`, as the daemon's.
+    fn cut_after_9s(stopping: &CancellationToken) -> Cut {
+        Cut {
+            stopping: stopping.clone(),
+            after: Duration::from_secs(9),
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_stream_is_cut_only_once_the_daemon_has_been_stopping_for_a_while() {
         let stopping = CancellationToken::new();
-        let cut = Cut {
-            stopping: stopping.clone(),
-            after: Duration::from_secs(9),
-        };
+        let cut = cut_after_9s(&stopping);
         let events: Answer = Box::pin(
             futures_util::stream::iter([message("a"), message("b")])
                 .chain(futures_util::stream::pending()),
@@ -427,21 +432,14 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_stream_that_ends_is_not_cut() {
         let stopping = CancellationToken::new();
-        let cut = Cut {
-            stopping: stopping.clone(),
-            after: Duration::from_secs(9),
-        };
+        let cut = cut_after_9s(&stopping);
         let events: Answer = Box::pin(futures_util::stream::iter([message("a")]));
         let got: Vec<_> = cut_short(events, cut).collect().await;
         assert_eq!(got.len(), 1);
         assert!(got[0].is_ok());
         stopping.cancel();
         let events: Answer = Box::pin(futures_util::stream::iter([message("a")]));
-        let cut = Cut {
-            stopping,
-            after: Duration::from_secs(9),
-        };
-        let got: Vec<_> = cut_short(events, cut).collect().await;
+        let got: Vec<_> = cut_short(events, cut_after_9s(&stopping)).collect().await;
         assert!(
             matches!(&got[..], [Ok(_)]),
             "stopping, but over before the cut: {got:?}"
