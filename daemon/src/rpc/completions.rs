@@ -146,19 +146,46 @@ fn cut_short(events: Answer, cut: Cut) -> Answer {
         cut.stopping.cancelled().await;
         tokio::time::sleep(cut.after).await;
     };
-    let events = futures_util::StreamExt::take_until(events, Box::pin(when));
-    Box::pin(futures_util::stream::unfold(
-        Some(events),
-        |events| async move {
-            let mut events = events?;
-            match events.next().await {
-                Some(item) => Some((item, Some(events))),
-                // Cut, as opposed to over: the stopping future resolved.
-                None if events.take_result().is_some() => Some((Err(cut_status()), None)),
-                None => None,
+    Box::pin(CutShort {
+        events: Some(events),
+        when: Box::pin(when),
+    })
+}
+
+/// See [`cut_short`]. The cut is looked at only while no message is ready,
+/// so a stream that flows pays nothing for it per message.
+struct CutShort {
+    /// `None` once the answer is over.
+    events: Option<Answer>,
+    when: Pin<Box<dyn Future<Output = ()> + Send>>,
+}
+
+impl Stream for CutShort {
+    type Item = Result<pb::CompletionEvent, Status>;
+
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::task::Poll;
+        let Some(events) = self.events.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match events.as_mut().poll_next(cx) {
+            Poll::Ready(Some(item)) => Poll::Ready(Some(item)),
+            Poll::Ready(None) => {
+                self.events = None;
+                Poll::Ready(None)
             }
-        },
-    ))
+            Poll::Pending => match self.when.as_mut().poll(cx) {
+                Poll::Ready(()) => {
+                    self.events = None;
+                    Poll::Ready(Some(Err(cut_status())))
+                }
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
 }
 
 fn cut_status() -> Status {
